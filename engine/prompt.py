@@ -1,0 +1,87 @@
+"""The one prompt builder, shared by training, inference, evaluation and export.
+
+A prompt is the model's own chat template over two turns: a system turn with the
+instructions and the policy sections that apply to the case, and a user turn with the case
+as compact JSON. Training appends the answer as the assistant turn (:func:`build_messages`
+with ``answer=``); inference renders the same turns with a generation prompt
+(:func:`render_prompt`). Nothing else in the project formats a prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from policies import Answer, Case, applicable_sections
+
+INSTRUCTIONS = (
+    "You decide e-commerce customer-service cases by the policy below. Check the rules in order; "
+    "the first that applies decides. Answer with one JSON object: "
+    '{"decision": one of APPROVE_REFUND, APPROVE_REFUND_WITH_FEE, APPROVE_EXCHANGE, APPROVE_REPLACEMENT, '
+    'APPROVE_CANCELLATION, DENY, ESCALATE, REQUEST_INFO; "reasoning": why, citing rule ids; '
+    '"customer_response": a polite, empathetic message to the customer; "next_action": what happens next; '
+    '"policy_refs": the deciding rule id, plus LIM-1 where it applied}.'
+)
+
+# The case's structured fields come first and the free-text message last, so the deciding
+# fields sit at fixed, short distances from the start of the user turn.
+_CASE_KEY_ORDER = ("case_id", "region", "request_type", "reason", "customer", "order", "message")
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How much policy text goes into the system turn.
+
+    ``policy="full"``: the applicable policy sections in prose (real models).
+    ``policy="titles"``: only the titles of the applicable sections (tiny embedded models, whose
+    context and CPU training budget cannot carry the prose; they learn the rules from data).
+    The format an adapter was trained with is saved beside it and reused at inference.
+    """
+
+    policy: Literal["full", "titles"] = "full"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> PromptFormat:
+        return cls(**(data or {}))
+
+
+def system_prompt(case: Case, fmt: PromptFormat = PromptFormat()) -> str:
+    sections = applicable_sections(case)
+    if fmt.policy == "full":
+        policy = "\n\n".join(s.render() for s in sections)
+    else:
+        policy = "Policy sections: " + "; ".join(s.title for s in sections) + "."
+    return f"{INSTRUCTIONS}\n\n{policy}"
+
+
+def case_json(case: Case) -> str:
+    """The case as compact JSON, structured fields first and the message last."""
+    data = case.model_dump(mode="json")
+    ordered = {key: data[key] for key in _CASE_KEY_ORDER}
+    return json.dumps(ordered, ensure_ascii=False, separators=(",", ":"))
+
+
+def answer_json(answer: Answer) -> str:
+    """The answer as the model writes it: compact JSON, fields in schema order."""
+    return json.dumps(answer.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
+
+
+def build_messages(case: Case, fmt: PromptFormat = PromptFormat(),
+                   answer: Answer | None = None) -> list[dict[str, str]]:
+    """Chat turns for ``case``; with ``answer``, the assistant turn too (a training example)."""
+    messages = [
+        {"role": "system", "content": system_prompt(case, fmt)},
+        {"role": "user", "content": case_json(case)},
+    ]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": answer_json(answer)})
+    return messages
+
+
+def render_prompt(tokenizer: Any, case: Case, fmt: PromptFormat = PromptFormat()) -> str:
+    """The inference prompt: the chat template over :func:`build_messages` plus the generation prompt."""
+    return tokenizer.apply_chat_template(build_messages(case, fmt), tokenize=False, add_generation_prompt=True)

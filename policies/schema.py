@@ -1,0 +1,220 @@
+"""Case and answer schemas of the policy handbook (policy-spec.md sections 1 and 3).
+
+Validation is strict: wrong types are never coerced, unknown fields are refused, and every
+error names the field at fault. Use :func:`parse_case` / :func:`parse_answer` at every
+boundary (CLI, console, dataset files); they raise :class:`InvalidCase` / :class:`InvalidAnswer`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Region = Literal["US", "CA", "UK", "EU", "AU"]
+RequestType = Literal["return", "exchange", "warranty", "not_received", "unauthorized_charge", "cancellation"]
+Reason = Literal[
+    "defective", "damaged_in_transit", "wrong_item", "changed_mind", "accidental_damage", "other",
+    "not_received", "unauthorized",
+]
+Tier = Literal["standard", "plus", "vip"]
+Category = Literal["electronics", "apparel", "home", "beauty", "grocery", "digital"]
+OrderStatus = Literal["processing", "shipped", "delivered"]
+Currency = Literal["USD", "CAD", "GBP", "EUR", "AUD"]
+Decision = Literal[
+    "APPROVE_REFUND", "APPROVE_REFUND_WITH_FEE", "APPROVE_EXCHANGE", "APPROVE_REPLACEMENT",
+    "APPROVE_CANCELLATION", "DENY", "ESCALATE", "REQUEST_INFO",
+]
+
+REGIONS: tuple[str, ...] = get_args(Region)
+REQUEST_TYPES: tuple[str, ...] = get_args(RequestType)
+REASONS: tuple[str, ...] = get_args(Reason)
+TIERS: tuple[str, ...] = get_args(Tier)
+CATEGORIES: tuple[str, ...] = get_args(Category)
+ORDER_STATUSES: tuple[str, ...] = get_args(OrderStatus)
+DECISIONS: tuple[str, ...] = get_args(Decision)
+
+CURRENCY_OF_REGION: dict[str, str] = {"US": "USD", "CA": "CAD", "UK": "GBP", "EU": "EUR", "AU": "AUD"}
+
+_ITEM_REASONS = ("defective", "damaged_in_transit", "wrong_item", "changed_mind", "accidental_damage", "other")
+REASONS_BY_REQUEST_TYPE: dict[str, tuple[str, ...]] = {
+    "return": _ITEM_REASONS,
+    "exchange": _ITEM_REASONS,
+    "warranty": _ITEM_REASONS,
+    "not_received": ("not_received",),
+    "unauthorized_charge": ("unauthorized",),
+    "cancellation": ("changed_mind", "other"),
+}
+
+MAX_MESSAGE_CHARS = 4000
+# Bounds on the answer's free text: they keep a constrained generation inside its token budget.
+MAX_REASONING_CHARS = 400
+MAX_CUSTOMER_RESPONSE_CHARS = 600
+MAX_NEXT_ACTION_CHARS = 160
+MAX_POLICY_REFS = 3
+
+RULE_IDS: tuple[str, ...] = (
+    "GEN-1", "FRD-1", "FRD-2", "FRD-3", "CAN-1", "CAN-2", "CAN-3", "NRC-1", "NRC-2", "NRC-3",
+    "WAR-1", "WAR-2", "WAR-3", "WAR-4", "WAR-5", "WAR-6",
+    "RET-1", "RET-2", "RET-3", "RET-4", "RET-5", "RET-6", "RET-7", "RET-8", "RET-9", "RET-10",
+    "RET-11", "RET-12", "LIM-1",
+)
+RuleId = Literal[RULE_IDS]  # type: ignore[valid-type]
+
+_STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Customer(BaseModel):
+    model_config = _STRICT
+    id: str = Field(min_length=1, max_length=64)
+    tier: Tier
+    claims_last_12m: int = Field(ge=0, le=10_000)
+
+
+class Order(BaseModel):
+    model_config = _STRICT
+    id: str = Field(min_length=1, max_length=64)
+    category: Category
+    item: str = Field(min_length=1, max_length=200)
+    price: float = Field(gt=0, le=1e9, allow_inf_nan=False)
+    currency: Currency
+    final_sale: bool
+    status: OrderStatus
+    days_since_delivery: int | None = Field(ge=0, le=100_000)
+    opened: bool
+    signature_confirmed: bool
+
+    @field_validator("price", mode="before")
+    @classmethod
+    def _price_is_a_number(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError("must be a number")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return float(v)
+
+    @model_validator(mode="after")
+    def _days_only_when_delivered(self) -> Order:
+        if self.status != "delivered" and self.days_since_delivery is not None:
+            raise ValueError(
+                f"days_since_delivery must be null while status is {self.status!r} (got {self.days_since_delivery})"
+            )
+        return self
+
+
+class Case(BaseModel):
+    """One customer-service case (policy-spec.md section 1)."""
+
+    model_config = _STRICT
+    case_id: str = Field(min_length=1, max_length=64)
+    region: Region
+    request_type: RequestType
+    reason: Reason
+    message: str = Field(max_length=MAX_MESSAGE_CHARS)
+    customer: Customer
+    order: Order
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Case:
+        allowed = REASONS_BY_REQUEST_TYPE[self.request_type]
+        if self.reason not in allowed:
+            raise _FieldError("reason", f"{self.reason!r} is not allowed for request_type "
+                              f"{self.request_type!r} (allowed: {', '.join(allowed)})")
+        expected_currency = CURRENCY_OF_REGION[self.region]
+        if self.order.currency != expected_currency:
+            raise _FieldError("order.currency", f"{self.order.currency!r} is not the currency of region "
+                              f"{self.region!r} (expected {expected_currency!r})")
+        return self
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class Answer(BaseModel):
+    """The model's answer (policy-spec.md section 3)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    decision: Decision
+    reasoning: str = Field(min_length=1, max_length=MAX_REASONING_CHARS)
+    customer_response: str = Field(min_length=1, max_length=MAX_CUSTOMER_RESPONSE_CHARS)
+    next_action: str = Field(min_length=1, max_length=MAX_NEXT_ACTION_CHARS)
+    policy_refs: list[RuleId] = Field(min_length=1, max_length=MAX_POLICY_REFS)  # type: ignore[valid-type]
+
+
+class _FieldError(ValueError):
+    """Raised inside validators to report an error on a field other than the model itself."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class InvalidInput(ValueError):
+    """A case or answer broke its schema. ``errors`` lists (field, message) pairs; str() names them all."""
+
+    kind = "input"
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {msg}" for field, msg in errors))
+
+    @property
+    def fields(self) -> list[str]:
+        return [field for field, _ in self.errors]
+
+
+class InvalidCase(InvalidInput):
+    kind = "case"
+
+
+class InvalidAnswer(InvalidInput):
+    kind = "answer"
+
+
+def _errors_of(exc: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "<root>"
+        ctx = err.get("ctx") or {}
+        inner = ctx.get("error")
+        if isinstance(inner, _FieldError):
+            field, msg = inner.field, inner.message
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "missing":
+                msg = "field required"
+            elif err["type"] == "extra_forbidden":
+                msg = "unknown field"
+        out.append((field, msg))
+    return out
+
+
+def parse_case(data: Any) -> Case:
+    """Validate a case from a JSON-like dict. Raises :class:`InvalidCase` naming every bad field."""
+    if not isinstance(data, dict):
+        raise InvalidCase([("<root>", f"a case must be a JSON object, got {type(data).__name__}")])
+    try:
+        return Case.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidCase(_errors_of(exc)) from None
+
+
+def parse_answer(data: Any) -> Answer:
+    """Validate an answer from a JSON-like dict. Raises :class:`InvalidAnswer` naming every bad field."""
+    if not isinstance(data, dict):
+        raise InvalidAnswer([("<root>", f"an answer must be a JSON object, got {type(data).__name__}")])
+    try:
+        return Answer.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidAnswer(_errors_of(exc)) from None
+
+
+def answer_json_schema() -> dict[str, Any]:
+    """The JSON schema a constrained decoder enforces: the Answer model, fields in their spec order."""
+    schema = Answer.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema["properties"].values():
+        prop.pop("title", None)
+    return schema
