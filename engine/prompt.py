@@ -23,6 +23,9 @@ INSTRUCTIONS = (
     '"customer_response": a polite, empathetic message to the customer; "next_action": what happens next; '
     '"policy_refs": the deciding rule id, plus LIM-1 where it applied}.'
 )
+# For tiny embedded models: they learn the answer's shape from data, and every prompt token
+# costs CPU training time.
+SHORT_INSTRUCTIONS = "Decide the case by the policy. Answer with one JSON object."
 
 # The case's structured fields come first and the free-text message last, so the deciding
 # fields sit at fixed, short distances from the start of the user turn.
@@ -36,10 +39,15 @@ class PromptFormat:
     ``policy="full"``: the applicable policy sections in prose (real models).
     ``policy="titles"``: only the titles of the applicable sections (tiny embedded models, whose
     context and CPU training budget cannot carry the prose; they learn the rules from data).
+    ``instructions="short"``: a one-line instruction instead of the full one (tiny models).
+    ``max_message_chars``: cut the customer's message to this many characters (tiny models,
+    whose decisions rest on the structured fields); None keeps it whole.
     The format an adapter was trained with is saved beside it and reused at inference.
     """
 
     policy: Literal["full", "titles"] = "full"
+    instructions: Literal["full", "short"] = "full"
+    max_message_chars: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,13 +63,16 @@ def system_prompt(case: Case, fmt: PromptFormat = PromptFormat()) -> str:
         policy = "\n\n".join(s.render() for s in sections)
     else:
         policy = "Policy sections: " + "; ".join(s.title for s in sections) + "."
-    return f"{INSTRUCTIONS}\n\n{policy}"
+    instructions = INSTRUCTIONS if fmt.instructions == "full" else SHORT_INSTRUCTIONS
+    return f"{instructions}\n\n{policy}"
 
 
-def case_json(case: Case) -> str:
-    """The case as compact JSON, structured fields first and the message last."""
+def case_json(case: Case, fmt: PromptFormat = PromptFormat()) -> str:
+    """The case as compact JSON, structured fields first and the message last (cut per ``fmt``)."""
     data = case.model_dump(mode="json")
     ordered = {key: data[key] for key in _CASE_KEY_ORDER}
+    if fmt.max_message_chars is not None:
+        ordered["message"] = ordered["message"][: fmt.max_message_chars]
     return json.dumps(ordered, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -75,7 +86,7 @@ def build_messages(case: Case, fmt: PromptFormat = PromptFormat(),
     """Chat turns for ``case``; with ``answer``, the assistant turn too (a training example)."""
     messages = [
         {"role": "system", "content": system_prompt(case, fmt)},
-        {"role": "user", "content": case_json(case)},
+        {"role": "user", "content": case_json(case, fmt)},
     ]
     if answer is not None:
         messages.append({"role": "assistant", "content": answer_json(answer)})
