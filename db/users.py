@@ -1,0 +1,141 @@
+"""Users, roles and passwords (hashlib.scrypt with a random salt per user).
+
+Roles grow: an agent compares and flags; a reviewer also approves and corrects; ops also exports
+and runs batches. :func:`authorize` is what handlers call before acting; a refusal is audited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlmodel import Session, select
+
+from db.audit import audit
+from db.models import ROLES, User
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # ~16 MiB and ~50 ms per check: slow for guessers
+SALT_BYTES = 16
+MIN_PASSWORD_CHARS = 8
+
+# What each action needs; roles are ordered agent < reviewer < ops.
+PERMISSIONS: dict[str, str] = {
+    "compare": "agent",
+    "flag": "agent",
+    "approve": "reviewer",
+    "correct": "reviewer",
+    "export": "ops",
+    "batch": "ops",
+}
+
+
+class PermissionDenied(PermissionError):
+    """The user's role does not allow the action."""
+
+    def __init__(self, username: str, role: str | None, action: str):
+        self.username, self.role, self.action = username, role, action
+        need = PERMISSIONS.get(action, "?")
+        super().__init__(
+            f"user {username!r} (role {role or 'unknown'}) may not {action}: needs role {need} or above"
+        )
+
+
+class UserError(ValueError):
+    """A user could not be created; the message names the field (username, role, password)."""
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """``scrypt$n$r$p$salt_hex$hash_hex`` for ``password`` with a fresh random salt."""
+    salt = salt or secrets.token_bytes(SALT_BYTES)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """True when ``password`` matches ``stored`` (constant-time comparison)."""
+    try:
+        scheme, n, r, p, salt_hex, hash_hex = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    digest = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt_hex), n=int(n), r=int(r), p=int(p))
+    return hmac.compare_digest(digest.hex(), hash_hex)
+
+
+def create_user(session: Session, username: str, role: str, password: str, actor: str = "system") -> User:
+    """Add a user. Raises :class:`UserError` for a taken name, unknown role or short password."""
+    username = username.strip()
+    if not username or not username.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UserError("username: use letters, digits, '-', '_' or '.'")
+    if role not in ROLES:
+        raise UserError(f"role: must be one of {', '.join(ROLES)} (got {role!r})")
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise UserError(f"password: at least {MIN_PASSWORD_CHARS} characters")
+    if session.get(User, username) is not None:
+        raise UserError(f"username: {username!r} already exists")
+    user = User(username=username, role=role, password_hash=hash_password(password))
+    session.add(user)
+    audit(session, actor, "create_user", "user", username, None, user)
+    return user
+
+
+def authenticate(session: Session, username: str, password: str) -> User | None:
+    """The user when the password matches, else None."""
+    user = session.get(User, username)
+    return user if user is not None and verify_password(password, user.password_hash) else None
+
+
+def role_allows(role: str | None, action: str) -> bool:
+    need = PERMISSIONS[action]
+    return role in ROLES and ROLES.index(role) >= ROLES.index(need)
+
+
+def role_of(session: Session, username: str | None) -> str | None:
+    user = session.get(User, username) if username else None
+    return user.role if user else None
+
+
+def authorize(session: Session, username: str | None, action: str) -> str:
+    """The user's role when it allows ``action``; else audits the refusal, raises :class:`PermissionDenied`.
+
+    The refusal's audit entry is committed at once, so it survives the caller's error handling.
+    """
+    role = role_of(session, username)
+    if role_allows(role, action):
+        return role  # type: ignore[return-value]
+    audit(
+        session,
+        username or "anonymous",
+        "denied",
+        "permission",
+        action,
+        None,
+        {"action": action, "role": role},
+    )
+    session.commit()
+    raise PermissionDenied(username or "anonymous", role, action)
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """What :func:`ensure_admin` did: the user it created, and the password when it generated one."""
+
+    username: str
+    generated_password: str | None
+
+
+def ensure_admin(
+    session: Session, username: str | None = None, password: str | None = None
+) -> Bootstrap | None:
+    """On first start (no users), create an ops user; with no password given, generate one.
+
+    Returns None when users already exist. The caller prints a generated password once.
+    """
+    if session.exec(select(User).limit(1)).first() is not None:
+        return None
+    generated = None if password else secrets.token_urlsafe(12)
+    create_user(session, username or "admin", "ops", password or generated, actor="system")  # type: ignore[arg-type]
+    return Bootstrap(username or "admin", generated)
