@@ -37,7 +37,9 @@ DECISIONS: tuple[str, ...] = get_args(Decision)
 
 CURRENCY_OF_REGION: dict[str, str] = {"US": "USD", "CA": "CAD", "UK": "GBP", "EU": "EUR", "AU": "AUD"}
 
-_ITEM_REASONS = ("defective", "damaged_in_transit", "wrong_item", "changed_mind", "accidental_damage", "other")
+_ITEM_REASONS = (
+    "defective", "damaged_in_transit", "wrong_item", "changed_mind", "accidental_damage", "other",
+)
 REASONS_BY_REQUEST_TYPE: dict[str, tuple[str, ...]] = {
     "return": _ITEM_REASONS,
     "exchange": _ITEM_REASONS,
@@ -98,7 +100,8 @@ class Order(BaseModel):
     def _days_only_when_delivered(self) -> Order:
         if self.status != "delivered" and self.days_since_delivery is not None:
             raise ValueError(
-                f"days_since_delivery must be null while status is {self.status!r} (got {self.days_since_delivery})"
+                f"days_since_delivery must be null while status is {self.status!r} "
+                f"(got {self.days_since_delivery})"
             )
         return self
 

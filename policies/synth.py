@@ -1,0 +1,366 @@
+"""The synthetic SFT dataset: cases targeted at each deciding rule, labelled by the rule engine.
+
+    uv run python scripts/generate_sft_dataset.py --out data/generated --seed 0
+
+:func:`sample_case` draws a valid case whose expected decision comes from a chosen rule chain
+(``"RET-3"``, ``"RET-3+LIM-1"``, ...) by sampling fields aimed at that rule and checking
+with :func:`~policies.rules.expected_decision` (rejection sampling). Boundary days and prices
+around each region's AUTO_LIMIT are over-sampled. :func:`generate_rows` balances a split over
+:data:`TARGETS`; :func:`write_splits` writes ``train/validation/eval.jsonl`` and a manifest.
+:func:`iter_lm_texts` yields case-only text (no answers) for pretraining a base model.
+
+Same seed, same sizes -> byte-identical files: every random draw comes from a
+``random.Random`` seeded with a string, and nothing depends on set or hash order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
+from typing import Any
+
+from engine.prompt import INSTRUCTIONS, case_json
+from policies.rules import AUTO_LIMIT, expected_decision
+from policies.schema import CURRENCY_OF_REGION, REASONS_BY_REQUEST_TYPE, REGIONS, Case, parse_case
+from policies.synth_text import customer_message, reference_answer
+
+__all__ = [
+    "BOUNDARY_DAYS", "TARGETS", "DatasetLeakage", "check_leakage", "generate_rows", "iter_lm_texts",
+    "reference_answer", "sample_case", "write_splits",
+]
+
+# Rule chains a split is balanced over: each deciding rule, plus LIM-1 after every rule that can refund.
+BASE_RULES: tuple[str, ...] = (
+    "GEN-1", "FRD-1", "FRD-2", "FRD-3", "CAN-1", "CAN-2", "CAN-3", "NRC-1", "NRC-2", "NRC-3",
+    "WAR-1", "WAR-2", "WAR-3", "WAR-4", "WAR-5", "WAR-6",
+    "RET-1", "RET-2", "RET-3", "RET-4", "RET-5", "RET-6", "RET-7", "RET-8", "RET-9", "RET-10",
+    "RET-11", "RET-12",
+)
+REFUND_RULES: tuple[str, ...] = ("NRC-3", "RET-3", "RET-8", "RET-11", "RET-12")
+TARGETS: tuple[str, ...] = BASE_RULES + tuple(f"{r}+LIM-1" for r in REFUND_RULES)
+
+# Days over-sampled: each side of every window and warranty edge.
+BOUNDARY_DAYS: tuple[int, ...] = (13, 14, 15, 16, 29, 30, 31, 44, 45, 46, 59, 60, 61,
+                                  364, 365, 366, 729, 730, 731)
+MAX_TRIES = 5000  # per case; the rarest target needs a few dozen
+
+# Rough exchange rates from USD, for realistic local prices.
+FX: dict[str, float] = {"US": 1.0, "CA": 1.36, "UK": 0.79, "EU": 0.92, "AU": 1.52}
+# (item, lowest USD price, highest USD price) per category.
+ITEMS: dict[str, tuple[tuple[str, int, int], ...]] = {
+    "electronics": (("Wireless headphones", 40, 380), ("Laptop", 500, 2400), ("Smartphone", 250, 1400),
+                    ("Smartwatch", 120, 800), ("Tablet", 200, 1200), ("4K TV", 300, 2600),
+                    ("Mirrorless camera", 450, 2200), ("Bluetooth speaker", 30, 420),
+                    ("Mechanical keyboard", 40, 220), ("Gaming monitor", 150, 950), ("E-reader", 90, 260),
+                    ("Game console", 300, 650), ("Wireless earbuds", 30, 280), ("Drone", 300, 1600)),
+    "home": (("Blender", 40, 450), ("Robot vacuum", 150, 1100), ("Espresso machine", 90, 1500),
+             ("Sofa", 450, 2600), ("Mattress", 300, 2200), ("Duvet set", 40, 260), ("Floor lamp", 30, 240),
+             ("Cookware set", 80, 700), ("Air purifier", 100, 850), ("Office chair", 120, 1300),
+             ("Stand mixer", 200, 750), ("Rug", 60, 900)),
+    "apparel": (("Rain jacket", 50, 420), ("Running shoes", 50, 260), ("Summer dress", 30, 380),
+                ("Jeans", 30, 220), ("Wool coat", 120, 1100), ("Leather boots", 80, 600),
+                ("Cashmere sweater", 90, 520), ("Leather handbag", 80, 1600), ("Suit", 200, 1400),
+                ("Hoodie", 25, 120)),
+    "beauty": (("Face serum", 15, 180), ("Perfume", 30, 380), ("Hair dryer", 40, 560),
+               ("Skincare set", 30, 320), ("Lipstick set", 10, 70), ("Electric toothbrush", 30, 320),
+               ("Hair straightener", 30, 480), ("Hair styler kit", 200, 700)),
+    "grocery": (("Coffee beans", 10, 60), ("Olive oil tin", 12, 70), ("Tea sampler", 10, 90),
+                ("Protein powder", 20, 95), ("Chocolate hamper", 20, 250), ("Wine case", 60, 900),
+                ("Spice set", 15, 80)),
+    "digital": (("E-book bundle", 5, 60), ("Photo editing licence", 20, 700), ("Game download", 10, 90),
+                ("Music subscription", 10, 200), ("Online course", 20, 1100), ("Gift card code", 10, 600),
+                ("Antivirus licence", 20, 150)),
+}
+WARRANTY_CATS = ("electronics", "home")
+OTHER_CATS = ("apparel", "beauty", "grocery", "digital")
+CHANGE_OF_MIND_CATS = ("electronics", "home", "apparel", "beauty")  # not grocery/digital (RET-7)
+SELLER_FAULT_REASONS = ("defective", "damaged_in_transit", "wrong_item")
+
+# Per deciding rule: the field values that make it reachable. Missing keys are drawn freely;
+# expected_decision has the last word.
+_RET, _ALL_CATS = ("return", "exchange"), tuple(ITEMS)
+RECIPES: dict[str, dict[str, Any]] = {
+    "GEN-1": {"request_type": ("return", "exchange", "warranty"), "status": ("delivered",), "days": None},
+    "FRD-1": {"request_type": ("unauthorized_charge",)},
+    "FRD-2": {"claims": (5, 14)},
+    "FRD-3": {"request_type": ("not_received",), "claims": (3, 4), "days_range": (0, 45)},
+    "CAN-1": {"request_type": ("cancellation",), "status": ("processing",)},
+    "CAN-2": {"request_type": ("cancellation",), "status": ("shipped",), "region": ("UK", "EU")},
+    "CAN-3": {"request_type": ("cancellation",), "status": ("shipped", "delivered"), "days_range": (0, 40)},
+    "NRC-1": {"request_type": ("not_received",), "status": ("processing", "shipped")},
+    "NRC-2": {"request_type": ("not_received",), "status": ("delivered",), "signature": True,
+              "days_range": (0, 45)},
+    "NRC-3": {"request_type": ("not_received",), "status": ("delivered",), "signature": False,
+              "days_range": (0, 45)},
+    "WAR-1": {"request_type": ("warranty",), "status": ("processing", "shipped")},
+    "WAR-2": {"request_type": ("warranty",), "status": ("delivered",), "category": OTHER_CATS},
+    "WAR-3": {"request_type": ("warranty",), "status": ("delivered",), "category": WARRANTY_CATS,
+              "days_range": (300, 1000)},
+    "WAR-4": {"request_type": ("warranty",), "status": ("delivered",), "category": WARRANTY_CATS,
+              "reason": SELLER_FAULT_REASONS},
+    "WAR-5": {"request_type": ("warranty",), "status": ("delivered",), "category": WARRANTY_CATS,
+              "reason": ("other",)},
+    "WAR-6": {"request_type": ("warranty",), "status": ("delivered",), "category": WARRANTY_CATS,
+              "reason": ("accidental_damage", "changed_mind")},
+    "RET-1": {"request_type": _RET, "status": ("processing", "shipped")},
+    "RET-2": {"request_type": _RET, "status": ("delivered",), "reason": ("other",)},
+    "RET-3": {"request_type": _RET, "status": ("delivered",), "reason": SELLER_FAULT_REASONS,
+              "days_range": (0, 61)},
+    "RET-4": {"request_type": _RET, "status": ("delivered",), "reason": SELLER_FAULT_REASONS,
+              "category": WARRANTY_CATS, "days_range": (14, 731)},
+    "RET-5": {"request_type": _RET, "status": ("delivered",), "reason": SELLER_FAULT_REASONS,
+              "days_range": (14, 1000)},
+    "RET-6": {"request_type": _RET, "status": ("delivered",), "reason": ("accidental_damage",)},
+    "RET-7": {"request_type": _RET, "status": ("delivered",), "reason": ("changed_mind",),
+              "category": ("grocery", "digital")},
+    "RET-8": {"request_type": _RET, "status": ("delivered",), "reason": ("changed_mind",),
+              "region": ("UK", "EU"), "category": CHANGE_OF_MIND_CATS, "days_range": (0, 15)},
+    "RET-9": {"request_type": _RET, "status": ("delivered",), "reason": ("changed_mind",),
+              "category": CHANGE_OF_MIND_CATS, "final_sale": True},
+    "RET-10": {"request_type": _RET, "status": ("delivered",), "reason": ("changed_mind",),
+               "category": CHANGE_OF_MIND_CATS, "final_sale": False, "days_range": (13, 400)},
+    "RET-11": {"request_type": ("return", "return", "exchange"), "status": ("delivered",),
+               "reason": ("changed_mind",),
+               "category": ("electronics",), "final_sale": False, "opened": True, "days_range": (0, 46)},
+    "RET-12": {"request_type": _RET, "status": ("delivered",), "reason": ("changed_mind",),
+               "category": CHANGE_OF_MIND_CATS, "final_sale": False, "days_range": (0, 61)},
+}
+
+
+def _draw_days(rng: random.Random, lo: int, hi: int) -> int:
+    """A day count in [lo, hi]: often a boundary day, else mostly recent, sometimes long ago."""
+    edges = [d for d in BOUNDARY_DAYS if lo <= d <= hi]
+    roll = rng.random()
+    if edges and roll < 0.45:
+        return rng.choice(edges)
+    if roll < 0.8:
+        return rng.randint(lo, min(hi, max(lo, 60)))
+    return rng.randint(lo, hi)
+
+
+def _retail(rng: random.Random, amount: float) -> float:
+    """``amount`` with a shop-like ending (.99, .00, .50, ...)."""
+    return max(1, int(amount)) + rng.choice((0.99, 0.0, 0.5, 0.95, 0.49))
+
+
+def _draw_price(rng: random.Random, mode: str, limit: float, lo: float, hi: float) -> float | None:
+    """A local price for ``mode``: "normal" in the item's range, "near" in [90%, 100%] of the limit,
+    "over" above it (often by a cent or a few); None when the item cannot plausibly cost that."""
+    if mode == "near":
+        exact = rng.random() < 0.25
+        price = float(limit) if exact else min(_retail(rng, rng.uniform(0.9 * limit, limit)), limit)
+    elif mode == "over":
+        if rng.random() < 0.3:
+            price = limit + rng.choice((0.01, 0.5, 0.99, 1.0, 5.0))
+        else:
+            price = max(_retail(rng, rng.uniform(limit, 1.6 * limit)), limit + 0.99)
+    else:
+        price = _retail(rng, rng.uniform(lo, hi))
+    if mode != "normal" and not lo <= price <= hi * 1.1:
+        return None
+    return round(float(price), 2)
+
+
+def _price_mode(rng: random.Random, target: str) -> str:
+    if target.endswith("+LIM-1"):
+        return "over"
+    if target in REFUND_RULES:
+        return "near" if rng.random() < 0.3 else "normal"
+    roll = rng.random()
+    return "near" if roll < 0.05 else "over" if roll < 0.1 else "normal"
+
+
+def _draw_fields(rng: random.Random, target: str, case_id: str) -> dict[str, Any] | None:
+    """A case dict aimed at ``target`` (message empty), or None when the draw cannot reach it."""
+    recipe = RECIPES[target.removesuffix("+LIM-1")]
+    pick = rng.choice
+    region = pick(recipe.get("region", REGIONS))
+    request_type = pick(recipe.get("request_type", tuple(REASONS_BY_REQUEST_TYPE)))
+    reasons = tuple(r for r in recipe.get("reason", REASONS_BY_REQUEST_TYPE[request_type])
+                    if r in REASONS_BY_REQUEST_TYPE[request_type])
+    if not reasons:
+        return None
+    status = pick(recipe.get("status", ("processing", "shipped", "delivered", "delivered", "delivered")))
+    category = pick(recipe.get("category", _ALL_CATS))
+    item, lo_usd, hi_usd = pick(ITEMS[category])
+    price = _draw_price(rng, _price_mode(rng, target), AUTO_LIMIT[region],
+                        lo_usd * FX[region], hi_usd * FX[region])
+    if price is None:
+        return None
+    days = None
+    if status == "delivered" and "days" not in recipe:
+        days = _draw_days(rng, *recipe.get("days_range", (0, 800)))
+    lo_claims, hi_claims = recipe.get("claims", (0, 0))
+    if hi_claims:
+        claims = rng.randint(lo_claims, hi_claims)
+    else:
+        claims = rng.choices((0, 1, 2, 3, 4), (60, 20, 10, 6, 4))[0]
+    return {
+        "case_id": case_id, "region": region, "request_type": request_type, "reason": pick(reasons),
+        "message": "",
+        "customer": {"id": f"U-{rng.randint(1000, 999_999)}",
+                     "tier": rng.choices(("standard", "plus", "vip"), (60, 25, 15))[0],
+                     "claims_last_12m": claims},
+        "order": {"id": f"O-{rng.randint(10_000, 9_999_999)}", "category": category, "item": item,
+                  "price": price, "currency": CURRENCY_OF_REGION[region],
+                  "final_sale": recipe.get("final_sale", rng.random() < 0.15), "status": status,
+                  "days_since_delivery": days, "opened": recipe.get("opened", rng.random() < 0.5),
+                  "signature_confirmed": recipe.get("signature", rng.random() < 0.3)},
+    }
+
+
+def chain_of(case: Case) -> str:
+    """The case's deciding rule chain as a target name: ``"RET-3"`` or ``"RET-3+LIM-1"``."""
+    return "+".join(expected_decision(case).policy_refs)
+
+
+def sample_case(rng: random.Random, target_rule: str | None, case_id: str) -> Case:
+    """A valid case with a customer message whose deciding rule chain is ``target_rule``.
+
+    ``target_rule`` is one of :data:`TARGETS` (None: a random one). Raises ValueError for an
+    unknown target and RuntimeError if MAX_TRIES draws could not reach it (a recipe bug).
+    """
+    target = target_rule or rng.choice(TARGETS)
+    if target not in TARGETS:
+        raise ValueError(f"unknown target rule {target!r} (known: {', '.join(TARGETS)})")
+    for _ in range(MAX_TRIES):
+        fields = _draw_fields(rng, target, case_id)
+        if fields is None:
+            continue
+        case = parse_case(fields)
+        if chain_of(case) == target:
+            fields["message"] = customer_message(case, rng)
+            return parse_case(fields)
+    raise RuntimeError(f"could not sample a case for {target!r} in {MAX_TRIES} tries")
+
+
+def _case_key(case_dict: dict[str, Any]) -> str:
+    """The case minus its case_id, as canonical JSON: two rows with the same key are the same case."""
+    rest = {k: v for k, v in case_dict.items() if k != "case_id"}
+    return json.dumps(rest, sort_keys=True, ensure_ascii=False)
+
+
+def _balanced_targets(rng: random.Random, n: int) -> list[str]:
+    """``n`` targets, each of TARGETS within one of the others' count, in shuffled order."""
+    out: list[str] = []
+    while len(out) < n:
+        block = list(TARGETS)
+        rng.shuffle(block)
+        out.extend(block)
+    return out[:n]
+
+
+def generate_rows(n: int, seed: int, split: str = "train", seen_messages: set[str] | None = None,
+                  seen_cases: set[str] | None = None,
+                  on_row: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    """``n`` SFT rows ``{"id", "instruction", "input", "output"}`` balanced over TARGETS.
+
+    Rows whose message or case (minus case_id) is in ``seen_messages`` / ``seen_cases`` are
+    redrawn; both sets are updated, so passing the same sets to every split keeps them disjoint.
+    Case ids are ``C-<split prefix>-<index>``. Deterministic in (n, seed, split, seen sets).
+    """
+    rng = random.Random(f"policyops-synth:{seed}:{split}")
+    seen_messages = set() if seen_messages is None else seen_messages
+    seen_cases = set() if seen_cases is None else seen_cases
+    prefix = split[:2].upper()
+    rows = []
+    for i, target in enumerate(_balanced_targets(rng, n)):
+        case_id = f"C-{prefix}-{i:05d}"
+        while True:
+            case = sample_case(rng, target, case_id)
+            data = case.to_json_dict()
+            key = _case_key(data)
+            if case.message not in seen_messages and key not in seen_cases:
+                break
+        seen_messages.add(case.message)
+        seen_cases.add(key)
+        answer = reference_answer(case)
+        rows.append({"id": case_id, "instruction": INSTRUCTIONS, "input": data,
+                     "output": answer.model_dump(mode="json")})
+        if on_row:
+            on_row()
+    return rows
+
+
+class DatasetLeakage(ValueError):
+    """The same case text (message, or case minus id) or case id appears in two splits."""
+
+    def __init__(self, overlaps: list[tuple[str, str, str]]):
+        self.overlaps = overlaps  # (what, id in one split, id in the other)
+        shown = ", ".join(f"{what}: {a} ~ {b}" for what, a, b in overlaps[:20])
+        super().__init__(f"{len(overlaps)} overlap(s) between splits: {shown}")
+
+
+def check_leakage(splits: dict[str, list[dict[str, Any]]]) -> None:
+    """Raise :class:`DatasetLeakage` naming the ids when a message, case or id is in two splits."""
+    owner: dict[tuple[str, str], tuple[str, str]] = {}
+    overlaps = []
+    for split, rows in splits.items():
+        for row in rows:
+            case = row["input"]
+            keys = (("id", row["id"]), ("message", case["message"]), ("case", _case_key(case)))
+            for what, key in keys:
+                first = owner.setdefault((what, key), (split, row["id"]))
+                if first[0] != split:
+                    overlaps.append((what, f"{first[0]}:{first[1]}", f"{split}:{row['id']}"))
+    if overlaps:
+        raise DatasetLeakage(overlaps)
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+
+
+def rule_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Rows per deciding rule chain (``"RET-3+LIM-1"``), sorted by chain."""
+    counts = Counter("+".join(r["output"]["policy_refs"]) for r in rows)
+    return dict(sorted(counts.items()))
+
+
+def write_splits(out_dir: str | Path, seed: int = 0, n_train: int = 3000, n_val: int = 300,
+                 n_eval: int = 300, on_row: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Write ``train.jsonl``, ``validation.jsonl``, ``eval.jsonl`` and ``manifest.json``; return the manifest.
+
+    Eval is drawn first, then validation, then train, each deduplicated against the ones before,
+    so the eval set does not change when the train size does. Raises :class:`DatasetLeakage`
+    if any text ended up in two splits.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seen_messages: set[str] = set()
+    seen_cases: set[str] = set()
+    splits: dict[str, list[dict[str, Any]]] = {}
+    for split, n in (("eval", n_eval), ("validation", n_val), ("train", n_train)):
+        splits[split] = generate_rows(n, seed, split, seen_messages, seen_cases, on_row)
+    check_leakage(splits)
+    files = {}
+    for split in ("train", "validation", "eval"):
+        data = _jsonl(splits[split])
+        (out / f"{split}.jsonl").write_bytes(data)
+        files[split] = {"path": f"{split}.jsonl", "rows": len(splits[split]),
+                        "sha256": hashlib.sha256(data).hexdigest(), "rules": rule_counts(splits[split])}
+    manifest = {"generator": "policies.synth", "seed": seed, "targets": list(TARGETS), "files": files}
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    (out / "manifest.json").write_text(text, encoding="utf-8")
+    return manifest
+
+
+def iter_lm_texts(n: int, seed: int, exclude_messages: Collection[str] = ()) -> Iterator[str]:
+    """``n`` case-only texts for pretraining a base language model: no decisions, no answers.
+
+    Each text is one case as the prompt shows it (:func:`engine.prompt.case_json`, compact JSON
+    with the customer message last), drawn balanced over TARGETS from a stream of its own
+    (``seed`` namespaced ``lm``). Pass the messages of the validation/eval files as
+    ``exclude_messages`` so the base model never sees a held-out case.
+    """
+    rng = random.Random(f"policyops-synth:{seed}:lm")
+    for i, target in enumerate(_balanced_targets(rng, n)):
+        while True:
+            case = sample_case(rng, target, f"C-LM-{i:06d}")
+            if case.message not in exclude_messages:
+                break
+        yield case_json(case)
