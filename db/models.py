@@ -17,7 +17,7 @@ CASE_SOURCES: tuple[str, ...] = ("eval", "try", "batch", "import")
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(UTC)
 
 
 class SchemaMigration(SQLModel, table=True):
