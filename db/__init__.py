@@ -45,7 +45,14 @@ from db.users import (
     role_allows,
     verify_password,
 )
-from db.workflows import compare_case, compare_new_case, current_runs, engine_versions, run_batch
+from db.workflows import (
+    compare_case,
+    compare_new_case,
+    current_runs,
+    engine_versions,
+    prompt_format_of,
+    run_batch,
+)
 
 __all__ = [
     "DEFAULT_DB_URL",

@@ -56,7 +56,7 @@ def priority(
 ) -> float:
     """Need-for-human score: higher first. Weights say what a reviewer should see soonest."""
     score = 0.0
-    score += 4 if status == "flagged_ambiguous" else 0
+    score += 8 if status == "flagged_ambiguous" else 0  # a person already said so
     score += 3 if "MODELS_DISAGREE" in row_flags else 0
     score += 3 if violations else 0
     score += 2 if needs_human and answered else 0

@@ -14,10 +14,12 @@ from typing import Any, Protocol
 from db.cases import add_case, case_of, find_run, get_case, runs_for_case, save_run
 from db.models import ModelRun
 from db.store import Store
+from engine.prompt import PromptFormat
 from engine.types import ModelAnswer
 from policies import Case
 
 Progress = Callable[[int, int], None]
+COMPARED_VARIANTS = ("base", "finetuned")
 _ENGINE_LOCK = threading.Lock()
 _SEEN_VERSIONS: dict[int, dict[str, str]] = {}  # engines that cannot say their versions before running
 
@@ -34,14 +36,24 @@ class CompareEngine(Protocol):
     ) -> list[dict[str, ModelAnswer]]: ...
 
 
+def compared_variants(engine: Any) -> list[str]:
+    """The variants :meth:`engine.compare` answers with: base and fine-tuned."""
+    wanted = [v for v in COMPARED_VARIANTS if v in engine.variants]
+    return wanted or list(engine.variants)
+
+
 def engine_versions(engine: Any) -> dict[str, str] | None:
     """``{variant: model_version}`` of ``engine``: asked of the engine, else remembered from its answers."""
-    versions = getattr(engine, "model_versions", None)
-    if callable(versions):
-        versions = versions()
-    if isinstance(versions, dict) and versions:
-        return dict(versions)
+    if callable(getattr(engine, "model_version", None)):
+        return {v: engine.model_version(v) for v in compared_variants(engine)}
     return _SEEN_VERSIONS.get(id(engine))
+
+
+def prompt_format_of(engine: Any) -> PromptFormat:
+    """The prompt format the engine's model was trained with (exports must use the same)."""
+    fmt = getattr(getattr(engine, "backend", None), "prompt_format", None)
+    spec = getattr(engine, "spec", None)
+    return fmt or getattr(spec, "prompt_format", None) or PromptFormat()
 
 
 def _remember(engine: Any, answers: dict[str, ModelAnswer]) -> None:
@@ -54,8 +66,9 @@ def cached_runs(store: Store, engine: Any, case_pk: int) -> dict[str, ModelRun] 
     if versions is None:
         return None
     with store.session() as s:
-        runs = {v: find_run(s, case_pk, v, versions[v]) for v in engine.variants if v in versions}
-    if len(runs) < len(engine.variants) or any(r is None for r in runs.values()):
+        wanted = compared_variants(engine)
+        runs = {v: find_run(s, case_pk, v, versions[v]) for v in wanted if v in versions}
+    if len(runs) < len(wanted) or any(r is None for r in runs.values()):
         return None
     return runs  # type: ignore[return-value]
 

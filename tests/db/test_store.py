@@ -44,7 +44,9 @@ def _case_with_runs(store, case_id="C-1", base="DENY", ft="APPROVE_REFUND_WITH_F
     with store.session() as s:
         pk = add_case(s, case, "try", "ann").id
         for variant, decision in (("base", base), ("finetuned", ft)):
-            save_run(s, pk, make_answer(case, variant, decision, decisions={"base": base, "finetuned": ft}), "ann")
+            save_run(
+                s, pk, make_answer(case, variant, decision, decisions={"base": base, "finetuned": ft}), "ann"
+            )
         return pk, runs_for_case(s, pk)
 
 
@@ -140,8 +142,9 @@ def test_reviews_and_refused_correction(store):
 def test_queue_sorted_by_need_for_human(store):
     calm, _ = _case_with_runs(store, "C-calm", base="APPROVE_REFUND_WITH_FEE", ft="APPROVE_REFUND_WITH_FEE")
     split, _ = _case_with_runs(store, "C-split", base="DENY", ft="APPROVE_REFUND_WITH_FEE")
-    flagged, runs = _case_with_runs(store, "C-flag", base="APPROVE_REFUND_WITH_FEE",
-                                    ft="APPROVE_REFUND_WITH_FEE", price=77.0)
+    flagged, runs = _case_with_runs(
+        store, "C-flag", base="APPROVE_REFUND_WITH_FEE", ft="APPROVE_REFUND_WITH_FEE", price=77.0
+    )
     with store.session() as s:
         submit_review(s, flagged, "flag", "ann", runs=runs, note="customer says two items")
         rows = queue_rows(s)
@@ -169,7 +172,8 @@ def test_export_bookkeeping_no_double_export_and_eval_refused(store, tmp_path):
     with store.session() as s:
         result = export_reviews(s, "otto", tmp_path / "exports")
     assert result.count == 2 and sorted(result.skipped["eval_set"]) == sorted(
-        [r.id for r in _reviews_of(store, (eval_pk, leak_pk))])
+        [r.id for r in _reviews_of(store, (eval_pk, leak_pk))]
+    )
     lines = open(result.path).read().splitlines()
     assert len(lines) == 2
     roles = [m["role"] for m in json.loads(lines[0])["messages"]]
