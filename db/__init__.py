@@ -89,7 +89,7 @@ __all__ = [
     "corrections_per_rule",
     "create_user",
     "current_runs",
-    "engine_versions",
+    "engine_versions", "prompt_format_of",
     "ensure_admin",
     "eval_fingerprints_of",
     "export_reviews",
