@@ -1,0 +1,246 @@
+"""Build the embedded base model: our own tokenizer and a small Qwen2 language model.
+
+:func:`train_tokenizer` trains a byte-level BPE that splits digits one per token (prices,
+days and claim counts decide cases digit by digit) and carries a Qwen-style chat template.
+:func:`build_base_model` trains a small ``Qwen2ForCausalLM`` from scratch as a plain
+language model (next-token loss on text) and saves model + tokenizer in one directory,
+which :func:`engine.loading.load_tokenizer` / :func:`engine.loading.load_base_model` open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+log = logging.getLogger(__name__)
+
+EOT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+SPECIAL_TOKENS = (EOT, IM_START, IM_END)
+# Written into tokenizer_config.json: engine.loading sees it and opens the tokenizer with
+# PreTrainedTokenizerFast, because AutoTokenizer would swap in Qwen2's pre-tokenizer (FINDINGS).
+TOKENIZER_MARKER = "policyops_tokenizer"
+
+# Qwen's turn layout: <|im_start|>role\ncontent<|im_end|>\n; generation prompt <|im_start|>assistant\n.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+class BuildError(ValueError):
+    """The inputs of a build are unusable (no texts, a vocabulary too small, ...)."""
+
+
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, out_dir: str | Path | None = None
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on ``texts``.
+
+    In: the training texts, the target vocabulary size (>= 256 bytes + 3 special tokens), and
+    optionally a directory to save it to. Out: the tokenizer (eos ``<|im_end|>``, pad
+    ``<|endoftext|>``, Qwen-style chat template). Raises :class:`BuildError` on a vocabulary
+    too small for the byte alphabet.
+    """
+    if vocab_size < 256 + len(SPECIAL_TOKENS):
+        raise BuildError(f"vocab_size {vocab_size} is below 256 bytes + {len(SPECIAL_TOKENS)} special tokens")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=IM_END,
+        pad_token=EOT,
+        bos_token=None,
+        unk_token=None,
+        chat_template=CHAT_TEMPLATE,
+        padding_side="left",
+        model_max_length=4096,
+    )
+    if out_dir is not None:
+        save_tokenizer(fast, out_dir)
+    return fast
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | Path) -> None:
+    """Save ``tokenizer`` and mark it as ours in tokenizer_config.json (see TOKENIZER_MARKER)."""
+    out = Path(out_dir)
+    tokenizer.save_pretrained(out)
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg[TOKENIZER_MARKER] = True
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+@dataclass
+class BaseModelConfig:
+    """Shape and training schedule of the embedded base model."""
+
+    vocab_size: int = 2000  # BPE vocabulary incl. the 3 special tokens
+    hidden_size: int = 256  # width of the residual stream
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2  # grouped-query attention, as Qwen2
+    intermediate_size: int = 688  # SwiGLU inner width
+    block_size: int = 512  # tokens per training sequence (texts are packed)
+    batch_size: int = 16  # sequences per optimiser step
+    steps: int = 600  # optimiser steps
+    lr: float = 3e-3  # one-cycle peak learning rate
+    warmup: float = 0.1  # share of steps spent warming up
+    weight_decay: float = 0.1
+
+    def qwen2_config(self, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
+        return Qwen2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_kv_heads,
+            intermediate_size=self.intermediate_size,
+            max_position_embeddings=max(2048, self.block_size),
+            tie_word_embeddings=True,
+            rope_theta=10000.0,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=None,
+        )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python and torch so that a build or a training run is repeatable."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pack_texts(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], block_size: int) -> torch.Tensor:
+    """Tokenize ``texts``, join them with ``<|endoftext|>`` and cut the stream into blocks.
+
+    Out: a LongTensor (n_blocks, block_size). Raises :class:`BuildError` when the texts make
+    less than one block.
+    """
+    stream: list[int] = []
+    eot = tokenizer.convert_tokens_to_ids(EOT)
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        stream.extend(ids)
+        stream.append(eot)
+    n_blocks = len(stream) // block_size
+    if n_blocks == 0:
+        raise BuildError(f"{len(stream)} tokens of text make no block of {block_size}")
+    return torch.tensor(stream[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
+
+
+def _one_cycle(step: int, total: int, warmup: float) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to 10%."""
+    warm = max(1, int(total * warmup))
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_language_model(
+    model: Qwen2ForCausalLM, blocks: torch.Tensor, config: BaseModelConfig, seed: int
+) -> list[float]:
+    """Train ``model`` on ``blocks`` with next-token loss; out: the loss of every step."""
+    gen = torch.Generator().manual_seed(seed)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=(0.9, 0.95),
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _one_cycle(s, config.steps, config.warmup))
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(range(config.steps), desc="base LM", unit="step")
+    for _ in bar:
+        idx = torch.randint(0, blocks.size(0), (min(config.batch_size, blocks.size(0)),), generator=gen)
+        batch = blocks[idx]
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # tiny models spike early
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    return losses
+
+
+def build_base_model(
+    out_dir: str | Path,
+    texts: Sequence[str],
+    config: BaseModelConfig | None = None,
+    seed: int = 0,
+    tokenizer_texts: Sequence[str] | None = None,
+    extra_files: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train tokenizer + base language model on ``texts`` and save both to ``out_dir``.
+
+    In: the language-model texts (no answers: this is the untuned baseline), the shape and
+    schedule, a seed, optional separate tokenizer texts, and optional extra JSON files to save
+    beside the model (e.g. ``{"prompt_format.json": {...}}``). Out: build figures (params,
+    losses, seconds), also written to ``build_info.json``. Raises :class:`BuildError` on empty input.
+    """
+    config = config or BaseModelConfig()
+    texts = list(texts)
+    if not texts:
+        raise BuildError("no texts to train the base model on")
+    seed_everything(seed)
+    started = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(tokenizer_texts or texts, config.vocab_size)
+    blocks = pack_texts(tokenizer, texts, config.block_size)
+    seed_everything(seed)
+    model = Qwen2ForCausalLM(config.qwen2_config(tokenizer))
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("base model: %d params, %d blocks of %d tokens", n_params, blocks.size(0), config.block_size)
+    losses = train_language_model(model, blocks, config, seed)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    save_tokenizer(tokenizer, out)
+    info = {
+        "config": asdict(config),
+        "seed": seed,
+        "params": n_params,
+        "n_texts": len(texts),
+        "n_tokens": int(blocks.numel()),
+        "first_loss": losses[0],
+        "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+        "seconds": round(time.time() - started, 1),
+    }
+    (out / "build_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    for name, data in (extra_files or {}).items():
+        (out / name).write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return info

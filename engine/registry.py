@@ -1,0 +1,163 @@
+"""Named models: ``data/models.toml`` entries, model dirs, adapter dirs and HF ids, as one ModelSpec.
+
+A :class:`ModelSpec` says which base to load, which LoRA adapters go on top (name -> dir),
+its version and the prompt format. :func:`resolve_model` takes whatever a user typed
+(``default-ft``, ``data/models/default-base``, ``runs/x``, ``Qwen/Qwen2.5-1.5B-Instruct``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.prompt import PromptFormat
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REGISTRY_PATH = REPO_ROOT / "data" / "models.toml"
+# Saved beside every model/adapter we build; it wins over the registry's format at inference.
+PROMPT_FORMAT_FILE = "prompt_format.json"
+_HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_LOCAL_PREFIXES = ("data/", "runs/", "./", "../", "/")
+
+
+class UnknownModel(LookupError):
+    """A model name that is neither a registry entry, a model/adapter dir nor an HF id."""
+
+    def __init__(self, name: str, known: list[str]):
+        self.name = name
+        self.known = known
+        super().__init__(
+            f"unknown model {name!r}: not a registry name, a model or adapter directory, "
+            f"or a Hugging Face id (known: {', '.join(known) or 'none'})"
+        )
+
+
+class RegistryError(ValueError):
+    """data/models.toml is malformed; the message names the entry and field."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One loadable model: a base plus zero or more named LoRA adapters."""
+
+    name: str
+    base: str  # HF id or absolute local path
+    adapters: dict[str, str] = field(default_factory=dict)  # adapter name -> absolute dir
+    version: str = "1"
+    prompt_format: PromptFormat = PromptFormat()
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.base).exists()
+
+    @property
+    def model_version(self) -> str:
+        """Base + adapter versions, e.g. ``default-ft@1+finetuned``."""
+        return f"{self.name}@{self.version}" + "".join(f"+{a}" for a in self.adapters)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "base": self.base,
+            "adapters": dict(self.adapters),
+            "version": self.version,
+            "prompt_format": self.prompt_format.to_dict(),
+        }
+
+
+def _resolve_path(value: str, root: Path) -> str:
+    """Relative local paths are resolved against the repo root; HF ids stay as they are."""
+    p = Path(value)
+    if p.is_absolute():
+        return str(p)
+    candidate = root / p
+    if candidate.exists() or not _HF_ID.match(value) or value.startswith(_LOCAL_PREFIXES):
+        return str(candidate)
+    return value
+
+
+def saved_prompt_format(model_dir: str | Path) -> PromptFormat | None:
+    """The prompt format saved beside a model or adapter (prompt_format.json), or None."""
+    path = Path(model_dir) / PROMPT_FORMAT_FILE
+    if not path.is_file():
+        return None
+    return PromptFormat.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def load_registry(path: str | Path = REGISTRY_PATH) -> dict[str, ModelSpec]:
+    """Parse the registry file. Out: name -> ModelSpec. Raises :class:`RegistryError` naming the entry."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    root = path.resolve().parent.parent  # data/models.toml -> repo root
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    specs: dict[str, ModelSpec] = {}
+    for name, entry in data.get("models", {}).items():
+        if "base" not in entry:
+            raise RegistryError(f"{path}: model {name!r}: field 'base' is required")
+        try:
+            fmt = PromptFormat.from_dict(entry.get("prompt_format"))
+        except TypeError as exc:
+            raise RegistryError(f"{path}: model {name!r}: prompt_format: {exc}") from None
+        adapters = {a: _resolve_path(d, root) for a, d in entry.get("adapters", {}).items()}
+        for adapter_dir in adapters.values():  # the format an adapter was trained with wins
+            fmt = saved_prompt_format(adapter_dir) or fmt
+        base = _resolve_path(entry["base"], root)
+        if not adapters and Path(base).exists():
+            fmt = saved_prompt_format(base) or fmt
+        specs[name] = ModelSpec(
+            name=name, base=base, adapters=adapters, version=str(entry.get("version", "1")), prompt_format=fmt
+        )
+    return specs
+
+
+def known_models(path: str | Path = REGISTRY_PATH) -> list[str]:
+    return sorted(load_registry(path))
+
+
+def _adapter_spec(adapter_dir: Path) -> ModelSpec:
+    cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    base = cfg.get("base_model_name_or_path")
+    if not base:
+        raise RegistryError(f"{adapter_dir}/adapter_config.json: base_model_name_or_path is missing")
+    base = _resolve_path(base, REPO_ROOT)
+    fmt = saved_prompt_format(adapter_dir)
+    if fmt is None and Path(base).exists():
+        fmt = saved_prompt_format(base)
+    return ModelSpec(
+        name=adapter_dir.name,
+        base=base,
+        adapters={"finetuned": str(adapter_dir)},
+        version=adapter_dir.name,
+        prompt_format=fmt or PromptFormat(),
+    )
+
+
+def resolve_model(name_or_path: str | Path, registry_path: str | Path = REGISTRY_PATH) -> ModelSpec:
+    """Turn a registry name, a model dir, an adapter dir or an HF id into a :class:`ModelSpec`.
+
+    Adapter dirs (with adapter_config.json) resolve to their ``base_model_name_or_path`` with
+    the adapter as ``finetuned``; the prompt format saved beside the adapter wins. Raises
+    :class:`UnknownModel` naming the input and the known names when nothing matches.
+    """
+    name = str(name_or_path)
+    registry = load_registry(registry_path)
+    if name in registry:
+        return registry[name]
+    path = Path(name) if Path(name).is_absolute() else Path.cwd() / name
+    if not path.exists():
+        path = REPO_ROOT / name
+    if path.is_dir():
+        if (path / "adapter_config.json").is_file():
+            return _adapter_spec(path)
+        if (path / "config.json").is_file():
+            return ModelSpec(
+                name=path.name, base=str(path), prompt_format=saved_prompt_format(path) or PromptFormat()
+            )
+    if _HF_ID.match(name) and not path.exists() and not name.startswith(_LOCAL_PREFIXES):
+        return ModelSpec(name=name, base=name)
+    raise UnknownModel(name, sorted(registry))

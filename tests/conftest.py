@@ -1,0 +1,179 @@
+"""Shared fixtures: a micro base model and a LoRA adapter on it, built once per test session.
+
+``tiny_base_dir``: a micro Qwen2 (hidden 32, 2 layers, vocab ~400) with our own tokenizer,
+trained for a few steps as a language model by engine.build (seconds).
+``tiny_ft_dir``: a LoRA adapter on it, trained for a few steps by scripts/train_qlora_sft.py.
+Both carry prompt_format.json (policy "titles", short instructions). Names are stable: other
+tests rely on them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.prompt import PromptFormat
+
+TINY_FORMAT = PromptFormat(policy="titles", instructions="short", max_message_chars=60)
+
+
+def tiny_cases() -> list[dict[str, Any]]:
+    """A dozen valid cases spanning request types, regions and decisions (no generator needed)."""
+
+    def case(
+        i: int,
+        region: str,
+        rtype: str,
+        reason: str,
+        status: str,
+        days: int | None,
+        price: float,
+        category: str = "electronics",
+        claims: int = 0,
+        final_sale: bool = False,
+        opened: bool = False,
+        signed: bool = False,
+        tier: str = "standard",
+    ) -> dict[str, Any]:
+        currency = {"US": "USD", "CA": "CAD", "UK": "GBP", "EU": "EUR", "AU": "AUD"}[region]
+        return {
+            "case_id": f"C-{i:06d}",
+            "region": region,
+            "request_type": rtype,
+            "reason": reason,
+            "message": f"Hello, about my order {i}: please help me with this {rtype}.",
+            "customer": {"id": f"U-{i}", "tier": tier, "claims_last_12m": claims},
+            "order": {
+                "id": f"O-{i}",
+                "category": category,
+                "item": "Wireless headphones",
+                "price": price,
+                "currency": currency,
+                "final_sale": final_sale,
+                "status": status,
+                "days_since_delivery": days,
+                "opened": opened,
+                "signature_confirmed": signed,
+            },
+        }
+
+    return [
+        case(1, "US", "return", "defective", "delivered", 5, 129.99),
+        case(2, "UK", "return", "changed_mind", "delivered", 10, 59.0, category="apparel", final_sale=True),
+        case(3, "US", "return", "changed_mind", "delivered", 40, 80.0, category="home"),
+        case(4, "EU", "cancellation", "changed_mind", "shipped", None, 20.0),
+        case(5, "CA", "cancellation", "other", "delivered", 3, 45.5),
+        case(6, "AU", "not_received", "not_received", "delivered", 2, 99.0, signed=True),
+        case(7, "US", "unauthorized_charge", "unauthorized", "delivered", 1, 15.0),
+        case(8, "US", "warranty", "defective", "delivered", 200, 300.0),
+        case(9, "UK", "warranty", "accidental_damage", "delivered", 100, 120.0, category="home"),
+        case(10, "US", "return", "defective", "delivered", 3, 900.0),
+        case(11, "EU", "exchange", "wrong_item", "delivered", 8, 35.0, category="beauty"),
+        case(12, "US", "return", "changed_mind", "delivered", 7, 49.0, opened=True),
+    ]
+
+
+def tiny_rows() -> list[dict[str, Any]]:
+    """Generator-format rows {"id","instruction","input","output"} with rule-engine answers."""
+    from policies import expected_decision, parse_case
+
+    rows = []
+    for data in tiny_cases():
+        exp = expected_decision(parse_case(data))
+        refs = list(exp.policy_refs)
+        answer = {
+            "decision": exp.decision,
+            "reasoning": f"{refs[0]} applies.",
+            "customer_response": "Thank you for contacting us.",
+            "next_action": "Close the case.",
+            "policy_refs": refs,
+        }
+        rows.append(
+            {"id": data["case_id"], "instruction": "Decide the case.", "input": data, "output": answer}
+        )
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def build_tiny_base(out_dir: Path, seed: int = 0) -> Path:
+    """A micro base model (seconds): LM-trained on the docs and the cases' rendered prompts."""
+    from engine.build import CHAT_TEMPLATE, BaseModelConfig, build_base_model
+    from engine.prompt import build_messages
+    from policies import parse_case
+    from policies.documents import all_sections
+
+    docs = [s.render() for s in all_sections()]
+    prompts = []
+    for data in tiny_cases():
+        msgs = build_messages(parse_case(data), TINY_FORMAT)
+        prompts.append("".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs))
+    config = BaseModelConfig(
+        vocab_size=400,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=64,
+        block_size=128,
+        batch_size=4,
+        steps=8,
+        lr=3e-3,
+    )
+    assert CHAT_TEMPLATE  # the template the prompts above imitate
+    build_base_model(
+        out_dir, docs + prompts, config, seed=seed, extra_files={"prompt_format.json": TINY_FORMAT.to_dict()}
+    )
+    return out_dir
+
+
+def train_tiny_adapter(
+    base_dir: Path, out_dir: Path, data_dir: Path, steps: int = 6, **overrides: Any
+) -> dict:
+    """Train a LoRA adapter on ``base_dir`` with scripts/train_qlora_sft.main for a few steps."""
+    from engine.training import RunConfig
+    from scripts.train_qlora_sft import main
+
+    train = write_jsonl(data_dir / "train.jsonl", tiny_rows())
+    val = write_jsonl(data_dir / "validation.jsonl", tiny_rows()[:4])
+    fields = dict(
+        model=str(base_dir),
+        dataset=[str(train)],
+        eval_dataset=str(val),
+        output_dir=str(out_dir),
+        quantization="none",
+        lora_r=4,
+        lora_alpha=8,
+        learning_rate=5e-3,
+        max_steps=steps,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        max_length=512,
+        logging_steps=1,
+        eval_each_epoch=False,
+        seed=0,
+        num_threads=1,
+    )
+    fields.update(overrides)
+    return main(RunConfig(**fields))
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory of a micro base model + tokenizer (built once per session)."""
+    return build_tiny_base(tmp_path_factory.mktemp("tiny") / "base")
+
+
+@pytest.fixture(scope="session")
+def tiny_ft_dir(tiny_base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory of a LoRA adapter (adapter_config.json -> tiny_base_dir) trained for a few steps."""
+    root = tmp_path_factory.mktemp("tiny_ft")
+    train_tiny_adapter(tiny_base_dir, root / "ft", root / "data")
+    return root / "ft"

@@ -1,0 +1,94 @@
+"""engine.build + engine.loading: our tokenizer, the micro base, one token stream for training and inference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import SFTTrainer
+
+from engine.build import BuildError, train_tokenizer
+from engine.loading import is_own_tokenizer, load_base_model, load_tokenizer, pick_dtype
+from engine.prompt import answer_json, build_messages, render_prompt
+from engine.training import RunConfig, lora_config, row_to_example, sft_config
+from policies import parse_answer, parse_case
+from tests.conftest import TINY_FORMAT, tiny_cases, tiny_rows
+
+
+def test_tokenizer_splits_digits_and_has_chat_template(tmp_path: Path) -> None:
+    tok = train_tokenizer(["price 129.99 days 15 <|im_start|>user hi"] * 20, 300, tmp_path)
+    assert [t for t in tok.tokenize("1234") if t.strip("Ġ")] == ["1", "2", "3", "4"]
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert is_own_tokenizer(tmp_path)
+    with pytest.raises(BuildError):
+        train_tokenizer(["x"], 100)
+
+
+def test_load_tokenizer_keeps_our_pre_tokenizer(tiny_base_dir: Path) -> None:
+    tok = load_tokenizer(tiny_base_dir)
+    raw = json.loads((tiny_base_dir / "tokenizer.json").read_text())
+    assert raw["pre_tokenizer"]["type"] == "Sequence"  # Digits + ByteLevel, not Qwen2's regex
+    assert tok.backend_tokenizer.pre_tokenizer.__getstate__() is not None
+    assert tok.padding_side == "left" and tok.pad_token is not None
+    from tokenizers import Tokenizer
+
+    text = render_prompt(tok, parse_case(tiny_cases()[0]), TINY_FORMAT)
+    assert (
+        tok(text, add_special_tokens=False)["input_ids"]
+        == Tokenizer.from_file(str(tiny_base_dir / "tokenizer.json"))
+        .encode(text, add_special_tokens=False)
+        .ids
+    )
+
+
+def test_base_model_loads_and_is_deterministic(tiny_base_dir: Path, tmp_path: Path) -> None:
+    from tests.conftest import build_tiny_base
+
+    again = build_tiny_base(tmp_path / "again")
+    a, b = load_base_model(tiny_base_dir, quantize="none"), load_base_model(again, quantize="none")
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(pa, pb), name
+    assert pick_dtype("cpu") == torch.float32
+    assert a.policyops_quantize == "none"
+
+
+def test_training_and_inference_tokenize_the_prompt_alike(tiny_base_dir: Path, tmp_path: Path) -> None:
+    """SFTTrainer trains on exactly the ids inference renders, with loss on the answer only."""
+    row = tiny_rows()[0]
+    example = row_to_example(row, TINY_FORMAT)
+    tok = load_tokenizer(tiny_base_dir)
+    model = load_base_model(tiny_base_dir, quantize="none")
+    cfg = RunConfig(
+        model=str(tiny_base_dir),
+        output_dir=str(tmp_path),
+        lora_r=2,
+        lora_alpha=4,
+        max_length=2048,
+        eval_each_epoch=False,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(cfg, has_eval=False),
+        train_dataset=Dataset.from_list([example]),
+        processing_class=tok,
+        peft_config=lora_config(cfg),
+    )
+    item = trainer.train_dataset[0]
+    ids, labels = item["input_ids"], item["labels"]
+    case = parse_case(row["input"])
+    prompt_text = render_prompt(load_tokenizer(tiny_base_dir), case, TINY_FORMAT)
+    prompt_ids = tok(prompt_text, add_special_tokens=False)["input_ids"]
+    n_prompt = sum(1 for label in labels if label == -100)
+    assert ids[:n_prompt] == prompt_ids
+    answer_ids = tok(answer_json(parse_answer(row["output"])) + "<|im_end|>\n", add_special_tokens=False)[
+        "input_ids"
+    ]
+    assert ids[n_prompt:] == answer_ids and labels[n_prompt:] == answer_ids
+    assert build_messages(case, TINY_FORMAT)[0]["content"] == example["prompt"][0]["content"]
