@@ -1,4 +1,4 @@
-"""engine.build + engine.loading: our tokenizer, the micro base, one token stream for training and inference."""
+"""engine.build + engine.loading: our tokenizer, the micro base, one token stream for train and inference."""
 
 from __future__ import annotations
 
