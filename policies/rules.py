@@ -187,7 +187,7 @@ def check(case: Case, proposed: str) -> list[str]:
 
 _LEGAL = re.compile(r"\b(lawyer|attorney|solicitor|sue|suing|lawsuit|legal action|court|small claims|"
                     r"trading standards|consumer protection)\b", re.IGNORECASE)
-_CHARGEBACK = re.compile(r"\b(charge ?back|dispute (it|this|the charge) with my (bank|card)|"
+_CHARGEBACK = re.compile(r"\b(charge ?backs?|dispute (it|this|the charge) with my (bank|card)|"
                          r"call(ing)? my bank|reverse the charge)\b", re.IGNORECASE)
 
 

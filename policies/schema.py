@@ -99,10 +99,8 @@ class Order(BaseModel):
     @model_validator(mode="after")
     def _days_only_when_delivered(self) -> Order:
         if self.status != "delivered" and self.days_since_delivery is not None:
-            raise ValueError(
-                f"days_since_delivery must be null while status is {self.status!r} "
-                f"(got {self.days_since_delivery})"
-            )
+            raise _FieldError("days_since_delivery", f"must be null while status is {self.status!r} "
+                              f"(got {self.days_since_delivery})")
         return self
 
 
@@ -183,7 +181,8 @@ def _errors_of(exc: ValidationError) -> list[tuple[str, str]]:
         ctx = err.get("ctx") or {}
         inner = ctx.get("error")
         if isinstance(inner, _FieldError):
-            field, msg = inner.field, inner.message
+            # The validator's field is relative to the model it validates (loc): "order" + "currency".
+            field, msg = ".".join((*map(str, err["loc"]), inner.field)), inner.message
         else:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "missing":
