@@ -12,6 +12,7 @@ from db.cases import (
     get_case,
     load_eval_set,
     read_case_rows,
+    resolve_case_ref,
     run_answer,
     run_guard,
     runs_for_case,
@@ -43,6 +44,7 @@ from db.users import (
     ensure_admin,
     hash_password,
     role_allows,
+    role_of_user,
     verify_password,
 )
 from db.workflows import (
@@ -103,6 +105,8 @@ __all__ = [
     "open_store",
     "queue_rows",
     "read_case_rows",
+    "resolve_case_ref",
+    "role_of_user",
     "reviewer_agreement",
     "role_allows",
     "run_answer",

@@ -188,3 +188,21 @@ def run_answer(run: ModelRun) -> dict[str, Any] | None:
 def run_guard(run: ModelRun) -> dict[str, Any]:
     """The stored guard verdict (empty dict when the engine gave none)."""
     return json.loads(run.guard_json) if run.guard_json else {}
+
+
+def resolve_case_ref(session: Session, ref: str | int) -> int:
+    """The row id of a case given as ``12`` / ``#12`` (row id) or ``C-000123`` (latest row with that case_id).
+
+    Raises KeyError whose message names ``case_id``.
+    """
+    text = str(ref).strip()
+    if not text:
+        raise KeyError("case_id: give a case id (C-...) or a row number (#12)")
+    if text.lstrip("#").isdigit():
+        return get_case(session, int(text.lstrip("#"))).id or 0
+    record = session.exec(
+        select(CaseRecord).where(CaseRecord.case_id == text).order_by(col(CaseRecord.id).desc())
+    ).first()
+    if record is None:
+        raise KeyError(f"case_id: no case {text!r}")
+    return record.id or 0

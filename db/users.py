@@ -93,7 +93,7 @@ def role_allows(role: str | None, action: str) -> bool:
     return role in ROLES and ROLES.index(role) >= ROLES.index(need)
 
 
-def role_of(session: Session, username: str | None) -> str | None:
+def role_of_user(session: Session, username: str | None) -> str | None:
     user = session.get(User, username) if username else None
     return user.role if user else None
 
@@ -103,7 +103,7 @@ def authorize(session: Session, username: str | None, action: str) -> str:
 
     The refusal's audit entry is committed at once, so it survives the caller's error handling.
     """
-    role = role_of(session, username)
+    role = role_of_user(session, username)
     if role_allows(role, action):
         return role  # type: ignore[return-value]
     audit(

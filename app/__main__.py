@@ -1,0 +1,72 @@
+"""Run the console: ``uv run python -m app [--model default-ft] [--host 127.0.0.1] [--port 7860] [--db URL]``.
+
+Opens the store (``--db``, else DATABASE_URL, else SQLite at var/policyops.db), creates the first
+ops user on first start, loads the demo queue from the frozen eval set, loads the models and serves
+the console behind a login.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from app import build_app, make_auth
+from db import DEFAULT_DB_URL, eval_fingerprints_of, load_eval_set, open_store, read_case_rows
+from db.users import ensure_admin
+
+EVAL_SET = Path("data/generated/eval.jsonl")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="default-ft", help="registry name or model/adapter dir")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument(
+        "--db",
+        default=os.environ.get("DATABASE_URL", DEFAULT_DB_URL),
+        help="SQLAlchemy URL or SQLite file (default: $DATABASE_URL or var/policyops.db)",
+    )
+    p.add_argument(
+        "--eval-set", type=Path, default=EVAL_SET, help="frozen eval set: demo queue, never exported"
+    )
+    p.add_argument("--export-dir", type=Path, default=Path("var/exports"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    store = open_store(args.db)
+    with store.session() as s:
+        boot = ensure_admin(
+            s, os.environ.get("POLICYOPS_ADMIN_USER"), os.environ.get("POLICYOPS_ADMIN_PASSWORD")
+        )
+    if boot and boot.generated_password:
+        print(
+            f"First start: created ops user {boot.username!r} with password {boot.generated_password}"
+            " (shown once; change it with scripts/create_user.py)",
+            flush=True,
+        )
+    fingerprints: set[str] = set()
+    if args.eval_set.is_file():
+        with store.session() as s:
+            added = load_eval_set(s, args.eval_set)
+        fingerprints = eval_fingerprints_of(read_case_rows(args.eval_set))
+        if added:
+            print(f"Demo queue: {added} cases from {args.eval_set}", flush=True)
+    from engine import Engine  # heavy import (torch): after the cheap checks above
+
+    engine = Engine.load(args.model)
+    demo = build_app(engine, store, export_dir=args.export_dir, eval_fingerprints=fingerprints)
+    demo.queue(default_concurrency_limit=4).launch(
+        server_name=args.host,
+        server_port=args.port,
+        auth=make_auth(store),
+        auth_message="PolicyOps Console: sign in",
+        allowed_paths=[],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The programmatic API (gradio_client): ``/compare``, ``/submit_review``, ``/export``.
+
+Documented in app/API.md. Errors raise gr.Error whose message names the field at fault.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from app import actions
+from app.state import Console
+from db import get_case
+
+
+def register(console: Console) -> None:
+    """Declare the three endpoints inside the current gr.Blocks."""
+
+    def compare(case_json: str, request: gr.Request) -> dict[str, Any]:
+        """Compare base and fine-tuned on a case given as JSON text; answers with guard verdicts."""
+        case_pk, runs = actions.compare_text(console, request, case_json, source="try")
+        with console.store.session() as s:
+            case_id = get_case(s, case_pk).case_id
+        return {"case_pk": case_pk, "case_id": case_id, "answers": actions.runs_payload(runs)}
+
+    def submit_review(
+        case_id: str, action: str, answer_json: str = "", note: str = "", request: gr.Request = None
+    ) -> dict[str, Any]:  # type: ignore[assignment]
+        """Review a case: approve_base | approve_finetuned | flag | correct (with answer_json)."""
+        return actions.review(console, request, case_id, action, answer_json or None, note)
+
+    def export(request: gr.Request) -> dict[str, Any]:
+        """Export approved and corrected answers not exported yet (ops only): path, count, sha256."""
+        result = actions.export(console, request)
+        return {
+            "path": result.path,
+            "count": result.count,
+            "sha256": result.sha256,
+            "manifest_path": result.manifest_path,
+            "review_ids": result.review_ids,
+            "skipped": result.skipped,
+        }
+
+    gr.api(compare, api_name="compare")
+    gr.api(submit_review, api_name="submit_review")
+    gr.api(export, api_name="export")

@@ -1,0 +1,81 @@
+"""The page, assembled in one place: one tab per task, each declared by its own module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from app import api
+from app.batch_tab import create_batch_tab
+from app.case_tab import create_case_tab
+from app.export_tab import create_export_tab
+from app.metrics_tab import create_metrics_tab
+from app.queue_tab import create_queue_tab, queue_frame
+from app.state import Console, username_of
+from app.try_tab import create_try_tab
+from db import QueueFilter, Store, authenticate, role_of_user
+
+TITLE = "PolicyOps Console"
+
+
+def make_auth(store: Store) -> Callable[[str, str], bool]:
+    """The ``launch(auth=...)`` callable: checks the username and scrypt password against the store."""
+
+    def check(username: str, password: str) -> bool:
+        with store.session() as s:
+            return authenticate(s, username, password) is not None
+
+    return check
+
+
+def build_app(
+    engine: Any,
+    store: Store,
+    *,
+    export_dir: Path = Path("var/exports"),
+    eval_fingerprints: set[str] | None = None,
+    batch_root: Path = Path("data"),
+) -> gr.Blocks:
+    """The console over ``engine`` and ``store``. Launch it with ``auth=make_auth(store)``."""
+    console = Console(
+        engine=engine,
+        store=store,
+        export_dir=Path(export_dir),
+        eval_fingerprints=eval_fingerprints or set(),
+        batch_root=Path(batch_root),
+    )
+    with gr.Blocks(title=TITLE) as demo:
+        whoami = gr.Markdown(f"# {TITLE}")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Queue", id="queue"):
+                queue = create_queue_tab(console)
+            with gr.Tab("Case", id="case"):
+                case = create_case_tab(console)
+            with gr.Tab("Try a case", id="try"):
+                create_try_tab(console)
+            with gr.Tab("Batch run", id="batch"):
+                create_batch_tab(console)
+            with gr.Tab("Metrics", id="metrics"):
+                create_metrics_tab(console)
+            with gr.Tab("Export", id="export"):
+                create_export_tab(console)
+        api.register(console)
+
+        def open_selected(evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
+            row = evt.row_value or []
+            if not row:
+                raise gr.Error("case_id: pick a row of the queue")
+            return (*case.open(f"#{row[0]}", request), gr.Tabs(selected="case"))
+
+        def on_load(request: gr.Request) -> tuple[str, Any]:
+            user = username_of(request)
+            with store.session() as s:
+                role = role_of_user(s, user)
+            return f"# {TITLE}\nSigned in as **{user}** ({role})", queue_frame(console, QueueFilter())
+
+        queue.table.select(open_selected, None, [*case.outputs, tabs], api_visibility="private")
+        demo.load(on_load, None, [whoami, queue.table], api_visibility="private")
+    return demo

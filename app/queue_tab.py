@@ -1,0 +1,88 @@
+"""Queue tab: every case with its status, flags and the models' decisions, neediest first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import pandas as pd
+
+from app.state import Console, require
+from db import REVIEW_STATUSES, QueueFilter, engine_versions, queue_rows
+from policies import FLAGS
+from policies.schema import REGIONS, REQUEST_TYPES
+
+COLUMNS = [
+    "#",
+    "case_id",
+    "status",
+    "region",
+    "request",
+    "expected",
+    "base",
+    "finetuned",
+    "flags",
+    "violations",
+    "priority",
+]
+ANY = "(any)"
+
+
+@dataclass
+class QueueTab:
+    table: gr.Dataframe
+    refresh: gr.Button
+    filters: list[gr.components.Component]
+
+
+def queue_frame(console: Console, qfilter: QueueFilter) -> pd.DataFrame:
+    """The queue as a table (the sorting and filtering happen in :func:`db.queue_rows`)."""
+    with console.store.session() as s:
+        rows = queue_rows(s, qfilter, engine_versions(console.engine))
+    data = [
+        [
+            r.case_pk,
+            r.case_id,
+            r.status,
+            r.region,
+            r.request_type,
+            r.expected,
+            r.decisions.get("base") or "",
+            r.decisions.get("finetuned") or "",
+            ", ".join(r.flags),
+            ", ".join(r.violations),
+            r.priority,
+        ]
+        for r in rows
+    ]
+    return pd.DataFrame(data, columns=COLUMNS)
+
+
+def create_queue_tab(console: Console) -> QueueTab:
+    """Declare the Queue tab's widgets and wire its events."""
+    with gr.Row():
+        status = gr.Dropdown([ANY, *REVIEW_STATUSES], value=ANY, label="Status")
+        flag = gr.Dropdown([ANY, *FLAGS], value=ANY, label="Flag")
+        region = gr.Dropdown([ANY, *REGIONS], value=ANY, label="Region")
+        request_type = gr.Dropdown([ANY, *REQUEST_TYPES], value=ANY, label="Request type")
+        disagree = gr.Checkbox(label="Models disagree only")
+    refresh = gr.Button("Refresh queue")
+    gr.Markdown("Cases needing a human come first. Click a row to open the case.")
+    table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="queue-table", wrap=True)
+    filters = [status, flag, region, request_type, disagree]
+
+    def show(
+        status_v: str, flag_v: str, region_v: str, rtype_v: str, disagree_v: bool, request: gr.Request
+    ) -> pd.DataFrame:
+        require(console, request, "compare")
+        pick = lambda v: None if v in (ANY, None, "") else v  # noqa: E731
+        return queue_frame(
+            console,
+            QueueFilter(pick(status_v), pick(flag_v), pick(region_v), pick(rtype_v), bool(disagree_v)),
+        )
+
+    for widget in (refresh,):
+        widget.click(show, filters, table, api_visibility="private")
+    for widget in filters:
+        widget.change(show, filters, table, api_visibility="private")
+    return QueueTab(table=table, refresh=refresh, filters=filters)

@@ -1,0 +1,101 @@
+"""HTML for the case view. Every string that came from a customer or a model is escaped here:
+the console shows it as text, never as markup."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from db.cases import run_answer, run_guard
+from db.models import ModelRun
+from policies import Case, applicable_sections
+
+VIOLATION_STYLE = "color:#b91c1c;font-weight:600"  # red
+FLAG_STYLE = "color:#b45309;font-weight:600"  # amber
+ANSWER_FIELDS = (
+    ("decision", "Decision"),
+    ("reasoning", "Reasoning"),
+    ("customer_response", "Customer response"),
+    ("next_action", "Next action"),
+    ("policy_refs", "Policy refs"),
+)
+
+
+def _e(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        value = ", ".join(str(v) for v in value)
+    return escape("" if value is None else str(value))
+
+
+def case_html(case: Case, status: str, case_pk: int, in_eval_set: bool) -> str:
+    """The case's structured fields and the customer message (escaped, pre-wrapped)."""
+    o, c = case.order, case.customer
+    days = "null" if o.days_since_delivery is None else o.days_since_delivery
+    fields = [
+        ("Case", f"{case.case_id} (#{case_pk})"),
+        ("Status", status),
+        ("Eval set", "yes" if in_eval_set else "no"),
+        ("Region", case.region),
+        ("Request", case.request_type),
+        ("Reason", case.reason),
+        ("Customer", f"{c.id} · tier {c.tier} · {c.claims_last_12m} claims in 12 months"),
+        ("Order", f"{o.id} · {o.category} · {o.item}"),
+        ("Price", f"{o.price:.2f} {o.currency}"),
+        ("Order status", f"{o.status} · days since delivery {days}"),
+        ("Flags", f"final_sale={o.final_sale} opened={o.opened} signature_confirmed={o.signature_confirmed}"),
+    ]
+    rows = "".join(
+        f"<tr><th style='text-align:left;padding-right:1em'>{_e(k)}</th><td>{_e(v)}</td></tr>"
+        for k, v in fields
+    )
+    return (
+        f"<div class='case-fields'><table>{rows}</table>"
+        f"<h4>Customer message</h4><pre class='customer-message' style='white-space:pre-wrap'>"
+        f"{_e(case.message)}</pre></div>"
+    )
+
+
+def policy_markdown(case: Case) -> str:
+    """The applicable policy sections (our own documents, rendered as Markdown)."""
+    return "\n\n".join(s.render() for s in applicable_sections(case))
+
+
+def guard_html(guard: dict[str, Any]) -> str:
+    """The guard's verdict: violations in red, flags in amber, expected decision and refs."""
+    if not guard:
+        return "<div class='guard'>No guard verdict.</div>"
+    violations = guard.get("violations") or []
+    flags = guard.get("flags") or []
+    v_html = f"<span style='{VIOLATION_STYLE}'>{_e(violations)}</span>" if violations else "none"
+    f_html = f"<span style='{FLAG_STYLE}'>{_e(flags)}</span>" if flags else "none"
+    send = "auto-send OK" if guard.get("auto_send") else "needs a human"
+    return (
+        f"<div class='guard'><b>Guard</b>: expected <b>{_e(guard.get('expected_decision'))}</b> "
+        f"({_e(guard.get('expected_refs'))}) · {send}<br>Violations: {v_html}<br>Flags: {f_html}</div>"
+    )
+
+
+def answer_html(title: str, run: ModelRun | None) -> str:
+    """One model's answer card: the answer fields, its status and figures, and the guard panel."""
+    if run is None:
+        return f"<div class='answer'><h3>{_e(title)}</h3><p>No answer yet.</p></div>"
+    answer = run_answer(run) or {}
+    body = (
+        "".join(
+            f"<dt><b>{label}</b></dt><dd style='white-space:pre-wrap'>{_e(answer.get(key))}</dd>"
+            for key, label in ANSWER_FIELDS
+        )
+        if answer
+        else (
+            f"<p style='{VIOLATION_STYLE}'>Answer {_e(run.status)}: {_e(run.error)}</p>"
+            f"<pre style='white-space:pre-wrap'>{_e(run.raw_text)}</pre>"
+        )
+    )
+    figures = (
+        f"{_e(run.model_version)} · status {_e(run.status)} · {run.latency_s:.2f} s · "
+        f"{run.input_tokens} in / {run.output_tokens} out tokens"
+    )
+    return (
+        f"<div class='answer answer-{_e(run.variant)}'><h3>{_e(title)}</h3><small>{figures}</small>"
+        f"<dl>{body}</dl>{guard_html(run_guard(run))}</div>"
+    )
