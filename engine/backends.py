@@ -1,0 +1,210 @@
+"""The backend seam: who turns prompts into raw texts.
+
+:class:`Backend` is the small protocol the :class:`~engine.core.Engine` needs: render a case's
+prompt, and generate raw texts (with token counts) for a batch of prompts under a named variant,
+constrained or not. :class:`LocalPeftBackend` is the in-process implementation: one base model
+loaded once, LoRA adapters on top with PEFT; the ``base`` variant runs with every adapter disabled.
+A later OpenAI-compatible implementation (vLLM serving the adapters as named models, with its own
+guided decoding) would implement the same protocol and leave the engine unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from transformers import LogitsProcessorList
+
+from engine.constrained import AnswerGrammar
+from engine.prompt import PromptFormat, render_prompt
+from policies import Case
+
+BASE_VARIANT = "base"  # the base model with every adapter disabled
+
+
+class UnknownVariant(KeyError):
+    """A variant name that is neither ``base`` nor a loaded adapter."""
+
+    def __init__(self, name: str, known: list[str]):
+        self.name, self.known = name, known
+        super().__init__(f"unknown variant {name!r} (loaded: {', '.join(known)})")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding knobs. ``temperature == 0`` means greedy (the default: reviews must be reproducible)."""
+
+    max_new_tokens: int = 512  # tokens; a constrained answer that has not closed by then is "truncated"
+    temperature: float = 0.0  # 0 = greedy; > 0 samples
+    top_p: float = 1.0  # nucleus sampling, only when sampling
+    seed: int | None = None  # seeds torch before a sampled batch, for repeatable samples
+
+    @property
+    def do_sample(self) -> bool:
+        return self.temperature > 0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One raw completion and its figures."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int  # generated tokens up to and including the stop token; padding excluded
+    hit_token_limit: bool  # stopped at max_new_tokens, not on a stop token
+    grammar_error: str | None = None  # set only if the constrained decoder refused a token
+
+
+class Backend(Protocol):
+    """What the engine needs from a model server, local or remote."""
+
+    @property
+    def variants(self) -> list[str]: ...
+
+    def prompt(self, case: Case) -> str: ...
+
+    def generate(self, prompts: list[str], variant: str, constrained: bool,
+                 settings: GenerationSettings) -> list[Generation]: ...
+
+    def model_version(self, variant: str) -> str: ...
+
+
+class LocalPeftBackend:
+    """transformers + PEFT in this process: one base model, any number of named LoRA adapters.
+
+    ``model`` is the base model, or a ``PeftModel`` already holding adapters. Generation runs under
+    a lock: adapter switching (``set_adapter`` / ``disable_adapter``) mutates the shared model, so
+    two threads must never interleave.
+    """
+
+    def __init__(self, tokenizer: Any, model: Any, prompt_format: PromptFormat | None = None,
+                 base_version: str = "base", adapter_versions: dict[str, str] | None = None):
+        self.tokenizer = tokenizer
+        self.model = model
+        self.prompt_format = prompt_format or PromptFormat()
+        self.base_version = base_version
+        self.adapter_versions = dict(adapter_versions or {})
+        self.lock = threading.RLock()
+        # Left padding: every prompt ends flush against the first generated token.
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.grammar = AnswerGrammar.for_tokenizer(tokenizer, model_vocab_size=self._logits_width())
+        self.stop_ids = self.grammar.stop_ids
+
+    # --- adapters --------------------------------------------------------------------------------
+    @property
+    def adapter_names(self) -> list[str]:
+        peft_config = getattr(self.model, "peft_config", None)
+        return list(peft_config) if peft_config else []
+
+    @property
+    def variants(self) -> list[str]:
+        return [BASE_VARIANT, *self.adapter_names]
+
+    def add_adapter(self, name: str, path: str, version: str | None = None) -> None:
+        """Load the LoRA adapter at ``path`` as variant ``name`` on the shared base (no second base copy).
+
+        Errors: ValueError for the reserved name ``base`` or a name already loaded; OSError/ValueError
+        from PEFT when ``path`` holds no adapter for this base.
+        """
+        from peft import PeftModel
+
+        if name == BASE_VARIANT or name in self.adapter_names:
+            raise ValueError(f"adapter name {name!r} is reserved or already loaded")
+        with self.lock:
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(path, adapter_name=name, is_trainable=False)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name,
+                                                       is_trainable=False)
+            self.model.eval()
+        self.adapter_versions[name] = version or name
+
+    def model_version(self, variant: str) -> str:
+        if variant == BASE_VARIANT:
+            return self.base_version
+        return f"{self.base_version}+{self.adapter_versions.get(variant, variant)}"
+
+    @contextlib.contextmanager
+    def _variant(self, variant: str) -> Iterator[None]:
+        """Run the block as ``variant``: adapters disabled for base, the named adapter active otherwise."""
+        if variant not in self.variants:
+            raise UnknownVariant(variant, self.variants)
+        if variant == BASE_VARIANT:
+            ctx = self.model.disable_adapter() if self.adapter_names else contextlib.nullcontext()
+            with ctx:
+                yield
+        else:
+            self.model.set_adapter(variant)
+            yield
+
+    # --- generation ------------------------------------------------------------------------------
+    def prompt(self, case: Case) -> str:
+        return render_prompt(self.tokenizer, case, self.prompt_format)
+
+    def _logits_width(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def logits(self, prompts: list[str], variant: str) -> torch.Tensor:
+        """Next-token logits after each prompt (rows of the left-padded batch); used by tests and probes."""
+        with self.lock, self._variant(variant):
+            enc = self._encode(prompts)
+            return self.model(**enc).logits[:, -1, :].float().cpu()
+
+    def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        # The chat template already holds any special tokens; adding more would change the ids.
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        return {k: v.to(self._device()) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], variant: str, constrained: bool,
+                 settings: GenerationSettings) -> list[Generation]:
+        """Complete ``prompts`` as one left-padded batch. Out: one :class:`Generation` per prompt, in order.
+
+        Errors: :class:`UnknownVariant`; torch errors (e.g. out of memory) propagate.
+        """
+        processor = self.grammar.processor(len(prompts)) if constrained else None
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample,
+            "eos_token_id": self.stop_ids, "pad_token_id": self.tokenizer.pad_token_id,
+            "logits_processor": LogitsProcessorList([processor] if processor else []),
+        }
+        if settings.do_sample:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+        else:  # silence the generation_config's sampling defaults under greedy decoding
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with self.lock, self._variant(variant):
+            if settings.seed is not None:
+                torch.manual_seed(settings.seed)
+            enc = self._encode(prompts)
+            out = self.model.generate(**enc, **kwargs)
+        new_tokens = out[:, enc["input_ids"].shape[1]:].cpu()
+        input_counts = enc["attention_mask"].sum(dim=1).tolist()
+        errors = processor.errors if processor else [None] * len(prompts)
+        rows = zip(new_tokens, input_counts, errors, strict=True)
+        return [self._one(row, n_in, err) for row, n_in, err in rows]
+
+    def _one(self, row: torch.Tensor, n_in: int, grammar_error: str | None) -> Generation:
+        ids = row.tolist()
+        stop_at = next((i for i, t in enumerate(ids) if t in self.stop_ids), None)
+        kept = ids if stop_at is None else ids[:stop_at]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        n_out = len(ids) if stop_at is None else stop_at + 1
+        return Generation(text=text, input_tokens=int(n_in), output_tokens=n_out,
+                          hit_token_limit=stop_at is None, grammar_error=grammar_error)
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes of parameters + buffers: all of them, and the adapters' share (LoRA weights)."""
+        total = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        total += sum(b.numel() * b.element_size() for b in self.model.buffers())
+        lora = sum(p.numel() * p.element_size() for n, p in self.model.named_parameters() if "lora_" in n)
+        return {"total": total, "adapters": lora, "base": total - lora}

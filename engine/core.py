@@ -1,0 +1,189 @@
+"""The Engine: cases in, validated answers with the guard's verdict out.
+
+Read top to bottom like a sampling script: load one base model and its adapters
+(:meth:`Engine.load`), render each case with the one prompt builder, generate in left-padded
+batches (constrained to the answer schema by default), extract and validate each answer, then
+ask the guard. The console, the store and the scripts call only this API::
+
+    engine = Engine.load("default-ft")
+    engine.variants                      # ["base", "finetuned"]
+    engine.decide(case)                  # ModelAnswer of the fine-tuned variant
+    engine.compare(case)                 # {"base": ModelAnswer, "finetuned": ModelAnswer}
+    engine.decide_many(cases, variant="base", batch_size=8, progress=lambda done, total: ...)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from engine.backends import (
+    BASE_VARIANT,
+    Backend,
+    Generation,
+    GenerationSettings,
+    LocalPeftBackend,
+    UnknownVariant,
+)
+from engine.extract import extract_answer
+from engine.guard import guard
+from engine.types import ModelAnswer
+from policies import Case
+
+FINETUNED_VARIANT = "finetuned"  # the registry's name for a model's main adapter
+Progress = Callable[[int, int], None]  # (done, total), called after every batch
+
+
+class Engine:
+    """Answers cases with one or more variants of one model.
+
+    Thread-safe: the backend serialises generation (the console calls from several threads).
+    """
+
+    def __init__(self, backend: Backend, settings: GenerationSettings | None = None,
+                 spec: Any = None):
+        self.backend = backend
+        self.settings = settings or GenerationSettings()
+        self.spec = spec  # the engine.registry.ModelSpec it was loaded from, when there is one
+
+    # --- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model: Any, adapters: dict[str, str] | None = None, device: str = "auto",
+             quantize: str = "none", settings: GenerationSettings | None = None) -> Engine:
+        """Load a model once, with its LoRA adapters on top.
+
+        In: ``model``, a registry name, a model/adapter dir, an HF id or a ``ModelSpec``;
+        ``adapters``, extra ``{name: adapter_dir}`` loaded after the spec's own; ``device``
+        (auto | cpu | cuda[:n]); ``quantize`` (none | nf4 | auto: NF4 on a GPU).
+        Out: an Engine whose variants are ``base`` plus every adapter name.
+        Errors: ``engine.registry.UnknownModel``; OSError/ValueError from transformers or PEFT.
+        """
+        from engine.loading import load_base_model, load_tokenizer
+        from engine.registry import ModelSpec, resolve_model
+
+        spec = model if isinstance(model, ModelSpec) else resolve_model(model)
+        all_adapters = {**spec.adapters, **(adapters or {})}
+        # The tokenizer saved with the adapter is the one it was trained with; else the base's.
+        tokenizer = load_tokenizer(next(iter(all_adapters.values()), spec.base))
+        base_model = load_base_model(spec, quantize=quantize)  # type: ignore[arg-type]
+        if device != "auto" or _has_gpu():
+            target = _pick_device(device)
+            if getattr(base_model, "policyops_quantize", "none") == "none":
+                base_model = base_model.to(target)
+        backend = LocalPeftBackend(tokenizer, base_model, prompt_format=spec.prompt_format,
+                                   base_version=f"{spec.name}@{spec.version}")
+        for name, path in all_adapters.items():
+            backend.add_adapter(name, path, version=f"{name}@{spec.version}")
+        return cls(backend, settings, spec)
+
+    def add_adapter(self, name: str, path: str, version: str | None = None) -> None:
+        """Load another adapter version on the same base; it becomes variant ``name``."""
+        add = getattr(self.backend, "add_adapter", None)
+        if add is None:
+            raise NotImplementedError(f"{type(self.backend).__name__} cannot load adapters")
+        add(name, path, version)
+
+    @property
+    def variants(self) -> list[str]:
+        """``["base", "finetuned", ...]``: the base with adapters disabled, then each adapter by name."""
+        return self.backend.variants
+
+    @property
+    def default_variant(self) -> str:
+        names = self.variants
+        if FINETUNED_VARIANT in names:
+            return FINETUNED_VARIANT
+        return names[1] if len(names) > 1 else BASE_VARIANT
+
+    def model_version(self, variant: str) -> str:
+        return self.backend.model_version(variant)
+
+    # --- deciding --------------------------------------------------------------------------------
+    def decide(self, case: Case, variant: str | None = None, constrained: bool = True,
+               settings: GenerationSettings | None = None) -> ModelAnswer:
+        """One case, one variant (default: the fine-tuned one). The guard runs without MODELS_DISAGREE."""
+        return self.decide_many([case], variant=variant, batch_size=1, constrained=constrained,
+                                settings=settings)[0]
+
+    def decide_many(self, cases: Sequence[Case], variant: str | None = None, batch_size: int = 8,
+                    constrained: bool = True, progress: Progress | None = None,
+                    settings: GenerationSettings | None = None) -> list[ModelAnswer]:
+        """Answer ``cases`` with ``variant`` in left-padded batches of ``batch_size``, in input order.
+
+        Each answer's latency is its batch's wall time divided by the batch size. Never raises for a
+        bad model output (it becomes status invalid/truncated); raises :class:`UnknownVariant` for an
+        unknown variant and ValueError for ``batch_size < 1``.
+        """
+        variant = variant or self.default_variant
+        if variant not in self.variants:
+            raise UnknownVariant(variant, self.variants)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        settings = settings or self.settings
+        answers: list[ModelAnswer] = []
+        for start in range(0, len(cases), batch_size):
+            batch = list(cases[start:start + batch_size])
+            prompts = [self.backend.prompt(case) for case in batch]
+            t0 = time.perf_counter()
+            generations = self.backend.generate(prompts, variant, constrained, settings)
+            per_case = (time.perf_counter() - t0) / len(batch)
+            answers += [self._answer(c, g, variant, per_case, constrained)
+                        for c, g in zip(batch, generations, strict=True)]
+            if progress is not None:
+                progress(len(answers), len(cases))
+        return answers
+
+    def _answer(self, case: Case, gen: Generation, variant: str, latency_s: float,
+                constrained: bool) -> ModelAnswer:
+        found = extract_answer(gen.text, hit_token_limit=gen.hit_token_limit)
+        error = found.error
+        if gen.grammar_error and found.status != "ok":
+            error = f"{error}; grammar: {gen.grammar_error}"
+        answer = ModelAnswer(
+            case_id=case.case_id, variant=variant, model_version=self.model_version(variant),
+            status=found.status, raw_text=gen.text, answer=found.answer, error=error,
+            latency_s=latency_s, input_tokens=gen.input_tokens, output_tokens=gen.output_tokens,
+            truncated=gen.hit_token_limit, extra={"constrained": constrained},
+        )
+        return replace(answer, guard=guard(case, answer))
+
+    # --- comparing -------------------------------------------------------------------------------
+    def compare(self, case: Case, variants: Sequence[str] = (BASE_VARIANT, FINETUNED_VARIANT),
+                constrained: bool = True,
+                settings: GenerationSettings | None = None) -> dict[str, ModelAnswer]:
+        """Answer ``case`` with each of ``variants``; each verdict carries MODELS_DISAGREE across them."""
+        return self.compare_many([case], variants, constrained=constrained, settings=settings)[0]
+
+    def compare_many(self, cases: Sequence[Case], variants: Sequence[str] = (BASE_VARIANT, FINETUNED_VARIANT),
+                     batch_size: int = 8, constrained: bool = True, progress: Progress | None = None,
+                     settings: GenerationSettings | None = None) -> list[dict[str, ModelAnswer]]:
+        """Batched :meth:`compare`: one ``{variant: ModelAnswer}`` per case, in input order.
+
+        ``progress`` counts case-variant answers (``len(cases) * len(variants)`` in all).
+        """
+        total = len(cases) * len(variants)
+        per_variant: dict[str, list[ModelAnswer]] = {}
+        for k, variant in enumerate(variants):
+            done_before = k * len(cases)
+            step = None if progress is None else (lambda d, _t, b=done_before: progress(b + d, total))
+            per_variant[variant] = self.decide_many(cases, variant, batch_size, constrained, step, settings)
+        results = []
+        for i, case in enumerate(cases):
+            row = {v: per_variant[v][i] for v in variants}
+            decisions = {v: a.decision for v, a in row.items()}
+            results.append({v: replace(a, guard=guard(case, a, decisions)) for v, a in row.items()})
+        return results
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if _has_gpu() else "cpu"
+    return device

@@ -1,0 +1,47 @@
+"""The guard: what the rule engine says about a model's answer, and whether it may be auto-sent.
+
+Pure policy, no model: :func:`guard` combines :func:`policies.expected_decision`,
+:func:`policies.check` (hard violations) and :func:`policies.flags` (reviewer flags). An answer is
+auto-sent only when it is valid, carries no violation and raises no flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.types import GuardVerdict, ModelAnswer
+from policies import Case, check, expected_decision, flags
+
+
+def _decision_of(answer: ModelAnswer | Mapping[str, Any] | None) -> tuple[str | None, bool]:
+    """(decision, valid) of a ModelAnswer, an answer dict, or None (no answer)."""
+    if answer is None:
+        return None, False
+    if isinstance(answer, ModelAnswer):
+        return answer.decision, answer.status == "ok" and answer.decision is not None
+    decision = answer.get("decision")
+    return decision, isinstance(decision, str)
+
+
+def guard(case: Case, answer: ModelAnswer | Mapping[str, Any] | None,
+          decisions_of_all_variants: Mapping[str, str | None] | None = None) -> GuardVerdict:
+    """The verdict on ``answer`` for ``case``.
+
+    ``answer``: a :class:`ModelAnswer` (valid only when its status is ``ok``), a validated answer
+    dict, or None for no usable answer. ``decisions_of_all_variants`` maps each variant compared on
+    this case to its decision (None when invalid) and drives MODELS_DISAGREE; omit it for a single
+    answer. An invalid answer has no violations (there is no decision to check) but is never
+    auto-sent. Raises nothing for a validated ``case``.
+    """
+    expected = expected_decision(case)
+    decision, valid = _decision_of(answer)
+    violations = tuple(check(case, decision)) if valid and decision is not None else ()
+    found = tuple(flags(case, decisions_of_all_variants))
+    return GuardVerdict(
+        expected_decision=expected.decision,
+        expected_refs=expected.policy_refs,
+        violations=violations,
+        flags=found,
+        auto_send=valid and not violations and not found,
+    )

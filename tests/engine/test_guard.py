@@ -1,0 +1,73 @@
+"""The guard: violations, flags and invalid answers are never auto-sent."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from engine.guard import guard
+from engine.types import ModelAnswer
+from policies import expected_decision, parse_case
+from tests.conftest import tiny_cases
+
+
+def _answer(decision: str | None, refs: tuple[str, ...] = ("RET-3",), status: str = "ok") -> ModelAnswer:
+    body: dict[str, Any] | None = None
+    if decision is not None:
+        body = {"decision": decision, "reasoning": "r", "customer_response": "c", "next_action": "n",
+                "policy_refs": list(refs)}
+    return ModelAnswer(case_id="C-1", variant="finetuned", model_version="m", status=status,  # type: ignore[arg-type]
+                       raw_text="", answer=body, error=None if body else "bad", latency_s=0.1,
+                       input_tokens=1, output_tokens=1, truncated=False)
+
+
+def _plain_case() -> Any:
+    """US defective return on day 5 at 129.99: RET-3, no flag (far from window and limit edges)."""
+    return parse_case(tiny_cases()[0])
+
+
+def test_correct_answer_is_auto_sent() -> None:
+    case = _plain_case()
+    exp = expected_decision(case)
+    v = guard(case, _answer(exp.decision))
+    assert v.expected_decision == exp.decision == "APPROVE_REFUND" and v.expected_refs == ("RET-3",)
+    assert v.violations == () and v.flags == () and v.auto_send and not v.needs_human
+
+
+def test_violation_blocks_auto_send() -> None:
+    data = copy.deepcopy(tiny_cases()[0])
+    data["order"]["price"] = 900.0  # over the US AUTO_LIMIT: a refund is OVER_AUTO_LIMIT
+    case = parse_case(data)
+    v = guard(case, _answer("APPROVE_REFUND"))
+    assert "OVER_AUTO_LIMIT" in v.violations and not v.auto_send
+    assert v.expected_decision == "ESCALATE" and v.expected_refs == ("RET-3", "LIM-1")
+
+
+def test_flag_blocks_auto_send_even_when_correct() -> None:
+    data = copy.deepcopy(tiny_cases()[0])
+    data["message"] = "Refund me or I will call my lawyer."
+    case = parse_case(data)
+    v = guard(case, _answer("APPROVE_REFUND"))
+    assert v.violations == () and "LEGAL_THREAT" in v.flags and not v.auto_send
+
+
+def test_invalid_or_missing_answer_is_never_auto_sent() -> None:
+    case = _plain_case()
+    for answer in (None, _answer(None, status="invalid"), _answer(None, status="truncated")):
+        v = guard(case, answer)
+        assert v.violations == () and not v.auto_send
+
+
+def test_models_disagree_comes_from_all_variants() -> None:
+    case = _plain_case()
+    agree = guard(case, _answer("APPROVE_REFUND"), {"base": "APPROVE_REFUND", "finetuned": "APPROVE_REFUND"})
+    assert agree.auto_send
+    differ = guard(case, _answer("APPROVE_REFUND"), {"base": "DENY", "finetuned": "APPROVE_REFUND"})
+    assert "MODELS_DISAGREE" in differ.flags and not differ.auto_send
+    invalid_peer = guard(case, _answer("APPROVE_REFUND"), {"base": None, "finetuned": "APPROVE_REFUND"})
+    assert "MODELS_DISAGREE" in invalid_peer.flags
+
+
+def test_plain_answer_dict_is_accepted() -> None:
+    case = _plain_case()
+    assert guard(case, {"decision": "APPROVE_REFUND"}).auto_send
