@@ -353,20 +353,20 @@ _RESPONSES: dict[str, tuple[str, ...]] = {
 
 # DENY responses depend on why: one explanation per denying rule.
 _DENY_WHY: dict[str, str] = {
-    "CAN-3/shipped": "your order has already left our warehouse, so it can no longer be cancelled. Once it "
-                     "arrives you're welcome to request a return",
-    "CAN-3/delivered": "your order has already been delivered, so it can no longer be cancelled. You're "
-                       "welcome to request a return instead",
+    "CAN-3/shipped": "your order for the {item} has already left our warehouse, so it can no longer be "
+                     "cancelled. Once it arrives you're welcome to request a return",
+    "CAN-3/delivered": "your order for the {item} has already been delivered, so it can no longer be "
+                       "cancelled. You're welcome to request a return instead",
     "NRC-1": "your {item} is still on its way to you. We'll share the latest tracking so you can follow it",
     "WAR-1": "a warranty claim can only be made once the {item} has been delivered",
     "WAR-2": "our warranty covers electronics and home goods only, so it doesn't extend to your {item}",
     "WAR-3": "your {item} is past its warranty period, so we can't offer a replacement under warranty",
-    "WAR-6": "the warranty covers faults, not accidental damage or a change of mind",
+    "WAR-6": "the warranty on your {item} covers faults, not accidental damage or a change of mind",
     "RET-1": "your {item} hasn't been delivered yet, so it can't be returned. We can help you cancel the "
              "order instead",
     "RET-5": "your {item} is outside the return window and not covered by warranty",
-    "RET-6": "accidental damage isn't covered by our return policy",
-    "RET-7": "grocery and digital items can't be returned for a change of mind",
+    "RET-6": "accidental damage to your {item} isn't covered by our return policy",
+    "RET-7": "grocery and digital items like your {item} can't be returned for a change of mind",
     "RET-9": "your {item} was a final-sale item, which can't be returned for a change of mind",
     "RET-10": "your {item} is outside the return window for change-of-mind returns",
 }

@@ -8,32 +8,36 @@ import pytest
 
 from policies import AUTO_LIMIT, RULE_IDS, expected_decision
 
+FRD1 = dict(request_type="unauthorized_charge", reason="unauthorized")
+NR = dict(request_type="not_received", reason="not_received")
+CANCEL = dict(request_type="cancellation", reason="changed_mind")
+
 # (deciding rule, case kwargs, expected decision). Prices stay low unless LIM-1 is the point.
 RULE_TABLE = [
     ("GEN-1", dict(request_type="return", days=None), "REQUEST_INFO"),
     ("GEN-1", dict(request_type="exchange", reason="changed_mind", days=None), "REQUEST_INFO"),
     ("GEN-1", dict(request_type="warranty", category="electronics", days=None, claims=9), "REQUEST_INFO"),
-    ("FRD-1", dict(request_type="unauthorized_charge", reason="unauthorized"), "ESCALATE"),
-    ("FRD-1", dict(request_type="unauthorized_charge", reason="unauthorized", status="processing"), "ESCALATE"),
+    ("FRD-1", dict(**FRD1), "ESCALATE"),
+    ("FRD-1", dict(**FRD1, status="processing"), "ESCALATE"),
     ("FRD-2", dict(claims=5), "ESCALATE"),
-    ("FRD-2", dict(request_type="cancellation", reason="changed_mind", status="processing", claims=12),
+    ("FRD-2", dict(**CANCEL, status="processing", claims=12),
      "ESCALATE"),
-    ("FRD-3", dict(request_type="not_received", reason="not_received", claims=3), "ESCALATE"),
-    ("FRD-3", dict(request_type="not_received", reason="not_received", status="shipped", claims=4), "ESCALATE"),
-    ("CAN-1", dict(request_type="cancellation", reason="changed_mind", status="processing"),
+    ("FRD-3", dict(**NR, claims=3), "ESCALATE"),
+    ("FRD-3", dict(**NR, status="shipped", claims=4), "ESCALATE"),
+    ("CAN-1", dict(**CANCEL, status="processing"),
      "APPROVE_CANCELLATION"),
     ("CAN-1", dict(request_type="cancellation", reason="other", status="processing", region="AU"),
      "APPROVE_CANCELLATION"),
-    ("CAN-2", dict(request_type="cancellation", reason="changed_mind", status="shipped", region="UK"),
+    ("CAN-2", dict(**CANCEL, status="shipped", region="UK"),
      "APPROVE_CANCELLATION"),
     ("CAN-2", dict(request_type="cancellation", reason="other", status="shipped", region="EU"),
      "APPROVE_CANCELLATION"),
-    ("CAN-3", dict(request_type="cancellation", reason="changed_mind", status="shipped", region="US"), "DENY"),
-    ("CAN-3", dict(request_type="cancellation", reason="changed_mind", status="delivered", region="UK"), "DENY"),
-    ("NRC-1", dict(request_type="not_received", reason="not_received", status="shipped"), "DENY"),
-    ("NRC-1", dict(request_type="not_received", reason="not_received", status="processing", claims=2), "DENY"),
-    ("NRC-2", dict(request_type="not_received", reason="not_received", signed=True), "ESCALATE"),
-    ("NRC-3", dict(request_type="not_received", reason="not_received"), "APPROVE_REFUND"),
+    ("CAN-3", dict(**CANCEL, status="shipped", region="US"), "DENY"),
+    ("CAN-3", dict(**CANCEL, status="delivered", region="UK"), "DENY"),
+    ("NRC-1", dict(**NR, status="shipped"), "DENY"),
+    ("NRC-1", dict(**NR, status="processing", claims=2), "DENY"),
+    ("NRC-2", dict(**NR, signed=True), "ESCALATE"),
+    ("NRC-3", dict(**NR), "APPROVE_REFUND"),
     ("WAR-1", dict(request_type="warranty", category="electronics", status="shipped"), "DENY"),
     ("WAR-2", dict(request_type="warranty", category="apparel"), "DENY"),
     ("WAR-2", dict(request_type="warranty", category="beauty", reason="other"), "DENY"),
@@ -141,7 +145,8 @@ def test_boundary_days_change_of_mind(make_case, region, category, tier):
 def test_boundary_days_seller_fault(make_case, region, category, tier):
     for reason, days in itertools.product(("defective", "damaged_in_transit", "wrong_item"), BOUNDARY_DAYS):
         case = make_case(region=region, category=category, tier=tier, reason=reason, days=days, price=20.0)
-        assert expected_decision(case).rule == _seller_fault_rule(region, category, tier, days), (reason, days)
+        expected = _seller_fault_rule(region, category, tier, days)
+        assert expected_decision(case).rule == expected, (reason, days)
 
 
 @pytest.mark.parametrize("region", REGIONS)
@@ -179,7 +184,7 @@ def test_lim1_applies_to_refund_with_fee(make_case, region):
 @pytest.mark.parametrize(("kwargs", "decision", "rule"), [
     (dict(request_type="exchange", reason="defective"), "APPROVE_EXCHANGE", "RET-3"),
     (dict(request_type="warranty", category="electronics"), "APPROVE_REPLACEMENT", "WAR-4"),
-    (dict(request_type="cancellation", reason="changed_mind", status="processing"), "APPROVE_CANCELLATION",
+    (dict(**CANCEL, status="processing"), "APPROVE_CANCELLATION",
      "CAN-1"),
     (dict(reason="changed_mind", days=40), "DENY", "RET-10"),
 ])

@@ -12,7 +12,8 @@ CM = dict(reason="changed_mind")
 # (case kwargs, proposed decision, exact violation list)
 VIOLATION_TABLE = [
     # FRAUD_NOT_ESCALATED: FRD-1/2/3 and NRC-2 must be escalated
-    (dict(request_type="unauthorized_charge", reason="unauthorized"), "APPROVE_REFUND", ["FRAUD_NOT_ESCALATED"]),
+    (dict(request_type="unauthorized_charge", reason="unauthorized"), "APPROVE_REFUND",
+     ["FRAUD_NOT_ESCALATED"]),
     (dict(request_type="unauthorized_charge", reason="unauthorized"), "ESCALATE", []),
     (dict(claims=5), "DENY", ["FRAUD_NOT_ESCALATED"]),
     (dict(claims=4), "APPROVE_REFUND", []),
