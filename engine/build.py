@@ -104,14 +104,14 @@ class BaseModelConfig:
     """Shape and training schedule of the embedded base model."""
 
     vocab_size: int = 2000  # BPE vocabulary incl. the 3 special tokens
-    hidden_size: int = 256  # width of the residual stream
+    hidden_size: int = 192  # width of the residual stream
     num_layers: int = 4
-    num_heads: int = 4
+    num_heads: int = 6  # head dim 32
     num_kv_heads: int = 2  # grouped-query attention, as Qwen2
-    intermediate_size: int = 688  # SwiGLU inner width
-    block_size: int = 512  # tokens per training sequence (texts are packed)
+    intermediate_size: int = 512  # SwiGLU inner width
+    block_size: int = 256  # tokens per training sequence (texts are packed)
     batch_size: int = 16  # sequences per optimiser step
-    steps: int = 600  # optimiser steps
+    steps: int = 150  # optimiser steps
     lr: float = 3e-3  # one-cycle peak learning rate
     warmup: float = 0.1  # share of steps spent warming up
     weight_decay: float = 0.1

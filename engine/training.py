@@ -49,6 +49,7 @@ class RunConfig:
     prompt_policy: Literal["full", "titles"] | None = None
     prompt_instructions: Literal["full", "short"] | None = None
     prompt_max_message_chars: int | None = None
+    prompt_case: Literal["json", "fields"] | None = None
     # LoRA
     lora_r: int = 16
     lora_alpha: int = 32
@@ -86,7 +87,7 @@ class RunConfig:
     def prompt_format(self, spec: ModelSpec) -> PromptFormat:
         """The run's prompt format: the model's own, with any option given on the command line."""
         fmt = spec.prompt_format.to_dict()
-        for key in ("policy", "instructions", "max_message_chars"):
+        for key in ("policy", "instructions", "max_message_chars", "case"):
             value = getattr(self, f"prompt_{key}")
             if value is not None:
                 fmt[key] = value

@@ -33,8 +33,10 @@ from trl import SFTTrainer, TrlParser
 
 from engine.build import seed_everything
 from engine.loading import load_tokenizer
-from engine.registry import resolve_model
+from engine.registry import UnknownModel, resolve_model
 from engine.training import (
+    ConfigError,
+    DatasetError,
     RunConfig,
     epoch_metrics,
     load_examples,
@@ -88,8 +90,8 @@ def setup_logging(output_dir: str) -> None:
     )
 
 
-def main(cfg: RunConfig) -> dict:
-    """Train one adapter as ``cfg`` says; out: its metrics.
+def main(cfg: RunConfig) -> SFTTrainer:
+    """Train one adapter as ``cfg`` says; out: the trainer (its model is the trained one).
 
     Errors: UnknownModel, DatasetError, ConfigError (all before any training starts).
     """
@@ -160,8 +162,11 @@ def main(cfg: RunConfig) -> dict:
         trainer.state.best_metric,
         metrics["runtime_s"],
     )
-    return metrics
+    return trainer
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    try:
+        main(parse_args())
+    except (UnknownModel, DatasetError, ConfigError) as exc:
+        sys.exit(f"error: {exc}")

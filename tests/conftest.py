@@ -136,8 +136,8 @@ def build_tiny_base(out_dir: Path, seed: int = 0) -> Path:
 
 def train_tiny_adapter(
     base_dir: Path, out_dir: Path, data_dir: Path, steps: int = 6, **overrides: Any
-) -> dict:
-    """Train a LoRA adapter on ``base_dir`` with scripts/train_qlora_sft.main for a few steps."""
+) -> Any:
+    """Train a LoRA adapter on ``base_dir`` with train_qlora_sft.main (a few steps); out: the trainer."""
     from engine.training import RunConfig
     from scripts.train_qlora_sft import main
 

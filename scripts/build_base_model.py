@@ -1,0 +1,46 @@
+"""Build the embedded base model (data/models/default-base): tokenizer + a small Qwen2 LM.
+
+    uv run python scripts/build_base_model.py --out data/models/default-base --seed 0
+
+It learns language only: the policy documents (which name the rule ids and decisions) and
+rendered case prompts (system + user turns, exactly as engine.prompt builds them for the
+tiny format), never an answer or a decision tied to a case, so it plays the untuned baseline.
+Cases of the validation/eval files are left out. Same seed and sizes -> same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import fields
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+from engine.build import BaseModelConfig, build_base_model
+from engine.lm_corpus import CorpusConfig, lm_texts
+
+
+def main() -> None:
+    parser = HfArgumentParser([BaseModelConfig, CorpusConfig])
+    parser.add_argument("--out", default="data/models/default-base", help="output model directory")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (data, init, batches)")
+    model_cfg, corpus_cfg, extra = parser.parse_args_into_dataclasses()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    texts = lm_texts(corpus_cfg, extra.seed)
+    info = build_base_model(
+        extra.out,
+        texts,
+        model_cfg,
+        seed=extra.seed,
+        extra_files={
+            "prompt_format.json": corpus_cfg.prompt_format().to_dict(),
+            "corpus_config.json": {f.name: getattr(corpus_cfg, f.name) for f in fields(corpus_cfg)},
+        },
+    )
+    size_mb = sum(p.stat().st_size for p in Path(extra.out).iterdir()) / 2**20
+    print(json.dumps({**{k: v for k, v in info.items() if k != "config"}, "size_mb": round(size_mb, 2)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""scripts/train_qlora_sft.py: smoke run + artefacts, adapter round trip, fail-fast inputs, CLI parsing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.loading import load_base_model
+from engine.registry import REPO_ROOT, UnknownModel
+from engine.training import ConfigError, DatasetError, RunConfig, mix
+from scripts.train_qlora_sft import main, parse_args
+from tests.conftest import TINY_FORMAT, tiny_rows, train_tiny_adapter, write_jsonl
+
+ARTEFACTS = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "run_config.json",
+    "prompt_format.json",
+    "data_sha256.json",
+    "system_info.json",
+    "metrics.json",
+    "train.log",
+)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tiny_base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    root = tmp_path_factory.mktemp("smoke")
+    trainer = train_tiny_adapter(
+        tiny_base_dir,
+        root / "ft",
+        root / "data",
+        steps=12,
+        eval_each_epoch=True,
+        learning_rate=2e-2,
+        lora_r=8,
+        lora_alpha=16,
+    )
+    return root / "ft", trainer
+
+
+def test_smoke_run_writes_every_artefact_and_learns(
+    smoke_run: tuple[Path, object], tiny_base_dir: Path
+) -> None:
+    out, _ = smoke_run
+    for name in ARTEFACTS:
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    losses = [e["loss"] for e in metrics["log_history"] if "loss" in e]
+    assert losses[-1] < losses[0]
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3, 4]
+    assert all(e["val_loss"] is not None for e in metrics["epochs"])
+    assert metrics["best_val_loss"] == min(e["val_loss"] for e in metrics["epochs"])
+    assert 0 < metrics["trainable_share"] < 1 and metrics["trainable_params"] > 0
+    run = json.loads((out / "run_config.json").read_text())
+    assert run["prompt_format"] == TINY_FORMAT.to_dict() and run["quantization"] == "none"
+    assert run["config"]["lora_r"] == 8
+    assert json.loads((out / "prompt_format.json").read_text()) == TINY_FORMAT.to_dict()
+    assert len(json.loads((out / "data_sha256.json").read_text())) == 2
+    assert {"torch", "transformers", "trl", "peft", "device", "ram_gb"} <= set(
+        json.loads((out / "system_info.json").read_text())
+    )
+    assert (
+        Path(json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"])
+        == tiny_base_dir
+    )
+
+
+def test_adapter_on_base_reproduces_trained_logits(
+    smoke_run: tuple[Path, object], tiny_base_dir: Path
+) -> None:
+    from peft import PeftModel
+
+    out, trainer = smoke_run
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    trained = trainer.model.eval()
+    with torch.no_grad():
+        expected = trained(input_ids=ids).logits
+        reloaded = PeftModel.from_pretrained(load_base_model(tiny_base_dir, quantize="none"), out).eval()
+        got = reloaded(input_ids=ids).logits
+    assert torch.allclose(expected, got, atol=1e-5)
+    with torch.no_grad():  # and the adapter changed the model
+        assert not torch.allclose(load_base_model(tiny_base_dir, quantize="none")(input_ids=ids).logits, got)
+
+
+def _cfg(tmp_path: Path, base: Path, train: Path, **kw: object) -> RunConfig:
+    return RunConfig(
+        model=str(base),
+        dataset=[str(train)],
+        eval_dataset=None,
+        output_dir=str(tmp_path / "out"),
+        quantization="none",
+        max_steps=1,
+        **kw,
+    )
+
+
+def test_missing_messages_fails_naming_the_line(tmp_path: Path, tiny_base_dir: Path) -> None:
+    bad = write_jsonl(tmp_path / "bad.jsonl", [tiny_rows()[0], {"prompt": "hi"}])
+    with pytest.raises(DatasetError, match=r"bad\.jsonl:2: missing 'messages'"):
+        main(_cfg(tmp_path, tiny_base_dir, bad))
+    assert not (tmp_path / "out").exists()  # failed before writing anything
+
+
+def test_assistant_turn_not_json_fails_naming_the_line(tmp_path: Path, tiny_base_dir: Path) -> None:
+    msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    rows = [{"messages": [*msgs, {"role": "assistant", "content": "APPROVE it"}]}]
+    with pytest.raises(DatasetError, match=r":1: assistant turn is not valid JSON"):
+        main(_cfg(tmp_path, tiny_base_dir, write_jsonl(tmp_path / "x.jsonl", rows)))
+    rows = [{"messages": [*msgs, {"role": "assistant", "content": '{"decision": "MAYBE"}'}]}]
+    with pytest.raises(DatasetError, match=r":1: assistant turn is not a valid answer: decision"):
+        main(_cfg(tmp_path, tiny_base_dir, write_jsonl(tmp_path / "y.jsonl", rows)))
+
+
+def test_unknown_model_fails_naming_it(tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "t.jsonl", tiny_rows()[:1])
+    with pytest.raises(UnknownModel, match="no-such-model"):
+        main(_cfg(tmp_path, Path("no-such-model"), train))
+
+
+def test_cli_unknown_model_exits_with_its_name(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/train_qlora_sft.py",
+            "--model",
+            "no-such-model",
+            "--output_dir",
+            str(tmp_path / "o"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "unknown model 'no-such-model'" in proc.stderr
+
+
+def test_cli_and_yaml_parsing(tmp_path: Path) -> None:
+    yaml_path = tmp_path / "run.yaml"
+    yaml_path.write_text("model: default-base\nlora_r: 64\nlearning_rate: 0.001\nprompt_policy: titles\n")
+    cfg = parse_args(
+        [
+            "--config",
+            str(yaml_path),
+            "--dataset",
+            "a.jsonl",
+            "--dataset",
+            "b.jsonl",
+            "--mix_weights",
+            "1.0",
+            "3.0",
+            "--lora_r",
+            "32",
+        ]
+    )
+    assert cfg.dataset == ["a.jsonl", "b.jsonl"] and cfg.mix_weights == [1.0, 3.0]
+    assert cfg.lora_r == 32 and cfg.learning_rate == 0.001 and cfg.prompt_policy == "titles"
+    assert RunConfig().lora_r == 16 and RunConfig().lora_alpha == 32 and RunConfig().quantization == "nf4"
+
+
+def test_mix_weights() -> None:
+    a = [{"prompt": [{"role": "user", "content": str(i)}], "completion": []} for i in range(10)]
+    b = [{"prompt": [{"role": "user", "content": f"b{i}"}], "completion": []} for i in range(4)]
+    mixed = mix([a, b], [1.0, 2.5], seed=0)
+    assert len(mixed) == 10 + 10
+    assert sum(1 for e in mixed if e["prompt"][0]["content"].startswith("b")) == 10
+    with pytest.raises(ConfigError):
+        mix([a, b], [1.0], seed=0)
