@@ -31,13 +31,16 @@ def register(console: Console) -> None:
         return actions.review(console, request, case_id, action, answer_json or None, note)
 
     def export(request: gr.Request) -> dict[str, Any]:
-        """Export approved and corrected answers not exported yet (ops only): path, count, sha256."""
+        """Export approved and corrected answers not exported yet (ops only): export_path, count, sha256.
+
+        (The key is not ``path``: Gradio treats a dict with a ``path`` key as a file to serve.)
+        """
         result = actions.export(console, request)
         return {
-            "path": result.path,
+            "export_path": result.path,
             "count": result.count,
             "sha256": result.sha256,
-            "manifest_path": result.manifest_path,
+            "manifest": result.manifest_path,
             "review_ids": result.review_ids,
             "skipped": result.skipped,
         }

@@ -41,7 +41,10 @@ def create_batch_tab(console: Console) -> None:
     table = gr.Dataframe(interactive=False)
 
     def run_file(
-        file: str | None, path_v: str, request: gr.Request, progress: gr.Progress = gr.Progress()  # noqa: B008
+        file: str | None,
+        path_v: str,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple[str, pd.DataFrame]:
         user = require(console, request, "batch")
         path = resolve_batch_path(console, file, path_v)

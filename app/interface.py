@@ -48,6 +48,7 @@ def build_app(
         batch_root=Path(batch_root),
     )
     with gr.Blocks(title=TITLE) as demo:
+        api.register(console)  # first, so the stable api_names are theirs
         whoami = gr.Markdown(f"# {TITLE}")
         with gr.Tabs() as tabs:
             with gr.Tab("Queue", id="queue"):
@@ -62,7 +63,6 @@ def build_app(
                 create_metrics_tab(console)
             with gr.Tab("Export", id="export"):
                 create_export_tab(console)
-        api.register(console)
 
         def open_selected(evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
             row = evt.row_value or []

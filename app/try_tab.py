@@ -52,7 +52,7 @@ def create_try_tab(console: Console) -> None:
         base_panel = gr.HTML()
         ft_panel = gr.HTML()
 
-    def compare(case_json: str, request: gr.Request) -> tuple[str, str, str]:
+    def try_compare(case_json: str, request: gr.Request) -> tuple[str, str, str]:
         try:
             actions.parse_case_text(case_json)
         except InvalidCase as exc:
@@ -61,4 +61,4 @@ def create_try_tab(console: Console) -> None:
         note = f"<div>Stored as case #{case_pk}; it is in the queue.</div>"
         return note, answer_html("Base", runs.get("base")), answer_html("Fine-tuned", runs.get("finetuned"))
 
-    run.click(compare, [editor], [errors, base_panel, ft_panel], api_visibility="private")
+    run.click(try_compare, [editor], [errors, base_panel, ft_panel], api_visibility="private")

@@ -1,0 +1,80 @@
+"""Fixtures for the console tests: the real Engine on the tiny model, a tmp SQLite store with one
+user per role, and the app launched in-process on a free port behind the login."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from app import build_app, make_auth
+from db import Store, add_case, create_user, eval_fingerprints_of, load_eval_set, open_store, read_case_rows
+from policies import parse_case
+from tests.conftest import tiny_cases, write_jsonl
+
+PASSWORDS = {"ann": "agent-pass-1", "rita": "review-pass-1", "otto": "ops-pass-12"}
+ROLES = {"ann": "agent", "rita": "reviewer", "otto": "ops"}
+
+
+@dataclass
+class Served:
+    url: str
+    store: Store
+    tmp: Path
+    eval_case_ids: list[str]
+    batch_case_ids: list[str]
+
+    def auth(self, user: str) -> tuple[str, str]:
+        return user, PASSWORDS[user]
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_base_dir: Path, tiny_ft_dir: Path):
+    from engine import Engine
+
+    return Engine.load(str(tiny_base_dir), adapters={"finetuned": str(tiny_ft_dir)}, device="cpu")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path: Path, tiny_engine) -> Iterator[Served]:
+    store = open_store(tmp_path / "policyops.db")
+    with store.session() as s:
+        for user, password in PASSWORDS.items():
+            create_user(s, user, ROLES[user], password)
+    cases = tiny_cases()
+    eval_path = write_jsonl(tmp_path / "eval.jsonl", [{"id": c["case_id"], "input": c} for c in cases[:3]])
+    with store.session() as s:
+        load_eval_set(s, eval_path)
+        for c in cases[3:5]:
+            add_case(s, parse_case(c), "batch", "otto")
+    demo = build_app(
+        tiny_engine,
+        store,
+        export_dir=tmp_path / "exports",
+        eval_fingerprints=eval_fingerprints_of(read_case_rows(eval_path)),
+        batch_root=tmp_path,
+    )
+    demo.queue()
+    _, url, _ = demo.launch(
+        server_name="127.0.0.1",
+        server_port=_free_port(),
+        auth=make_auth(store),
+        prevent_thread_lock=True,
+        quiet=True,
+        allowed_paths=[],
+    )
+    try:
+        yield Served(
+            url, store, tmp_path, [c["case_id"] for c in cases[:3]], [c["case_id"] for c in cases[3:5]]
+        )
+    finally:
+        demo.close()
