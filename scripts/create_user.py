@@ -1,0 +1,40 @@
+"""Create a console user.
+
+uv run python scripts/create_user.py --username rita --role reviewer            # prompts for the password
+uv run python scripts/create_user.py --username otto --role ops --password '...' --db var/policyops.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from db import DEFAULT_DB_URL, ROLES, UserError, create_user, open_store  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Create a PolicyOps Console user.")
+    p.add_argument("--username", required=True)
+    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("--password", help="omit to be prompted (keeps it out of the shell history)")
+    p.add_argument("--db", default=os.environ.get("DATABASE_URL", DEFAULT_DB_URL))
+    args = p.parse_args(argv)
+    password = args.password or getpass.getpass(f"Password for {args.username}: ")
+    store = open_store(args.db)
+    try:
+        with store.session() as s:
+            create_user(s, args.username, args.role, password, actor="cli")
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"created {args.role} user {args.username!r} in {store.url}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

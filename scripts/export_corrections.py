@@ -1,0 +1,69 @@
+"""Export approved and corrected answers not exported yet as an SFT JSONL (TRL conversational format).
+
+    uv run python scripts/export_corrections.py --user otto
+    uv run python scripts/export_corrections.py --user otto --model default-ft --out var/exports
+
+The same function as the console's Export tab (db.export_reviews): eval-set cases are refused,
+duplicates dropped, a review is never exported twice. ``--user`` must be an ops user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from db import (  # noqa: E402
+    DEFAULT_DB_URL,
+    ExportError,
+    PermissionDenied,
+    authorize,
+    eval_fingerprints_of,
+    export_reviews,
+    open_store,
+    read_case_rows,
+)
+from engine.registry import resolve_model  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--user", required=True, help="the ops user the export is recorded under")
+    p.add_argument(
+        "--model", default="default-ft", help="registry name: its prompt format builds the prompts"
+    )
+    p.add_argument("--db", default=os.environ.get("DATABASE_URL", DEFAULT_DB_URL))
+    p.add_argument("--out", type=Path, default=Path("var/exports"))
+    p.add_argument("--eval-set", type=Path, default=Path("data/generated/eval.jsonl"))
+    args = p.parse_args(argv)
+    fmt = resolve_model(args.model).prompt_format
+    fingerprints = eval_fingerprints_of(read_case_rows(args.eval_set)) if args.eval_set.is_file() else set()
+    store = open_store(args.db)
+    try:
+        with store.session() as s:
+            authorize(s, args.user, "export")
+            result = export_reviews(s, args.user, args.out, fmt, fingerprints)
+    except (PermissionDenied, ExportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        json.dumps(
+            {
+                "path": result.path,
+                "count": result.count,
+                "sha256": result.sha256,
+                "manifest": result.manifest_path,
+                "skipped": result.skipped,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
