@@ -172,7 +172,7 @@ class LocalPeftBackend:
 
         Errors: :class:`UnknownVariant`; torch errors (e.g. out of memory) propagate.
         """
-        processor = self.grammar.processor(len(prompts)) if constrained else None
+        processor = self.grammar.processor(len(prompts), settings.max_new_tokens) if constrained else None
         kwargs: dict[str, Any] = {
             "max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample,
             "eos_token_id": self.stop_ids, "pad_token_id": self.tokenizer.pad_token_id,

@@ -34,6 +34,11 @@ from policies import answer_json_schema
 # Compact JSON, exactly like engine.prompt.answer_json (separators "," and ":", no spaces or newlines).
 JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")  # chat-turn end first; the tokenizer's eos is added too
+# Tokens left at which a row starts closing its answer: from then on, among the tokens the grammar
+# allows, only those holding a '"', ']' or '}' are kept (when there are any), which ends the open
+# string or list at once. The rest of the answer is then mostly forced key text (about 70 bytes),
+# so a budget of at least this many tokens always ends in a complete object instead of "truncated".
+CLOSING_RESERVE_TOKENS = 96
 
 
 class ConstrainedDecodingError(RuntimeError):
@@ -63,6 +68,7 @@ class AnswerGrammar:
     stop_ids: list[int]
     executor: Any  # llguidance.LLExecutor: computes the masks of a batch's rows in parallel
     stop_mask: torch.Tensor  # the bitmask row that admits only the stop tokens
+    closers: torch.Tensor  # bool per token id: its bytes hold '"', ']' or '}'
 
     @classmethod
     def for_tokenizer(cls, tokenizer: Any, model_vocab_size: int | None = None,
@@ -88,14 +94,19 @@ class AnswerGrammar:
         stop_mask = torch.zeros(n_words, dtype=torch.int32)
         for stop in stop_ids:
             stop_mask[stop // 32] |= _bit(stop % 32)
-        return cls(ll_tok, grammar, stop_ids, llguidance.LLExecutor(num_threads=1), stop_mask)
+        closers = torch.tensor([any(c in ll_tok.decode_bytes([i]) for c in b'"]}')
+                                for i in range(ll_tok.vocab_size)], dtype=torch.bool)
+        return cls(ll_tok, grammar, stop_ids, llguidance.LLExecutor(num_threads=1), stop_mask, closers)
 
     def matcher(self) -> Any:
         return llguidance.LLMatcher(self.ll_tokenizer, self.grammar, log_level=0)
 
-    def processor(self, batch_size: int) -> JsonSchemaLogitsProcessor:
-        """A fresh processor (one matcher per row) for one ``generate`` call of ``batch_size`` rows."""
-        return JsonSchemaLogitsProcessor(self, batch_size)
+    def processor(self, batch_size: int, max_new_tokens: int | None = None) -> JsonSchemaLogitsProcessor:
+        """A fresh processor (one matcher per row) for one ``generate`` call of ``batch_size`` rows.
+
+        With ``max_new_tokens``, rows start closing their answer :data:`CLOSING_RESERVE_TOKENS` before it.
+        """
+        return JsonSchemaLogitsProcessor(self, batch_size, max_new_tokens)
 
 
 class JsonSchemaLogitsProcessor(LogitsProcessor):
@@ -109,8 +120,9 @@ class JsonSchemaLogitsProcessor(LogitsProcessor):
     and the extractor reports it as invalid instead of the whole batch crashing.
     """
 
-    def __init__(self, grammar: AnswerGrammar, batch_size: int):
+    def __init__(self, grammar: AnswerGrammar, batch_size: int, max_new_tokens: int | None = None):
         self.grammar = grammar
+        self.max_new_tokens = max_new_tokens
         self.matchers = [grammar.matcher() for _ in range(batch_size)]
         self.prompt_len: int | None = None
         n_words = llguidance.torch.get_bitmask_shape(batch_size, grammar.ll_tokenizer.vocab_size)[1]
@@ -126,7 +138,12 @@ class JsonSchemaLogitsProcessor(LogitsProcessor):
             elif input_ids.shape[1] > self.prompt_len:
                 self._consume(input_ids[:, -1].tolist())
             self._fill_masks()
-            return self._apply(scores)
+            return self._apply(scores, closing=self._closing(input_ids.shape[1]))
+
+    def _closing(self, length: int) -> bool:
+        if self.max_new_tokens is None or self.prompt_len is None:
+            return False
+        return self.max_new_tokens - (length - self.prompt_len) <= CLOSING_RESERVE_TOKENS
 
     def _consume(self, last_tokens: list[int]) -> None:
         for row, (matcher, token) in enumerate(zip(self.matchers, last_tokens, strict=True)):
@@ -147,9 +164,15 @@ class JsonSchemaLogitsProcessor(LogitsProcessor):
         if live:
             llguidance.torch.fill_next_token_bitmask_par(self.grammar.executor, live, self.bitmask)
 
-    def _apply(self, scores: torch.Tensor) -> torch.Tensor:
+    def _apply(self, scores: torch.Tensor, closing: bool = False) -> torch.Tensor:
         # Unpack the int32 words to one bool per token id (no torch.compile: plain ops on CPU).
         allowed = ((self.bitmask.unsqueeze(-1) >> self._bits) & 1).bool().flatten(1)
+        if closing:
+            closers = self.grammar.closers[: allowed.shape[1]]
+            narrowed = allowed.clone()
+            narrowed[:, : closers.shape[0]] &= closers
+            keep = narrowed.any(dim=1)  # rows with no closing token allowed keep the grammar's mask
+            allowed = torch.where(keep.unsqueeze(1), narrowed, allowed)
         vocab = scores.shape[1]
         if allowed.shape[1] < vocab:  # logits wider than the grammar's vocab: the tail is never allowed
             pad = torch.zeros(allowed.shape[0], vocab - allowed.shape[1], dtype=torch.bool)

@@ -57,3 +57,14 @@ def test_truncated_when_budget_too_small(random_engine: Engine) -> None:
     a = random_engine.decide(case, variant="base", settings=GenerationSettings(max_new_tokens=5))
     assert a.status == "truncated" and a.truncated and a.output_tokens == 5
     assert a.guard is not None and not a.guard.auto_send
+
+
+def test_tight_budget_still_closes_the_answer(random_engine: Engine) -> None:
+    # 120 tokens is far below the schema's longest answer (~1,300 characters): the decoder's
+    # closing reserve must end every string early enough to finish the object.
+    cases = [parse_case(c) for c in tiny_cases()[:3]]
+    for sample in (False, True):
+        settings = GenerationSettings(max_new_tokens=120, temperature=1.0 if sample else 0.0, seed=5)
+        for a in random_engine.decide_many(cases, variant="base", settings=settings):
+            assert a.status == "ok", (a.error, a.raw_text)
+            assert a.output_tokens <= 120

@@ -1,0 +1,196 @@
+"""Evaluation figures: from (case, label, ModelAnswer) records to per-variant summaries, tables, a plot.
+
+Shared by ``scripts/evaluate.py`` and the console's metrics tab, so both report the same numbers.
+A record's label is the dataset's decision; the rule engine supplies the deciding rule and the
+violation codes. An invalid or truncated answer counts as wrong and as not JSON-valid, never as
+a violation (policy-spec.md section 5).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.types import ModelAnswer
+from policies import DECISIONS, RULE_IDS, VIOLATION_CODES, Case, check, expected_decision
+
+INVALID = "<invalid>"  # the confusion matrix's column for answers with no decision
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One case answered by one variant, with what the evaluation needs to slice it."""
+
+    case_id: str
+    variant: str
+    label: str  # the dataset's decision
+    rule: str  # the deciding rule of the rule engine
+    request_type: str
+    region: str
+    predicted: str | None
+    status: str
+    violations: tuple[str, ...]
+    latency_s: float
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def correct(self) -> bool:
+        return self.predicted == self.label
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "correct": self.correct}
+
+
+def make_record(case: Case, label: str, answer: ModelAnswer) -> EvalRecord:
+    """The record of ``answer`` to ``case``; violations are checked only for a valid decision."""
+    decision = answer.decision if answer.status == "ok" else None
+    return EvalRecord(
+        case_id=case.case_id, variant=answer.variant, label=label, rule=expected_decision(case).rule,
+        request_type=case.request_type, region=case.region, predicted=decision, status=answer.status,
+        violations=tuple(check(case, decision)) if decision else (), latency_s=answer.latency_s,
+        input_tokens=answer.input_tokens, output_tokens=answer.output_tokens,
+    )
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100); 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _accuracy_by(records: Sequence[EvalRecord], key: str) -> dict[str, dict[str, float]]:
+    groups: dict[str, list[EvalRecord]] = defaultdict(list)
+    for r in records:
+        groups[getattr(r, key)].append(r)
+    return {k: {"n": len(g), "accuracy": sum(r.correct for r in g) / len(g)}
+            for k, g in sorted(groups.items())}
+
+
+def confusion_matrix(records: Sequence[EvalRecord]) -> dict[str, dict[str, int]]:
+    """label -> predicted (or ``<invalid>``) -> count, over the labels and predictions seen."""
+    matrix: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in records:
+        matrix[r.label][r.predicted or INVALID] += 1
+    return {label: dict(row) for label, row in matrix.items()}
+
+
+def summarize_variant(records: Sequence[EvalRecord], wall_s: float | None = None) -> dict[str, Any]:
+    """Figures of one variant's records. ``wall_s``: the run's wall time (else the latencies' sum).
+
+    Out keys: n, decision_accuracy, violation_rate, violations (count per code), json_validity,
+    truncated_rate, latency_p50_s, latency_p95_s, mean_output_tokens, throughput_cases_per_s,
+    by_request_type, by_region, by_rule, confusion.
+    """
+    n = len(records)
+    if n == 0:
+        raise ValueError("no records to summarise")
+    latencies = [r.latency_s for r in records]
+    wall = wall_s if wall_s is not None else sum(latencies)
+    codes = Counter(code for r in records for code in r.violations)
+    return {
+        "n": n,
+        "decision_accuracy": sum(r.correct for r in records) / n,
+        "violation_rate": sum(bool(r.violations) for r in records) / n,
+        "violations": {code: codes.get(code, 0) for code in VIOLATION_CODES},
+        "json_validity": sum(r.status == "ok" for r in records) / n,
+        "truncated_rate": sum(r.status == "truncated" for r in records) / n,
+        "latency_p50_s": _percentile(latencies, 50),
+        "latency_p95_s": _percentile(latencies, 95),
+        "mean_output_tokens": sum(r.output_tokens for r in records) / n,
+        "throughput_cases_per_s": n / wall if wall > 0 else 0.0,
+        "by_request_type": _accuracy_by(records, "request_type"),
+        "by_region": _accuracy_by(records, "region"),
+        "by_rule": _accuracy_by(records, "rule"),
+        "confusion": confusion_matrix(records),
+    }
+
+
+def summarize(records: Iterable[EvalRecord],
+              wall_s: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
+    """Per-variant summaries (:func:`summarize_variant`), keyed by variant in first-seen order."""
+    by_variant: dict[str, list[EvalRecord]] = defaultdict(list)
+    for r in records:
+        by_variant[r.variant].append(r)
+    return {v: summarize_variant(rs, (wall_s or {}).get(v)) for v, rs in by_variant.items()}
+
+
+# --- the report ------------------------------------------------------------------------------------
+_HEADLINE = (("decision_accuracy", "decision accuracy", "{:.1%}"),
+             ("violation_rate", "violation rate", "{:.1%}"),
+             ("json_validity", "JSON validity", "{:.1%}"), ("truncated_rate", "truncated", "{:.1%}"),
+             ("latency_p50_s", "latency p50 (s)", "{:.3f}"), ("latency_p95_s", "latency p95 (s)", "{:.3f}"),
+             ("mean_output_tokens", "mean output tokens", "{:.1f}"),
+             ("throughput_cases_per_s", "throughput (cases/s)", "{:.2f}"))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _slice_table(summary: dict[str, dict[str, Any]], key: str, title: str, order: Sequence[str] = ()) -> str:
+    variants = list(summary)
+    keys = {k for s in summary.values() for k in s[key]}
+    ordered = [k for k in order if k in keys] + sorted(keys - set(order))
+    rows = []
+    for k in ordered:
+        n = next(s[key][k]["n"] for s in summary.values() if k in s[key])
+        rows.append([k, str(n)] + [f"{summary[v][key][k]['accuracy']:.1%}" if k in summary[v][key] else "-"
+                                   for v in variants])
+    return f"### Accuracy per {title}\n\n" + _table([title, "n", *variants], rows)
+
+
+def render_report(summary: dict[str, dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
+    """A Markdown report: headline figures side by side, accuracy slices, one confusion matrix per variant."""
+    variants = list(summary)
+    parts = ["# Evaluation report", ""]
+    for k, v in (meta or {}).items():
+        parts.append(f"- **{k}**: {v}")
+    rows = [[label] + [fmt.format(summary[v][key]) for v in variants] for key, label, fmt in _HEADLINE]
+    parts += ["", "## Side by side", "", _table(["metric", *variants], rows), ""]
+    viol_rows = [[code] + [str(summary[v]["violations"][code]) for v in variants] for code in VIOLATION_CODES]
+    parts += ["### Violations (cases per code)", "", _table(["code", *variants], viol_rows), ""]
+    parts += [_slice_table(summary, "by_request_type", "request type"), ""]
+    parts += [_slice_table(summary, "by_region", "region"), ""]
+    parts += [_slice_table(summary, "by_rule", "deciding rule", RULE_IDS), ""]
+    for v in variants:
+        conf = summary[v]["confusion"]
+        labels = [d for d in DECISIONS if d in conf]
+        cols = [d for d in (*DECISIONS, INVALID) if any(d in row for row in conf.values())]
+        rows = [[label] + [str(conf[label].get(c, 0)) for c in cols] for label in labels]
+        parts += [f"### Confusion matrix: {v} (rows: label, columns: predicted)", "",
+                  _table(["label \\ predicted", *cols], rows), ""]
+    return "\n".join(parts)
+
+
+def plot_accuracy_per_rule(summary: dict[str, dict[str, Any]], path: str | Path) -> Path:
+    """Grouped bars of accuracy per deciding rule, one bar per variant; writes a PNG (Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and in tests
+    import matplotlib.pyplot as plt
+
+    rules = [r for r in RULE_IDS if any(r in s["by_rule"] for s in summary.values())]
+    width = 0.8 / max(len(summary), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(rules) + 2), 4))
+    for i, (variant, s) in enumerate(summary.items()):
+        xs = [j + i * width for j in range(len(rules))]
+        ax.bar(xs, [s["by_rule"].get(r, {}).get("accuracy", 0.0) for r in rules], width, label=variant)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rules))], rules, rotation=60, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("decision accuracy")
+    ax.set_title("Accuracy per deciding rule")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

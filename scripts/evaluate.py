@@ -1,0 +1,159 @@
+"""Evaluate base and/or fine-tuned answers on a generator JSONL set.
+
+# Both variants of the default model on the eval split, constrained decoding:
+uv run python scripts/evaluate.py --dataset data/generated/eval.jsonl --variant both --out runs/eval-default
+
+# A quick look: 50 cases, fine-tuned only, free-running decoding (JSON validity then measured):
+uv run python scripts/evaluate.py --dataset data/generated/eval.jsonl --max-examples 50 --unconstrained
+
+Writes OUT/summary.json (``variants``: per variant, n, decision_accuracy, violation_rate, violations per code,
+json_validity, latency_p50_s, latency_p95_s, mean_output_tokens, throughput_cases_per_s, and the
+slices; plus dataset_sha256, model and adapter versions, the config), OUT/predictions.jsonl (one
+row per case and variant), OUT/report.md (side-by-side tables, confusion matrices) and
+OUT/accuracy_per_rule.png. The figures come from engine.metrics, shared with the console.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from engine import Engine, GenerationSettings
+from engine.guard import guard
+from engine.metrics import make_record, plot_accuracy_per_rule, render_report, summarize
+from policies import Case, InvalidCase, parse_case
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Every knob of an evaluation run; saved into summary.json."""
+
+    dataset: str
+    out: str = "runs/eval"
+    model: str = "default-ft"  # registry name, model dir or adapter dir
+    variant: str = "both"  # base | finetuned | both | any adapter name
+    max_examples: int | None = None
+    batch_size: int = 8
+    unconstrained: bool = False
+    max_new_tokens: int = 512
+    quantize: str = "none"
+
+
+class DatasetError(ValueError):
+    """A dataset line that is not a valid row; the message names the file, line and field."""
+
+
+def load_rows(path: str | Path, max_examples: int | None = None) -> list[tuple[Case, str]]:
+    """(case, labelled decision) per row of a generator JSONL file. Raises :class:`DatasetError`."""
+    rows: list[tuple[Case, str]] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            if max_examples is not None and len(rows) >= max_examples:
+                break
+            try:
+                row = json.loads(line)
+                case = parse_case(row["input"])
+                label = row["output"]["decision"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                msg = f"not a row with input and output.decision ({exc})"
+                raise DatasetError(f"{path}:{lineno}: {msg}") from None
+            except InvalidCase as exc:
+                raise DatasetError(f"{path}:{lineno}: input: {exc}") from None
+            rows.append((case, label))
+    return rows
+
+
+def sha256_of(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run(config: EvalConfig) -> dict[str, Any]:
+    """Evaluate per ``config``; writes the four outputs and returns the summary dict."""
+    rows = load_rows(config.dataset, config.max_examples)
+    cases = [case for case, _ in rows]
+    settings = GenerationSettings(max_new_tokens=config.max_new_tokens)
+    engine = Engine.load(config.model, quantize=config.quantize, settings=settings)
+    variants = ["base", engine.default_variant] if config.variant == "both" else [config.variant]
+    if config.variant == "finetuned":
+        variants = [engine.default_variant]
+    answers: dict[str, list] = {}
+    wall: dict[str, float] = {}
+    for variant in variants:
+        with tqdm(total=len(cases), desc=f"evaluate {variant}", unit="case") as bar:
+            t0 = time.perf_counter()
+            answers[variant] = engine.decide_many(
+                cases, variant=variant, batch_size=config.batch_size, constrained=not config.unconstrained,
+                progress=lambda done, _total: bar.update(done - bar.n))
+            wall[variant] = time.perf_counter() - t0
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as fh:
+        for i, (case, label) in enumerate(rows):
+            decisions = {v: answers[v][i].decision for v in variants}
+            for v in variants:
+                a = answers[v][i]
+                record = make_record(case, label, a)
+                records.append(record)
+                verdict = guard(case, a, decisions if len(variants) > 1 else None)
+                row = {**record.to_dict(), "model_version": a.model_version, "raw_text": a.raw_text,
+                       "error": a.error, "truncated": a.truncated, "flags": list(verdict.flags),
+                       "auto_send": verdict.auto_send}
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    per_variant = summarize(records, wall)
+    meta = {"dataset": config.dataset, "dataset_sha256": sha256_of(config.dataset),
+            "model": config.model, "model_versions": {v: engine.model_version(v) for v in variants},
+            "adapters": dict(getattr(engine.spec, "adapters", {}) or {}),
+            "decoding": "unconstrained" if config.unconstrained else "constrained (llguidance)"}
+    summary = {"variants": per_variant, **meta, "config": asdict(config)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / "report.md").write_text(render_report(per_variant, meta), encoding="utf-8")
+    plot_accuracy_per_rule(per_variant, out / "accuracy_per_rule.png")
+    return summary
+
+
+def parse_args(argv: Sequence[str] | None = None) -> EvalConfig:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", required=True, help="generator JSONL: {id, instruction, input, output}")
+    p.add_argument("--out", default=EvalConfig.out, help="output directory")
+    p.add_argument("--model", default=EvalConfig.model, help="registry name, model dir or adapter dir")
+    p.add_argument("--variant", default=EvalConfig.variant, help="base | finetuned | both | an adapter name")
+    p.add_argument("--max-examples", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=EvalConfig.batch_size)
+    p.add_argument("--max-new-tokens", type=int, default=EvalConfig.max_new_tokens)
+    p.add_argument("--quantize", choices=("none", "nf4", "auto"), default=EvalConfig.quantize)
+    p.add_argument("--unconstrained", action="store_true", help="free decoding + extraction (no grammar)")
+    a = p.parse_args(argv)
+    return EvalConfig(dataset=a.dataset, out=a.out, model=a.model, variant=a.variant,
+                      max_examples=a.max_examples, batch_size=a.batch_size, unconstrained=a.unconstrained,
+                      max_new_tokens=a.max_new_tokens, quantize=a.quantize)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    try:
+        summary = run(config)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for v, s in summary["variants"].items():
+        print(f"{v}: accuracy {s['decision_accuracy']:.1%}, violations {s['violation_rate']:.1%}, "
+              f"JSON valid {s['json_validity']:.1%}, p50 {s['latency_p50_s']:.3f}s, "
+              f"{s['throughput_cases_per_s']:.2f} cases/s")
+    print(f"wrote {config.out}/summary.json, predictions.jsonl, report.md, accuracy_per_rule.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
