@@ -1,0 +1,47 @@
+"""scripts/compare_single_prompt.py: text and --json output, bad cases exit 2 naming the field."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from scripts.compare_single_prompt import EXIT_BAD_CASE, main
+from tests.conftest import tiny_cases
+
+FLAGS = ["--max-new-tokens", "120"]
+
+
+def _run(args: list[str], stdin_text: str = "") -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = main(args, stdin=io.StringIO(stdin_text), stdout=out, stderr=err)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_json_output_from_file(tiny_ft_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "case.json"
+    path.write_text(json.dumps(tiny_cases()[0]))
+    rc, out, _ = _run([str(path), "--model", str(tiny_ft_dir), "--json", *FLAGS])
+    assert rc == 0
+    data = json.loads(out)
+    assert data["case_id"] == "C-000001" and data["expected_decision"] == "APPROVE_REFUND"
+    assert set(data["variants"]) == {"base", "finetuned"}
+    for v in data["variants"].values():
+        assert v["status"] == "ok" and isinstance(v["auto_send"], bool)
+
+
+def test_text_output_from_stdin(tiny_ft_dir: Path) -> None:
+    rc, out, _ = _run(["-", "--model", str(tiny_ft_dir), *FLAGS], json.dumps(tiny_cases()[1]))
+    assert rc == 0
+    assert out.startswith("case C-000002: expected")
+    assert "base" in out and "finetuned" in out and "auto_send" in out
+
+
+def test_bad_case_names_the_field_and_exits_2() -> None:
+    bad = tiny_cases()[0]
+    bad["order"]["currency"] = "EUR"  # not the currency of region US
+    rc, out, err = _run(["-"], json.dumps(bad))
+    assert rc == EXIT_BAD_CASE and out == ""
+    assert "order.currency" in err
+    rc, _, err = _run(["-"], "{not json")
+    assert rc == EXIT_BAD_CASE and "not valid JSON" in err
