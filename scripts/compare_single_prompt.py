@@ -39,7 +39,8 @@ def as_json(results: dict[str, ModelAnswer]) -> dict[str, Any]:
         assert g is not None
         out["variants"][variant] = {
             "model_version": a.model_version, "status": a.status, "decision": a.decision,
-            "answer": a.answer, "error": a.error, "raw_text": a.raw_text, "violations": list(g.violations), "flags": list(g.flags),
+            "answer": a.answer, "error": a.error, "raw_text": a.raw_text, "violations": list(g.violations),
+            "flags": list(g.flags),
             "auto_send": g.auto_send, "latency_s": round(a.latency_s, 4), "input_tokens": a.input_tokens,
             "output_tokens": a.output_tokens, "truncated": a.truncated,
         }
