@@ -35,7 +35,6 @@ def test_load_tokenizer_keeps_our_pre_tokenizer(tiny_base_dir: Path) -> None:
     tok = load_tokenizer(tiny_base_dir)
     raw = json.loads((tiny_base_dir / "tokenizer.json").read_text())
     assert raw["pre_tokenizer"]["type"] == "Sequence"  # Digits + ByteLevel, not Qwen2's regex
-    assert tok.backend_tokenizer.pre_tokenizer.__getstate__() is not None
     assert tok.padding_side == "left" and tok.pad_token is not None
     from tokenizers import Tokenizer
 
