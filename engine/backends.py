@@ -95,6 +95,7 @@ class LocalPeftBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.grammar = AnswerGrammar.for_tokenizer(tokenizer, model_vocab_size=self._logits_width())
         self.stop_ids = self.grammar.stop_ids
+        self.last_processor: Any = None  # the constrained decoder of the latest batch (its timing)
 
     # --- adapters --------------------------------------------------------------------------------
     @property
@@ -187,6 +188,7 @@ class LocalPeftBackend:
                 torch.manual_seed(settings.seed)
             enc = self._encode(prompts)
             out = self.model.generate(**enc, **kwargs)
+            self.last_processor = processor
         new_tokens = out[:, enc["input_ids"].shape[1]:].cpu()
         input_counts = enc["attention_mask"].sum(dim=1).tolist()
         errors = processor.errors if processor else [None] * len(prompts)

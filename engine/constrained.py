@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,16 +130,26 @@ class JsonSchemaLogitsProcessor(LogitsProcessor):
         self.bitmask = torch.full((batch_size, n_words), -1, dtype=torch.int32)
         self._bits = torch.arange(32, dtype=torch.int32)
         self.errors: list[str | None] = [None] * batch_size
+        self.seconds = 0.0  # time spent in this processor (grammar + masking), for the benchmark
+        self.calls = 0
         self._lock = threading.Lock()  # one processor serves one generate call; the lock documents that
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         with self._lock:
-            if self.prompt_len is None:
-                self.prompt_len = input_ids.shape[1]
-            elif input_ids.shape[1] > self.prompt_len:
-                self._consume(input_ids[:, -1].tolist())
-            self._fill_masks()
-            return self._apply(scores, closing=self._closing(input_ids.shape[1]))
+            t0 = time.perf_counter()
+            try:
+                return self._step(input_ids, scores)
+            finally:
+                self.seconds += time.perf_counter() - t0
+                self.calls += 1
+
+    def _step(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.prompt_len is None:
+            self.prompt_len = input_ids.shape[1]
+        elif input_ids.shape[1] > self.prompt_len:
+            self._consume(input_ids[:, -1].tolist())
+        self._fill_masks()
+        return self._apply(scores, closing=self._closing(input_ids.shape[1]))
 
     def _closing(self, length: int) -> bool:
         if self.max_new_tokens is None or self.prompt_len is None:

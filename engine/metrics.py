@@ -8,6 +8,8 @@ a violation (policy-spec.md section 5).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -15,11 +17,52 @@ from pathlib import Path
 from typing import Any
 
 from engine.types import ModelAnswer
-from policies import DECISIONS, RULE_IDS, VIOLATION_CODES, Case, check, expected_decision
+from policies import (
+    DECISIONS,
+    RULE_IDS,
+    VIOLATION_CODES,
+    Case,
+    InvalidCase,
+    check,
+    expected_decision,
+    parse_case,
+)
 
 INVALID = "<invalid>"  # the confusion matrix's column for answers with no decision
 
 
+# --- the dataset ---------------------------------------------------------------------------------
+class DatasetError(ValueError):
+    """A dataset line that is not a valid row; the message names the file, line and field."""
+
+
+def load_rows(path: str | Path, max_examples: int | None = None) -> list[tuple[Case, str]]:
+    """(case, labelled decision) per row of a generator JSONL file. Raises :class:`DatasetError`."""
+    rows: list[tuple[Case, str]] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            if max_examples is not None and len(rows) >= max_examples:
+                break
+            try:
+                row = json.loads(line)
+                case = parse_case(row["input"])
+                label = row["output"]["decision"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                msg = f"not a row with input and output.decision ({exc})"
+                raise DatasetError(f"{path}:{lineno}: {msg}") from None
+            except InvalidCase as exc:
+                raise DatasetError(f"{path}:{lineno}: input: {exc}") from None
+            rows.append((case, label))
+    return rows
+
+
+def sha256_of(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# --- records and figures --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EvalRecord:
     """One case answered by one variant, with what the evaluation needs to slice it."""

@@ -16,7 +16,6 @@ OUT/accuracy_per_rule.png. The figures come from engine.metrics, shared with the
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -29,8 +28,15 @@ from tqdm import tqdm
 
 from engine import Engine, GenerationSettings
 from engine.guard import guard
-from engine.metrics import make_record, plot_accuracy_per_rule, render_report, summarize
-from policies import Case, InvalidCase, parse_case
+from engine.metrics import (
+    DatasetError,
+    load_rows,
+    make_record,
+    plot_accuracy_per_rule,
+    render_report,
+    sha256_of,
+    summarize,
+)
 
 
 @dataclass(frozen=True)
@@ -46,36 +52,6 @@ class EvalConfig:
     unconstrained: bool = False
     max_new_tokens: int = 512
     quantize: str = "none"
-
-
-class DatasetError(ValueError):
-    """A dataset line that is not a valid row; the message names the file, line and field."""
-
-
-def load_rows(path: str | Path, max_examples: int | None = None) -> list[tuple[Case, str]]:
-    """(case, labelled decision) per row of a generator JSONL file. Raises :class:`DatasetError`."""
-    rows: list[tuple[Case, str]] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            if max_examples is not None and len(rows) >= max_examples:
-                break
-            try:
-                row = json.loads(line)
-                case = parse_case(row["input"])
-                label = row["output"]["decision"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                msg = f"not a row with input and output.decision ({exc})"
-                raise DatasetError(f"{path}:{lineno}: {msg}") from None
-            except InvalidCase as exc:
-                raise DatasetError(f"{path}:{lineno}: input: {exc}") from None
-            rows.append((case, label))
-    return rows
-
-
-def sha256_of(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def run(config: EvalConfig) -> dict[str, Any]:

@@ -1,0 +1,153 @@
+"""Engine benchmark: batching speed-up, constrained-decoding cost, adapter memory, in one run.
+
+# The default models on the eval split (the figures in benchmarks/results.json):
+uv run python scripts/benchmark.py --model default-ft --dataset data/generated/eval.jsonl --max-examples 32
+
+Three measurements, each against its target:
+- throughput, batched (``--batch-size``) vs one case at a time, constrained, greedy: >= 4x;
+- cost per generated token, constrained vs unconstrained, one case at a time: <= 1.3x
+  (also the time the grammar processor itself takes per decode step);
+- memory of base + adapter vs base alone (parameter + buffer bytes; RSS for information): <= 1.15x.
+Writes benchmarks/results.json (figures, targets, machine, model versions) and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+
+from engine import Engine, GenerationSettings
+from engine.metrics import load_rows, sha256_of
+from engine.registry import resolve_model
+from policies import Case
+
+TARGETS = {"batched_speedup": (">=", 4.0), "constrained_cost_per_token": ("<=", 1.3),
+           "adapter_memory_ratio": ("<=", 1.15)}
+
+
+def _timed(engine: Engine, cases: Sequence[Case], variant: str, batch_size: int,
+           constrained: bool) -> dict[str, float]:
+    """Wall time, cases/s, output tokens and seconds per generated token of one decide_many run."""
+    grammar_s, steps = 0.0, 0
+
+    def after_batch(_done: int, _total: int) -> None:
+        nonlocal grammar_s, steps
+        proc = getattr(engine.backend, "last_processor", None)
+        if constrained and proc is not None:
+            grammar_s += proc.seconds
+            steps += proc.calls
+
+    t0 = time.perf_counter()
+    answers = engine.decide_many(cases, variant=variant, batch_size=batch_size, constrained=constrained,
+                                 progress=after_batch)
+    wall = time.perf_counter() - t0
+    tokens = sum(a.output_tokens for a in answers)
+    return {"wall_s": wall, "cases": len(cases), "cases_per_s": len(cases) / wall, "output_tokens": tokens,
+            "s_per_token": wall / max(tokens, 1),
+            "json_validity": sum(a.status == "ok" for a in answers) / len(cases),
+            "grammar_ms_per_step": 1000 * grammar_s / steps if steps else 0.0}
+
+
+def memory_figures(engine: Engine, rss_before_load: int, rss_base: int | None) -> dict[str, Any]:
+    """Parameter + buffer bytes of the loaded model, and the adapters' share."""
+    mem = engine.backend.memory_bytes()  # type: ignore[attr-defined]
+    return {"base_bytes": mem["base"], "base_plus_adapters_bytes": mem["total"],
+            "adapter_bytes": mem["adapters"],
+            "adapter_memory_ratio": mem["total"] / mem["base"],
+            "rss_before_load_bytes": rss_before_load, "rss_base_only_bytes": rss_base,
+            "rss_with_adapters_bytes": psutil.Process().memory_info().rss}
+
+
+def run(model: str, dataset: str, max_examples: int, batch_size: int, max_new_tokens: int,
+        per_token_examples: int) -> dict[str, Any]:
+    """Run the three measurements; returns the results dict (also the content of results.json)."""
+    cases = [c for c, _ in load_rows(dataset, max_examples)]
+    spec = resolve_model(model)
+    rss0 = psutil.Process().memory_info().rss
+    # Base alone first, then the adapters onto the same weights: RSS before and after the adapters.
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    engine = Engine.load(replace(spec, adapters={}), settings=settings)
+    rss_base = psutil.Process().memory_info().rss
+    for name, path in spec.adapters.items():
+        engine.add_adapter(name, path, version=f"{name}@{spec.version}")
+    variant = engine.default_variant
+    memory = memory_figures(engine, rss0, rss_base)
+    engine.decide_many(cases[:2], variant=variant, batch_size=2)  # warm-up: first-call allocations
+    batched = _timed(engine, cases, variant, batch_size, constrained=True)
+    single = _timed(engine, cases, variant, 1, constrained=True)
+    sub = cases[:per_token_examples]
+    constrained = _timed(engine, sub, variant, 1, constrained=True)
+    free = _timed(engine, sub, variant, 1, constrained=False)
+    ratios = {"batched_speedup": batched["cases_per_s"] / single["cases_per_s"],
+              "constrained_cost_per_token": constrained["s_per_token"] / free["s_per_token"],
+              "adapter_memory_ratio": memory["adapter_memory_ratio"]}
+    return {
+        "model": model, "variant": variant, "model_version": engine.model_version(variant),
+        "dataset": dataset, "dataset_sha256": sha256_of(dataset), "n_cases": len(cases),
+        "batch_size": batch_size, "max_new_tokens": max_new_tokens, "per_token_examples": len(sub),
+        "throughput": {"batched": batched, "one_by_one": single},
+        "per_token": {"constrained": constrained, "unconstrained": free},
+        "memory": memory, "ratios": ratios,
+        "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
+        "meets_targets": {k: (ratios[k] >= v if op == ">=" else ratios[k] <= v)
+                          for k, (op, v) in TARGETS.items()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads(),
+                    "device": "cuda" if torch.cuda.is_available() else "cpu"},
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    t, p, m = results["throughput"], results["per_token"], results["memory"]
+    rows = [
+        ("batched vs one-by-one throughput",
+         f"{t['batched']['cases_per_s']:.2f} vs {t['one_by_one']['cases_per_s']:.2f} cases/s",
+         "batched_speedup"),
+        ("constrained vs unconstrained, s/token",
+         f"{1000 * p['constrained']['s_per_token']:.2f} vs {1000 * p['unconstrained']['s_per_token']:.2f} ms "
+         f"(grammar {p['constrained']['grammar_ms_per_step']:.2f} ms/step)", "constrained_cost_per_token"),
+        ("base + adapter vs base, bytes", f"{m['base_plus_adapters_bytes'] / 2**20:.2f} vs "
+         f"{m['base_bytes'] / 2**20:.2f} MiB", "adapter_memory_ratio"),
+    ]
+    lines = [f"Model {results['model_version']} ({results['variant']}), {results['n_cases']} cases, "
+             f"batch {results['batch_size']}, {results['machine']['device']}", "",
+             "| measurement | figures | ratio | target | met |", "|---|---|---|---|---|"]
+    for name, figures, key in rows:
+        met = "yes" if results["meets_targets"][key] else "no"
+        ratio, target = results["ratios"][key], results["targets"][key]
+        lines.append(f"| {name} | {figures} | {ratio:.2f}x | {target} | {met} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="default-ft")
+    p.add_argument("--dataset", default="data/generated/eval.jsonl")
+    p.add_argument("--max-examples", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--per-token-examples", type=int, default=8, help="cases for the per-token comparison")
+    p.add_argument("--out", default="benchmarks/results.json")
+    a = p.parse_args(argv)
+    results = run(a.model, a.dataset, a.max_examples, a.batch_size, a.max_new_tokens, a.per_token_examples)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    print(markdown(results))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
