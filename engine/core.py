@@ -150,19 +150,21 @@ class Engine:
         return replace(answer, guard=guard(case, answer))
 
     # --- comparing -------------------------------------------------------------------------------
-    def compare(self, case: Case, variants: Sequence[str] = (BASE_VARIANT, FINETUNED_VARIANT),
-                constrained: bool = True,
+    def compare(self, case: Case, variants: Sequence[str] | None = None, constrained: bool = True,
                 settings: GenerationSettings | None = None) -> dict[str, ModelAnswer]:
-        """Answer ``case`` with each of ``variants``; each verdict carries MODELS_DISAGREE across them."""
+        """Answer ``case`` with each of ``variants`` (default: base and the fine-tuned adapter); each
+        verdict carries MODELS_DISAGREE across them. Raises :class:`UnknownVariant`."""
         return self.compare_many([case], variants, constrained=constrained, settings=settings)[0]
 
-    def compare_many(self, cases: Sequence[Case], variants: Sequence[str] = (BASE_VARIANT, FINETUNED_VARIANT),
+    def compare_many(self, cases: Sequence[Case], variants: Sequence[str] | None = None,
                      batch_size: int = 8, constrained: bool = True, progress: Progress | None = None,
                      settings: GenerationSettings | None = None) -> list[dict[str, ModelAnswer]]:
         """Batched :meth:`compare`: one ``{variant: ModelAnswer}`` per case, in input order.
 
-        ``progress`` counts case-variant answers (``len(cases) * len(variants)`` in all).
+        ``progress`` counts case-variant answers (``len(cases) * len(variants)`` in all). A model
+        without adapters compares its base alone.
         """
+        variants = list(variants or dict.fromkeys([BASE_VARIANT, self.default_variant]))
         total = len(cases) * len(variants)
         per_variant: dict[str, list[ModelAnswer]] = {}
         for k, variant in enumerate(variants):

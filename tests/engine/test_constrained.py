@@ -68,3 +68,19 @@ def test_tight_budget_still_closes_the_answer(random_engine: Engine) -> None:
         for a in random_engine.decide_many(cases, variant="base", settings=settings):
             assert a.status == "ok", (a.error, a.raw_text)
             assert a.output_tokens <= 120
+
+
+def test_engine_and_grammar_see_the_same_token_ids(random_engine: Engine) -> None:
+    # FINDINGS' tokenizer trap: the ids the model is fed and the ids the grammar reasons about
+    # must be the same for the same text (prompt and a training-format answer).
+    from engine.prompt import answer_json
+    from policies import Answer
+
+    backend = random_engine.backend
+    case = parse_case(tiny_cases()[0])
+    answer = Answer(decision="DENY", reasoning="RET-10 applies.", customer_response="Sorry!",
+                    next_action="Close.", policy_refs=["RET-10"])
+    text = backend.prompt(case) + answer_json(answer)
+    engine_ids = backend._encode([text])["input_ids"][0].tolist()
+    grammar_ids = backend.grammar.ll_tokenizer.tokenize_str(text, parse_special=True)
+    assert engine_ids == grammar_ids
