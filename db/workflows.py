@@ -29,10 +29,10 @@ class CompareEngine(Protocol):
 
     variants: list[str]
 
-    def compare(self, case: Case) -> dict[str, ModelAnswer]: ...
+    def compare(self, case: Case, variants: Sequence[str] = ...) -> dict[str, ModelAnswer]: ...
 
     def compare_many(
-        self, cases: Sequence[Case], progress: Progress | None = None
+        self, cases: Sequence[Case], variants: Sequence[str] = ..., progress: Progress | None = None
     ) -> list[dict[str, ModelAnswer]]: ...
 
 
@@ -84,7 +84,7 @@ def compare_case(store: Store, engine: Any, case_pk: int, actor: str) -> dict[st
         runs = cached_runs(store, engine, case_pk)  # another thread may have computed it meanwhile
         if runs is not None:
             return runs
-        answers = engine.compare(case)
+        answers = engine.compare(case, variants=compared_variants(engine))
         _remember(engine, answers)
     with store.session() as s:
         return {v: save_run(s, case_pk, a, actor) for v, a in answers.items()}
@@ -111,7 +111,9 @@ def run_batch(
     todo = [(pk, c) for pk, c in zip(pks, cases, strict=True) if cached_runs(store, engine, pk) is None]
     if todo:
         with _ENGINE_LOCK:
-            results = engine.compare_many([c for _, c in todo], progress=progress)
+            results = engine.compare_many(
+                [c for _, c in todo], variants=compared_variants(engine), progress=progress
+            )
         if results:
             _remember(engine, results[0])
         with store.session() as s:
