@@ -45,3 +45,33 @@ def test_bad_dataset_line_names_line_and_field(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(DatasetError, match=r"bad.jsonl:2: input: region"):
         load_rows(data)
+
+
+def test_metrics_count_invalid_as_wrong_never_as_violation() -> None:
+    from engine.metrics import make_record, render_report, summarize
+    from engine.types import ModelAnswer
+    from policies import parse_case
+
+    case = parse_case(tiny_rows()[9]["input"])  # US defective return at 900.0: ESCALATE via LIM-1
+
+    def answer(variant: str, decision: str | None, latency: float) -> ModelAnswer:
+        body = None if decision is None else {"decision": decision, "reasoning": "r",
+                                              "customer_response": "c", "next_action": "n",
+                                              "policy_refs": ["RET-3"]}
+        return ModelAnswer(case_id=case.case_id, variant=variant, model_version="m",
+                           status="ok" if body else "invalid", raw_text="", answer=body, error=None,
+                           latency_s=latency, input_tokens=10, output_tokens=20, truncated=False)
+
+    records = [make_record(case, "ESCALATE", answer("base", "APPROVE_REFUND", 1.0)),
+               make_record(case, "ESCALATE", answer("base", None, 3.0)),
+               make_record(case, "ESCALATE", answer("finetuned", "ESCALATE", 0.5))]
+    summary = summarize(records, {"base": 4.0})
+    base, ft = summary["base"], summary["finetuned"]
+    assert base["n"] == 2 and base["decision_accuracy"] == 0.0 and base["json_validity"] == 0.5
+    assert base["violation_rate"] == 0.5 and base["violations"]["OVER_AUTO_LIMIT"] == 1
+    assert base["latency_p50_s"] == 2.0 and base["throughput_cases_per_s"] == 0.5
+    assert base["confusion"] == {"ESCALATE": {"APPROVE_REFUND": 1, "<invalid>": 1}}
+    assert base["by_rule"] == {"RET-3": {"n": 2, "accuracy": 0.0}}
+    assert ft["decision_accuracy"] == 1.0 and ft["violation_rate"] == 0.0
+    report = render_report(summary)
+    assert "| decision accuracy | 0.0% | 100.0% |" in report
