@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from engine.backends import (
@@ -66,16 +67,19 @@ class Engine:
         spec = model if isinstance(model, ModelSpec) else resolve_model(model)
         all_adapters = {**spec.adapters, **(adapters or {})}
         # The tokenizer saved with the adapter is the one it was trained with; else the base's.
-        tokenizer = load_tokenizer(next(iter(all_adapters.values()), spec.base))
+        with_tokenizer = [p for p in all_adapters.values() if (Path(p) / "tokenizer_config.json").is_file()]
+        tokenizer = load_tokenizer(with_tokenizer[0] if with_tokenizer else spec.base)
         base_model = load_base_model(spec, quantize=quantize)  # type: ignore[arg-type]
         if device != "auto" or _has_gpu():
             target = _pick_device(device)
             if getattr(base_model, "policyops_quantize", "none") == "none":
                 base_model = base_model.to(target)
+        # Versions name the weights: the base dir (or HF id) and each adapter dir, at the spec's version,
+        # e.g. "default-base@1" and "default-base@1+default-ft@1".
         backend = LocalPeftBackend(tokenizer, base_model, prompt_format=spec.prompt_format,
-                                   base_version=f"{spec.name}@{spec.version}")
+                                   base_version=f"{Path(spec.base).name}@{spec.version}")
         for name, path in all_adapters.items():
-            backend.add_adapter(name, path, version=f"{name}@{spec.version}")
+            backend.add_adapter(name, path, version=f"{Path(path).name}@{spec.version}")
         return cls(backend, settings, spec)
 
     def add_adapter(self, name: str, path: str, version: str | None = None) -> None:

@@ -80,7 +80,7 @@ def run(model: str, dataset: str, max_examples: int, batch_size: int, max_new_to
     engine = Engine.load(replace(spec, adapters={}), settings=settings)
     rss_base = psutil.Process().memory_info().rss
     for name, path in spec.adapters.items():
-        engine.add_adapter(name, path, version=f"{name}@{spec.version}")
+        engine.add_adapter(name, path, version=f"{Path(path).name}@{spec.version}")
     variant = engine.default_variant
     memory = memory_figures(engine, rss0, rss_base)
     engine.decide_many(cases[:2], variant=variant, batch_size=2)  # warm-up: first-call allocations
