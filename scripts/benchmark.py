@@ -8,7 +8,8 @@ Three measurements, each against its target:
 - cost per generated token, constrained vs unconstrained, one case at a time: <= 1.3x
   (also the time the grammar processor itself takes per decode step);
 - memory of base + adapter vs base alone (parameter + buffer bytes; RSS for information): <= 1.15x.
-Writes benchmarks/results.json (figures, targets, machine, model versions) and prints a Markdown table.
+Writes benchmarks/results.json (figures, targets, machine, model versions) and results.md (the
+Markdown table it prints).
 """
 
 from __future__ import annotations
@@ -144,8 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    print(markdown(results))
-    print(f"\nwrote {out}")
+    table = markdown(results)
+    out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    print(f"\nwrote {out} and {out.with_suffix('.md')}")
     return 0
 
 
