@@ -74,12 +74,10 @@ class Engine:
             target = _pick_device(device)
             if getattr(base_model, "policyops_quantize", "none") == "none":
                 base_model = base_model.to(target)
-        # Versions name the weights: the base dir (or HF id) and each adapter dir, at the spec's version,
-        # e.g. "default-base@1" and "default-base@1+default-ft@1".
         backend = LocalPeftBackend(tokenizer, base_model, prompt_format=spec.prompt_format,
-                                   base_version=f"{Path(spec.base).name}@{spec.version}")
+                                   base_version=_base_version(spec))
         for name, path in all_adapters.items():
-            backend.add_adapter(name, path, version=f"{Path(path).name}@{spec.version}")
+            backend.add_adapter(name, path, version=_tag(Path(path).name, spec.version))
         return cls(backend, settings, spec)
 
     def add_adapter(self, name: str, path: str, version: str | None = None) -> None:
@@ -181,6 +179,20 @@ class Engine:
             decisions = {v: a.decision for v, a in row.items()}
             results.append({v: replace(a, guard=guard(case, a, decisions)) for v, a in row.items()})
         return results
+
+
+def _tag(name: str, version: str) -> str:
+    """``name@version``, or just ``name`` when the version is the name (specs made from a directory)."""
+    return name if version in ("", name) else f"{name}@{version}"
+
+
+def _base_version(spec: Any) -> str:
+    """Versions name the weights: the base dir (or HF id) at the registry entry's version, e.g.
+    ``default-base@1`` (so the fine-tuned variant reads ``default-base@1+default-ft@1``). A spec made
+    from an adapter dir carries the adapter's version, which says nothing about the base."""
+    base = Path(spec.base).name
+    from_adapter_dir = any(Path(p).name == spec.version for p in spec.adapters.values())
+    return base if from_adapter_dir else _tag(base, spec.version)
 
 
 def _has_gpu() -> bool:
