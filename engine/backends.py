@@ -205,8 +205,13 @@ class LocalPeftBackend:
                           hit_token_limit=stop_at is None, grammar_error=grammar_error)
 
     def memory_bytes(self) -> dict[str, int]:
-        """Bytes of parameters + buffers: all of them, and the adapters' share (LoRA weights)."""
+        """Bytes of parameters + buffers: all of them, and the adapters' share.
+
+        The adapters' share is the LoRA matrices plus any ``modules_to_save`` copies (e.g. trained
+        embeddings), which PEFT keeps beside the base's own module for every adapter.
+        """
         total = sum(p.numel() * p.element_size() for p in self.model.parameters())
         total += sum(b.numel() * b.element_size() for b in self.model.buffers())
-        lora = sum(p.numel() * p.element_size() for n, p in self.model.named_parameters() if "lora_" in n)
-        return {"total": total, "adapters": lora, "base": total - lora}
+        adapters = sum(p.numel() * p.element_size() for n, p in self.model.named_parameters()
+                       if "lora_" in n or ".modules_to_save." in n)
+        return {"total": total, "adapters": adapters, "base": total - adapters}

@@ -60,12 +60,12 @@ def _timed(engine: Engine, cases: Sequence[Case], variant: str, batch_size: int,
             "grammar_ms_per_step": 1000 * grammar_s / steps if steps else 0.0}
 
 
-def memory_figures(engine: Engine, rss_before_load: int, rss_base: int | None) -> dict[str, Any]:
-    """Parameter + buffer bytes of the loaded model, and the adapters' share."""
+def memory_figures(engine: Engine, base_bytes: int, rss_before_load: int, rss_base: int) -> dict[str, Any]:
+    """Parameter + buffer bytes with the adapters vs ``base_bytes`` (measured before they were added)."""
     mem = engine.backend.memory_bytes()  # type: ignore[attr-defined]
-    return {"base_bytes": mem["base"], "base_plus_adapters_bytes": mem["total"],
+    return {"base_bytes": base_bytes, "base_plus_adapters_bytes": mem["total"],
             "adapter_bytes": mem["adapters"],
-            "adapter_memory_ratio": mem["total"] / mem["base"],
+            "adapter_memory_ratio": mem["total"] / base_bytes,
             "rss_before_load_bytes": rss_before_load, "rss_base_only_bytes": rss_base,
             "rss_with_adapters_bytes": psutil.Process().memory_info().rss}
 
@@ -80,10 +80,11 @@ def run(model: str, dataset: str, max_examples: int, batch_size: int, max_new_to
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     engine = Engine.load(replace(spec, adapters={}), settings=settings)
     rss_base = psutil.Process().memory_info().rss
+    base_bytes = engine.backend.memory_bytes()["total"]  # type: ignore[attr-defined]
     for name, path in spec.adapters.items():
         engine.add_adapter(name, path, version=f"{Path(path).name}@{spec.version}")
     variant = engine.default_variant
-    memory = memory_figures(engine, rss0, rss_base)
+    memory = memory_figures(engine, base_bytes, rss0, rss_base)
     engine.decide_many(cases[:2], variant=variant, batch_size=2)  # warm-up: first-call allocations
     batched = _timed(engine, cases, variant, batch_size, constrained=True)
     single = _timed(engine, cases, variant, 1, constrained=True)
