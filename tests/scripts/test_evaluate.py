@@ -75,3 +75,16 @@ def test_metrics_count_invalid_as_wrong_never_as_violation() -> None:
     assert ft["decision_accuracy"] == 1.0 and ft["violation_rate"] == 0.0
     report = render_report(summary)
     assert "| decision accuracy | 0.0% | 100.0% |" in report
+
+
+def test_evaluate_unconstrained_never_crashes_on_bad_output(tiny_ft_dir: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "eval.jsonl", tiny_rows()[:2])
+    out = tmp_path / "free"
+    assert main(["--dataset", str(data), "--model", str(tiny_ft_dir), "--variant", "finetuned",
+                 "--unconstrained", "--max-new-tokens", "24", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["variants"]) == ["finetuned"] and summary["decoding"] == "unconstrained"
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert all(p["status"] in ("ok", "invalid", "truncated") for p in preds)
+    assert all(p["error"] for p in preds if p["status"] != "ok")
+    assert summary["variants"]["finetuned"]["json_validity"] == sum(p["status"] == "ok" for p in preds) / 2
