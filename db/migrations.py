@@ -53,6 +53,15 @@ def m002_audit_append_only(conn: Connection) -> None:
         )
 
 
+@migration
+def m004_review_throughput(conn: Connection) -> None:
+    # Bulk actions, saved queue filters and review settings (issue 9): new tables only.
+    from db.review_models import REVIEW_THROUGHPUT_TABLES
+
+    for table in REVIEW_THROUGHPUT_TABLES:
+        table.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+
+
 def applied(engine: Engine) -> list[str]:
     """Names of the migrations recorded in the database, in the order applied."""
     with engine.connect() as conn:
