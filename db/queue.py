@@ -26,6 +26,17 @@ class QueueFilter:
     region: str | None = None
     request_type: str | None = None
     disagree_only: bool = False
+    preset: str | None = None  # one of PRESETS
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Named filters beyond the fields above. ``agreed_clean``: every model answered, agrees with the
+# guard's expected decision, no violation, no flag, not reviewed yet: safe to bulk-approve.
+PRESETS: dict[str, str] = {
+    "agreed_clean": "both models agree with the guard, no violation, no flag",
+}
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,18 @@ def _matches(row: QueueRow, f: QueueFilter) -> bool:
         and (not f.region or row.region == f.region)
         and (not f.request_type or row.request_type == f.request_type)
         and (not f.disagree_only or row.disagree)
+        and (f.preset != "agreed_clean" or _agreed_clean(row))
+    )
+
+
+def _agreed_clean(row: QueueRow) -> bool:
+    decisions = list(row.decisions.values())
+    return (
+        row.status == "pending"
+        and len(decisions) >= 2
+        and all(d == row.expected for d in decisions)
+        and not row.violations
+        and not row.flags
     )
 
 
