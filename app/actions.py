@@ -92,8 +92,9 @@ def review(
     user = require(console, request, ACTION_PERMISSION[action])
     case_pk, runs = open_case(console, request, case_ref)
     with user_errors():
-        with console.store.session() as s:
-            saved = submit_review(s, case_pk, action, user, runs=runs, answer=answer, note=note)
+        saved = console.store.write(
+            lambda s: submit_review(s, case_pk, action, user, runs=runs, answer=answer, note=note)
+        )
     return {"review_id": saved.id, "case_pk": case_pk, "status": saved.status}
 
 
@@ -101,7 +102,7 @@ def export(console: Console, request: gr.Request | None) -> ExportResult:
     """Export the reviewed answers not exported yet (ops only)."""
     user = require(console, request, "export")
     with user_errors():
-        with console.store.session() as s:
+        with console.store.session(immediate=True) as s:  # one export at a time
             return export_reviews(
                 s, user, console.export_dir, prompt_format_of(console.engine), console.eval_fingerprints
             )

@@ -13,6 +13,9 @@ from app import actions
 from app.state import Console
 from db import get_case
 
+MODEL_CONCURRENCY = 1  # model calls running at once (one model in memory, serialised anyway)
+REVIEW_CONCURRENCY = 8  # /submit_review calls running at once (short SQLite write transactions)
+
 
 def register(console: Console) -> None:
     """Declare the three endpoints inside the current gr.Blocks."""
@@ -45,6 +48,8 @@ def register(console: Console) -> None:
             "skipped": result.skipped,
         }
 
-    gr.api(compare, api_name="compare")
-    gr.api(submit_review, api_name="submit_review")
-    gr.api(export, api_name="export")
+    # Model endpoints share one queue slot: calls wait in Gradio's queue (memory stays flat) instead
+    # of piling up threads on the engine lock. Reviews are short DB writes and may overlap.
+    gr.api(compare, api_name="compare", concurrency_limit=MODEL_CONCURRENCY, concurrency_id="model")
+    gr.api(submit_review, api_name="submit_review", concurrency_limit=REVIEW_CONCURRENCY)
+    gr.api(export, api_name="export", concurrency_limit=1)

@@ -86,16 +86,14 @@ def compare_case(store: Store, engine: Any, case_pk: int, actor: str) -> dict[st
             return runs
         answers = engine.compare(case, variants=compared_variants(engine))
         _remember(engine, answers)
-    with store.session() as s:
-        return {v: save_run(s, case_pk, a, actor) for v, a in answers.items()}
+    return store.write(lambda s: {v: save_run(s, case_pk, a, actor) for v, a in answers.items()})
 
 
 def compare_new_case(
     store: Store, engine: Any, case: Case, source: str, actor: str
 ) -> tuple[int, dict[str, ModelRun]]:
     """Store ``case`` (source ``try`` / ``batch``) and compare it; returns (case_pk, runs)."""
-    with store.session() as s:
-        case_pk = add_case(s, case, source, actor).id or 0
+    case_pk = store.write(lambda s: add_case(s, case, source, actor).id or 0)
     return case_pk, compare_case(store, engine, case_pk, actor)
 
 
@@ -106,8 +104,7 @@ def run_batch(
 
     Returns the stored cases' ids, in input order; they appear in the queue.
     """
-    with store.session() as s:
-        pks = [add_case(s, c, "batch", actor).id or 0 for c in cases]
+    pks = store.write(lambda s: [add_case(s, c, "batch", actor).id or 0 for c in cases])
     todo = [(pk, c) for pk, c in zip(pks, cases, strict=True) if cached_runs(store, engine, pk) is None]
     if todo:
         with _ENGINE_LOCK:
@@ -116,10 +113,13 @@ def run_batch(
             )
         if results:
             _remember(engine, results[0])
-        with store.session() as s:
+
+        def save_all(s: Any) -> None:
             for (pk, _), answers in zip(todo, results, strict=True):
                 for answer in answers.values():
                     save_run(s, pk, answer, actor)
+
+        store.write(save_all)
     elif progress:
         progress(len(cases), len(cases))
     return pks
