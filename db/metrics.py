@@ -81,3 +81,21 @@ def corrections_per_rule(session: Session) -> pd.DataFrame:
             counts[expected_decision(parse_case(json.loads(record.case_json))).rule] += 1
     rows = [{"rule": rule, "corrections": n} for rule, n in sorted(counts.items())]
     return pd.DataFrame(rows, columns=["rule", "corrections"])
+
+
+def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
+    """Cohen's kappa of two raters over ``pairs`` of labels: (p_o - p_e) / (1 - p_e).
+
+    p_o is the share of pairs that agree, p_e the agreement expected by chance from each rater's
+    label frequencies. None for no pairs; 1.0 when both raters always give the same single label
+    (p_e = 1, where the formula is 0/0).
+    """
+    n = len(pairs)
+    if n == 0:
+        return None
+    observed = sum(a == b for a, b in pairs) / n
+    first, second = Counter(a for a, _ in pairs), Counter(b for _, b in pairs)
+    expected = sum(first[k] * second[k] for k in first) / (n * n)
+    if expected == 1:
+        return 1.0
+    return (observed - expected) / (1 - expected)

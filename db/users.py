@@ -28,6 +28,7 @@ PERMISSIONS: dict[str, str] = {
     "correct": "reviewer",
     "export": "ops",
     "batch": "ops",
+    "configure_reviews": "ops",  # second-opinion share, adjudication
 }
 
 
