@@ -54,6 +54,16 @@ def m002_audit_append_only(conn: Connection) -> None:
 
 
 @migration
+def m003_adapter_versions(conn: Connection) -> None:
+    # Versioned adapters and retraining jobs (issue 6): new tables only.
+    from db.jobs import TrainingJob
+    from db.versions import AdapterVersion
+
+    for table in (AdapterVersion, TrainingJob):
+        table.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+
+
+@migration
 def m004_review_throughput(conn: Connection) -> None:
     # Bulk actions, saved queue filters and review settings (issue 9): new tables only.
     from db.review_models import REVIEW_THROUGHPUT_TABLES

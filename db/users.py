@@ -29,6 +29,8 @@ PERMISSIONS: dict[str, str] = {
     "export": "ops",
     "batch": "ops",
     "configure_reviews": "ops",  # second-opinion share, adjudication
+    "retrain": "ops",  # start/cancel a retraining job (db.jobs)
+    "promote": "ops",  # promote or roll back an adapter version (db.versions)
 }
 
 

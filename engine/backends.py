@@ -126,6 +126,25 @@ class LocalPeftBackend:
             self.model.eval()
         self.adapter_versions[name] = version or name
 
+    def replace_adapter(self, name: str, path: str, version: str | None = None) -> None:
+        """Serve the adapter at ``path`` as variant ``name`` (loaded or not), keeping the base loaded.
+
+        The new weights load under a temporary name first, so a bad ``path`` leaves ``name`` as it
+        was (OSError/ValueError from PEFT).
+        """
+        if name not in self.adapter_names:
+            self.add_adapter(name, path, version)
+            return
+        staging = f"{name}__staging"
+        self.add_adapter(staging, path, version)
+        with self.lock:
+            self.model.delete_adapter(name)
+            self.model.load_adapter(path, adapter_name=name, is_trainable=False)
+            self.model.delete_adapter(staging)
+            self.model.eval()
+        self.adapter_versions.pop(staging, None)
+        self.adapter_versions[name] = version or name
+
     def model_version(self, variant: str) -> str:
         if variant == BASE_VARIANT:
             return self.base_version

@@ -48,6 +48,9 @@ class Engine:
         self.backend = backend
         self.settings = settings or GenerationSettings()
         self.spec = spec  # the engine.registry.ModelSpec it was loaded from, when there is one
+        # adapter name -> resolved dir it was loaded from (what swap_adapter compares against)
+        self.adapter_paths: dict[str, str] = {
+            n: str(Path(p).resolve()) for n, p in (getattr(spec, "adapters", None) or {}).items()}
 
     # --- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -78,7 +81,9 @@ class Engine:
                                    base_version=_base_version(spec))
         for name, path in all_adapters.items():
             backend.add_adapter(name, path, version=_tag(Path(path).name, spec.version))
-        return cls(backend, settings, spec)
+        engine = cls(backend, settings, spec)
+        engine.adapter_paths.update({n: str(Path(p).resolve()) for n, p in all_adapters.items()})
+        return engine
 
     def add_adapter(self, name: str, path: str, version: str | None = None) -> None:
         """Load another adapter version on the same base; it becomes variant ``name``."""
@@ -86,6 +91,18 @@ class Engine:
         if add is None:
             raise NotImplementedError(f"{type(self.backend).__name__} cannot load adapters")
         add(name, path, version)
+        self.adapter_paths[name] = str(Path(path).resolve())
+
+    def swap_adapter(self, name: str, path: str, version: str | None = None) -> None:
+        """Serve the adapter at ``path`` as variant ``name`` (e.g. the new champion as ``finetuned``)
+        without reloading the base; nothing changes when that dir is already served under ``name``."""
+        if self.adapter_paths.get(name) == str(Path(path).resolve()) and name in self.variants:
+            return
+        replace = getattr(self.backend, "replace_adapter", None)
+        if replace is None:
+            raise NotImplementedError(f"{type(self.backend).__name__} cannot swap adapters")
+        replace(name, path, version)
+        self.adapter_paths[name] = str(Path(path).resolve())
 
     @property
     def variants(self) -> list[str]:

@@ -1,0 +1,110 @@
+"""Champion vs challenger: both adapters answer the same cases on one base; what changed, rule by rule.
+
+:func:`evaluate_pair` loads the base once with the challenger as ``finetuned`` and the champion as
+``champion``, answers each dataset (the frozen eval set, a held-out slice of reviewed corrections)
+with both, and returns a JSON-safe comparison: the engine.metrics summary per side, accuracy per
+deciding rule with its change, the cases that got worse, and the hard-violation counts that
+gate promotion (db.versions.promote). The figures are engine.metrics', so they match
+scripts/evaluate.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.metrics import EvalRecord, load_rows, make_record, sha256_of, summarize_variant
+
+SIDES = ("champion", "challenger")
+_DROP = ("confusion", "by_request_type", "by_region")  # kept small: the console shows headlines + rules
+
+
+def compare_records(champion: list[EvalRecord], challenger: list[EvalRecord]) -> dict[str, Any]:
+    """Side-by-side figures of two runs over the same cases (in the same order).
+
+    Out: ``summary`` per side, ``per_rule`` rows (rule, n, champion, challenger, delta),
+    ``worse``/``better`` case lists, ``hard_violations`` per side. Raises ValueError for runs
+    over different cases.
+    """
+    if [r.case_id for r in champion] != [r.case_id for r in challenger]:
+        raise ValueError("champion and challenger answered different cases")
+    summary = {side: summarize_variant(recs) for side, recs in zip(SIDES, (champion, challenger), strict=True)}
+    rules = sorted(set(summary["champion"]["by_rule"]) | set(summary["challenger"]["by_rule"]))
+    per_rule = []
+    for rule in rules:
+        old, new = (summary[s]["by_rule"].get(rule, {}) for s in SIDES)
+        per_rule.append({"rule": rule, "n": old.get("n", new.get("n", 0)),
+                         "champion": old.get("accuracy"), "challenger": new.get("accuracy"),
+                         "delta": (new.get("accuracy") or 0.0) - (old.get("accuracy") or 0.0)})
+    worse, better = [], []
+    for old, new in zip(champion, challenger, strict=True):
+        row = {"case_id": old.case_id, "rule": old.rule, "label": old.label,
+               "champion": old.predicted, "challenger": new.predicted,
+               "challenger_violations": list(new.violations)}
+        if old.correct and not new.correct:
+            worse.append(row)
+        elif new.correct and not old.correct:
+            better.append(row)
+    return {
+        "summary": {s: {k: v for k, v in summary[s].items() if k not in _DROP} for s in SIDES},
+        "per_rule": per_rule,
+        "worse": worse,
+        "better": better,
+        "hard_violations": {s: sum(bool(r.violations) for r in recs)
+                            for s, recs in zip(SIDES, (champion, challenger), strict=True)},
+    }
+
+
+def evaluate_pair(
+    challenger_dir: str | Path,
+    champion_dir: str | Path | None,
+    datasets: Mapping[str, str | Path],
+    champion_version: str | None = None,
+    max_examples: int | None = None,
+    batch_size: int = 16,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate the challenger adapter against the champion on each generator-format dataset.
+
+    In: adapter dirs (same base); ``datasets`` name -> JSONL (empty or missing files are skipped);
+    ``progress(dataset, done, total)``. Out: ``{"champion_version", "datasets": {name: comparison},
+    "hard_violations": {side: total}, "wall_s"}``. Without a champion the challenger is compared
+    with the base model. Errors: engine.registry / PEFT load errors, engine.metrics.DatasetError.
+    """
+    from engine.core import Engine
+
+    t0 = time.perf_counter()
+    extra = {"champion": str(champion_dir)} if champion_dir else None
+    engine = Engine.load(str(challenger_dir), adapters=extra)
+    variants = {"champion": "champion" if champion_dir else "base", "challenger": "finetuned"}
+    out: dict[str, Any] = {"champion_version": champion_version, "datasets": {}}
+    totals = dict.fromkeys(SIDES, 0)
+    for name, path in datasets.items():
+        if not Path(path).is_file() or Path(path).stat().st_size == 0:
+            continue
+        rows = load_rows(path, max_examples)
+        cases = [case for case, _ in rows]
+        records: dict[str, list[EvalRecord]] = {}
+        for side, variant in variants.items():
+            step = None if progress is None else (lambda d, t, n=f"{name}/{side}": progress(n, d, t))
+            answers = engine.decide_many(cases, variant=variant, batch_size=batch_size, progress=step)
+            records[side] = [make_record(c, label, a) for (c, label), a in zip(rows, answers, strict=True)]
+        comparison = compare_records(records["champion"], records["challenger"])
+        comparison["dataset"] = str(path)
+        comparison["dataset_sha256"] = sha256_of(path)
+        out["datasets"][name] = comparison
+        for side in SIDES:
+            totals[side] += comparison["hard_violations"][side]
+    out["hard_violations"] = totals
+    out["wall_s"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def accuracy_on_rule(evaluation: Mapping[str, Any], dataset: str, rule: str, side: str) -> float | None:
+    """The accuracy of ``side`` on cases decided by ``rule`` in ``dataset`` of an evaluation, or None."""
+    for row in evaluation.get("datasets", {}).get(dataset, {}).get("per_rule", []):
+        if row["rule"] == rule:
+            return row[side]
+    return None
