@@ -55,6 +55,10 @@ class RunConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: str = field(default="all-linear", metadata={"help": "all-linear or comma list"})
+    decision_loss_weight: float = field(
+        default=0.0, metadata={"help": "extra loss weight on the first decision_tokens answer tokens"}
+    )
+    decision_tokens: int = 16  # answer tokens that hold {"decision":"..."
     train_embeddings: bool = field(
         default=False, metadata={"help": "also train embed_tokens (+ tied lm_head)"}
     )
@@ -239,9 +243,10 @@ def lora_config(cfg: RunConfig) -> Any:
 
 def load_model_for_training(spec: ModelSpec, cfg: RunConfig) -> tuple[Any, str]:
     """Open the base for LoRA training. NF4 4-bit when asked and it works (a forward pass is tried);
-    otherwise a logged warning and plain weights. Out: (model, the quantisation used)."""
-    dtype = "fp32" if cfg.precision == "auto" and not torch.cuda.is_available() else cfg.precision
-    model = load_base_model(spec, quantize=cfg.quantization, dtype=dtype if dtype != "auto" else "auto")
+    otherwise a logged warning and plain weights. When ``spec`` carries an adapter (``--model``
+    an adapter dir), that adapter is loaded trainable and training continues it.
+    Out: (model, the quantisation used)."""
+    model = load_base_model(spec, quantize=cfg.quantization, dtype=cfg.precision)
     if model.policyops_quantize == "nf4":
         try:
             with torch.no_grad():
@@ -252,9 +257,16 @@ def load_model_for_training(spec: ModelSpec, cfg: RunConfig) -> tuple[Any, str]:
                 type(exc).__name__,
                 exc,
             )
-            model = load_base_model(spec, quantize="none", dtype=dtype if dtype != "auto" else "auto")
+            model = load_base_model(spec, quantize="none", dtype=cfg.precision)
     model.config.use_cache = False
-    return model, model.policyops_quantize
+    quantization = model.policyops_quantize
+    if spec.adapters:
+        from peft import PeftModel
+
+        name, adapter_dir = next(iter(spec.adapters.items()))
+        log.info("continuing adapter %s from %s", name, adapter_dir)
+        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+    return model, quantization
 
 
 def sft_config(cfg: RunConfig, has_eval: bool) -> Any:

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from trl import SFTTrainer, TrlParser
+from trl import TrlParser
 
 from engine.build import seed_everything
+from engine.decision_loss import DecisionWeightedSFTTrainer
 from engine.loading import load_tokenizer
 from engine.registry import UnknownModel, resolve_model
 from engine.training import (
@@ -90,7 +91,7 @@ def setup_logging(output_dir: str) -> None:
     )
 
 
-def main(cfg: RunConfig) -> SFTTrainer:
+def main(cfg: RunConfig) -> DecisionWeightedSFTTrainer:
     """Train one adapter as ``cfg`` says; out: the trainer (its model is the trained one).
 
     Errors: UnknownModel, DatasetError, ConfigError (all before any training starts).
@@ -119,13 +120,15 @@ def main(cfg: RunConfig) -> SFTTrainer:
     tokenizer = load_tokenizer(spec.base)
     tokenizer.padding_side = "right"  # training pads on the right; generation (load_tokenizer) on the left
     model, quantization = load_model_for_training(spec, cfg)
-    trainer = SFTTrainer(
+    trainer = DecisionWeightedSFTTrainer(
         model=model,
         args=sft_config(cfg, has_eval=eval_examples is not None),
         train_dataset=Dataset.from_list(train_examples),
         eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
         processing_class=tokenizer,
-        peft_config=lora_config(cfg),
+        peft_config=None if spec.adapters else lora_config(cfg),  # an adapter dir: continue it
+        decision_loss_weight=cfg.decision_loss_weight,
+        decision_tokens=cfg.decision_tokens,
     )
     trainable, total = trainable_params(trainer.model)
     log.info(

@@ -173,3 +173,11 @@ def test_mix_weights() -> None:
     assert sum(1 for e in mixed if e["prompt"][0]["content"].startswith("b")) == 10
     with pytest.raises(ConfigError):
         mix([a, b], [1.0], seed=0)
+
+
+def test_nf4_qlora_runs_or_falls_back(tiny_base_dir: Path, tmp_path: Path) -> None:
+    """NF4 4-bit base (bitsandbytes on CPU) trains; if the backend fails, plain LoRA with a warning."""
+    train_tiny_adapter(tiny_base_dir, tmp_path / "ft", tmp_path / "data", steps=2, quantization="nf4")
+    run = json.loads((tmp_path / "ft" / "run_config.json").read_text())
+    assert run["quantization"] in ("nf4", "none")
+    assert (tmp_path / "ft" / "adapter_model.safetensors").is_file()
