@@ -11,9 +11,14 @@ from typing import Any
 import gradio as gr
 
 from app import actions
+from app.diffs import correction_diff_html, model_diff_html
 from app.render import answer_html, case_html, policy_markdown
-from app.state import Console
-from db import ModelRun, better_run, case_of, case_status, get_case, run_answer
+from app.shortcuts import help_html
+from app.state import Console, username_of
+from db import ModelRun, better_run, case_of, get_case, run_answer
+from db.navigation import Prefetcher, neighbour_case
+from db.review_log import latest_correction
+from db.second_opinion import visible_status
 from policies import DECISIONS, RULE_IDS, expected_decision
 
 
@@ -28,11 +33,15 @@ def _message(text: str, ok: bool = True) -> str:
     return f"<div class='review-status' style='color:{colour}'>{escape(text)}</div>"
 
 
-def view(console: Console, case_pk: int, runs: dict[str, ModelRun], message: str = "") -> tuple[Any, ...]:
-    """Values for every output of the tab: case, policy, both answers, the correction form, a message."""
+def view(
+    console: Console, case_pk: int, runs: dict[str, ModelRun], message: str = "", viewer: str | None = None
+) -> tuple[Any, ...]:
+    """Values for every output of the tab: case, policy, both answers, the correction form, a message,
+    the base vs fine-tuned diff and the viewer's latest visible correction vs its model answer."""
     with console.store.session() as s:
         record = get_case(s, case_pk)
-        status = case_status(s, case_pk)
+        status = visible_status(s, case_pk, viewer)  # a hidden second-opinion verdict stays hidden
+        correction = latest_correction(s, case_pk, viewer)
     case = case_of(record)
     start = better_run(runs, expected_decision(case).decision)
     draft = (run_answer(start) if start else None) or {}
@@ -49,6 +58,12 @@ def view(console: Console, case_pk: int, runs: dict[str, ModelRun], message: str
         draft.get("policy_refs", []),
         start.id if start else None,
         message,
+        model_diff_html(*(run_answer(runs[v]) if v in runs else None for v in ("base", "finetuned"))),
+        correction_diff_html(
+            correction.start, correction.corrected, correction.reviewer, correction.review_id
+        )
+        if correction
+        else "",
     )
 
 
@@ -57,6 +72,12 @@ def create_case_tab(console: Console) -> CaseTab:
     with gr.Row():
         case_ref = gr.Textbox(label="Case (C-... id or #row)", scale=3, elem_id="case-ref")
         open_btn = gr.Button("Open case", scale=1, elem_id="open-case")
+        prev_btn = gr.Button("← Previous (k)", scale=1, elem_id="case-prev")
+        next_btn = gr.Button("Next (j) →", scale=1, elem_id="case-next")
+    gr.HTML(
+        help_html() + "<small>Press <kbd>?</kbd> for keyboard shortcuts.</small>", elem_id="shortcut-help"
+    )
+    prefetcher = Prefetcher(console.store, console.engine, enabled=console.prefetch)
     case_pk = gr.State(None)
     from_run = gr.State(None)
     status_msg = gr.HTML(elem_id="review-message")
@@ -66,6 +87,8 @@ def create_case_tab(console: Console) -> CaseTab:
     with gr.Row(elem_id="answers"):
         base_panel = gr.HTML(elem_id="base-answer")
         ft_panel = gr.HTML(elem_id="ft-answer")
+    with gr.Accordion("Base vs fine-tuned", open=True):
+        model_diff = gr.HTML(elem_id="model-diff")
     gr.Markdown("### Review")
     note = gr.Textbox(label="Note (required to flag)", elem_id="review-note")
     with gr.Row():
@@ -79,6 +102,7 @@ def create_case_tab(console: Console) -> CaseTab:
         next_action = gr.Textbox(label="Next action", elem_id="corr-next")
         refs = gr.Dropdown(list(RULE_IDS), multiselect=True, label="Policy refs", elem_id="corr-refs")
         correct_btn = gr.Button("Save correction", variant="primary", elem_id="save-correction")
+    review_diff = gr.HTML(elem_id="review-diff")
     outputs = [
         case_pk,
         case_panel,
@@ -92,11 +116,24 @@ def create_case_tab(console: Console) -> CaseTab:
         refs,
         from_run,
         status_msg,
+        model_diff,
+        review_diff,
     ]
 
     def open_case(ref: str, request: gr.Request) -> tuple[Any, ...]:
         pk, runs = actions.open_case(console, request, ref)
-        return view(console, pk, runs)
+        user = username_of(request)
+        prefetcher.after_open(pk, user or "anonymous")
+        return view(console, pk, runs, viewer=user)
+
+    def move(step: int) -> Callable[..., tuple[Any, ...]]:
+        def handler(pk: int | None, request: gr.Request) -> tuple[Any, ...]:
+            target = neighbour_case(console.store, console.engine, pk, step)
+            if target is None:
+                return (*[gr.update()] * (len(outputs) - 3), _message("No more cases.", False), "", "")
+            return open_case(f"#{target}", request)
+
+        return handler
 
     def act(action: str) -> Callable[..., tuple[Any, ...]]:
         def handler(
@@ -125,15 +162,16 @@ def create_case_tab(console: Console) -> CaseTab:
             except gr.Error as exc:  # refused: keep the form as typed, say why
                 return (*[gr.update()] * (len(outputs) - 1), _message(f"Not saved: {exc.message}", ok=False))
             _, runs = actions.open_case(console, request, f"#{pk}")
-            return view(
-                console, pk, runs, _message(f"Saved review #{saved['review_id']} ({saved['status']}).")
-            )
+            message = _message(f"Saved review #{saved['review_id']} ({saved['status']}).")
+            return view(console, pk, runs, message, viewer=username_of(request))
 
         return handler
 
     review_inputs = [case_pk, note, decision, reasoning, customer_response, next_action, refs]
     open_btn.click(open_case, [case_ref], outputs, api_visibility="private")
     case_ref.submit(open_case, [case_ref], outputs, api_visibility="private")
+    prev_btn.click(move(-1), [case_pk], outputs, api_visibility="private")
+    next_btn.click(move(1), [case_pk], outputs, api_visibility="private")
     for button, action in (
         (approve_base, "approve_base"),
         (approve_ft, "approve_finetuned"),

@@ -14,6 +14,8 @@ from app.case_tab import create_case_tab
 from app.export_tab import create_export_tab
 from app.metrics_tab import create_metrics_tab
 from app.queue_tab import create_queue_tab, queue_frame
+from app.review_tab import create_review_tab
+from app.shortcuts import SHORTCUTS_JS
 from app.state import Console, username_of
 from app.try_tab import create_try_tab
 from db import QueueFilter, Store, authenticate, role_of_user
@@ -38,14 +40,20 @@ def build_app(
     export_dir: Path = Path("var/exports"),
     eval_fingerprints: set[str] | None = None,
     batch_root: Path = Path("data"),
+    prefetch: bool = True,
 ) -> gr.Blocks:
-    """The console over ``engine`` and ``store``. Launch it with ``auth=make_auth(store)``."""
+    """The console over ``engine`` and ``store``. Launch it with ``auth=make_auth(store)``.
+
+    ``prefetch``: answer the next queued case in the background while a reviewer reads one.
+    A URL with ``?case=C-000123`` opens that case after login.
+    """
     console = Console(
         engine=engine,
         store=store,
         export_dir=Path(export_dir),
         eval_fingerprints=eval_fingerprints or set(),
         batch_root=Path(batch_root),
+        prefetch=prefetch,
     )
     with gr.Blocks(title=TITLE) as demo:
         api.register(console)  # first, so the stable api_names are theirs
@@ -63,6 +71,8 @@ def build_app(
                 create_metrics_tab(console)
             with gr.Tab("Export", id="export"):
                 create_export_tab(console)
+            with gr.Tab("Reviews", id="reviews"):
+                create_review_tab(console)
 
         def open_selected(evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
             row = evt.row_value or []
@@ -70,12 +80,17 @@ def build_app(
                 raise gr.Error("case_id: pick a row of the queue")
             return (*case.open(f"#{row[0]}", request), gr.Tabs(selected="case"))
 
-        def on_load(request: gr.Request) -> tuple[str, Any]:
+        def on_load(request: gr.Request) -> tuple[Any, ...]:
             user = username_of(request)
             with store.session() as s:
                 role = role_of_user(s, user)
-            return f"# {TITLE}\nSigned in as **{user}** ({role})", queue_frame(console, QueueFilter())
+            head = (f"# {TITLE}\nSigned in as **{user}** ({role})", queue_frame(console, QueueFilter()))
+            link = dict(request.query_params).get("case") if request else None
+            if not link:  # a link ``?case=C-000123`` opens that case
+                return (*head, *[gr.update()] * len(case.outputs), gr.update())
+            return (*head, *case.open(link, request), gr.Tabs(selected="case"))
 
         queue.table.select(open_selected, None, [*case.outputs, tabs], api_visibility="private")
-        demo.load(on_load, None, [whoami, queue.table], api_visibility="private")
+        demo.load(on_load, None, [whoami, queue.table, *case.outputs, tabs], api_visibility="private")
+        demo.load(None, None, None, js=SHORTCUTS_JS)  # keyboard-first review (app/shortcuts.py)
     return demo

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
+from app.queue_tools import create_queue_tools, queue_filter
 from app.state import Console, require
 from db import REVIEW_STATUSES, QueueFilter, engine_versions, queue_rows
+from db.queue import PRESETS
 from policies import FLAGS
 from policies.schema import REGIONS, REQUEST_TYPES
 
@@ -66,23 +68,32 @@ def create_queue_tab(console: Console) -> QueueTab:
         region = gr.Dropdown([ANY, *REGIONS], value=ANY, label="Region")
         request_type = gr.Dropdown([ANY, *REQUEST_TYPES], value=ANY, label="Request type")
         disagree = gr.Checkbox(label="Models disagree only")
+        preset = gr.Dropdown(
+            [ANY, *((label, key) for key, label in PRESETS.items())],
+            value=ANY,
+            label="Preset",
+            elem_id="preset",
+        )
     refresh = gr.Button("Refresh queue")
     gr.Markdown("Cases needing a human come first. Click a row to open the case.")
     table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="queue-table", wrap=True)
-    filters = [status, flag, region, request_type, disagree]
+    filters = [status, flag, region, request_type, disagree, preset]
 
     def show(
-        status_v: str, flag_v: str, region_v: str, rtype_v: str, disagree_v: bool, request: gr.Request
+        status_v: str,
+        flag_v: str,
+        region_v: str,
+        rtype_v: str,
+        disagree_v: bool,
+        preset_v: str,
+        request: gr.Request,
     ) -> pd.DataFrame:
         require(console, request, "compare")
-        pick = lambda v: None if v in (ANY, None, "") else v  # noqa: E731
-        return queue_frame(
-            console,
-            QueueFilter(pick(status_v), pick(flag_v), pick(region_v), pick(rtype_v), bool(disagree_v)),
-        )
+        return queue_frame(console, queue_filter(status_v, flag_v, region_v, rtype_v, disagree_v, preset_v))
 
     for widget in (refresh,):
         widget.click(show, filters, table, api_visibility="private")
     for widget in filters:
         widget.change(show, filters, table, api_visibility="private")
+    create_queue_tools(console, filters, table, lambda f: queue_frame(console, f))
     return QueueTab(table=table, refresh=refresh, filters=filters)

@@ -31,6 +31,7 @@ class Console:
     export_dir: Path = Path("var/exports")
     eval_fingerprints: set[str] = field(default_factory=set)  # eval-set case ids and body hashes
     batch_root: Path = Path("data")  # server-side JSONL files for batch runs must lie under it
+    prefetch: bool = True  # answer the next queued case in the background while one is read
 
 
 def username_of(request: gr.Request | None) -> str | None:
