@@ -54,6 +54,8 @@ def parse_case_text(case_json: str) -> Any:
         raise InvalidCase(
             [("<root>", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
         ) from exc
+    except RecursionError as exc:  # "[[[[..." deeper than the parser's stack
+        raise InvalidCase([("<root>", "not valid JSON: nested too deeply")]) from exc
     return parse_case(data)
 
 

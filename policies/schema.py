@@ -8,6 +8,7 @@ boundary (CLI, console, dataset files); they raise :class:`InvalidCase` / :class
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -65,6 +66,16 @@ RULE_IDS: tuple[str, ...] = (
 RuleId = Literal[RULE_IDS]  # type: ignore[valid-type]
 
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
+# Control characters other than tab, newline and carriage return: never typed by a customer, but
+# able to hide text in logs and terminals (ESC sequences) or cut strings short (NUL) downstream.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _no_control_chars(value: Any) -> Any:
+    """Refuse a string holding a control character (tab, newline and CR are fine)."""
+    if isinstance(value, str) and (m := _CONTROL_CHARS.search(value)):
+        raise ValueError(f"control character U+{ord(m.group()):04X} at position {m.start()} is not allowed")
+    return value
 
 
 class Customer(BaseModel):
@@ -72,6 +83,8 @@ class Customer(BaseModel):
     id: str = Field(min_length=1, max_length=64)
     tier: Tier
     claims_last_12m: int = Field(ge=0, le=10_000)
+
+    _text = field_validator("id")(_no_control_chars)
 
 
 class Order(BaseModel):
@@ -86,6 +99,8 @@ class Order(BaseModel):
     days_since_delivery: int | None = Field(ge=0, le=100_000)
     opened: bool
     signature_confirmed: bool
+
+    _text = field_validator("id", "item")(_no_control_chars)
 
     @field_validator("price", mode="before")
     @classmethod
@@ -115,6 +130,8 @@ class Case(BaseModel):
     message: str = Field(max_length=MAX_MESSAGE_CHARS)
     customer: Customer
     order: Order
+
+    _text = field_validator("case_id", "message")(_no_control_chars)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Case:
