@@ -13,7 +13,9 @@ from pathlib import Path
 
 from app import build_app, make_auth
 from db import DEFAULT_DB_URL, eval_fingerprints_of, load_eval_set, open_store, read_case_rows
+from db.jobs import Runner, RunnerConfig
 from db.users import ensure_admin
+from db.versions import ensure_bundled_version, serve_champion
 
 EVAL_SET = Path("data/generated/eval.jsonl")
 
@@ -32,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--eval-set", type=Path, default=EVAL_SET, help="frozen eval set: demo queue, never exported"
     )
     p.add_argument("--export-dir", type=Path, default=Path("var/exports"))
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="retraining jobs write ft-vN here")
     return p.parse_args(argv)
 
 
@@ -58,7 +61,16 @@ def main(argv: list[str] | None = None) -> None:
     from engine import Engine  # heavy import (torch): after the cheap checks above
 
     engine = Engine.load(args.model)
-    demo = build_app(engine, store, export_dir=args.export_dir, eval_fingerprints=fingerprints)
+    with store.session() as s:  # the bundled adapter is ft-v1 on first start; serve today's champion
+        adapter = getattr(engine.spec, "adapters", {}).get("finetuned")
+        if adapter:
+            ensure_bundled_version(s, adapter, engine.spec.base)
+        served = serve_champion(engine, s)
+    if served:
+        print(f"Serving champion {served} as finetuned", flush=True)
+    runner = Runner(store, RunnerConfig(runs_dir=args.runs_dir, eval_set=str(args.eval_set)))
+    demo = build_app(engine, store, export_dir=args.export_dir, eval_fingerprints=fingerprints,
+                     runner=runner)
     demo.queue(default_concurrency_limit=4).launch(
         server_name=args.host,
         server_port=args.port,

@@ -13,12 +13,14 @@ from app.batch_tab import create_batch_tab
 from app.case_tab import create_case_tab
 from app.export_tab import create_export_tab
 from app.metrics_tab import create_metrics_tab
+from app.models_tab import create_models_tab
 from app.queue_tab import create_queue_tab, queue_frame
 from app.review_tab import create_review_tab
 from app.shortcuts import SHORTCUTS_JS
 from app.state import Console, username_of
 from app.try_tab import create_try_tab
 from db import QueueFilter, Store, authenticate, role_of_user
+from db.jobs import Runner
 
 TITLE = "PolicyOps Console"
 
@@ -40,6 +42,7 @@ def build_app(
     export_dir: Path = Path("var/exports"),
     eval_fingerprints: set[str] | None = None,
     batch_root: Path = Path("data"),
+    runner: Runner | None = None,
     prefetch: bool = True,
 ) -> gr.Blocks:
     """The console over ``engine`` and ``store``. Launch it with ``auth=make_auth(store)``.
@@ -71,6 +74,8 @@ def build_app(
                 create_metrics_tab(console)
             with gr.Tab("Export", id="export"):
                 create_export_tab(console)
+            with gr.Tab("Models", id="models"):
+                create_models_tab(console, runner or Runner(store))
             with gr.Tab("Reviews", id="reviews"):
                 create_review_tab(console)
 

@@ -32,7 +32,8 @@ from db.store import Store
 from db.versions import champion, next_version_name, register_version
 
 JOB_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed", "cancelled")
-LOG_FILE, EXIT_FILE, PROGRESS_FILE, COMPARISON_FILE = "job.log", "exit_code", "progress.json", "comparison.json"
+LOG_FILE, EXIT_FILE = "job.log", "exit_code"
+PROGRESS_FILE, COMPARISON_FILE = "progress.json", "comparison.json"  # written by engine.train_job
 LOG_TAIL_CHARS = 4000
 
 
@@ -85,6 +86,7 @@ class RunnerConfig:
     train_config: str | None = "data/models/default-ft.yaml"  # the champion's recipe (--config)
     extra_args: list[str] = field(default_factory=list)  # more train_qlora_sft flags (tests: max_steps)
     eval_max: int | None = None  # cap per evaluated set (quick runs)
+    eval_max_new_tokens: int | None = None  # token cap per evaluated answer (quick runs)
     python: str = sys.executable
 
 
@@ -188,6 +190,8 @@ class Runner:
             cmd += ["--champion", champ.path, "--champion-version", champ.name]
         if cfg.eval_max:
             cmd += ["--eval-max", str(cfg.eval_max)]
+        if cfg.eval_max_new_tokens:
+            cmd += ["--eval-max-new-tokens", str(cfg.eval_max_new_tokens)]
         cmd.append("--")
         if cfg.train_config:
             cmd += ["--config", cfg.train_config]

@@ -30,7 +30,8 @@ def compare_records(champion: list[EvalRecord], challenger: list[EvalRecord]) ->
     """
     if [r.case_id for r in champion] != [r.case_id for r in challenger]:
         raise ValueError("champion and challenger answered different cases")
-    summary = {side: summarize_variant(recs) for side, recs in zip(SIDES, (champion, challenger), strict=True)}
+    runs = (champion, challenger)
+    summary = {side: summarize_variant(recs) for side, recs in zip(SIDES, runs, strict=True)}
     rules = sorted(set(summary["champion"]["by_rule"]) | set(summary["challenger"]["by_rule"]))
     per_rule = []
     for rule in rules:
@@ -65,19 +66,23 @@ def evaluate_pair(
     max_examples: int | None = None,
     batch_size: int = 16,
     progress: Callable[[str, int, int], None] | None = None,
+    max_new_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate the challenger adapter against the champion on each generator-format dataset.
 
     In: adapter dirs (same base); ``datasets`` name -> JSONL (empty or missing files are skipped);
-    ``progress(dataset, done, total)``. Out: ``{"champion_version", "datasets": {name: comparison},
+    ``progress(dataset, done, total)``; ``max_new_tokens`` caps each answer (default: the engine's).
+    Out: ``{"champion_version", "datasets": {name: comparison},
     "hard_violations": {side: total}, "wall_s"}``. Without a champion the challenger is compared
     with the base model. Errors: engine.registry / PEFT load errors, engine.metrics.DatasetError.
     """
+    from engine.backends import GenerationSettings
     from engine.core import Engine
 
     t0 = time.perf_counter()
     extra = {"champion": str(champion_dir)} if champion_dir else None
-    engine = Engine.load(str(challenger_dir), adapters=extra)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens) if max_new_tokens else None
+    engine = Engine.load(str(challenger_dir), adapters=extra, settings=settings)
     variants = {"champion": "champion" if champion_dir else "base", "challenger": "finetuned"}
     out: dict[str, Any] = {"champion_version": champion_version, "datasets": {}}
     totals = dict.fromkeys(SIDES, 0)
@@ -108,3 +113,35 @@ def accuracy_on_rule(evaluation: Mapping[str, Any], dataset: str, rule: str, sid
         if row["rule"] == rule:
             return row[side]
     return None
+
+
+_HEADLINES = (("decision_accuracy", "decision accuracy", "{:.1%}"),
+              ("violation_rate", "violation rate", "{:.1%}"), ("json_validity", "JSON validity", "{:.1%}"),
+              ("latency_p50_s", "latency p50 (s)", "{:.3f}"))
+
+
+def comparison_markdown(evaluation: Mapping[str, Any], challenger: str = "challenger",
+                        max_worse: int = 15) -> str:
+    """The evaluation as Markdown: headline figures side by side, per-rule changes, worse cases."""
+    champ = evaluation.get("champion_version") or "base"
+    hv = evaluation.get("hard_violations", {})
+    parts = [f"**{challenger}** vs champion **{champ}**: cases with hard violations "
+             f"{hv.get('challenger', '?')} vs {hv.get('champion', '?')}"]
+    for name, d in evaluation.get("datasets", {}).items():
+        s = d["summary"]
+        parts += [f"\n#### {name} ({s['champion']['n']} cases)\n", f"| metric | {champ} | {challenger} |",
+                  "|---|---|---|"]
+        parts += [f"| {label} | {fmt.format(s['champion'][k])} | {fmt.format(s['challenger'][k])} |"
+                  for k, label, fmt in _HEADLINES]
+        changed = [r for r in d["per_rule"] if abs(r["delta"]) > 1e-9]
+        if changed:
+            parts += ["\n| rule | n | " + champ + " | " + challenger + " | change |", "|---|---|---|---|---|"]
+            parts += [f"| {r['rule']} | {r['n']} | {(r['champion'] or 0):.0%} | {(r['challenger'] or 0):.0%} "
+                      f"| {r['delta']:+.0%} |" for r in changed]
+        worse = d.get("worse", [])
+        parts.append(f"\n{len(worse)} cases got worse, {len(d.get('better', []))} got better.")
+        if worse:
+            parts += [f"\n| case | rule | label | {champ} | {challenger} |", "|---|---|---|---|---|"]
+            parts += [f"| {w['case_id']} | {w['rule']} | {w['label']} | {w['champion']} | {w['challenger']} |"
+                      for w in worse[:max_worse]]
+    return "\n".join(parts)

@@ -2,8 +2,9 @@
 
 uv run python -m engine.train_job --run-dir runs/ft-v2 --champion data/models/default-ft \
     --eval data/generated/eval.jsonl --holdout runs/ft-v2/holdout.jsonl \
-    -- --config data/models/default-ft.yaml --dataset data/generated/train.jsonl runs/ft-v2/corrections.jsonl \
-       --mix_weights 1 3 --output_dir runs/ft-v2
+    -- --config data/models/default-ft.yaml \
+       --dataset data/generated/train.jsonl runs/ft-v2/corrections.jsonl --mix_weights 1 3 \
+       --output_dir runs/ft-v2
 
 Everything after ``--`` goes to scripts/train_qlora_sft.py unchanged. While it runs, RUN_DIR/progress.json
 says the stage (training / evaluating / done), the step, the total steps and the loss history,
@@ -71,11 +72,12 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     split = argv.index("--") if "--" in argv else len(argv)
     p = argparse.ArgumentParser(prog="python -m engine.train_job", description=__doc__.splitlines()[0])
     p.add_argument("--run-dir", type=Path, required=True, help="the adapter's output dir (= --output_dir)")
-    p.add_argument("--champion", default=None, help="adapter dir of today's champion (none: compare with base)")
+    p.add_argument("--champion", default=None, help="adapter dir of the champion (none: vs base)")
     p.add_argument("--champion-version", default=None, help="its name, e.g. ft-v1 (recorded)")
     p.add_argument("--eval", dest="eval_set", default="data/generated/eval.jsonl", help="frozen eval set")
     p.add_argument("--holdout", default=None, help="held-out reviewed corrections (generator rows)")
     p.add_argument("--eval-max", type=int, default=None, help="cap on cases per evaluated set")
+    p.add_argument("--eval-max-new-tokens", type=int, default=None, help="token cap per answer")
     return p.parse_args(argv[:split]), argv[split + 1:]
 
 
@@ -88,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import transformers.trainer as hf_trainer
 
     hf_trainer.DEFAULT_CALLBACKS.append(ProgressCallback(progress))  # type: ignore[arg-type]
-    from scripts.train_qlora_sft import main as train, parse_args as parse_train_args
+    from scripts.train_qlora_sft import main as train
+    from scripts.train_qlora_sft import parse_args as parse_train_args
 
     train(parse_train_args(train_argv))
     progress.update(stage="evaluating", step=progress.state["max_steps"])
@@ -97,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     datasets = {"eval": args.eval_set, **({"holdout": args.holdout} if args.holdout else {})}
     comparison = evaluate_pair(
         args.run_dir, args.champion, datasets, champion_version=args.champion_version,
-        max_examples=args.eval_max,
+        max_examples=args.eval_max, max_new_tokens=args.eval_max_new_tokens,
         progress=lambda name, done, total: progress.update(eval_stage=name, eval_done=done, eval_total=total),
     )
     (args.run_dir / COMPARISON_FILE).write_text(json.dumps(comparison, indent=2), encoding="utf-8")

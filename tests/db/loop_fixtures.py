@@ -1,0 +1,50 @@
+"""Decision-focused micro data for the close-the-loop tests: cases of a few rules, short answers.
+
+The champion is trained without ``TARGET_RULE`` (so it gets those cases wrong); reviewers then
+correct such cases, and the retrained challenger should do better on that rule.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from policies import Case, expected_decision
+from policies.synth import sample_case
+
+KNOWN_RULES = ("CAN-1", "CAN-2")  # cancellations: APPROVE_CANCELLATION
+TARGET_RULE = "FRD-1"  # unauthorized charges: ESCALATE; the champion never saw one
+TINY_TRAIN_ARGS = [
+    "--quantization", "none", "--lora_r", "8", "--lora_alpha", "16", "--learning_rate", "5e-2",
+    "--lr_scheduler_type", "constant", "--warmup_ratio", "0", "--max_steps", "40",
+    "--per_device_train_batch_size", "8", "--max_length", "512", "--logging_steps", "5",
+    "--eval_each_epoch", "false", "--select_best_by_val_loss", "false", "--num_threads", "1",
+    "--seed", "0", "--train_embeddings", "true",
+]
+
+
+def short_answer(case: Case) -> dict[str, Any]:
+    """The rule engine's decision with the shortest valid free text (fast to learn and to generate)."""
+    exp = expected_decision(case)
+    return {"decision": exp.decision, "reasoning": f"{exp.rule}.", "customer_response": "Thank you.",
+            "next_action": "Close.", "policy_refs": list(exp.policy_refs)}
+
+
+def rows_for(rules: tuple[str, ...], n: int, seed: int, prefix: str) -> list[dict[str, Any]]:
+    """``n`` generator rows cycling through ``rules`` (ids ``{prefix}-00000``, ...)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        case = sample_case(rng, rules[i % len(rules)], f"{prefix}-{i:05d}")
+        rows.append({"id": case.case_id, "instruction": "Decide the case.",
+                     "input": case.model_dump(mode="json"), "output": short_answer(case)})
+    return rows
+
+
+def train_args(base_dir: Path, dataset: Path, val: Path, out_dir: Path, steps: int = 40) -> list[str]:
+    """train_qlora_sft flags for a micro adapter on ``dataset``."""
+    args = list(TINY_TRAIN_ARGS)
+    args[args.index("--max_steps") + 1] = str(steps)
+    return ["--model", str(base_dir), "--dataset", str(dataset), "--eval_dataset", str(val),
+            "--output_dir", str(out_dir), *args]
