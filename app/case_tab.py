@@ -13,7 +13,6 @@ import gradio as gr
 from app import actions
 from app.diffs import correction_diff_html, model_diff_html
 from app.render import answer_html, case_html, policy_markdown
-from app.shortcuts import help_html
 from app.state import Console, username_of
 from db import ModelRun, better_run, case_of, get_case, run_answer
 from db.navigation import Prefetcher, neighbour_case
@@ -74,9 +73,7 @@ def create_case_tab(console: Console) -> CaseTab:
         open_btn = gr.Button("Open case", scale=1, elem_id="open-case")
         prev_btn = gr.Button("← Previous (k)", scale=1, elem_id="case-prev")
         next_btn = gr.Button("Next (j) →", scale=1, elem_id="case-next")
-    gr.HTML(
-        help_html() + "<small>Press <kbd>?</kbd> for keyboard shortcuts.</small>", elem_id="shortcut-help"
-    )
+    gr.HTML("<small>Press <kbd>?</kbd> for keyboard shortcuts.</small>")
     prefetcher = Prefetcher(console.store, console.engine, enabled=console.prefetch)
     case_pk = gr.State(None)
     from_run = gr.State(None)
@@ -120,14 +117,23 @@ def create_case_tab(console: Console) -> CaseTab:
         review_diff,
     ]
 
+    history: dict[str, list[int]] = {}  # per browser session: the cases opened, for "previous"
+
     def open_case(ref: str, request: gr.Request) -> tuple[Any, ...]:
         pk, runs = actions.open_case(console, request, ref)
         user = username_of(request)
+        seen = history.setdefault(getattr(request, "session_hash", None) or "", [])
+        if not seen or seen[-1] != pk:
+            seen.append(pk)
         prefetcher.after_open(pk, user or "anonymous")
         return view(console, pk, runs, viewer=user)
 
     def move(step: int) -> Callable[..., tuple[Any, ...]]:
         def handler(pk: int | None, request: gr.Request) -> tuple[Any, ...]:
+            seen = history.get(getattr(request, "session_hash", None) or "", [])
+            if step < 0 and len(seen) >= 2:  # previous: the case opened before this one
+                seen.pop()
+                return open_case(f"#{seen.pop()}", request)
             target = neighbour_case(console.store, console.engine, pk, step)
             if target is None:
                 return (*[gr.update()] * (len(outputs) - 3), _message("No more cases.", False), "", "")

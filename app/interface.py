@@ -16,7 +16,7 @@ from app.metrics_tab import create_metrics_tab
 from app.models_tab import create_models_tab
 from app.queue_tab import create_queue_tab, queue_frame
 from app.review_tab import create_review_tab
-from app.shortcuts import SHORTCUTS_JS
+from app.shortcuts import SHORTCUTS_JS, help_html
 from app.state import Console, username_of
 from app.try_tab import create_try_tab
 from db import QueueFilter, Store, authenticate, role_of_user
@@ -61,6 +61,7 @@ def build_app(
     with gr.Blocks(title=TITLE) as demo:
         api.register(console)  # first, so the stable api_names are theirs
         whoami = gr.Markdown(f"# {TITLE}")
+        gr.HTML(help_html(), elem_id="shortcut-help")  # shown by the ? key, on every tab
         with gr.Tabs() as tabs:
             with gr.Tab("Queue", id="queue"):
                 queue = create_queue_tab(console)
