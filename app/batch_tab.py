@@ -10,6 +10,7 @@ import pandas as pd
 
 from app.state import Console, require, user_errors
 from db import read_case_rows, run_batch
+from db.paths import UnsafePath, contained_path
 
 
 def resolve_batch_path(console: Console, upload: str | None, path_text: str) -> Path:
@@ -18,11 +19,12 @@ def resolve_batch_path(console: Console, upload: str | None, path_text: str) -> 
         return Path(upload)
     if not path_text.strip():
         raise gr.Error("file: upload a JSONL file or give a path under the data folder")
-    root = console.batch_root.resolve()
-    path = Path(path_text.strip())
-    path = (path if path.is_absolute() else Path.cwd() / path).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        raise gr.Error(f"path: {path_text!r} is not a file under {root}")
+    try:
+        path = contained_path(console.batch_root, path_text, "path")
+    except UnsafePath as exc:
+        raise gr.Error(str(exc), title="Path refused") from exc
+    if not path.is_file():
+        raise gr.Error(f"path: {path_text!r} is not a file under {console.batch_root.resolve()}")
     return path
 
 

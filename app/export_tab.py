@@ -36,9 +36,8 @@ def create_export_tab(console: Console) -> None:
         try:
             res = actions.export(console, request)
         except gr.Error as exc:
-            return f"<div class='export-error' style='color:#b91c1c'>{escape(exc.message)}</div>", history(
-                console
-            )
+            past = pd.DataFrame() if exc.title == "Not allowed" else history(console)  # ops only
+            return f"<div class='export-error' style='color:#b91c1c'>{escape(exc.message)}</div>", past
         skipped = "; ".join(f"{len(v)} skipped as {k}" for k, v in res.skipped.items()) or "none skipped"
         return (
             f"<div class='export-ok'>Exported <b>{res.count}</b> examples to <code>{escape(res.path)}</code> "

@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 
 from db import ExportError, PermissionDenied, ReviewError, Store, UserError, authorize
+from db.paths import UnsafePath
 from policies import InvalidInput
 
 ACTION_PERMISSION = {
@@ -57,7 +58,7 @@ def user_errors() -> Iterator[None]:
         yield
     except InvalidInput as exc:
         raise gr.Error(f"invalid {exc.kind}: {exc}", title=f"Invalid {exc.kind}") from exc
-    except (ReviewError, ExportError, UserError) as exc:
+    except (ReviewError, ExportError, UserError, UnsafePath) as exc:
         raise gr.Error(str(exc)) from exc
     except KeyError as exc:
         raise gr.Error(str(exc.args[0]) if exc.args else "not found") from exc

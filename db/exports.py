@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 from db.audit import audit
 from db.cases import canonical_json, case_fingerprints, case_of
 from db.models import CaseRecord, Export, ExportItem, Review, utcnow
+from db.paths import safe_dir
 from engine.prompt import PromptFormat, build_messages
 from policies import parse_answer
 
@@ -113,8 +114,10 @@ def export_reviews(
 
     ``eval_fingerprints``: extra case ids / body hashes to refuse (the eval file's), on top of cases
     marked ``in_eval_set``. Raises :class:`ExportError` when there is nothing new to export.
+    Raises :class:`db.paths.UnsafePath` for an ``out_dir`` with ``..`` or symlinked out of its parent.
     Permissions are the caller's job (:func:`db.users.authorize` with ``"export"``).
     """
+    out_dir = safe_dir(Path(out_dir))  # no "..", no symlink out: refused before anything is read
     fmt = fmt or PromptFormat()
     candidates, skipped = _candidates(session, fmt, eval_fingerprints or set())
     if not candidates:
@@ -123,7 +126,6 @@ def export_reviews(
             "nothing to export: no approved or corrected review is waiting"
             + (f" ({detail})" if detail else "")
         )
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
     path = out_dir / f"sft-{stamp}.jsonl"
