@@ -90,7 +90,7 @@ def build_app(
             user = username_of(request)
             with store.session() as s:
                 role = role_of_user(s, user)
-            head = (f"# {TITLE}\nSigned in as **{user}** ({role})", queue_frame(console, QueueFilter()))
+            head = (f"# {TITLE}\nSigned in as **{user}** ({role})", queue_frame(console, QueueFilter(), user))
             link = dict(request.query_params).get("case") if request else None
             if not link:  # a link ``?case=C-000123`` opens that case
                 return (*head, *[gr.update()] * len(case.outputs), gr.update())

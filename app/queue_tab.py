@@ -37,10 +37,10 @@ class QueueTab:
     filters: list[gr.components.Component]
 
 
-def queue_frame(console: Console, qfilter: QueueFilter) -> pd.DataFrame:
-    """The queue as a table (the sorting and filtering happen in :func:`db.queue_rows`)."""
+def queue_frame(console: Console, qfilter: QueueFilter, viewer: str | None = None) -> pd.DataFrame:
+    """The queue as ``viewer`` sees it (sorting and filtering happen in :func:`db.queue_rows`)."""
     with console.store.session() as s:
-        rows = queue_rows(s, qfilter, engine_versions(console.engine))
+        rows = queue_rows(s, qfilter, engine_versions(console.engine), viewer)
     data = [
         [
             r.case_pk,
@@ -88,8 +88,9 @@ def create_queue_tab(console: Console) -> QueueTab:
         preset_v: str,
         request: gr.Request,
     ) -> pd.DataFrame:
-        require(console, request, "compare")
-        return queue_frame(console, queue_filter(status_v, flag_v, region_v, rtype_v, disagree_v, preset_v))
+        user = require(console, request, "compare")
+        qfilter = queue_filter(status_v, flag_v, region_v, rtype_v, disagree_v, preset_v)
+        return queue_frame(console, qfilter, user)
 
     for widget in (refresh,):
         widget.click(show, filters, table, api_visibility="private")

@@ -17,7 +17,12 @@ from db.workflows import compare_case, engine_versions
 
 
 def neighbour_case(
-    store: Store, engine: Any, current: int | None, step: int, qfilter: QueueFilter | None = None
+    store: Store,
+    engine: Any,
+    current: int | None,
+    step: int,
+    qfilter: QueueFilter | None = None,
+    viewer: str | None = None,
 ) -> int | None:
     """The case to open after (``step=1``) or before (``step=-1``) ``current`` in queue order.
 
@@ -25,7 +30,7 @@ def neighbour_case(
     previous is the row just above. With no current case, the top of the queue. None when there is none.
     """
     with store.session() as s:
-        rows = queue_rows(s, qfilter or QueueFilter(), engine_versions(engine))
+        rows = queue_rows(s, qfilter or QueueFilter(), engine_versions(engine), viewer)
     pks = [r.case_pk for r in rows]
     if not pks:
         return None
@@ -57,7 +62,7 @@ class Prefetcher:
         return thread
 
     def _run(self, current: int, actor: str) -> None:
-        nxt = neighbour_case(self.store, self.engine, current, 1)
+        nxt = neighbour_case(self.store, self.engine, current, 1, viewer=actor)
         if nxt is None or nxt == current:
             return
         with self._lock:

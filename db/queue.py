@@ -125,20 +125,30 @@ def _agreed_clean(row: QueueRow) -> bool:
 
 
 def queue_rows(
-    session: Session, qfilter: QueueFilter = QueueFilter(), versions: dict[str, str] | None = None
+    session: Session,
+    qfilter: QueueFilter = QueueFilter(),
+    versions: dict[str, str] | None = None,
+    viewer: str | None = None,
 ) -> list[QueueRow]:
     """All cases matching ``qfilter``, neediest first, reviewed last.
 
     ``versions`` ({variant: model_version}) picks the runs of the current models; None takes the
-    latest run of each variant.
+    latest run of each variant. With ``viewer``, a second-opinion case shows that viewer's status
+    until both reviewers are in (:func:`db.second_opinion.statuses_for_viewer`).
     """
     records = session.exec(select(CaseRecord).order_by(col(CaseRecord.id))).all()
     runs_by_case: dict[int, list[ModelRun]] = {}
     for run in session.exec(select(ModelRun).order_by(col(ModelRun.id))):
         runs_by_case.setdefault(run.case_pk, []).append(run)
     status_by_case: dict[int, str] = {}
+    reviews_by_case: dict[int, list[Review]] = {}
     for review in session.exec(select(Review).order_by(col(Review.id))):
         status_by_case[review.case_pk] = review.status
+        reviews_by_case.setdefault(review.case_pk, []).append(review)
+    if viewer is not None:
+        from db.second_opinion import statuses_for_viewer  # it imports this module's neighbours
+
+        status_by_case.update(statuses_for_viewer(session, list(records), reviews_by_case, viewer))
     rows = [
         _row(
             r,

@@ -170,3 +170,21 @@ def inter_reviewer_agreement(session: Session) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=["scope", "kappa", "agreement", "n"])
+
+
+def statuses_for_viewer(
+    session: Session, records: list[CaseRecord], reviews_by_case: dict[int, list[Review]], viewer: str
+) -> dict[int, str]:
+    """Queue statuses that would give away a hidden verdict, as ``viewer`` may see them: on a
+    second-opinion case only one reviewer has reviewed, the viewer's own status, else ``pending``
+    (so the case stays in the second reviewer's queue)."""
+    share = second_opinion_share(session)
+    out: dict[int, str] = {}
+    if share <= 0:
+        return out
+    for record in records:
+        reviews = reviews_by_case.get(record.id or 0, [])
+        if reviews and len(_first_two(reviews)) < 2 and needs_second_opinion(record.case_id, share):
+            own = [r for r in reviews if r.reviewer == viewer]
+            out[record.id or 0] = own[-1].status if own else "pending"
+    return out

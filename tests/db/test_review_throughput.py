@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from db import PermissionDenied, QueueFilter, Review, audit_entries, create_user, save_run, submit_review
+from db import (
+    PermissionDenied,
+    QueueFilter,
+    Review,
+    audit_entries,
+    create_user,
+    queue_rows,
+    save_run,
+    submit_review,
+)
 from db.bulk import BulkError, bulk_approve, undo_bulk
 from db.cases import add_case, runs_for_case
 from db.metrics import cohen_kappa
@@ -121,6 +130,8 @@ def test_second_reviewer_never_sees_first_verdict(store):
         assert visible_reviews(s, pk, "rex") == []
         assert visible_status(s, pk, "rex") == "pending"
         assert [r.reviewer for r in visible_reviews(s, pk, "rita")] == ["rita"]
+        status_as = {v: queue_rows(s, QueueFilter(), None, v)[0].status for v in ("rex", "rita")}
+        assert status_as == {"rex": "pending", "rita": "approved"}  # the queue hides it too
         submit_review(s, pk, "flag", "rex", runs=runs_for_case(s, pk), note="unclear")
     with store.session() as s:
         assert [r.reviewer for r in visible_reviews(s, pk, "rex")] == ["rita", "rex"]
