@@ -10,6 +10,7 @@ import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from app.review_tab import agreement_frame  # noqa: E402
 from app.state import Console, require  # noqa: E402
 from db import corrections_per_rule, model_metrics, reviewer_agreement  # noqa: E402
 from db.metrics import METRIC_NAMES  # noqa: E402
@@ -56,8 +57,12 @@ def create_metrics_tab(console: Console) -> None:
         agreement_plot = gr.Plot(label="Reviewer agreement with each model")
         rules_plot = gr.Plot(label="Corrections per rule id")
     table = gr.Dataframe(interactive=False, label="Figures")
+    agreement_table = gr.Dataframe(
+        interactive=False,
+        label="Inter-reviewer agreement (Cohen's kappa) and each model's agreement with reviewers",
+    )
 
-    def show(request: gr.Request) -> tuple[Figure, Figure, Figure, pd.DataFrame]:
+    def show(request: gr.Request) -> tuple[Figure, Figure, Figure, pd.DataFrame, pd.DataFrame]:
         require(console, request, "compare")
         with console.store.session() as s:
             models, agreement, rules = model_metrics(s), reviewer_agreement(s), corrections_per_rule(s)
@@ -66,6 +71,8 @@ def create_metrics_tab(console: Console) -> None:
             bar_figure(agreement, "variant", "agreement", "Final decision = model decision", ylim=1),
             bar_figure(rules, "rule", "corrections", "Corrected cases by deciding rule"),
             models,
+            agreement_frame(console),
         )
 
-    refresh.click(show, None, [models_plot, agreement_plot, rules_plot, table], api_visibility="private")
+    outputs = [models_plot, agreement_plot, rules_plot, table, agreement_table]
+    refresh.click(show, None, outputs, api_visibility="private")
