@@ -5,16 +5,15 @@ Each example is ``{"messages": [system, user, assistant]}``: the system and user
 assistant turn is the reviewed answer as JSON. Only the latest review of a case counts, and only
 when it approved or corrected an answer. Cases of the eval set are refused, duplicate examples are
 dropped (within the file and against earlier exports) and a review is never exported twice
-(``export_items.review_id`` is unique). The file is written to a temp file, fsynced and renamed
-before the bookkeeping commits; if the commit fails the file is removed.
+(``export_items.review_id`` is unique). Files are published with :mod:`db.durable`: written to
+hidden temp files and fsynced, the bookkeeping committed, then renamed into place; an export cut
+short is undone (or, when it had committed, finished) by :func:`recover_exports` before the next.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from db.audit import audit
 from db.cases import canonical_json, case_fingerprints, case_of
+from db.durable import Recovery, discard, publish, recover_dir, write_temp
 from db.models import CaseRecord, Export, ExportItem, Review, utcnow
 from db.paths import safe_dir
 from engine.prompt import PromptFormat, build_messages
@@ -85,22 +85,12 @@ def _candidates(
     return out, {k: v for k, v in skipped.items() if v}
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+def recover_exports(session: Session, out_dir: Path) -> Recovery:
+    """Finish or undo exports in ``out_dir`` that a crash cut short (see :mod:`db.durable`)."""
+    recorded: set[str] = set()
+    for export in session.exec(select(Export)):
+        recorded.update({Path(export.path).name, Path(export.manifest_path).name})
+    return recover_dir(Path(out_dir), recorded, "sft-*")
 
 
 def export_reviews(
@@ -118,6 +108,7 @@ def export_reviews(
     Permissions are the caller's job (:func:`db.users.authorize` with ``"export"``).
     """
     out_dir = safe_dir(Path(out_dir))  # no "..", no symlink out: refused before anything is read
+    recover_exports(session, out_dir)  # the first statement: the caller's write lock is held from here
     fmt = fmt or PromptFormat()
     candidates, skipped = _candidates(session, fmt, eval_fingerprints or set())
     if not candidates:
@@ -147,9 +138,10 @@ def export_reviews(
         "case_ids": [c.record.case_id for c in candidates],
         "skipped": skipped,
     }
-    _atomic_write(path, data)
-    _atomic_write(manifest_path, json.dumps(manifest, indent=2).encode())
+    files = [path, manifest_path]
     try:
+        write_temp(path, data)
+        write_temp(manifest_path, json.dumps(manifest, indent=2).encode())
         export = Export(
             path=str(path),
             manifest_path=str(manifest_path),
@@ -173,9 +165,9 @@ def export_reviews(
         session.commit()
     except BaseException:
         session.rollback()
-        path.unlink(missing_ok=True)
-        manifest_path.unlink(missing_ok=True)
+        discard(files)
         raise
+    publish(files)  # a crash before this line is finished by the next recover_exports
     return ExportResult(str(path), str(manifest_path), len(candidates), sha256, review_ids, skipped)
 
 
