@@ -86,7 +86,8 @@ def compare_case(store: Store, engine: Any, case_pk: int, actor: str) -> dict[st
             return runs
         answers = engine.compare(case, variants=compared_variants(engine))
         _remember(engine, answers)
-    return store.write(lambda s: {v: save_run(s, case_pk, a, actor) for v, a in answers.items()})
+        # saved before the lock is released: a thread waiting on it must find the runs cached
+        return store.write(lambda s: {v: save_run(s, case_pk, a, actor) for v, a in answers.items()})
 
 
 def compare_new_case(
