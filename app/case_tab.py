@@ -134,7 +134,11 @@ def create_case_tab(console: Console) -> CaseTab:
             if step < 0 and len(seen) >= 2:  # previous: the case opened before this one
                 seen.pop()
                 return open_case(f"#{seen.pop()}", request)
-            target = neighbour_case(console.store, console.engine, pk, step, viewer=username_of(request))
+            viewer = username_of(request)
+            if step > 0:
+                target = prefetcher.next_after(pk, viewer)
+            else:
+                target = neighbour_case(console.store, console.engine, pk, step, viewer=viewer)
             if target is None:
                 return (*[gr.update()] * (len(outputs) - 3), _message("No more cases.", False), "", "")
             return open_case(f"#{target}", request)

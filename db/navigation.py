@@ -52,6 +52,15 @@ class Prefetcher:
         self._busy: set[int] = set()
         self._lock = threading.Lock()
         self.done: list[int] = []  # case ids prefetched, for tests and benchmarks
+        # current case -> the next case chosen (and answered) for it. Answering a case changes its
+        # priority, so "next" asked later could pick another case; this keeps j on the prefetched one.
+        self.planned: dict[int, int] = {}
+
+    def next_after(self, current: int | None, viewer: str | None) -> int | None:
+        """The case to open after ``current``: the one prefetched for it, else the queue's next."""
+        if current is not None and current in self.planned:
+            return self.planned.pop(current)
+        return neighbour_case(self.store, self.engine, current, 1, viewer=viewer)
 
     def after_open(self, current: int, actor: str) -> threading.Thread | None:
         """Start answering the next case after ``current``; returns the thread (None: nothing to do)."""
@@ -65,6 +74,7 @@ class Prefetcher:
         nxt = neighbour_case(self.store, self.engine, current, 1, viewer=actor)
         if nxt is None or nxt == current:
             return
+        self.planned[current] = nxt
         with self._lock:
             if nxt in self._busy:
                 return
