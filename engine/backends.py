@@ -73,6 +73,31 @@ class Backend(Protocol):
     def model_version(self, variant: str) -> str: ...
 
 
+def tie_head_copies(model: Any) -> None:
+    """Give a tied ``lm_head`` its trained-embedding copy for every adapter loaded after the first.
+
+    An adapter trained with ``modules_to_save=["embed_tokens"]`` and weight tying shares that copy
+    with ``lm_head``; PEFT 0.21's ``load_adapter`` adds the copy to ``embed_tokens`` only, so a second
+    adapter would decode through the base's head. Here the head gets the same tensor, as the first
+    adapter's does.
+    """
+    from peft.utils.other import ModulesToSaveWrapper
+
+    wrappers = {n.rsplit(".", 1)[-1]: m for n, m in model.named_modules()
+                if isinstance(m, ModulesToSaveWrapper)}
+    emb, head = wrappers.get("embed_tokens"), wrappers.get("lm_head")
+    if emb is None or head is None:
+        return
+    tied = head.original_module.weight is emb.original_module.weight or any(
+        k in emb.modules_to_save and head.modules_to_save[k].weight is emb.modules_to_save[k].weight
+        for k in head.modules_to_save)
+    if not tied:
+        return
+    for name, module in emb.modules_to_save.items():
+        if name not in head.modules_to_save:
+            head.update(name, tied_module=module)  # registers the name too, so set_adapter finds it
+
+
 class LocalPeftBackend:
     """transformers + PEFT in this process: one base model, any number of named LoRA adapters.
 
@@ -123,6 +148,7 @@ class LocalPeftBackend:
             else:
                 self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name,
                                                        is_trainable=False)
+            tie_head_copies(self.model)
             self.model.eval()
         self.adapter_versions[name] = version or name
 
@@ -141,6 +167,7 @@ class LocalPeftBackend:
             self.model.delete_adapter(name)
             self.model.load_adapter(path, adapter_name=name, is_trainable=False)
             self.model.delete_adapter(staging)
+            tie_head_copies(self.model)
             self.model.eval()
         self.adapter_versions.pop(staging, None)
         self.adapter_versions[name] = version or name
