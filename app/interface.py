@@ -11,6 +11,7 @@ import gradio as gr
 from app import api
 from app.batch_tab import create_batch_tab
 from app.case_tab import create_case_tab
+from app.drift_tab import create_drift_tab
 from app.export_tab import create_export_tab
 from app.metrics_tab import create_metrics_tab
 from app.models_tab import create_models_tab
@@ -77,6 +78,8 @@ def build_app(
                 create_export_tab(console)
             with gr.Tab("Models", id="models"):
                 create_models_tab(console, runner or Runner(store))
+            with gr.Tab("Drift", id="drift"):
+                create_drift_tab(console)
             with gr.Tab("Reviews", id="reviews"):
                 create_review_tab(console)
 

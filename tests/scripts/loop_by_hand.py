@@ -1,0 +1,98 @@
+"""The close-the-loop run at a larger scale than CI (dev tool, minutes on CPU; run it nice'd):
+
+uv run python tests/scripts/loop_by_hand.py --out runs/loop-demo --rule FRD-1 --steps 150 --retrain-steps 100
+
+1. champion ft-v1: default-base + LoRA (the default-ft recipe) on data/generated/train.jsonl WITHOUT
+   the rule's rows; 2. those rows become reviewer corrections in a fresh store and are exported;
+3. the Runner retrains (subprocess, continuing the champion on train + corrections), evaluates
+   against ft-v1 on the eval set and the held-out corrections; 4. promotion. Prints and writes
+   OUT/figures.json (accuracy on the rule before/after, headline figures, audit actions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from db import create_user, export_reviews, open_store, submit_review
+from db.audit import audit_entries
+from db.cases import add_case
+from db.jobs import RetrainRequest, Runner, RunnerConfig
+from db.models import Export
+from db.versions import PromotionRefused, ensure_bundled_version, get_version, promote
+from engine.champion import accuracy_on_rule
+from policies import expected_decision, parse_case
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", type=Path, default=Path("runs/loop-demo"))
+    p.add_argument("--rule", default="FRD-1")
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--retrain-steps", type=int, default=100)
+    p.add_argument("--eval-max", type=int, default=150)
+    a = p.parse_args()
+    out = a.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in (REPO / "data/generated/train.jsonl").open()]
+    keep = [r for r in rows if expected_decision(parse_case(r["input"])).rule != a.rule]
+    target = [r for r in rows if expected_decision(parse_case(r["input"])).rule == a.rule]
+    train = out / "train-without-rule.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    common = ["--config", "data/models/default-ft.yaml", "--max_train_examples", "100000",
+              "--eval_dataset", "data/generated/validation.jsonl", "--max_eval_examples", "64",
+              "--eval_each_epoch", "false", "--select_best_by_val_loss", "false", "--logging_steps", "10"]
+    if not (out / "ft-v1" / "adapter_config.json").is_file():
+        from scripts.train_qlora_sft import main as train_main, parse_args
+
+        train_main(parse_args([*common, "--model", "default-base", "--dataset", str(train),
+                               "--output_dir", str(out / "ft-v1"), "--max_steps", str(a.steps)]))
+    store = open_store(out / "loop.db")
+    with store.session() as s:
+        create_user(s, "ops", "ops", "ops-password-1")
+        create_user(s, "rev", "reviewer", "reviewer-password-1")
+        ensure_bundled_version(s, out / "ft-v1", "default-base")
+    for r in target:
+        with store.session() as s:
+            rec = add_case(s, parse_case(r["input"]), "try", "rev")
+            submit_review(s, rec.id or 0, "correct", "rev", runs={}, answer=r["output"])
+    with store.session() as s:
+        export_reviews(s, "ops", out / "exports")
+    with store.session() as s:
+        export_id = s.exec(__import__("sqlmodel").select(Export.id)).one()
+    runner = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=out / "runs", base_dataset=str(train),
+                                        train_config=None, eval_max=a.eval_max,
+                                        extra_args=[*common, "--max_steps", str(a.retrain_steps)]))
+    job = runner.start("ops", RetrainRequest([export_id], 1.0, 3.0, 0.25, init="champion"))
+    job = runner.wait(job.id or 0, timeout_s=4 * 3600, poll_s=10)
+    print(job.status, job.error or "")
+    with store.session() as s:
+        ev = get_version(s, job.version_name).evaluation() or {}
+    figures = {"rule": a.rule, "job": job.status, "hard_violations": ev.get("hard_violations")}
+    for ds in ("eval", "holdout"):
+        d = ev.get("datasets", {}).get(ds)
+        if d:
+            figures[ds] = {"n": d["summary"]["champion"]["n"],
+                           "rule_accuracy": {side: accuracy_on_rule(ev, ds, a.rule, side)
+                                             for side in ("champion", "challenger")},
+                           **{side: {k: d["summary"][side][k] for k in
+                                     ("decision_accuracy", "violation_rate", "json_validity", "latency_p50_s")}
+                              for side in ("champion", "challenger")},
+                           "worse": len(d["worse"]), "better": len(d["better"])}
+    try:
+        with store.session() as s:
+            promote(s, "ops", job.version_name)
+        figures["promoted"] = True
+    except PromotionRefused as exc:
+        figures["promoted"] = str(exc)
+    with store.session() as s:
+        figures["audit"] = [e.action for e in audit_entries(s) if not e.action.startswith("review_")]
+    (out / "figures.json").write_text(json.dumps(figures, indent=2))
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
