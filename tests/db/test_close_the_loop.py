@@ -7,6 +7,8 @@ ft-v2 on the base set plus that export in a subprocess, evaluates it against ft-
 (both rules) and on held-out corrections, and ops promote it. What is asserted: FRD-1 accuracy of
 the challenger is above the champion's on the eval set; the hard-violation gate; atomic
 promotion and rollback; the serving Engine swaps its ``finetuned`` adapter without a reload.
+Not asserted: that overall accuracy rises. A micro model this small shifts towards ESCALATE
+rather than learning to tell the rules apart (docs/loop.md has the figures and a larger run).
 """
 
 from __future__ import annotations
