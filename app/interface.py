@@ -97,7 +97,11 @@ def build_app(
             link = dict(request.query_params).get("case") if request else None
             if not link:  # a link ``?case=C-000123`` opens that case
                 return (*head, *[gr.update()] * len(case.outputs), gr.update())
-            return (*head, *case.open(link, request), gr.Tabs(selected="case"))
+            try:
+                return (*head, *case.open(link, request), gr.Tabs(selected="case"))
+            except gr.Error as exc:  # an unknown case in the link: say so, keep the page usable
+                gr.Warning(f"Link: {exc.message}")
+                return (*head, *[gr.update()] * len(case.outputs), gr.update())
 
         queue.table.select(open_selected, None, [*case.outputs, tabs], api_visibility="private")
         demo.load(on_load, None, [whoami, queue.table, *case.outputs, tabs], api_visibility="private")
