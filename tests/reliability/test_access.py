@@ -1,0 +1,127 @@
+"""Nobody where they don't belong: login on every endpoint, roles checked in the handlers (and
+refusals audited), slow salted password hashes, and paths that cannot leave their directory."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import httpx
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from app import actions
+from app.batch_tab import resolve_batch_path
+from app.state import Console, require
+from db import audit_entries, export_reviews, hash_password, open_store, verify_password
+from db.paths import UnsafePath, contained_path, safe_dir
+from db.users import SCRYPT_N
+from tests.conftest import tiny_cases
+
+GOOD_ANSWER = {
+    "decision": "DENY",
+    "reasoning": "RET-10 applies.",
+    "customer_response": "Sorry, this is outside the window.",
+    "next_action": "Close the case.",
+    "policy_refs": ["RET-10"],
+}
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/config"),
+        ("GET", "/gradio_api/info"),
+        ("GET", "/gradio_api/openapi.json"),
+        ("POST", "/gradio_api/call/compare"),
+        ("POST", "/gradio_api/call/submit_review"),
+        ("POST", "/gradio_api/call/export"),
+        ("POST", "/gradio_api/queue/join"),
+        ("GET", "/gradio_api/file=/etc/passwd"),
+    ],
+)
+def test_anonymous_gets_401_everywhere(served, method, path):
+    body = {"data": [json.dumps(tiny_cases()[0])], "fn_index": 0, "session_hash": "x"}
+    response = httpx.request(method, served.url.rstrip("/") + path, json=body if method == "POST" else None)
+    assert response.status_code == 401, (path, response.status_code)
+
+
+def test_roles_are_enforced_in_the_handlers_and_audited(served):
+    agent = Client(served.url, auth=served.auth("ann"), verbose=False)
+    reviewer = Client(served.url, auth=served.auth("rita"), verbose=False)
+    case_id = served.batch_case_ids[0]
+    with pytest.raises(AppError, match="may not export"):
+        agent.predict(api_name="/export")
+    with pytest.raises(AppError, match="may not export"):
+        reviewer.predict(api_name="/export")
+    with pytest.raises(AppError, match="may not correct"):
+        agent.predict(case_id, "correct", json.dumps(GOOD_ANSWER), "", api_name="/submit_review")
+    with pytest.raises(AppError, match="may not approve"):
+        agent.predict(case_id, "approve_finetuned", "", "", api_name="/submit_review")
+    with served.store.session() as s:
+        denied = [(e.actor, e.entity_id) for e in audit_entries(s, action="denied")]
+    assert {("ann", "export"), ("rita", "export"), ("ann", "correct"), ("ann", "approve")} <= set(denied)
+
+
+@pytest.mark.parametrize("action", ["compare", "flag", "approve", "correct", "export", "batch"])
+def test_no_user_no_action(tmp_path, action):
+    """A request without a logged-in user (auth switched off by mistake) is refused, not served."""
+    console = Console(engine=None, store=open_store(tmp_path / "s.db"))
+    with pytest.raises(gr.Error, match="anonymous"):
+        require(console, SimpleNamespace(username=None), action)
+    with pytest.raises(gr.Error, match="anonymous"):
+        actions.export(console, None)
+
+
+def test_passwords_are_slow_salted_scrypt():
+    first, second = hash_password("same-password"), hash_password("same-password")
+    assert first != second and first.startswith("scrypt$") and SCRYPT_N >= 2**14
+    started = time.perf_counter()
+    assert verify_password("same-password", first) and not verify_password("Same-password", first)
+    assert (time.perf_counter() - started) / 2 > 0.01  # >10 ms per guess
+    assert not verify_password("x", "md5$abc") and not verify_password("x", "garbage")
+
+
+def _tree(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "cases.jsonl").write_text("{}\n")
+    (tmp_path / "secret.jsonl").write_text("{}\n")
+    (root / "link-out.jsonl").symlink_to(tmp_path / "secret.jsonl")
+    (root / "dir-out").symlink_to(tmp_path)
+    return root
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    ["../secret.jsonl", "sub/../../secret.jsonl", "sub/../sub/cases.jsonl", "/etc/passwd",
+     "link-out.jsonl", "dir-out/secret.jsonl", "", "a\x00b"],
+)
+def test_paths_cannot_escape(tmp_path, candidate):
+    root = _tree(tmp_path)
+    if candidate == "/etc/passwd" or candidate.startswith("link") or candidate.startswith("dir"):
+        candidate = candidate if candidate.startswith("/") else str(root / candidate)
+    with pytest.raises(UnsafePath):
+        contained_path(root, candidate)
+    console = Console(engine=None, store=None, batch_root=root)  # type: ignore[arg-type]
+    with pytest.raises(gr.Error):
+        resolve_batch_path(console, None, candidate)
+
+
+def test_paths_inside_are_fine(tmp_path):
+    root = _tree(tmp_path)
+    assert contained_path(root, "sub/cases.jsonl") == (root / "sub" / "cases.jsonl").resolve()
+    assert contained_path(root, str(root / "sub" / "cases.jsonl")).is_file()
+
+
+def test_export_dir_cannot_escape(tmp_path):
+    root = _tree(tmp_path)
+    store = open_store(tmp_path / "s.db")
+    for bad in (root / "dir-out", root / ".." / "exports"):
+        with pytest.raises(UnsafePath), store.session() as s:
+            export_reviews(s, "otto", bad)
+    assert safe_dir(root / "exports") == (root / "exports").resolve()
