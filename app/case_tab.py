@@ -18,6 +18,7 @@ from db import ModelRun, better_run, case_of, get_case, run_answer
 from db.navigation import Prefetcher, neighbour_case
 from db.review_log import latest_correction
 from db.second_opinion import visible_status
+from db.shadow import shadow_run
 from policies import DECISIONS, RULE_IDS, expected_decision
 
 
@@ -41,6 +42,7 @@ def view(
         record = get_case(s, case_pk)
         status = visible_status(s, case_pk, viewer)  # a hidden second-opinion verdict stays hidden
         correction = latest_correction(s, case_pk, viewer)
+        shadow = shadow_run(s, case_pk)  # the challenger's answer, when shadow mode routed this case
     case = case_of(record)
     start = better_run(runs, expected_decision(case).decision)
     draft = (run_answer(start) if start else None) or {}
@@ -49,7 +51,8 @@ def view(
         case_html(case, status, case_pk, record.in_eval_set),
         policy_markdown(case),
         answer_html("Base", runs.get("base")),
-        answer_html("Fine-tuned", runs.get("finetuned")),
+        answer_html("Fine-tuned", runs.get("finetuned"))
+        + (answer_html(f"Challenger (shadow, {shadow.model_version})", shadow) if shadow else ""),
         draft.get("decision"),
         draft.get("reasoning", ""),
         draft.get("customer_response", ""),

@@ -15,6 +15,7 @@ from sqlmodel import col, select
 from app.state import Console, require, username_of
 from db import Export, role_allows, role_of_user
 from db.jobs import JobError, RetrainRequest, Runner
+from db.shadow import set_shadow_share
 from db.versions import VersionError, get_version, list_versions, promote, rollback, serve_champion
 from engine.champion import comparison_markdown
 
@@ -95,6 +96,12 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
             rollback_btn = gr.Button("Roll back to this version", elem_id="models-rollback")
         verdict = gr.HTML(elem_id="models-verdict")
         compare = gr.Markdown(elem_id="models-compare")
+    with gr.Accordion("Shadow mode", open=False):
+        with gr.Row():
+            share = gr.Slider(0.0, 1.0, 0.0, step=0.05, label="share of new cases also answered by the "
+                              "newest challenger (variant 'challenger', shown in the case view)")
+            save_share = gr.Button("Save share", elem_id="models-shadow-save")
+        share_note = gr.Markdown()
 
     def refresh(request: gr.Request) -> tuple[Any, ...]:
         require(console, request, "retrain")
@@ -158,12 +165,19 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
                 api_visibility="private")
     cancel.click(do_cancel, None, [job_status, loss, log], api_visibility="private")
     pick.change(show, pick, compare, api_visibility="private")
+    def do_share(value: float, request: gr.Request) -> str:
+        actor = require(console, request, "promote")
+        with console.store.session() as s:
+            set_shadow_share(s, actor, float(value))
+        return f"Shadow share set to {float(value):.0%}."
+
     def do_promote(name: str | None, request: gr.Request) -> tuple[str, pd.DataFrame]:
         return change(name, "promote", request)
 
     def do_rollback(name: str | None, request: gr.Request) -> tuple[str, pd.DataFrame]:
         return change(name, "rollback", request)
 
+    save_share.click(do_share, share, share_note, api_visibility="private")
     promote_btn.click(do_promote, pick, [verdict, versions], api_visibility="private")
     rollback_btn.click(do_rollback, pick, [verdict, versions], api_visibility="private")
     gr.Button("Refresh").click(refresh, None, [versions, exports, pick, job_status, loss, log],

@@ -64,6 +64,14 @@ def m003_adapter_versions(conn: Connection) -> None:
 
 
 @migration
+def m003_shadow_settings(conn: Connection) -> None:
+    # Shadow routing of new cases to the challenger (issue 6): a new one-row table.
+    from db.shadow import ShadowSetting
+
+    ShadowSetting.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+
+
+@migration
 def m004_review_throughput(conn: Connection) -> None:
     # Bulk actions, saved queue filters and review settings (issue 9): new tables only.
     from db.review_models import REVIEW_THROUGHPUT_TABLES

@@ -95,7 +95,11 @@ def compare_new_case(
 ) -> tuple[int, dict[str, ModelRun]]:
     """Store ``case`` (source ``try`` / ``batch``) and compare it; returns (case_pk, runs)."""
     case_pk = store.write(lambda s: add_case(s, case, source, actor).id or 0)
-    return case_pk, compare_case(store, engine, case_pk, actor)
+    runs = compare_case(store, engine, case_pk, actor)
+    from db.shadow import shadow_answer  # lazy: db.shadow imports db.versions
+
+    shadow_answer(store, engine, case_pk, actor)  # a share of new cases also goes to the challenger
+    return case_pk, runs
 
 
 def run_batch(
