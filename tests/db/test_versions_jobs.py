@@ -1,0 +1,121 @@
+"""db.versions and db.jobs without training: the promotion gate, rollback, and the Runner's
+bookkeeping (busy, failed, cancelled) with a stand-in for the Python interpreter."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from db import create_user, export_reviews, open_store, submit_review
+from db.audit import audit_entries
+from db.cases import add_case
+from db.jobs import JobBusy, JobError, RetrainRequest, Runner, RunnerConfig
+from db.models import Export
+from db.store import Store
+from db.versions import (
+    PromotionRefused,
+    VersionError,
+    champion,
+    ensure_bundled_version,
+    next_version_name,
+    promote,
+    register_version,
+    rollback,
+)
+from policies import parse_case
+from tests.db.loop_fixtures import rows_for, short_answer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _evaluation(champ: int, chall: int, against: str = "ft-v1") -> dict:
+    return {"champion_version": against, "hard_violations": {"champion": champ, "challenger": chall},
+            "datasets": {}}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = open_store(tmp_path / "v.db")
+    with store.session() as s:
+        create_user(s, "olga", "ops", "ops-password-1")
+        create_user(s, "rita", "reviewer", "reviewer-password-1")
+        ensure_bundled_version(s, tmp_path / "ft-v1", "base")
+    return store
+
+
+def test_bundled_version_once_and_names(store: Store) -> None:
+    with store.session() as s:
+        assert ensure_bundled_version(s, "x", "base") is None
+        assert champion(s).name == "ft-v1"  # type: ignore[union-attr]
+        assert next_version_name(s, ["ft-v4"]) == "ft-v5"
+
+
+def test_promotion_gate_and_rollback(store: Store) -> None:
+    with store.session() as s:
+        register_version(s, "olga", "ft-v2", "runs/ft-v2", "base", evaluation=_evaluation(1, 3))
+        register_version(s, "olga", "ft-v3", "runs/ft-v3", "base")
+        register_version(s, "olga", "ft-v4", "runs/ft-v4", "base", evaluation=_evaluation(3, 1))
+    for name, why in (("ft-v2", "hard violations"), ("ft-v3", "not evaluated")):
+        with store.session() as s, pytest.raises(PromotionRefused, match=why):
+            promote(s, "olga", name)
+    with store.session() as s:
+        promote(s, "olga", "ft-v4")
+    with store.session() as s, pytest.raises(PromotionRefused, match="champion is now ft-v4"):
+        register_version(s, "olga", "ft-v5", "runs/ft-v5", "base", evaluation=_evaluation(0, 0))
+        s.commit()
+        promote(s, "olga", "ft-v5")
+    with store.session() as s:
+        rollback(s, "olga", "ft-v1")
+    with store.session() as s, pytest.raises(VersionError, match="champion already"):
+        rollback(s, "olga", "ft-v1")
+    with store.session() as s:
+        assert champion(s).name == "ft-v1"  # type: ignore[union-attr]
+        changes = [(e.action, json.loads(e.after_json or "{}").get("champion"))
+                   for e in audit_entries(s) if e.action in ("promote", "rollback")]
+    assert changes == [("promote", "ft-v4"), ("rollback", "ft-v1")]
+
+
+def _fake_python(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "fake-python"
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def _export(store: Store, tmp_path: Path) -> int:
+    for row in rows_for(("FRD-1",), 6, seed=4, prefix="C-CO"):
+        case = parse_case(row["input"])
+        with store.session() as s:
+            rec = add_case(s, case, "try", "rita")
+            submit_review(s, rec.id or 0, "correct", "rita", runs={}, answer=short_answer(case))
+    with store.session() as s:
+        export_reviews(s, "olga", tmp_path / "exports")
+    with store.session() as s:
+        return s.exec(__import__("sqlmodel").select(Export.id)).one()
+
+
+def test_runner_busy_cancel_and_failure(store: Store, tmp_path: Path) -> None:
+    export_id = _export(store, tmp_path)
+    slow = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=tmp_path / "runs",
+                                      python=_fake_python(tmp_path, "sleep 30")))
+    with pytest.raises(JobError, match="exports"):
+        slow.start("olga", RetrainRequest([]))
+    job = slow.start("olga", RetrainRequest([export_id], holdout_share=0.5))
+    assert {p.name for p in Path(job.run_dir).iterdir()} >= {"corrections.jsonl", "holdout.jsonl", "job.log"}
+    with pytest.raises(JobBusy):
+        slow.start("olga", RetrainRequest([export_id]))
+    slow.cancel("olga", job.id or 0)
+    assert slow.active() is None
+
+    failing = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=tmp_path / "runs",
+                                         python=_fake_python(tmp_path, "echo 'Traceback: boom' >&2; exit 3")))
+    job = failing.wait(failing.start("olga", RetrainRequest([export_id])).id or 0, timeout_s=30)
+    assert job.status == "failed" and job.exit_code == 3 and "boom" in (job.error or "")
+    assert job.version_name == "ft-v3"  # ft-v2 went to the cancelled job
+    with store.session() as s:
+        assert champion(s).name == "ft-v1"  # type: ignore[union-attr]
+        actions = [e.action for e in audit_entries(s, entity="training_job")]
+    assert actions == ["retrain_start", "retrain_cancel", "retrain_start", "retrain_failed"]
