@@ -260,9 +260,9 @@ class Runner:
         comparison_path = Path(job.run_dir) / COMPARISON_FILE
         if code == 0 and comparison_path.is_file():
             evaluation = json.loads(comparison_path.read_text(encoding="utf-8"))
-            base = json.loads(job.command_json)
-            model = base[base.index("--model") + 1] if "--model" in base else self.config.base_model
-            register_version(s, job.created_by, job.version_name, job.run_dir, model,
+            adapter_config = json.loads((Path(job.run_dir) / "adapter_config.json").read_text())
+            base = adapter_config.get("base_model_name_or_path") or self.config.base_model
+            register_version(s, job.created_by, job.version_name, job.run_dir, base,
                              evaluation=evaluation, job_id=job.id)
             job.status = "succeeded"
         elif job.status == "running":

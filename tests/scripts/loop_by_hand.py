@@ -25,6 +25,7 @@ from engine.champion import accuracy_on_rule
 from policies import expected_decision, parse_case
 
 REPO = Path(__file__).resolve().parents[2]
+HEADLINE_KEYS = ("decision_accuracy", "violation_rate", "json_validity", "latency_p50_s")
 
 
 def main() -> None:
@@ -46,7 +47,8 @@ def main() -> None:
               "--eval_dataset", "data/generated/validation.jsonl", "--max_eval_examples", "64",
               "--eval_each_epoch", "false", "--select_best_by_val_loss", "false", "--logging_steps", "10"]
     if not (out / "ft-v1" / "adapter_config.json").is_file():
-        from scripts.train_qlora_sft import main as train_main, parse_args
+        from scripts.train_qlora_sft import main as train_main
+        from scripts.train_qlora_sft import parse_args
 
         train_main(parse_args([*common, "--model", "default-base", "--dataset", str(train),
                                "--output_dir", str(out / "ft-v1"), "--max_steps", str(a.steps)]))
@@ -78,8 +80,7 @@ def main() -> None:
             figures[ds] = {"n": d["summary"]["champion"]["n"],
                            "rule_accuracy": {side: accuracy_on_rule(ev, ds, a.rule, side)
                                              for side in ("champion", "challenger")},
-                           **{side: {k: d["summary"][side][k] for k in
-                                     ("decision_accuracy", "violation_rate", "json_validity", "latency_p50_s")}
+                           **{side: {k: d["summary"][side][k] for k in HEADLINE_KEYS}
                               for side in ("champion", "challenger")},
                            "worse": len(d["worse"]), "better": len(d["better"])}
     try:
