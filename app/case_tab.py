@@ -120,6 +120,10 @@ def create_case_tab(console: Console) -> CaseTab:
         review_diff,
     ]
 
+    def only_message(message: str) -> tuple[Any, ...]:
+        """Leave every output as it is except the status message."""
+        return tuple(message if o is status_msg else gr.update() for o in outputs)
+
     history: dict[str, list[int]] = {}  # per browser session: the cases opened, for "previous"
 
     def open_case(ref: str, request: gr.Request) -> tuple[Any, ...]:
@@ -143,7 +147,7 @@ def create_case_tab(console: Console) -> CaseTab:
             else:
                 target = neighbour_case(console.store, console.engine, pk, step, viewer=viewer)
             if target is None:
-                return (*[gr.update()] * (len(outputs) - 3), _message("No more cases.", False), "", "")
+                return only_message(_message("No more cases.", ok=False))
             return open_case(f"#{target}", request)
 
         return handler
@@ -160,7 +164,7 @@ def create_case_tab(console: Console) -> CaseTab:
             request: gr.Request,
         ) -> tuple[Any, ...]:
             if pk is None:
-                return (*[gr.update()] * (len(outputs) - 1), _message("Open a case first.", ok=False))
+                return only_message(_message("Open a case first.", ok=False))
             answer = None
             if action == "correct":
                 answer = {
@@ -173,7 +177,7 @@ def create_case_tab(console: Console) -> CaseTab:
             try:
                 saved = actions.review(console, request, f"#{pk}", action, answer, note_v)
             except gr.Error as exc:  # refused: keep the form as typed, say why
-                return (*[gr.update()] * (len(outputs) - 1), _message(f"Not saved: {exc.message}", ok=False))
+                return only_message(_message(f"Not saved: {exc.message}", ok=False))
             _, runs = actions.open_case(console, request, f"#{pk}")
             message = _message(f"Saved review #{saved['review_id']} ({saved['status']}).")
             return view(console, pk, runs, message, viewer=username_of(request))

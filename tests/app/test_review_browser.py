@@ -80,12 +80,22 @@ def test_keyboard_only_review(seeded, page):
     page.keyboard.press("Escape")
     page.keyboard.press("k")  # back to the first case
     expect(page.locator("#case-panel")).to_contain_text(first)
+    page.keyboard.press("c")  # correct it: the reasoning field gets the focus
+    page.keyboard.press("Control+a")
+    page.keyboard.type("Checked by hand against the policy.")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#review-message")).to_contain_text("corrected")
+    expect(page.locator("#review-diff")).to_contain_text("Differs in: reasoning")
     with seeded.store.session() as s:
-        reviews = {get_case(s, r.case_pk).case_id: r for r in s.exec(select(Review)).all()}
-    assert reviews[first].status == "approved" and reviews[first].reviewer == "rita"
-    assert reviews[second].status == "flagged_ambiguous"
-    assert reviews[second].note == "just a question about returns"
-    assert len(reviews) == 2
+        reviews = [(get_case(s, r.case_pk).case_id, r) for r in s.exec(select(Review)).all()]
+    assert [(c, r.status) for c, r in reviews] == [
+        (first, "approved"),
+        (second, "flagged_ambiguous"),
+        (first, "corrected"),
+    ]
+    assert {r.reviewer for _, r in reviews} == {"rita"}
+    assert reviews[1][1].note == "just a question about returns"
+    assert json.loads(reviews[2][1].answer_json)["reasoning"] == "Checked by hand against the policy."
 
 
 def test_bulk_approve_and_undo(seeded, page):
