@@ -96,5 +96,5 @@ def create_queue_tab(console: Console) -> QueueTab:
         widget.click(show, filters, table, api_visibility="private")
     for widget in filters:
         widget.change(show, filters, table, api_visibility="private")
-    create_queue_tools(console, filters, table, lambda f: queue_frame(console, f))
+    create_queue_tools(console, filters, table, lambda f, user: queue_frame(console, f, user))
     return QueueTab(table=table, refresh=refresh, filters=filters)

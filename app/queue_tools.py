@@ -51,12 +51,12 @@ def create_queue_tools(
     console: Console,
     filters: list[gr.components.Component],
     table: gr.Dataframe,
-    frame_of: Callable[[QueueFilter], pd.DataFrame],
+    frame_of: Callable[[QueueFilter, str | None], pd.DataFrame],
 ) -> None:
     """Declare the bulk-action and saved-filter widgets under the queue and wire their events.
 
     ``filters`` are the queue's filter widgets in FILTER_FIELDS order; ``table`` is refreshed with
-    ``frame_of(filter)`` after a bulk action or its undo.
+    ``frame_of(filter, viewer)`` after a bulk action or its undo.
     """
     with gr.Accordion("Bulk actions", open=False, elem_id="bulk-panel") as bulk_panel:
         with gr.Row():
@@ -100,7 +100,7 @@ def create_queue_tools(
             return gr.Group(visible=False), f"Not done: {exc}", gr.update(), gr.update()
         msg = f"Bulk action #{action.id}: approved {action.count} cases."
         undo_choices = gr.Dropdown(choices=_undo_choices(console), value=action.id)
-        return gr.Group(visible=False), msg, undo_choices, frame_of(qfilter)
+        return gr.Group(visible=False), msg, undo_choices, frame_of(qfilter, user)
 
     def undo(
         bulk_id: int | None,
@@ -119,7 +119,7 @@ def create_queue_tools(
                 undo_bulk(s, int(bulk_id), username_of(request) or "anonymous")
         except (BulkError, PermissionDenied) as exc:
             return f"Not undone: {exc}", gr.update(), gr.update()
-        frame = frame_of(queue_filter(status, flag, region, rtype, disagree, preset))
+        frame = frame_of(queue_filter(status, flag, region, rtype, disagree, preset), username_of(request))
         choices = gr.Dropdown(choices=_undo_choices(console), value=None)
         return f"Undid bulk action #{bulk_id}.", choices, frame
 
