@@ -60,6 +60,17 @@ def _timed(engine: Engine, cases: Sequence[Case], variant: str, batch_size: int,
             "grammar_ms_per_step": 1000 * grammar_s / steps if steps else 0.0}
 
 
+def _merge(parts: list[dict[str, float]]) -> dict[str, float]:
+    """Sum per-case timings into one: wall, cases and tokens add up; rates are recomputed."""
+    wall = sum(p["wall_s"] for p in parts)
+    tokens = sum(p["output_tokens"] for p in parts)
+    steps_ms = sum(p["grammar_ms_per_step"] * p["output_tokens"] for p in parts)
+    return {"wall_s": wall, "cases": len(parts), "cases_per_s": len(parts) / wall, "output_tokens": tokens,
+            "s_per_token": wall / max(tokens, 1),
+            "json_validity": sum(p["json_validity"] for p in parts) / len(parts),
+            "grammar_ms_per_step": steps_ms / max(tokens, 1)}
+
+
 def memory_figures(engine: Engine, base_bytes: int, rss_before_load: int, rss_base: int) -> dict[str, Any]:
     """Parameter + buffer bytes with the adapters vs ``base_bytes`` (measured before they were added)."""
     mem = engine.backend.memory_bytes()  # type: ignore[attr-defined]
@@ -88,12 +99,16 @@ def run(model: str, dataset: str, max_examples: int, batch_size: int, max_new_to
     engine.decide_many(cases[:2], variant=variant, batch_size=2)  # warm-up: first-call allocations
     batched = _timed(engine, cases, variant, batch_size, constrained=True)
     single = _timed(engine, cases, variant, 1, constrained=True)
+    # Alternate the two modes case by case, so a load change on a shared machine hits both alike.
     sub = cases[:per_token_examples]
-    constrained = _timed(engine, sub, variant, 1, constrained=True)
-    free = _timed(engine, sub, variant, 1, constrained=False)
+    runs = [(_timed(engine, [c], variant, 1, constrained=True),
+             _timed(engine, [c], variant, 1, constrained=False)) for c in sub]
+    constrained, free = _merge([a for a, _ in runs]), _merge([b for _, b in runs])
     ratios = {"batched_speedup": batched["cases_per_s"] / single["cases_per_s"],
               "constrained_cost_per_token": constrained["s_per_token"] / free["s_per_token"],
               "adapter_memory_ratio": memory["adapter_memory_ratio"]}
+    # The grammar's own share, timed inside the processor: immune to the machine's load.
+    ratios["grammar_overhead_per_token"] = 1 + constrained["grammar_ms_per_step"] / 1000 / free["s_per_token"]
     return {
         "model": model, "variant": variant, "model_version": engine.model_version(variant),
         "dataset": dataset, "dataset_sha256": sha256_of(dataset), "n_cases": len(cases),
@@ -102,6 +117,8 @@ def run(model: str, dataset: str, max_examples: int, batch_size: int, max_new_to
         "per_token": {"constrained": constrained, "unconstrained": free},
         "memory": memory, "ratios": ratios,
         "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
+        "note": "constrained_cost_per_token is wall time per generated token (load-sensitive); "
+                "grammar_overhead_per_token adds only the time spent in the grammar processor",
         "meets_targets": {k: (ratios[k] >= v if op == ">=" else ratios[k] <= v)
                           for k, (op, v) in TARGETS.items()},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
@@ -118,7 +135,8 @@ def markdown(results: dict[str, Any]) -> str:
          "batched_speedup"),
         ("constrained vs unconstrained, s/token",
          f"{1000 * p['constrained']['s_per_token']:.2f} vs {1000 * p['unconstrained']['s_per_token']:.2f} ms "
-         f"(grammar {p['constrained']['grammar_ms_per_step']:.2f} ms/step)", "constrained_cost_per_token"),
+         f"(grammar {p['constrained']['grammar_ms_per_step']:.2f} ms/step, alone "
+         f"{results['ratios']['grammar_overhead_per_token']:.3f}x)", "constrained_cost_per_token"),
         ("base + adapter vs base, bytes", f"{m['base_plus_adapters_bytes'] / 2**20:.2f} vs "
          f"{m['base_bytes'] / 2**20:.2f} MiB", "adapter_memory_ratio"),
     ]
