@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
+import pytest
 from gradio_client import Client
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, func, select
 
-from db import AuditEntry, Review, compare_case, resolve_case_ref
+import db.store as store_mod
+from db import AuditEntry, Review, compare_case, open_store, resolve_case_ref
 from tests.conftest import tiny_cases
 
 CLIENTS = int(os.environ.get("RELIABILITY_CLIENTS", "20"))
@@ -101,3 +105,25 @@ def test_concurrent_compares_load_the_model_once(served, tiny_engine, monkeypatc
     run_ids = {(o["case_id"], o["answers"]["base"]["run_id"]) for o in outs}
     assert len(run_ids) == 4  # each case computed once, then served from the store
     assert rss_growth < 300 * 2**20, f"memory grew by {rss_growth / 2**20:.0f} MiB"
+
+
+def test_store_write_retries_only_while_locked(tmp_path, monkeypatch):
+    """A unit of work that meets 'database is locked' is rolled back and run again; others are not."""
+    monkeypatch.setattr(store_mod, "BACKOFF_S", 0.001)
+    store = open_store(tmp_path / "retry.db")
+    tries: list[int] = []
+
+    def flaky(session) -> str:
+        tries.append(1)
+        if len(tries) < 3:
+            raise OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+        return "done"
+
+    assert store.write(flaky) == "done" and len(tries) == 3
+    tries.clear()
+    with pytest.raises(OperationalError, match="no such table"):
+        store.write(lambda s: (tries.append(1), s.connection().exec_driver_sql("SELECT * FROM nope")))
+    assert len(tries) == 1
+    with pytest.raises(OperationalError, match="locked"):
+        store.write(lambda s: (_ for _ in ()).throw(
+            OperationalError("x", {}, sqlite3.OperationalError("database is locked"))), attempts=2)
