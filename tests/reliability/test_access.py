@@ -125,3 +125,44 @@ def test_export_dir_cannot_escape(tmp_path):
         with pytest.raises(UnsafePath), store.session() as s:
             export_reviews(s, "otto", bad)
     assert safe_dir(root / "exports") == (root / "exports").resolve()
+
+
+def test_no_handler_acts_for_a_user_without_a_role(tmp_path):
+    """Every event handler of the page (API and private UI events alike), called directly as a
+    user the store does not know: nothing is stored but the audited refusals."""
+    import inspect
+
+    from sqlmodel import Session, select
+
+    from app import build_app
+    from db import AuditEntry, CaseRecord, Export, ModelRun, Review, add_case
+    from policies import parse_case
+
+    store = open_store(tmp_path / "s.db")
+    with store.session() as s:
+        pk = add_case(s, parse_case(tiny_cases()[0]), "batch", "system").id
+    demo = build_app(None, store, export_dir=tmp_path / "exports", batch_root=tmp_path)
+    intruder = SimpleNamespace(username="intruder", query_params={}, headers={})
+    values = {"case_json": json.dumps(tiny_cases()[1]), "case_id": f"#{pk}", "action": "flag",
+              "note": "x", "note_v": "x", "ref": f"#{pk}", "pk": pk, "path_v": "cases.jsonl"}
+    refused = 0
+    for dep in demo.fns.values():
+        fn = dep.fn
+        if fn is None or fn.__name__ == "<lambda>":
+            continue
+        params = inspect.signature(fn).parameters
+        kwargs = {n: values.get(n) for n in params if n not in ("progress", "evt")}
+        kwargs["request"] = intruder
+        if "evt" in params:
+            kwargs["evt"] = SimpleNamespace(row_value=[str(pk)], index=[0, 0], value=str(pk))
+        try:
+            fn(**kwargs)
+        except gr.Error as exc:
+            refused += "may not" in str(exc.message)
+        except Exception:  # noqa: BLE001, S110 - a handler failing on odd arguments did nothing either
+            pass
+    with Session(store.engine) as s:
+        assert s.exec(select(Review)).all() == [] and s.exec(select(Export)).all() == []
+        assert s.exec(select(ModelRun)).all() == [] and len(s.exec(select(CaseRecord)).all()) == 1
+        actions_logged = {e.action for e in s.exec(select(AuditEntry)) if e.actor == "intruder"}
+    assert actions_logged == {"denied"} and refused >= 10
