@@ -93,8 +93,8 @@ def reference_memory_ratio() -> dict[str, Any]:
 
     from engine.training import RunConfig, lora_config
 
-    config = Qwen2Config(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)
+    config = Qwen2Config(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     base = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -173,14 +173,22 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {name} | {figures} | {ratio:.2f}x | {target} | {met} |")
     if ref := m.get("reference"):
         met = "yes" if ref["ratio"] <= TARGETS["adapter_memory_ratio"][1] else "no"
-        lines.append(f"| same count, {ref['shape']} (meta device) | {ref['base_plus_adapter_bytes'] / 2**20:.0f} vs "
-                     f"{ref['base_bytes'] / 2**20:.0f} MiB | {ref['ratio']:.3f}x | "
+        lines.append(f"| same count, {ref['shape']} (meta device) | "
+                     f"{ref['base_plus_adapter_bytes'] / 2**20:.0f} vs {ref['base_bytes'] / 2**20:.0f} MiB | {ref['ratio']:.3f}x | "
                      f"{results['targets']['adapter_memory_ratio']} | {met} |")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["review"]:
+        # Reviewer throughput (real browser): next case -> both answers, bulk approve. Its own flags.
+        import benchmark_review
+
+        benchmark_review.main(argv[1:])
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                epilog="`benchmark.py review --help`: the reviewer-throughput benchmark")
     p.add_argument("--model", default="default-ft")
     p.add_argument("--dataset", default="data/generated/eval.jsonl")
     p.add_argument("--max-examples", type=int, default=32)
