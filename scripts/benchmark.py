@@ -94,7 +94,8 @@ def reference_memory_ratio() -> dict[str, Any]:
     from engine.training import RunConfig, lora_config
 
     config = Qwen2Config(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)
+                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,
+                         tie_word_embeddings=True)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     base = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -174,7 +175,8 @@ def markdown(results: dict[str, Any]) -> str:
     if ref := m.get("reference"):
         met = "yes" if ref["ratio"] <= TARGETS["adapter_memory_ratio"][1] else "no"
         lines.append(f"| same count, {ref['shape']} (meta device) | "
-                     f"{ref['base_plus_adapter_bytes'] / 2**20:.0f} vs {ref['base_bytes'] / 2**20:.0f} MiB | {ref['ratio']:.3f}x | "
+                     f"{ref['base_plus_adapter_bytes'] / 2**20:.0f} vs {ref['base_bytes'] / 2**20:.0f} MiB | "
+                     f"{ref['ratio']:.3f}x | "
                      f"{results['targets']['adapter_memory_ratio']} | {met} |")
     return "\n".join(lines)
 
