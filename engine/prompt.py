@@ -111,4 +111,5 @@ def build_messages(case: Case, fmt: PromptFormat = PromptFormat(),
 
 def render_prompt(tokenizer: Any, case: Case, fmt: PromptFormat = PromptFormat()) -> str:
     """The inference prompt: the chat template over :func:`build_messages` plus the generation prompt."""
-    return tokenizer.apply_chat_template(build_messages(case, fmt), tokenize=False, add_generation_prompt=True)
+    messages = build_messages(case, fmt)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
