@@ -15,8 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchmark_review import BROWSER_ARGS, CHROMIUM, PASSWORD, USER, _fresh_store, _launch  # noqa: E402
+from benchmark_review import PASSWORD, USER, _fresh_store, _launch  # noqa: E402
 
+from app.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from db import read_case_rows  # noqa: E402
 from engine import Engine  # noqa: E402
 
@@ -34,7 +35,7 @@ def main() -> None:
         demo, url = _launch(engine, store, prefetch=True)
         try:
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.set_default_timeout(120_000)
                 page.goto(url)

@@ -23,22 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.browser import CHROMIUM, CHROMIUM_ARGS
 from db import QueueFilter, add_case, create_user, open_store, read_case_rows, save_run
 from db.bulk import bulk_approve
 from db.workflows import cached_runs
 from engine.types import GuardVerdict, ModelAnswer
 from policies import Case, check, expected_decision, flags
 
-CHROMIUM = "/usr/bin/chromium"
-BROWSER_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]  # as tests/app/test_browser.py
 USER, PASSWORD = "bench", "bench-pass-1"
 
 
@@ -94,7 +85,7 @@ def time_next_case(cfg: Config, engine: Any, cases: list[Case], prefetch: bool, 
     waits, reads = [], []
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(cfg.max_read_s * 1000)
             page.goto(url)

@@ -10,20 +10,11 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from app.browser import CHROMIUM, CHROMIUM_ARGS
 from db import Export, ExportItem, Review, audit_entries
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TIMEOUT_MS = 60_000  # opening a case runs both tiny models on 2 shared cores
 
 
@@ -33,7 +24,7 @@ def page():
         pytest.skip("Debian chromium is not installed")
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.set_default_timeout(TIMEOUT_MS)
         yield pg
