@@ -82,7 +82,8 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
             base_weight = gr.Number(1.0, label="weight of the base training set", minimum=0)
             corr_weight = gr.Number(3.0, label="weight of the corrections", minimum=0)
             holdout = gr.Slider(0.0, 0.5, 0.2, step=0.05, label="share of corrections held out")
-            init = gr.Radio(["base", "champion"], value="base", label="start from")
+            init = gr.Radio(["champion", "base"], value="champion",
+                            label="start from (champion: continue it; base: a fresh adapter)")
         with gr.Row():
             start = gr.Button("Start retraining", variant="primary", elem_id="models-start")
             cancel = gr.Button("Cancel the job")

@@ -83,7 +83,7 @@ class RunnerConfig:
     base_model: str = "default-base"  # what a fresh adapter is trained on
     base_dataset: str = "data/generated/train.jsonl"
     eval_set: str = "data/generated/eval.jsonl"
-    train_config: str | None = "data/models/default-ft.yaml"  # the champion's recipe (--config)
+    train_config: str | None = "data/models/default-ft-retrain.yaml"  # the retrain recipe (--config)
     extra_args: list[str] = field(default_factory=list)  # more train_qlora_sft flags (tests: max_steps)
     eval_max: int | None = None  # cap per evaluated set (quick runs)
     eval_max_new_tokens: int | None = None  # token cap per evaluated answer (quick runs)

@@ -407,3 +407,32 @@ def trainable_params(model: Any) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     total = sum(p.numel() for p in model.parameters())
     return sum(p.numel() for p in model.parameters() if p.requires_grad), total
+
+
+def rule_chain(row: dict[str, Any]) -> str:
+    """A generator row's deciding rule chain: its ``policy_refs`` joined by ``+`` (``NRC-3+LIM-1``)."""
+    try:
+        return "+".join(row["output"]["policy_refs"])
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"row {row.get('id', '?')!r} has no output.policy_refs (a generator row is needed)"
+        ) from exc
+
+
+def oversample_chains(
+    rows: list[dict[str, Any]], weak: set[str], n_rest: int, seed: int
+) -> list[dict[str, Any]]:
+    """Every row whose rule chain is in ``weak`` plus a seeded sample of ``n_rest`` other rows, shuffled.
+
+    Rebalancing toward the chains a validation run showed weak (the default-ft recipe's stage 3).
+    Raises :class:`ConfigError` naming a weak chain that has no row."""
+    missing = weak - {rule_chain(r) for r in rows}
+    if missing:
+        raise ConfigError(f"weak chains with no row in the dataset: {', '.join(sorted(missing))}")
+    rng = random.Random(seed)
+    picked = [r for r in rows if rule_chain(r) in weak]
+    rest = [r for r in rows if rule_chain(r) not in weak]
+    rng.shuffle(rest)
+    out = picked + rest[:n_rest]
+    rng.shuffle(out)
+    return out

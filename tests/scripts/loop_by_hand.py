@@ -1,12 +1,14 @@
 """The close-the-loop run at a larger scale than CI (dev tool, minutes on CPU; run it nice'd):
 
-uv run python tests/scripts/loop_by_hand.py --out runs/loop-demo --rule FRD-1 --steps 150 --retrain-steps 100
+uv run python tests/scripts/loop_by_hand.py --out runs/loop-demo --rule CAN-2 \
+    --train-data runs/data/generated-12k/train.jsonl --steps 360 --retrain-steps -1
 
-1. champion ft-v1: default-base + LoRA (the default-ft recipe) on data/generated/train.jsonl WITHOUT
-   the rule's rows; 2. those rows become reviewer corrections in a fresh store and are exported;
-3. the Runner retrains (subprocess, continuing the champion on train + corrections), evaluates
-   against ft-v1 on the eval set and the held-out corrections; 4. promotion. Prints and writes
-   OUT/figures.json (accuracy on the rule before/after, headline figures, audit actions).
+1. champion ft-v1: default-base + LoRA (stage 1 of the default-ft recipe, --champion-config) on
+   --train-data WITHOUT the rule's rows; 2. those rows become reviewer corrections in a fresh store
+   and are exported; 3. the Runner retrains with the console's recipe (--retrain-config: continue
+   the champion on train + corrections, weights 1:3), evaluates against ft-v1 on the eval set and
+   the held-out corrections; 4. promotion. Prints and writes OUT/figures.json (accuracy on the rule
+   before/after, headline figures, audit actions).
 """
 
 from __future__ import annotations
@@ -32,25 +34,36 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, default=Path("runs/loop-demo"))
     p.add_argument("--rule", default="FRD-1")
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--retrain-steps", type=int, default=100)
-    p.add_argument("--eval-max", type=int, default=150)
+    p.add_argument("--train-data", default="data/generated/train.jsonl")
+    p.add_argument("--champion-config", default="data/models/default-ft.yaml")
+    p.add_argument("--retrain-config", default="data/models/default-ft-retrain.yaml")
+    p.add_argument("--champion", default=None,
+                   help="an adapter dir to start from as ft-v1 (e.g. data/models/default-ft, for a rule it "
+                        "gets wrong) instead of training a champion without the rule")
+    p.add_argument("--steps", type=int, default=150, help="champion steps")
+    p.add_argument("--retrain-steps", type=int, default=-1, help="-1: the retrain recipe's own length")
+    p.add_argument("--eval-max", type=int, default=None)
+    p.add_argument("--eval-max-new-tokens", type=int, default=None)
     a = p.parse_args()
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    rows = [json.loads(line) for line in (REPO / "data/generated/train.jsonl").open()]
+    rows = [json.loads(line) for line in (REPO / a.train_data).open()]
     keep = [r for r in rows if expected_decision(parse_case(r["input"])).rule != a.rule]
     target = [r for r in rows if expected_decision(parse_case(r["input"])).rule == a.rule]
     train = out / "train-without-rule.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in keep))
-    common = ["--config", "data/models/default-ft.yaml", "--max_train_examples", "100000",
-              "--eval_dataset", "data/generated/validation.jsonl", "--max_eval_examples", "64",
+    common = ["--eval_dataset", "data/generated/validation.jsonl", "--max_eval_examples", "64",
               "--eval_each_epoch", "false", "--select_best_by_val_loss", "false", "--logging_steps", "10"]
+    if a.champion and not (out / "ft-v1" / "adapter_config.json").is_file():
+        import shutil
+
+        shutil.copytree(REPO / a.champion, out / "ft-v1")
     if not (out / "ft-v1" / "adapter_config.json").is_file():
         from scripts.train_qlora_sft import main as train_main
         from scripts.train_qlora_sft import parse_args
 
-        train_main(parse_args([*common, "--model", "default-base", "--dataset", str(train),
+        train_main(parse_args(["--config", a.champion_config, *common, "--max_train_examples", "1000000",
+                               "--model", "default-base", "--dataset", str(train),
                                "--output_dir", str(out / "ft-v1"), "--max_steps", str(a.steps)]))
     store = open_store(out / "loop.db")
     with store.session() as s:
@@ -66,7 +79,8 @@ def main() -> None:
     with store.session() as s:
         export_id = s.exec(__import__("sqlmodel").select(Export.id)).one()
     runner = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=out / "runs", base_dataset=str(train),
-                                        train_config=None, eval_max=a.eval_max,
+                                        train_config=a.retrain_config, eval_max=a.eval_max,
+                                        eval_max_new_tokens=a.eval_max_new_tokens,
                                         extra_args=[*common, "--max_steps", str(a.retrain_steps)]))
     job = runner.start("ops", RetrainRequest([export_id], 1.0, 3.0, 0.25, init="champion"))
     job = runner.wait(job.id or 0, timeout_s=4 * 3600, poll_s=10)
@@ -90,7 +104,8 @@ def main() -> None:
     except PromotionRefused as exc:
         figures["promoted"] = str(exc)
     with store.session() as s:
-        figures["audit"] = [e.action for e in audit_entries(s) if not e.action.startswith("review_")]
+        actions = [e.action for e in audit_entries(s)]
+        figures["audit"] = {action: actions.count(action) for action in dict.fromkeys(actions)}
     (out / "figures.json").write_text(json.dumps(figures, indent=2))
     print(json.dumps(figures, indent=2))
 
