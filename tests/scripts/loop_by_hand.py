@@ -24,6 +24,7 @@ from db.jobs import RetrainRequest, Runner, RunnerConfig
 from db.models import Export
 from db.versions import PromotionRefused, ensure_bundled_version, get_version, promote
 from engine.champion import accuracy_on_rule
+from engine.prompt import PromptFormat
 from policies import expected_decision, parse_case
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +43,7 @@ def main() -> None:
                         "gets wrong) instead of training a champion without the rule")
     p.add_argument("--steps", type=int, default=150, help="champion steps")
     p.add_argument("--retrain-steps", type=int, default=-1, help="-1: the retrain recipe's own length")
+    p.add_argument("--corrections-weight", type=float, default=3.0)
     p.add_argument("--eval-max", type=int, default=None)
     p.add_argument("--eval-max-new-tokens", type=int, default=None)
     a = p.parse_args()
@@ -75,14 +77,16 @@ def main() -> None:
             rec = add_case(s, parse_case(r["input"]), "try", "rev")
             submit_review(s, rec.id or 0, "correct", "rev", runs={}, answer=r["output"])
     with store.session() as s:
-        export_reviews(s, "ops", out / "exports")
+        # the champion's own prompt format: an export's `messages` rows are trained as they are
+        export_reviews(s, "ops", out / "exports", PromptFormat.from_dict(
+            json.loads((out / "ft-v1" / "prompt_format.json").read_text())))
     with store.session() as s:
         export_id = s.exec(__import__("sqlmodel").select(Export.id)).one()
     runner = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=out / "runs", base_dataset=str(train),
                                         train_config=a.retrain_config, eval_max=a.eval_max,
                                         eval_max_new_tokens=a.eval_max_new_tokens,
                                         extra_args=[*common, "--max_steps", str(a.retrain_steps)]))
-    job = runner.start("ops", RetrainRequest([export_id], 1.0, 3.0, 0.25, init="champion"))
+    job = runner.start("ops", RetrainRequest([export_id], 1.0, a.corrections_weight, 0.25, init="champion"))
     job = runner.wait(job.id or 0, timeout_s=4 * 3600, poll_s=10)
     print(job.status, job.error or "")
     with store.session() as s:
