@@ -426,12 +426,13 @@ def oversample_chains(
 
     Rebalancing toward the chains a validation run showed weak (the default-ft recipe's stage 3).
     Raises :class:`ConfigError` naming a weak chain that has no row."""
-    missing = weak - {rule_chain(r) for r in rows}
+    chains = [rule_chain(r) for r in rows]
+    missing = weak - set(chains)
     if missing:
         raise ConfigError(f"weak chains with no row in the dataset: {', '.join(sorted(missing))}")
     rng = random.Random(seed)
-    picked = [r for r in rows if rule_chain(r) in weak]
-    rest = [r for r in rows if rule_chain(r) not in weak]
+    picked = [r for r, c in zip(rows, chains, strict=True) if c in weak]
+    rest = [r for r, c in zip(rows, chains, strict=True) if c not in weak]
     rng.shuffle(rest)
     out = picked + rest[:n_rest]
     rng.shuffle(out)

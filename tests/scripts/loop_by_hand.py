@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 from db import create_user, export_reviews, open_store, submit_review
@@ -24,7 +25,7 @@ from db.jobs import RetrainRequest, Runner, RunnerConfig
 from db.models import Export
 from db.versions import PromotionRefused, ensure_bundled_version, get_version, promote
 from engine.champion import accuracy_on_rule
-from engine.prompt import PromptFormat
+from engine.registry import resolve_model
 from policies import expected_decision, parse_case
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,8 +79,7 @@ def main() -> None:
             submit_review(s, rec.id or 0, "correct", "rev", runs={}, answer=r["output"])
     with store.session() as s:
         # the champion's own prompt format: an export's `messages` rows are trained as they are
-        export_reviews(s, "ops", out / "exports", PromptFormat.from_dict(
-            json.loads((out / "ft-v1" / "prompt_format.json").read_text())))
+        export_reviews(s, "ops", out / "exports", resolve_model(out / "ft-v1").prompt_format)
     with store.session() as s:
         export_id = s.exec(__import__("sqlmodel").select(Export.id)).one()
     runner = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=out / "runs", base_dataset=str(train),
@@ -108,8 +108,7 @@ def main() -> None:
     except PromotionRefused as exc:
         figures["promoted"] = str(exc)
     with store.session() as s:
-        actions = [e.action for e in audit_entries(s)]
-        figures["audit"] = {action: actions.count(action) for action in dict.fromkeys(actions)}
+        figures["audit"] = dict(Counter(e.action for e in audit_entries(s)))
     (out / "figures.json").write_text(json.dumps(figures, indent=2))
     print(json.dumps(figures, indent=2))
 
