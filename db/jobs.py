@@ -96,9 +96,13 @@ def _held_out(case_id: str, share: float) -> bool:
 
 
 def write_job_data(session: Session, request: RetrainRequest, run_dir: Path) -> dict[str, Any]:
-    """corrections.jsonl (messages rows to train on) and holdout.jsonl (generator rows to evaluate on).
+    """corrections.jsonl (rows to train on) and holdout.jsonl (generator rows to evaluate on).
 
     The i-th line of an export file is its i-th export item, so each line finds its case and review.
+    A correction is written as a generator row (the case and the reviewed answer), not as the
+    export's rendered ``messages``: training then renders it in the trained model's own prompt
+    format, whatever format the export was written in (an export in another model's format trains
+    nothing useful). Lines without their review (an edited file) are trained on as they are.
     Raises :class:`JobError` for an unknown export or a missing file.
     """
     train_lines: list[str] = []
@@ -118,12 +122,13 @@ def write_job_data(session: Session, request: RetrainRequest, run_dir: Path) -> 
             record = session.get(CaseRecord, review.case_pk) if review else None
             if review is None or record is None or review.answer_json is None:
                 train_lines.append(line)
-            elif _held_out(record.case_id, request.holdout_share):
-                holdout_rows.append({"id": record.case_id, "instruction": "Decide the case.",
-                                     "input": json.loads(record.case_json),
-                                     "output": json.loads(review.answer_json)})
+                continue
+            row = {"id": record.case_id, "instruction": "Decide the case.",
+                   "input": json.loads(record.case_json), "output": json.loads(review.answer_json)}
+            if _held_out(record.case_id, request.holdout_share):
+                holdout_rows.append(row)
             else:
-                train_lines.append(line)
+                train_lines.append(json.dumps(row, ensure_ascii=False))
     if not train_lines:
         raise JobError("exports: no correction left to train on after the hold-out split")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -248,6 +248,9 @@ def load_model_for_training(spec: ModelSpec, cfg: RunConfig) -> tuple[Any, str]:
     Out: (model, the quantisation used)."""
     model = load_base_model(spec, quantize=cfg.quantization, dtype=cfg.precision)
     if model.policyops_quantize == "nf4":
+        # Probe in train mode: on a CPU, a 4-bit layer's first eval-mode forward repacks its weights
+        # for inference only (bitsandbytes 0.50), and training on them then fails on biased layers.
+        model.train()
         try:
             with torch.no_grad():
                 model(input_ids=torch.tensor([[0, 1]], device=model.device))

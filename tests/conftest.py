@@ -103,8 +103,9 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def build_tiny_base(out_dir: Path, seed: int = 0) -> Path:
-    """A micro base model (seconds): LM-trained on the docs and the cases' rendered prompts."""
+def build_tiny_base(out_dir: Path, seed: int = 0, **overrides: Any) -> Path:
+    """A micro base model (seconds): LM-trained on the docs and the cases' rendered prompts.
+    ``overrides`` replace BaseModelConfig fields (e.g. ``hidden_size``)."""
     from engine.build import CHAT_TEMPLATE, BaseModelConfig, build_base_model
     from engine.prompt import build_messages
     from policies import parse_case
@@ -115,18 +116,9 @@ def build_tiny_base(out_dir: Path, seed: int = 0) -> Path:
     for data in tiny_cases():
         msgs = build_messages(parse_case(data), TINY_FORMAT)
         prompts.append("".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs))
-    config = BaseModelConfig(
-        vocab_size=400,
-        hidden_size=32,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        intermediate_size=64,
-        block_size=128,
-        batch_size=4,
-        steps=8,
-        lr=3e-3,
-    )
+    fields: dict[str, Any] = dict(vocab_size=400, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                                  intermediate_size=64, block_size=128, batch_size=4, steps=8, lr=3e-3)
+    config = BaseModelConfig(**{**fields, **overrides})
     assert CHAT_TEMPLATE  # the template the prompts above imitate
     build_base_model(
         out_dir, docs + prompts, config, seed=seed, extra_files={"prompt_format.json": TINY_FORMAT.to_dict()}

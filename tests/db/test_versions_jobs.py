@@ -8,12 +8,13 @@ import stat
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
 from db import create_user, export_reviews, open_store, submit_review
 from db.audit import audit_entries
 from db.cases import add_case
 from db.jobs import JobBusy, JobError, RetrainRequest, Runner, RunnerConfig
-from db.models import Export
+from db.models import CaseRecord, Export, Review
 from db.store import Store
 from db.versions import (
     PromotionRefused,
@@ -25,7 +26,9 @@ from db.versions import (
     register_version,
     rollback,
 )
+from engine.training import row_to_example
 from policies import parse_case
+from tests.conftest import TINY_FORMAT
 from tests.db.loop_fixtures import rows_for, short_answer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,6 +98,31 @@ def _export(store: Store, tmp_path: Path) -> int:
         export_reviews(s, "olga", tmp_path / "exports")
     with store.session() as s:
         return s.exec(__import__("sqlmodel").select(Export.id)).one()
+
+
+def test_runner_trains_corrections_as_cases_not_as_rendered_prompts(store: Store, tmp_path: Path) -> None:
+    """The export is in the default (full policy, JSON case) format; the Runner's training file holds
+    each correction as a generator row, so train_qlora_sft renders it in the trained model's own
+    format (the tiny default's is titles + key=value; trained as exported, corrections moved nothing)."""
+    export_id = _export(store, tmp_path)
+    with store.session() as s:
+        export_path = Path(s.exec(select(Export.path)).one())
+    exported = [json.loads(ln) for ln in export_path.read_text(encoding="utf-8").splitlines()]
+    assert all(set(r) == {"messages"} for r in exported)
+    runner = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=tmp_path / "runs",
+                                        python=_fake_python(tmp_path, "sleep 30")))
+    job = runner.start("olga", RetrainRequest([export_id], holdout_share=0.0))
+    runner.cancel("olga", job.id or 0)
+    rows = [json.loads(ln) for ln in (Path(job.run_dir) / "corrections.jsonl").read_text().splitlines()]
+    assert len(rows) == len(exported) == 6
+    with store.session() as s:
+        reviews = {r.case_pk: r for r in s.exec(select(Review))}
+        records = {c.case_id: c for c in s.exec(select(CaseRecord))}
+    for row in rows:
+        record = records[row["id"]]
+        assert row["input"] == json.loads(record.case_json)
+        assert row["output"] == json.loads(reviews[record.id].answer_json)
+        row_to_example(row, TINY_FORMAT)  # trainable, rendered in the model's format
 
 
 def test_runner_busy_cancel_and_failure(store: Store, tmp_path: Path) -> None:

@@ -50,6 +50,8 @@ def main() -> None:
     rows = [json.loads(line) for line in open(args.data, encoding="utf-8") if line.strip()][: args.limit]
     correct = violations = valid = 0
     wrong: Counter[str] = Counter()
+    violated: Counter[str] = Counter()  # rule chain (policy_refs joined by +) -> cases with a hard violation
+    codes: Counter[str] = Counter()
     started = time.time()
     for i in tqdm(range(0, len(rows), args.batch_size), desc="eval"):
         batch = rows[i : i + args.batch_size]
@@ -82,8 +84,11 @@ def main() -> None:
                 correct += 1
             else:
                 wrong[row["output"]["policy_refs"][0]] += 1
-            if decision is not None and check(case, decision):
+            found = check(case, decision) if decision is not None else []
+            if found:
                 violations += 1
+                violated["+".join(row["output"]["policy_refs"])] += 1
+                codes.update(str(getattr(v, "code", v)) for v in found)
     n = len(rows)
     print(
         json.dumps(
@@ -95,6 +100,8 @@ def main() -> None:
                 "valid_json": valid / n,
                 "seconds": round(time.time() - started, 1),
                 "errors_by_rule": dict(wrong.most_common()),
+                "violations_by_chain": dict(violated.most_common()),
+                "violation_codes": dict(codes.most_common()),
             },
             indent=1,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from engine.loading import load_base_model
 from engine.registry import REPO_ROOT, UnknownModel
 from engine.training import ConfigError, DatasetError, RunConfig, mix
 from scripts.train_qlora_sft import main, parse_args
-from tests.conftest import TINY_FORMAT, tiny_rows, train_tiny_adapter, write_jsonl
+from tests.conftest import TINY_FORMAT, build_tiny_base, tiny_rows, train_tiny_adapter, write_jsonl
 
 ARTEFACTS = (
     "adapter_config.json",
@@ -181,3 +182,15 @@ def test_nf4_qlora_runs_or_falls_back(tiny_base_dir: Path, tmp_path: Path) -> No
     run = json.loads((tmp_path / "ft" / "run_config.json").read_text())
     assert run["quantization"] in ("nf4", "none")
     assert (tmp_path / "ft" / "adapter_model.safetensors").is_file()
+
+
+def test_nf4_training_on_cpu_after_the_probe(tmp_path: Path) -> None:
+    """The NF4 probe forward runs in train mode: an eval-mode forward on a CPU with AVX512-BF16 makes
+    bitsandbytes repack 4-bit weights for inference only, and training on a model whose layers have
+    a bias (Qwen2's q/k/v) then failed ("a view of a leaf Variable ... in-place operation")."""
+    base = build_tiny_base(tmp_path / "base", hidden_size=64, intermediate_size=128)
+    train_tiny_adapter(base, tmp_path / "ft", tmp_path / "data", steps=2, quantization="nf4")
+    run = json.loads((tmp_path / "ft" / "run_config.json").read_text())
+    metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert run["quantization"] == "nf4"
+    assert math.isfinite(metrics["train_loss"])
