@@ -17,7 +17,7 @@ KNOWN_RULES = ("CAN-1", "CAN-2")  # cancellations: APPROVE_CANCELLATION
 TARGET_RULE = "FRD-1"  # unauthorized charges: ESCALATE; the champion never saw one
 TINY_TRAIN_ARGS = [
     "--quantization", "none", "--lora_r", "8", "--lora_alpha", "16", "--learning_rate", "5e-2",
-    "--lr_scheduler_type", "constant", "--warmup_ratio", "0", "--max_steps", "40",
+    "--lr_scheduler_type", "constant", "--warmup_ratio", "0", "--max_steps", "80",
     "--per_device_train_batch_size", "8", "--max_length", "512", "--logging_steps", "5",
     "--eval_each_epoch", "false", "--select_best_by_val_loss", "false", "--num_threads", "1",
     "--seed", "0", "--train_embeddings", "true",

@@ -101,7 +101,7 @@ def test_corrections_retrain_promote_rollback(loop_dir: dict[str, Path], tiny_ba
     job = runner.wait(job.id or 0, timeout_s=300)
     assert job.status == "succeeded", runner.view(job)["log_tail"]
     view = runner.view(job)
-    assert view["stage"] == "done" and view["max_steps"] == 40 and view["loss"]
+    assert view["stage"] == "done" and view["max_steps"] == 80 and view["loss"]
 
     with store.session() as s:
         v2 = get_version(s, "ft-v2")
