@@ -97,7 +97,7 @@ def _export(store: Store, tmp_path: Path) -> int:
     with store.session() as s:
         export_reviews(s, "olga", tmp_path / "exports")
     with store.session() as s:
-        return s.exec(__import__("sqlmodel").select(Export.id)).one()
+        return s.exec(select(Export.id)).one()
 
 
 def test_runner_trains_corrections_as_cases_not_as_rendered_prompts(store: Store, tmp_path: Path) -> None:

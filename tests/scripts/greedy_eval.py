@@ -22,6 +22,7 @@ from tqdm import tqdm
 from engine.loading import load_base_model, load_tokenizer
 from engine.prompt import render_prompt
 from engine.registry import resolve_model
+from engine.training import rule_chain
 from policies import check, parse_answer, parse_case
 
 _DECISION = re.compile(r'"decision"\s*:\s*"([A-Z_]+)"')
@@ -50,7 +51,7 @@ def main() -> None:
     rows = [json.loads(line) for line in open(args.data, encoding="utf-8") if line.strip()][: args.limit]
     correct = violations = valid = 0
     wrong: Counter[str] = Counter()
-    violated: Counter[str] = Counter()  # rule chain (policy_refs joined by +) -> cases with a hard violation
+    violated: Counter[str] = Counter()  # rule chain (NRC-3+LIM-1) -> cases with a hard violation
     codes: Counter[str] = Counter()
     started = time.time()
     for i in tqdm(range(0, len(rows), args.batch_size), desc="eval"):
@@ -87,8 +88,8 @@ def main() -> None:
             found = check(case, decision) if decision is not None else []
             if found:
                 violations += 1
-                violated["+".join(row["output"]["policy_refs"])] += 1
-                codes.update(str(getattr(v, "code", v)) for v in found)
+                violated[rule_chain(row)] += 1
+                codes.update(found)
     n = len(rows)
     print(
         json.dumps(

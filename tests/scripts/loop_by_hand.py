@@ -78,7 +78,8 @@ def main() -> None:
             rec = add_case(s, parse_case(r["input"]), "try", "rev")
             submit_review(s, rec.id or 0, "correct", "rev", runs={}, answer=r["output"])
     with store.session() as s:
-        # the champion's own prompt format: an export's `messages` rows are trained as they are
+        # in the champion's prompt format, as the console exports (the Runner trains each correction
+        # as case + answer rendered in the model's own format either way)
         export_reviews(s, "ops", out / "exports", resolve_model(out / "ft-v1").prompt_format)
     with store.session() as s:
         export_id = s.exec(__import__("sqlmodel").select(Export.id)).one()
