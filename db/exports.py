@@ -1,7 +1,7 @@
 """SFT export: reviewed answers -> JSONL in TRL's conversational ``messages`` format, plus a manifest.
 
 Each example is ``{"messages": [system, user, assistant]}``: the system and user turns come from
-:func:`engine.prompt.build_messages` (the one prompt builder, in the model's prompt format) and the
+:func:`policies.prompt.build_messages` (the one prompt builder, in the model's prompt format) and the
 assistant turn is the reviewed answer as JSON. Only the latest review of a case counts, and only
 when it approved or corrected an answer. Cases of the eval set are refused, duplicate examples are
 dropped (within the file and against earlier exports) and a review is never exported twice
@@ -25,8 +25,8 @@ from db.cases import canonical_json, case_fingerprints, case_of
 from db.durable import Recovery, discard, publish, recover_dir, write_temp
 from db.models import CaseRecord, Export, ExportItem, Review, utcnow
 from db.paths import safe_dir
-from engine.prompt import PromptFormat, build_messages
 from policies import parse_answer
+from policies.prompt import PromptFormat, build_messages
 
 EXPORTABLE = frozenset({"approved", "corrected"})
 

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 from db.cases import add_case, case_of, find_run, get_case, runs_for_case, save_run
 from db.models import ModelRun
 from db.store import Store
-from engine.prompt import PromptFormat
 from engine.types import ModelAnswer
 from policies import Case
+from policies.prompt import PromptFormat
 
 Progress = Callable[[int, int], None]
 COMPARED_VARIANTS = ("base", "finetuned")

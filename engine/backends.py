@@ -20,8 +20,8 @@ import torch
 from transformers import LogitsProcessorList
 
 from engine.constrained import AnswerGrammar
-from engine.prompt import PromptFormat, render_prompt
 from policies import Case
+from policies.prompt import PromptFormat, render_prompt
 
 BASE_VARIANT = "base"  # the base model with every adapter disabled
 

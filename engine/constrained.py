@@ -6,7 +6,7 @@ own processor; xgrammar, outlines and lm-format-enforcer each produced invalid o
 
 The grammar is :func:`policies.answer_json_schema` compiled without flexible whitespace and with
 compact separators, so the only text a model can write is the same compact, schema-ordered JSON
-that :func:`engine.prompt.answer_json` writes for training. After the closing brace the grammar
+that :func:`policies.prompt.answer_json` writes for training. After the closing brace the grammar
 admits only a stop token (``<|im_end|>`` or the tokenizer's EOS).
 
 Usage::
@@ -32,7 +32,7 @@ from transformers import LogitsProcessor
 
 from policies import answer_json_schema
 
-# Compact JSON, exactly like engine.prompt.answer_json (separators "," and ":", no spaces or newlines).
+# Compact JSON, exactly like policies.prompt.answer_json (separators "," and ":", no spaces or newlines).
 JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")  # chat-turn end first; the tokenizer's eos is added too
 # Tokens left at which a row starts closing its answer: from then on, among the tokens the grammar

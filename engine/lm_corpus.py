@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.build import IM_END, IM_START
-from engine.prompt import PromptFormat, build_messages
 from policies import parse_case
 from policies.documents import all_sections
+from policies.prompt import PromptFormat, build_messages
 
 
 @dataclass

@@ -22,9 +22,9 @@ from typing import Any, Literal
 import torch
 
 from engine.loading import dtype_name, load_base_model, pick_dtype
-from engine.prompt import PromptFormat, answer_json, build_messages
 from engine.registry import PROMPT_FORMAT_FILE, REPO_ROOT, ModelSpec
 from policies import InvalidInput, parse_answer, parse_case
+from policies.prompt import PromptFormat, answer_json, build_messages
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def row_to_example(row: Any, fmt: PromptFormat, path: str | Path = "<row>", line
     """One dataset row -> a prompt-completion example.
 
     Rows: the generator's ``{"input": case, "output": answer}`` (rendered with
-    :func:`engine.prompt.build_messages` in ``fmt``) or ``{"messages": [..., assistant]}`` (kept
+    :func:`policies.prompt.build_messages` in ``fmt``) or ``{"messages": [..., assistant]}`` (kept
     as given). Raises :class:`DatasetError` naming ``path:line`` for anything else.
     """
     if not isinstance(row, dict):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.prompt import INSTRUCTIONS, case_json
+from policies.prompt import INSTRUCTIONS, case_json
 from policies.rules import AUTO_LIMIT, expected_decision
 from policies.schema import CURRENCY_OF_REGION, REASONS_BY_REQUEST_TYPE, REGIONS, Case, parse_case
 from policies.synth_text import customer_message, reference_answer
@@ -352,7 +352,7 @@ def write_splits(out_dir: str | Path, seed: int = 0, n_train: int = 3000, n_val:
 def iter_lm_texts(n: int, seed: int, exclude_messages: Collection[str] = ()) -> Iterator[str]:
     """``n`` case-only texts for pretraining a base language model: no decisions, no answers.
 
-    Each text is one case as the prompt shows it (:func:`engine.prompt.case_json`, compact JSON
+    Each text is one case as the prompt shows it (:func:`policies.prompt.case_json`, compact JSON
     with the customer message last), drawn balanced over TARGETS from a stream of its own
     (``seed`` namespaced ``lm``). Pass the messages of the validation/eval files as
     ``exclude_messages`` so the base model never sees a held-out case.

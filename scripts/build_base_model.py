@@ -3,7 +3,7 @@
     uv run python scripts/build_base_model.py --out data/models/default-base --seed 0
 
 It learns language only: the policy documents (which name the rule ids and decisions) and
-rendered case prompts (system + user turns, exactly as engine.prompt builds them for the
+rendered case prompts (system + user turns, exactly as policies.prompt builds them for the
 tiny format), never an answer or a decision tied to a case, so it plays the untuned baseline.
 Cases of the validation/eval files are left out. Same seed and sizes -> same weights.
 """

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from engine.prompt import PromptFormat
+from policies.prompt import PromptFormat
 
 TINY_FORMAT = PromptFormat(policy="titles", instructions="short", max_message_chars=60)
 
@@ -107,9 +107,9 @@ def build_tiny_base(out_dir: Path, seed: int = 0, **overrides: Any) -> Path:
     """A micro base model (seconds): LM-trained on the docs and the cases' rendered prompts.
     ``overrides`` replace BaseModelConfig fields (e.g. ``hidden_size``)."""
     from engine.build import CHAT_TEMPLATE, BaseModelConfig, build_base_model
-    from engine.prompt import build_messages
     from policies import parse_case
     from policies.documents import all_sections
+    from policies.prompt import build_messages
 
     docs = [s.render() for s in all_sections()]
     prompts = []

@@ -12,9 +12,9 @@ from trl import SFTTrainer
 
 from engine.build import BuildError, train_tokenizer
 from engine.loading import is_own_tokenizer, load_base_model, load_tokenizer, pick_dtype
-from engine.prompt import answer_json, build_messages, render_prompt
 from engine.training import RunConfig, lora_config, row_to_example, sft_config
 from policies import parse_answer, parse_case
+from policies.prompt import answer_json, build_messages, render_prompt
 from tests.conftest import TINY_FORMAT, tiny_cases, tiny_rows
 
 

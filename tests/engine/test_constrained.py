@@ -73,8 +73,8 @@ def test_tight_budget_still_closes_the_answer(random_engine: Engine) -> None:
 def test_engine_and_grammar_see_the_same_token_ids(random_engine: Engine) -> None:
     # FINDINGS' tokenizer trap: the ids the model is fed and the ids the grammar reasons about
     # must be the same for the same text (prompt and a training-format answer).
-    from engine.prompt import answer_json
     from policies import Answer
+    from policies.prompt import answer_json
 
     backend = random_engine.backend
     case = parse_case(tiny_cases()[0])

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.prompt import PromptFormat
 from engine.registry import REPO_ROOT, RegistryError, UnknownModel, load_registry, resolve_model
+from policies.prompt import PromptFormat
 from tests.conftest import TINY_FORMAT
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.prompt import INSTRUCTIONS
 from policies import expected_decision, parse_answer, parse_case
+from policies.prompt import INSTRUCTIONS
 from policies.synth import (
     TARGETS,
     DatasetLeakage,

@@ -3,7 +3,7 @@
     uv run python tests/scripts/greedy_eval.py --model default-ft --data data/generated/eval.jsonl
     uv run python tests/scripts/greedy_eval.py --model default-base --max_new_tokens 16   # decision only
 
-Unconstrained greedy decoding through engine.loading + engine.prompt (the same prompt and ids as
+Unconstrained greedy decoding through engine.loading + policies.prompt (the same prompt and ids as
 training). The decision is read from the parsed JSON, else from a ``"decision":"..."`` prefix.
 A case counts as a violation when policies.check(case, decision) is non-empty.
 """
@@ -20,10 +20,10 @@ import torch
 from tqdm import tqdm
 
 from engine.loading import load_base_model, load_tokenizer
-from engine.prompt import render_prompt
 from engine.registry import resolve_model
 from engine.training import rule_chain
 from policies import check, parse_answer, parse_case
+from policies.prompt import render_prompt
 
 _DECISION = re.compile(r'"decision"\s*:\s*"([A-Z_]+)"')
 

@@ -13,7 +13,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from policies import Answer, Case, applicable_sections
+from policies.documents import applicable_sections
+from policies.schema import Answer, Case
 
 INSTRUCTIONS = (
     "You decide e-commerce customer-service cases by the policy below. Check the rules in order; "
