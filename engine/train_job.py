@@ -6,7 +6,8 @@ uv run python -m engine.train_job --run-dir runs/ft-v2 --champion data/models/de
        --dataset data/generated/train.jsonl runs/ft-v2/corrections.jsonl --mix_weights 1 3 \
        --output_dir runs/ft-v2
 
-Everything after ``--`` goes to scripts/train_qlora_sft.py unchanged. While it runs, RUN_DIR/progress.json
+Everything after ``--`` is train_qlora_sft's flags (engine.training.parse_run_config), unchanged; the
+training is engine.training.train with a progress callback. While it runs, RUN_DIR/progress.json
 says the stage (training / evaluating / done), the step, the total steps and the loss history,
 so the console can draw it without parsing logs; the comparison lands in RUN_DIR/comparison.json.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -86,14 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.run_dir.mkdir(parents=True, exist_ok=True)
     progress = ProgressFile(args.run_dir)
     progress.update(stage="starting")
-    # Every Trainer made in this process gets the progress callback (train_qlora_sft stays untouched).
-    import transformers.trainer as hf_trainer
+    from engine.training import LOG_FORMAT, parse_run_config, train
 
-    hf_trainer.DEFAULT_CALLBACKS.append(ProgressCallback(progress))  # type: ignore[arg-type]
-    from scripts.train_qlora_sft import main as train
-    from scripts.train_qlora_sft import parse_args as parse_train_args
-
-    train(parse_train_args(train_argv))
+    cfg = parse_run_config(train_argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
+    train(cfg, callbacks=[ProgressCallback(progress)])
     progress.update(stage="evaluating", step=progress.state["max_steps"])
     from engine.champion import evaluate_pair
 

@@ -1,9 +1,10 @@
-"""Library side of QLoRA SFT (scripts/train_qlora_sft.py): configuration, data, model, artefacts.
+"""Training one LoRA adapter: :func:`train` (build model, load data, run TRL's SFTTrainer, write
+artefacts) and :func:`parse_run_config` (a :class:`RunConfig` from command-line flags / a YAML file).
 
-The script reads as a straight line; every decision lives here: :class:`RunConfig` (every
-hyper-parameter), dataset loading / validation / mixing into TRL's conversational
-prompt-completion format (so the loss falls on the assistant turn only, for our template and
-Qwen's alike), the quantisation / LoRA / precision picks, and the run artefacts.
+Callers are thin: scripts/train_qlora_sft.py (the command line) and engine.train_job (the
+console's retraining job, which passes a progress callback). Every decision lives here or in
+:mod:`engine.sft_data` (the configuration and the data, re-exported below): the quantisation /
+LoRA / precision picks and the run artefacts.
 """
 
 from __future__ import annotations
@@ -13,199 +14,78 @@ import json
 import logging
 import math
 import platform
-import random
 import sys
-from dataclasses import asdict, dataclass, field
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from engine.loading import dtype_name, load_base_model, pick_dtype
-from engine.registry import PROMPT_FORMAT_FILE, REPO_ROOT, ModelSpec
-from policies import InvalidInput, parse_answer, parse_case
-from policies.prompt import PromptFormat, answer_json, build_messages
+from engine.build import seed_everything
+from engine.loading import dtype_name, load_base_model, load_tokenizer, pick_dtype
+from engine.registry import PROMPT_FORMAT_FILE, REPO_ROOT, ModelSpec, resolve_model
+from engine.sft_data import (
+    ConfigError,
+    DatasetError,
+    RunConfig,
+    load_examples,
+    mix,
+    oversample_chains,
+    row_to_example,
+    rule_chain,
+)
+from policies.prompt import PromptFormat
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
+
+    from engine.decision_loss import DecisionWeightedSFTTrainer
+
+__all__ = [
+    "LOG_FORMAT", "ConfigError", "DatasetError", "RunConfig", "epoch_metrics", "load_examples",
+    "load_model_for_training", "lora_config", "merge_repeated_flags", "mix", "oversample_chains",
+    "parse_run_config", "portable_base_path", "precision_flags", "row_to_example", "rule_chain",
+    "sft_config", "sha256_of", "system_info", "train", "trainable_params", "write_artefacts",
+]
 
 log = logging.getLogger(__name__)
-
-Example = dict[str, list[dict[str, str]]]  # {"prompt": [system, user], "completion": [assistant]}
-
-
-@dataclass
-class RunConfig:
-    """Every knob of one SFT run; parsed from the command line and/or ``--config run.yaml``."""
-
-    model: str = field(default="default-base", metadata={"help": "registry name, model/adapter dir or HF id"})
-    dataset: list[str] = field(
-        default_factory=lambda: ["data/generated/train.jsonl"],
-        metadata={"help": "training JSONL files (generator rows or `messages` rows)"},
-    )
-    mix_weights: list[float] | None = field(default=None, metadata={"help": "one weight per --dataset file"})
-    eval_dataset: str | None = field(
-        default="data/generated/validation.jsonl", metadata={"help": "validation JSONL; none: no eval"}
-    )
-    output_dir: str = field(default="runs/sft", metadata={"help": "adapter + artefacts go here"})
-    # prompt format (None: the model's own, from the registry / prompt_format.json)
-    prompt_policy: Literal["full", "titles"] | None = None
-    prompt_instructions: Literal["full", "short"] | None = None
-    prompt_max_message_chars: int | None = None
-    prompt_case: Literal["json", "fields"] | None = None
-    # LoRA
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: str = field(default="all-linear", metadata={"help": "all-linear or comma list"})
-    decision_loss_weight: float = field(
-        default=0.0, metadata={"help": "extra loss weight on the first decision_tokens answer tokens"}
-    )
-    decision_tokens: int = 16  # answer tokens that hold {"decision":"..."
-    train_embeddings: bool = field(
-        default=False, metadata={"help": "also train embed_tokens (+ tied lm_head)"}
-    )
-    # quantisation / precision
-    quantization: Literal["nf4", "none"] = field(
-        default="nf4", metadata={"help": "NF4 4-bit double-quant base"}
-    )
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    # optimisation
-    learning_rate: float = 2e-4
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.03  # share of steps warming up (SFTConfig.warmup_steps as a ratio)
-    weight_decay: float = 0.0
-    num_train_epochs: float = 3.0
-    max_steps: int = -1  # >0 overrides epochs (smoke tests)
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    max_length: int = 1024  # tokens; longer examples are cut (logged)
-    max_train_examples: int | None = None  # cap after mixing (quick runs)
-    max_eval_examples: int | None = None
-    seed: int = 42
-    logging_steps: int = 10
-    eval_each_epoch: bool = True
-    select_best_by_val_loss: bool = True
-    num_threads: int | None = field(
-        default=None, metadata={"help": "torch CPU threads (None: torch's choice)"}
-    )
-
-    def prompt_format(self, spec: ModelSpec) -> PromptFormat:
-        """The run's prompt format: the model's own, with any option given on the command line."""
-        fmt = spec.prompt_format.to_dict()
-        for key in ("policy", "instructions", "max_message_chars", "case"):
-            value = getattr(self, f"prompt_{key}")
-            if value is not None:
-                fmt[key] = value
-        return PromptFormat.from_dict(fmt)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # console and train.log
+_LIST_FLAGS = ("--dataset", "--mix_weights")
 
 
-class DatasetError(ValueError):
-    """A dataset line is unusable; the message names the file and line (and field)."""
-
-    def __init__(self, path: str | Path, line: int, message: str):
-        self.path, self.line = str(path), line
-        super().__init__(f"{path}:{line}: {message}")
-
-
-class ConfigError(ValueError):
-    """The run configuration is inconsistent (e.g. mix weights that do not match the datasets)."""
-
-
-def _check_assistant(content: Any, path: str | Path, line: int) -> str:
-    """Validate an assistant turn as a policies.Answer; out: its canonical JSON."""
-    if not isinstance(content, str):
-        raise DatasetError(path, line, "assistant turn: content must be a string")
-    try:
-        data = json.loads(content)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(
-            path, line, f"assistant turn is not valid JSON ({exc.msg} at char {exc.pos})"
-        ) from None
-    try:
-        return answer_json(parse_answer(data))
-    except InvalidInput as exc:
-        raise DatasetError(path, line, f"assistant turn is not a valid answer: {exc}") from None
+def merge_repeated_flags(argv: Sequence[str]) -> list[str]:
+    """``--dataset a --dataset b`` -> ``--dataset a b`` (argparse keeps only the last otherwise)."""
+    merged: dict[str, list[str]] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _LIST_FLAGS:
+            values = merged.setdefault(argv[i], [])
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                values.append(argv[i])
+                i += 1
+        else:
+            rest.append(argv[i])
+            i += 1
+    for flag, values in merged.items():
+        rest += [flag, *values]
+    return rest
 
 
-def row_to_example(row: Any, fmt: PromptFormat, path: str | Path = "<row>", line: int = 0) -> Example:
-    """One dataset row -> a prompt-completion example.
+def parse_run_config(argv: Sequence[str] | None = None) -> RunConfig:
+    """A :class:`RunConfig` from train_qlora_sft flags (``sys.argv[1:]`` when None): every field is a
+    ``--flag``; ``--config run.yaml`` sets defaults that the flags override; ``--dataset`` and
+    ``--mix_weights`` may repeat. Bad flags exit as argparse does (SystemExit 2 with usage); a YAML
+    file that is not a mapping raises ValueError."""
+    from trl import TrlParser
 
-    Rows: the generator's ``{"input": case, "output": answer}`` (rendered with
-    :func:`policies.prompt.build_messages` in ``fmt``) or ``{"messages": [..., assistant]}`` (kept
-    as given). Raises :class:`DatasetError` naming ``path:line`` for anything else.
-    """
-    if not isinstance(row, dict):
-        raise DatasetError(path, line, f"a row must be a JSON object, got {type(row).__name__}")
-    if "input" in row:
-        try:
-            case = parse_case(row["input"])
-        except InvalidInput as exc:
-            raise DatasetError(path, line, f"input is not a valid case: {exc}") from None
-        if "output" not in row:
-            raise DatasetError(path, line, "missing 'output' (the expected answer)")
-        try:
-            answer = parse_answer(row["output"])
-        except InvalidInput as exc:
-            raise DatasetError(path, line, f"output is not a valid answer: {exc}") from None
-        messages = build_messages(case, fmt, answer)
-    elif "messages" in row:
-        messages = row["messages"]
-        if (
-            not isinstance(messages, list)
-            or len(messages) < 2
-            or not all(isinstance(m, dict) for m in messages)
-        ):
-            raise DatasetError(path, line, "'messages' must be a list of at least two turns")
-        if messages[-1].get("role") != "assistant":
-            raise DatasetError(path, line, "the last turn of 'messages' must be the assistant's answer")
-        for i, turn in enumerate(messages[:-1]):
-            if turn.get("role") not in ("system", "user") or not isinstance(turn.get("content"), str):
-                raise DatasetError(
-                    path, line, f"messages[{i}]: expected a system or user turn with text content"
-                )
-        content = _check_assistant(messages[-1].get("content"), path, line)
-        messages = [*messages[:-1], {"role": "assistant", "content": content}]
-    else:
-        raise DatasetError(path, line, "missing 'messages' (conversational row) or 'input' (generator row)")
-    prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:-1]]
-    return {"prompt": prompt, "completion": [messages[-1]]}
-
-
-def load_examples(path: str | Path, fmt: PromptFormat) -> list[Example]:
-    """Read a JSONL dataset into prompt-completion examples; fails fast on the first bad line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(path, 0, "no such dataset file")
-    examples = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(path, line_no, f"not valid JSON ({exc.msg})") from None
-            examples.append(row_to_example(row, fmt, path, line_no))
-    if not examples:
-        raise DatasetError(path, 0, "the dataset is empty")
-    return examples
-
-
-def mix(datasets: list[list[Example]], weights: list[float] | None, seed: int) -> list[Example]:
-    """Mix datasets: weight w takes round(w * n) examples of a file of n (whole copies, then a
-    seeded sample for the fraction), then shuffles. Raises :class:`ConfigError` on bad weights."""
-    weights = weights or [1.0] * len(datasets)
-    if len(weights) != len(datasets):
-        raise ConfigError(f"{len(weights)} mix weights for {len(datasets)} datasets")
-    if any(w < 0 or not math.isfinite(w) for w in weights):
-        raise ConfigError(f"mix weights must be finite and >= 0, got {weights}")
-    rng = random.Random(seed)
-    out: list[Example] = []
-    for examples, w in zip(datasets, weights, strict=True):
-        whole, frac = divmod(w, 1.0)
-        out.extend(examples * int(whole))
-        out.extend(rng.sample(examples, round(frac * len(examples))))
-    rng.shuffle(out)
-    return out
+    parser = TrlParser(dataclass_types=[RunConfig])
+    (cfg,) = parser.parse_args_and_config(merge_repeated_flags(sys.argv[1:] if argv is None else argv))
+    return cfg
 
 
 def sha256_of(path: str | Path) -> str:
@@ -412,31 +292,112 @@ def trainable_params(model: Any) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters() if p.requires_grad), total
 
 
-def rule_chain(row: dict[str, Any]) -> str:
-    """A generator row's deciding rule chain: its ``policy_refs`` joined by ``+`` (``NRC-3+LIM-1``)."""
+@contextmanager
+def _train_log(output_dir: str) -> Iterator[None]:
+    """While it is open, INFO records of every logger reaching the root go to OUTPUT_DIR/train.log too
+    (the run's log artefact); the root logger's handlers and level are as before afterwards."""
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(Path(output_dir) / "train.log", mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)
     try:
-        return "+".join(row["output"]["policy_refs"])
-    except (KeyError, TypeError) as exc:
-        raise ConfigError(
-            f"row {row.get('id', '?')!r} has no output.policy_refs (a generator row is needed)"
-        ) from exc
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
 
 
-def oversample_chains(
-    rows: list[dict[str, Any]], weak: set[str], n_rest: int, seed: int
-) -> list[dict[str, Any]]:
-    """Every row whose rule chain is in ``weak`` plus a seeded sample of ``n_rest`` other rows, shuffled.
+def train(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> DecisionWeightedSFTTrainer:
+    """Train one LoRA adapter as ``cfg`` says and write it with its artefacts to ``cfg.output_dir``.
 
-    Rebalancing toward the chains a validation run showed weak (the default-ft recipe's stage 3).
-    Raises :class:`ConfigError` naming a weak chain that has no row."""
-    chains = [rule_chain(r) for r in rows]
-    missing = weak - set(chains)
-    if missing:
-        raise ConfigError(f"weak chains with no row in the dataset: {', '.join(sorted(missing))}")
-    rng = random.Random(seed)
-    picked = [r for r, c in zip(rows, chains, strict=True) if c in weak]
-    rest = [r for r, c in zip(rows, chains, strict=True) if c not in weak]
-    rng.shuffle(rest)
-    out = picked + rest[:n_rest]
-    rng.shuffle(out)
-    return out
+    In: the run config, and trainer callbacks (``transformers.TrainerCallback`` instances, e.g. a
+    progress reporter) handed to the SFTTrainer next to its default ones. Out: the trainer, whose
+    ``model`` is the trained model and ``state`` the log history. The output dir receives the adapter,
+    the tokenizer, run_config.json, prompt_format.json, data_sha256.json, system_info.json,
+    metrics.json and train.log (INFO records logged during the run).
+
+    Errors, all before any file is written: :class:`~engine.registry.UnknownModel` (``cfg.model``),
+    :class:`DatasetError` (a missing, empty or bad dataset file, naming ``path:line``),
+    :class:`ConfigError` (mix weights that do not fit the datasets). Model loading and training
+    errors (out of memory, a broken model dir) propagate as raised by torch / transformers.
+    """
+    from datasets import Dataset
+
+    from engine.decision_loss import DecisionWeightedSFTTrainer
+
+    started = time.time()
+    spec = resolve_model(cfg.model)  # fail fast on an unknown model, before any file is written
+    fmt = cfg.prompt_format(spec)
+    train_sets = [load_examples(path, fmt) for path in cfg.dataset]
+    train_examples = mix(train_sets, cfg.mix_weights, cfg.seed)[: cfg.max_train_examples]
+    eval_examples = (
+        load_examples(cfg.eval_dataset, fmt)[: cfg.max_eval_examples] if cfg.eval_dataset else None
+    )
+    with _train_log(cfg.output_dir):
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        seed_everything(cfg.seed)
+        log.info(
+            "model %s (base %s), prompt format %s, %d train / %d eval examples",
+            spec.name,
+            spec.base,
+            fmt.to_dict(),
+            len(train_examples),
+            len(eval_examples or []),
+        )
+
+        tokenizer = load_tokenizer(spec.base)
+        tokenizer.padding_side = "right"  # training pads on the right; generation (load_tokenizer): left
+        model, quantization = load_model_for_training(spec, cfg)
+        trainer = DecisionWeightedSFTTrainer(
+            model=model,
+            args=sft_config(cfg, has_eval=eval_examples is not None),
+            train_dataset=Dataset.from_list(train_examples),
+            eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
+            processing_class=tokenizer,
+            peft_config=None if spec.adapters else lora_config(cfg),  # an adapter dir: continue it
+            callbacks=list(callbacks),
+            decision_loss_weight=cfg.decision_loss_weight,
+            decision_tokens=cfg.decision_tokens,
+        )
+        trainable, total = trainable_params(trainer.model)
+        log.info(
+            "trainable params %d of %d (%.2f%%), quantization %s",
+            trainable,
+            total,
+            100 * trainable / total,
+            quantization,
+        )
+        result = trainer.train()
+
+        trainer.save_model(cfg.output_dir)
+        tokenizer.padding_side = "left"
+        tokenizer.save_pretrained(cfg.output_dir)
+        metrics = {
+            "epochs": epoch_metrics(trainer.state.log_history),
+            "train_loss": result.training_loss,
+            "best_val_loss": trainer.state.best_metric,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "runtime_s": round(time.time() - started, 1),
+            "train_runtime_s": result.metrics.get("train_runtime"),
+            "trainable_params": trainable,
+            "total_params": total,
+            "trainable_share": trainable / total,
+            "train_examples": len(train_examples),
+            "eval_examples": len(eval_examples or []),
+            "log_history": trainer.state.log_history,
+        }
+        write_artefacts(cfg.output_dir, cfg, spec, fmt, quantization, metrics)
+        log.info(
+            "saved adapter to %s; train loss %.4f, best val loss %s, %.0f s",
+            cfg.output_dir,
+            result.training_loss,
+            trainer.state.best_metric,
+            metrics["runtime_s"],
+        )
+    return trainer

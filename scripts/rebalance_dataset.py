@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.training import ConfigError, oversample_chains, rule_chain  # noqa: E402
+from engine.sft_data import ConfigError, oversample_chains, rule_chain  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.training import ConfigError, oversample_chains, rule_chain
+from engine.sft_data import ConfigError, oversample_chains, rule_chain
 from scripts.rebalance_dataset import main as rebalance_main
 
 TRAIN = Path(__file__).resolve().parents[2] / "data/generated/train.jsonl"

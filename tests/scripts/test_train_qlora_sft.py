@@ -13,8 +13,9 @@ import torch
 
 from engine.loading import load_base_model
 from engine.registry import REPO_ROOT, UnknownModel
-from engine.training import ConfigError, DatasetError, RunConfig, mix
-from scripts.train_qlora_sft import main, parse_args
+from engine.sft_data import ConfigError, DatasetError, RunConfig, mix
+from engine.training import parse_run_config as parse_args
+from engine.training import train as main
 from tests.conftest import TINY_FORMAT, build_tiny_base, tiny_rows, train_tiny_adapter, write_jsonl
 
 ARTEFACTS = (

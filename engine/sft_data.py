@@ -1,0 +1,230 @@
+"""SFT run configuration and data: :class:`RunConfig`, dataset rows -> examples, mixing, rebalancing.
+
+The light half of training (no torch, no transformers here): every hyper-parameter of a run,
+dataset loading / validation into TRL's conversational prompt-completion format (so the loss
+falls on the assistant turn only, for our template and Qwen's alike), mixing datasets by weight,
+and oversampling weak rule chains (scripts/rebalance_dataset.py). The trainer side, which
+runs models, is :mod:`engine.training`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.registry import ModelSpec
+from policies import InvalidInput, parse_answer, parse_case
+from policies.prompt import PromptFormat, answer_json, build_messages
+
+Example = dict[str, list[dict[str, str]]]  # {"prompt": [system, user], "completion": [assistant]}
+
+
+@dataclass
+class RunConfig:
+    """Every knob of one SFT run; parsed from the command line and/or ``--config run.yaml``."""
+
+    model: str = field(default="default-base", metadata={"help": "registry name, model/adapter dir or HF id"})
+    dataset: list[str] = field(
+        default_factory=lambda: ["data/generated/train.jsonl"],
+        metadata={"help": "training JSONL files (generator rows or `messages` rows)"},
+    )
+    mix_weights: list[float] | None = field(default=None, metadata={"help": "one weight per --dataset file"})
+    eval_dataset: str | None = field(
+        default="data/generated/validation.jsonl", metadata={"help": "validation JSONL; none: no eval"}
+    )
+    output_dir: str = field(default="runs/sft", metadata={"help": "adapter + artefacts go here"})
+    # prompt format (None: the model's own, from the registry / prompt_format.json)
+    prompt_policy: Literal["full", "titles"] | None = None
+    prompt_instructions: Literal["full", "short"] | None = None
+    prompt_max_message_chars: int | None = None
+    prompt_case: Literal["json", "fields"] | None = None
+    # LoRA
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "all-linear or comma list"})
+    decision_loss_weight: float = field(
+        default=0.0, metadata={"help": "extra loss weight on the first decision_tokens answer tokens"}
+    )
+    decision_tokens: int = 16  # answer tokens that hold {"decision":"..."
+    train_embeddings: bool = field(
+        default=False, metadata={"help": "also train embed_tokens (+ tied lm_head)"}
+    )
+    # quantisation / precision
+    quantization: Literal["nf4", "none"] = field(
+        default="nf4", metadata={"help": "NF4 4-bit double-quant base"}
+    )
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    # optimisation
+    learning_rate: float = 2e-4
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.03  # share of steps warming up (SFTConfig.warmup_steps as a ratio)
+    weight_decay: float = 0.0
+    num_train_epochs: float = 3.0
+    max_steps: int = -1  # >0 overrides epochs (smoke tests)
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    max_length: int = 1024  # tokens; longer examples are cut (logged)
+    max_train_examples: int | None = None  # cap after mixing (quick runs)
+    max_eval_examples: int | None = None
+    seed: int = 42
+    logging_steps: int = 10
+    eval_each_epoch: bool = True
+    select_best_by_val_loss: bool = True
+    num_threads: int | None = field(
+        default=None, metadata={"help": "torch CPU threads (None: torch's choice)"}
+    )
+
+    def prompt_format(self, spec: ModelSpec) -> PromptFormat:
+        """The run's prompt format: the model's own, with any option given on the command line."""
+        fmt = spec.prompt_format.to_dict()
+        for key in ("policy", "instructions", "max_message_chars", "case"):
+            value = getattr(self, f"prompt_{key}")
+            if value is not None:
+                fmt[key] = value
+        return PromptFormat.from_dict(fmt)
+
+
+class DatasetError(ValueError):
+    """A dataset line is unusable; the message names the file and line (and field)."""
+
+    def __init__(self, path: str | Path, line: int, message: str):
+        self.path, self.line = str(path), line
+        super().__init__(f"{path}:{line}: {message}")
+
+
+class ConfigError(ValueError):
+    """The run configuration is inconsistent (e.g. mix weights that do not match the datasets)."""
+
+
+def _check_assistant(content: Any, path: str | Path, line: int) -> str:
+    """Validate an assistant turn as a policies.Answer; out: its canonical JSON."""
+    if not isinstance(content, str):
+        raise DatasetError(path, line, "assistant turn: content must be a string")
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(
+            path, line, f"assistant turn is not valid JSON ({exc.msg} at char {exc.pos})"
+        ) from None
+    try:
+        return answer_json(parse_answer(data))
+    except InvalidInput as exc:
+        raise DatasetError(path, line, f"assistant turn is not a valid answer: {exc}") from None
+
+
+def row_to_example(row: Any, fmt: PromptFormat, path: str | Path = "<row>", line: int = 0) -> Example:
+    """One dataset row -> a prompt-completion example.
+
+    Rows: the generator's ``{"input": case, "output": answer}`` (rendered with
+    :func:`policies.prompt.build_messages` in ``fmt``) or ``{"messages": [..., assistant]}`` (kept
+    as given). Raises :class:`DatasetError` naming ``path:line`` for anything else.
+    """
+    if not isinstance(row, dict):
+        raise DatasetError(path, line, f"a row must be a JSON object, got {type(row).__name__}")
+    if "input" in row:
+        try:
+            case = parse_case(row["input"])
+        except InvalidInput as exc:
+            raise DatasetError(path, line, f"input is not a valid case: {exc}") from None
+        if "output" not in row:
+            raise DatasetError(path, line, "missing 'output' (the expected answer)")
+        try:
+            answer = parse_answer(row["output"])
+        except InvalidInput as exc:
+            raise DatasetError(path, line, f"output is not a valid answer: {exc}") from None
+        messages = build_messages(case, fmt, answer)
+    elif "messages" in row:
+        messages = row["messages"]
+        if (
+            not isinstance(messages, list)
+            or len(messages) < 2
+            or not all(isinstance(m, dict) for m in messages)
+        ):
+            raise DatasetError(path, line, "'messages' must be a list of at least two turns")
+        if messages[-1].get("role") != "assistant":
+            raise DatasetError(path, line, "the last turn of 'messages' must be the assistant's answer")
+        for i, turn in enumerate(messages[:-1]):
+            if turn.get("role") not in ("system", "user") or not isinstance(turn.get("content"), str):
+                raise DatasetError(
+                    path, line, f"messages[{i}]: expected a system or user turn with text content"
+                )
+        content = _check_assistant(messages[-1].get("content"), path, line)
+        messages = [*messages[:-1], {"role": "assistant", "content": content}]
+    else:
+        raise DatasetError(path, line, "missing 'messages' (conversational row) or 'input' (generator row)")
+    prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:-1]]
+    return {"prompt": prompt, "completion": [messages[-1]]}
+
+
+def load_examples(path: str | Path, fmt: PromptFormat) -> list[Example]:
+    """Read a JSONL dataset into prompt-completion examples; fails fast on the first bad line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(path, 0, "no such dataset file")
+    examples = []
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(path, line_no, f"not valid JSON ({exc.msg})") from None
+            examples.append(row_to_example(row, fmt, path, line_no))
+    if not examples:
+        raise DatasetError(path, 0, "the dataset is empty")
+    return examples
+
+
+def mix(datasets: list[list[Example]], weights: list[float] | None, seed: int) -> list[Example]:
+    """Mix datasets: weight w takes round(w * n) examples of a file of n (whole copies, then a
+    seeded sample for the fraction), then shuffles. Raises :class:`ConfigError` on bad weights."""
+    weights = weights or [1.0] * len(datasets)
+    if len(weights) != len(datasets):
+        raise ConfigError(f"{len(weights)} mix weights for {len(datasets)} datasets")
+    if any(w < 0 or not math.isfinite(w) for w in weights):
+        raise ConfigError(f"mix weights must be finite and >= 0, got {weights}")
+    rng = random.Random(seed)
+    out: list[Example] = []
+    for examples, w in zip(datasets, weights, strict=True):
+        whole, frac = divmod(w, 1.0)
+        out.extend(examples * int(whole))
+        out.extend(rng.sample(examples, round(frac * len(examples))))
+    rng.shuffle(out)
+    return out
+
+
+def rule_chain(row: dict[str, Any]) -> str:
+    """A generator row's deciding rule chain: its ``policy_refs`` joined by ``+`` (``NRC-3+LIM-1``)."""
+    try:
+        return "+".join(row["output"]["policy_refs"])
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"row {row.get('id', '?')!r} has no output.policy_refs (a generator row is needed)"
+        ) from exc
+
+
+def oversample_chains(
+    rows: list[dict[str, Any]], weak: set[str], n_rest: int, seed: int
+) -> list[dict[str, Any]]:
+    """Every row whose rule chain is in ``weak`` plus a seeded sample of ``n_rest`` other rows, shuffled.
+
+    Rebalancing toward the chains a validation run showed weak (the default-ft recipe's stage 3).
+    Raises :class:`ConfigError` naming a weak chain that has no row."""
+    chains = [rule_chain(r) for r in rows]
+    missing = weak - set(chains)
+    if missing:
+        raise ConfigError(f"weak chains with no row in the dataset: {', '.join(sorted(missing))}")
+    rng = random.Random(seed)
+    picked = [r for r, c in zip(rows, chains, strict=True) if c in weak]
+    rest = [r for r, c in zip(rows, chains, strict=True) if c not in weak]
+    rng.shuffle(rest)
+    out = picked + rest[:n_rest]
+    rng.shuffle(out)
+    return out
