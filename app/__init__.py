@@ -1,5 +1,3 @@
-"""The console: a Gradio app over the engine and the store (``uv run python -m app``)."""
+"""The console: its use cases (``app.services``) and its Gradio tabs (``app.ui``).
 
-from app.interface import build_app, make_auth
-
-__all__ = ["build_app", "make_auth"]
+``python -m app`` runs it."""

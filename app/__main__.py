@@ -11,11 +11,14 @@ import argparse
 import os
 from pathlib import Path
 
-from app import build_app, make_auth
-from db import DEFAULT_DB_URL, eval_fingerprints_of, load_eval_set, open_store, read_case_rows
-from db.jobs import Runner, RunnerConfig
+from app.services.exports import eval_fingerprints_of
+from app.services.jobs import Runner, RunnerConfig
+from app.services.versions import serve_champion
+from app.ui.interface import build_app, make_auth
+from db.cases import load_eval_set, read_case_rows
+from db.store import DEFAULT_DB_URL, open_store
 from db.users import ensure_admin
-from db.versions import ensure_bundled_version, serve_champion
+from db.versions import ensure_bundled_version
 
 EVAL_SET = Path("data/generated/eval.jsonl")
 

@@ -13,13 +13,20 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import Engine
 
 from db.models import (
+    AdapterVersion,
     AuditEntry,
+    BulkAction,
+    BulkActionItem,
     CaseRecord,
     Export,
     ExportItem,
     ModelRun,
     Review,
+    ReviewSetting,
+    SavedFilter,
     SchemaMigration,
+    ShadowSetting,
+    TrainingJob,
     User,
 )
 
@@ -56,9 +63,6 @@ def m002_audit_append_only(conn: Connection) -> None:
 @migration
 def m003_adapter_versions(conn: Connection) -> None:
     # Versioned adapters and retraining jobs (issue 6): new tables only.
-    from db.jobs import TrainingJob
-    from db.versions import AdapterVersion
-
     for table in (AdapterVersion, TrainingJob):
         table.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
 
@@ -66,17 +70,13 @@ def m003_adapter_versions(conn: Connection) -> None:
 @migration
 def m003_shadow_settings(conn: Connection) -> None:
     # Shadow routing of new cases to the challenger (issue 6): a new one-row table.
-    from db.shadow import ShadowSetting
-
     ShadowSetting.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
 
 
 @migration
 def m004_review_throughput(conn: Connection) -> None:
     # Bulk actions, saved queue filters and review settings (issue 9): new tables only.
-    from db.review_models import REVIEW_THROUGHPUT_TABLES
-
-    for table in REVIEW_THROUGHPUT_TABLES:
+    for table in (BulkAction, BulkActionItem, SavedFilter, ReviewSetting):
         table.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
 
 

@@ -6,14 +6,19 @@ schema works on SQLite and on any other SQLAlchemy database. Timestamps are UTC.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 ROLES: tuple[str, ...] = ("agent", "reviewer", "ops")
 REVIEW_STATUSES: tuple[str, ...] = ("pending", "approved", "corrected", "flagged_ambiguous")
+DONE_STATUSES = frozenset({"approved", "corrected"})  # a case with one of these needs no more review
 CASE_SOURCES: tuple[str, ...] = ("eval", "try", "batch", "import")
+VERSION_STATUSES: tuple[str, ...] = ("champion", "challenger", "retired")
+JOB_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed", "cancelled")
 
 
 def utcnow() -> datetime:
@@ -125,3 +130,109 @@ class ExportItem(SQLModel, table=True):
     export_id: int = Field(foreign_key="exports.id", index=True)
     review_id: int = Field(foreign_key="reviews.id", unique=True)
     example_sha: str = Field(index=True)  # sha256 of the exported messages: duplicates are dropped
+
+
+# Adapter versions and retraining jobs (migration m003_adapter_versions).
+
+class AdapterVersion(SQLModel, table=True):
+    """One trained LoRA adapter and its figures (JSON columns are text, like the rest of the store)."""
+
+    __tablename__ = "adapter_versions"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)  # ft-v1, ft-v2, ...
+    path: str  # the adapter dir (adapter_config.json + weights)
+    base: str  # the base model it was trained on
+    status: str = "challenger"  # one of VERSION_STATUSES
+    run_config_json: str | None = None  # run_config.json of the training run
+    data_hashes_json: str | None = None  # data_sha256.json: sha256 per training file
+    metrics_json: str | None = None  # metrics.json: losses, runtime
+    evaluation_json: str | None = None  # comparison with the champion (engine.champion)
+    job_id: int | None = None  # the training job that made it (db.jobs), None for the bundled one
+    created_by: str = "system"
+    created_at: datetime = Field(default_factory=utcnow)
+    promoted_at: datetime | None = None
+
+    def evaluation(self) -> dict[str, Any] | None:
+        return json.loads(self.evaluation_json) if self.evaluation_json else None
+
+    def metrics(self) -> dict[str, Any] | None:
+        return json.loads(self.metrics_json) if self.metrics_json else None
+
+
+class TrainingJob(SQLModel, table=True):
+    """One retraining run from the console: its request, process and outcome."""
+
+    __tablename__ = "training_jobs"
+    id: int | None = Field(default=None, primary_key=True)
+    version_name: str = Field(index=True)  # the ft-vN it will register
+    run_dir: str
+    status: str = "running"  # one of JOB_STATUSES
+    pid: int | None = None
+    request_json: str
+    command_json: str
+    created_by: str
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    error: str | None = None
+
+
+# Shadow routing (m003_shadow_settings).
+
+class ShadowSetting(SQLModel, table=True):
+    """The one row (id 1) saying which share of new cases also goes to the challenger."""
+
+    __tablename__ = "shadow_settings"
+    id: int | None = Field(default=None, primary_key=True)
+    share: float = 0.0
+    updated_by: str = "system"
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+# Reviewer throughput: bulk actions, saved filters, review settings (m004_review_throughput).
+class BulkAction(SQLModel, table=True):
+    """One bulk action (e.g. approve the fine-tuned answer of every case a filter selects)."""
+
+    __tablename__ = "bulk_actions"
+    id: int | None = Field(default=None, primary_key=True)
+    actor: str = Field(foreign_key="users.username")
+    kind: str  # approve_finetuned
+    filter_json: str  # the queue filter that selected the cases
+    count: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    undone_at: datetime | None = None
+    undone_by: str | None = None
+
+
+class BulkActionItem(SQLModel, table=True):
+    """A review a bulk action wrote. ``review_id`` has no foreign key: undo deletes the review and
+    the item stays as the record of what was undone."""
+
+    __tablename__ = "bulk_action_items"
+    id: int | None = Field(default=None, primary_key=True)
+    bulk_action_id: int = Field(foreign_key="bulk_actions.id", index=True)
+    case_pk: int = Field(foreign_key="cases.id")
+    review_id: int = Field(unique=True)
+
+
+class SavedFilter(SQLModel, table=True):
+    """A named queue filter of one user."""
+
+    __tablename__ = "saved_filters"
+    __table_args__ = (UniqueConstraint("owner", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    owner: str = Field(foreign_key="users.username")
+    name: str
+    filter_json: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ReviewSetting(SQLModel, table=True):
+    """A console-wide review setting set by ops (``second_opinion_share``: 0..1)."""
+
+    __tablename__ = "review_settings"
+    key: str = Field(primary_key=True)
+    value: str
+    updated_by: str
+    updated_at: datetime = Field(default_factory=utcnow)
+

@@ -1,27 +1,15 @@
-"""Reviews: approve a model's answer, flag a case as ambiguous, or save a corrected answer.
-
-The latest review of a case is its status (``pending`` when it has none). A correction is
-validated with :func:`policies.parse_answer` before anything is written, so a bad correction is
-refused with the field at fault and earlier reviews stay as they were.
-"""
+"""Review rows: append one, read a case's latest. The latest review of a case is its status
+(``pending`` when it has none). What a review action means is app.services.reviews'."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlmodel import Session, col, select
 
 from db.audit import audit
-from db.cases import canonical_json, case_of, get_case, run_answer
-from db.models import ModelRun, Review
-from policies import expected_decision, parse_answer
-
-REVIEW_ACTIONS: tuple[str, ...] = ("approve_base", "approve_finetuned", "flag", "correct")
-
-
-class ReviewError(ValueError):
-    """A review could not be saved; the message names the field (case_id, action, answer, note)."""
+from db.cases import canonical_json
+from db.models import Review
 
 
 def add_review(
@@ -57,69 +45,3 @@ def latest_review(session: Session, case_pk: int) -> Review | None:
 def case_status(session: Session, case_pk: int) -> str:
     review = latest_review(session, case_pk)
     return review.status if review else "pending"
-
-
-def better_run(runs: dict[str, ModelRun], expected: str) -> ModelRun | None:
-    """The answer a correction starts from: the valid one whose decision is the guard's expected
-    decision (fine-tuned first), else the fine-tuned answer, else whatever there is."""
-    order = sorted(runs.values(), key=lambda r: r.variant == "base")  # fine-tuned variants first
-    for run in order:
-        if run.answer_json and run.decision == expected:
-            return run
-    for run in order:
-        if run.answer_json:
-            return run
-    return order[0] if order else None
-
-
-def submit_review(
-    session: Session,
-    case_pk: int,
-    action: str,
-    reviewer: str,
-    *,
-    runs: dict[str, ModelRun],
-    answer: dict[str, Any] | str | None = None,
-    note: str = "",
-    from_run_id: int | None = None,
-) -> Review:
-    """Record ``action`` (one of REVIEW_ACTIONS) on case ``case_pk`` by ``reviewer``.
-
-    ``runs`` are the case's current answers by variant. ``approve_*`` copies that variant's answer;
-    ``flag`` needs a note; ``correct`` needs ``answer`` (dict or JSON text) valid for parse_answer.
-    Raises :class:`ReviewError` or :class:`policies.InvalidAnswer` (fields named) and writes nothing then.
-    Permissions are checked by the caller (:func:`db.users.authorize`).
-    """
-    record = get_case(session, case_pk)
-    note = (note or "").strip()
-    if action == "flag":
-        if not note:
-            raise ReviewError("note: say why the case is ambiguous")
-        return add_review(session, case_pk, "flagged_ambiguous", reviewer, note)
-    if action in ("approve_base", "approve_finetuned"):
-        variant = action.removeprefix("approve_")
-        run = runs.get(variant)
-        if run is None:
-            raise ReviewError(f"action: there is no {variant} answer for case {record.case_id} yet")
-        approved = run_answer(run)
-        if approved is None:
-            raise ReviewError(
-                f"action: the {variant} answer is {run.status}; correct it instead of approving"
-            )
-        return add_review(session, case_pk, "approved", reviewer, note, approved, run.id)
-    if action == "correct":
-        if isinstance(answer, str):
-            try:
-                answer = json.loads(answer) if answer.strip() else None
-            except json.JSONDecodeError as exc:
-                raise ReviewError(
-                    f"answer: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-                ) from exc
-        if answer is None:
-            raise ReviewError("answer: a correction needs the corrected answer")
-        corrected = parse_answer(answer).model_dump(mode="json")
-        if from_run_id is None:
-            start = better_run(runs, expected_decision(case_of(record)).decision)
-            from_run_id = start.id if start else None
-        return add_review(session, case_pk, "corrected", reviewer, note, corrected, from_run_id)
-    raise ReviewError(f"action: must be one of {', '.join(REVIEW_ACTIONS)} (got {action!r})")

@@ -11,51 +11,22 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
 from db.audit import audit
-from db.models import utcnow
+from db.models import VERSION_STATUSES, AdapterVersion, utcnow
 
-VERSION_STATUSES: tuple[str, ...] = ("champion", "challenger", "retired")
 BUNDLED_VERSION = "ft-v1"  # the adapter shipped in data/models/default-ft
 _NAME = re.compile(r"^ft-v(\d+)$")
 
 
-class AdapterVersion(SQLModel, table=True):
-    """One trained LoRA adapter and its figures (JSON columns are text, like the rest of the store)."""
-
-    __tablename__ = "adapter_versions"
-    id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(unique=True, index=True)  # ft-v1, ft-v2, ...
-    path: str  # the adapter dir (adapter_config.json + weights)
-    base: str  # the base model it was trained on
-    status: str = "challenger"  # one of VERSION_STATUSES
-    run_config_json: str | None = None  # run_config.json of the training run
-    data_hashes_json: str | None = None  # data_sha256.json: sha256 per training file
-    metrics_json: str | None = None  # metrics.json: losses, runtime
-    evaluation_json: str | None = None  # comparison with the champion (engine.champion)
-    job_id: int | None = None  # the training job that made it (db.jobs), None for the bundled one
-    created_by: str = "system"
-    created_at: datetime = Field(default_factory=utcnow)
-    promoted_at: datetime | None = None
-
-    def evaluation(self) -> dict[str, Any] | None:
-        return json.loads(self.evaluation_json) if self.evaluation_json else None
-
-    def metrics(self) -> dict[str, Any] | None:
-        return json.loads(self.metrics_json) if self.metrics_json else None
 
 
 class VersionError(ValueError):
     """A version action that cannot be done (unknown name, already champion, ...)."""
-
-
-class PromotionRefused(VersionError):
-    """The challenger may not be promoted; the message gives the figures that refused it."""
 
 
 def _read_json(path: Path) -> str | None:
@@ -131,14 +102,11 @@ def ensure_bundled_version(session: Session, path: str | Path, base: str) -> Ada
     return register_version(session, "system", BUNDLED_VERSION, path, base, status="champion")
 
 
-def hard_violations(evaluation: dict[str, Any] | None, variant: str) -> int | None:
-    """Cases with a hard violation for ``variant`` (champion/challenger) over every evaluated set."""
-    if not evaluation:
-        return None
-    return int(evaluation.get("hard_violations", {}).get(variant, 0))
+def set_champion(session: Session, actor: str, target: AdapterVersion, action: str) -> AdapterVersion:
+    """Make ``target`` the champion (the old one retires), audited as ``action``, in ``session``.
 
-
-def _swap(session: Session, actor: str, target: AdapterVersion, action: str) -> AdapterVersion:
+    No gate: callers decide whether the change is allowed. VersionError when it is the champion already.
+    """
     if target.status == "champion":
         raise VersionError(f"version: {target.name} is the champion already")
     old = champion(session)
@@ -154,47 +122,5 @@ def _swap(session: Session, actor: str, target: AdapterVersion, action: str) -> 
     return target
 
 
-def promote(session: Session, actor: str, name: str) -> AdapterVersion:
-    """Make challenger ``name`` the champion (the old one retires), audited, in ``session``.
-
-    Refused (:class:`PromotionRefused`) when the version was never evaluated, was evaluated against
-    another champion than today's, or has more hard violations than the champion it was compared
-    with. Permissions are the caller's job (``authorize(..., "promote")``).
-    """
-    target = get_version(session, name)
-    evaluation = target.evaluation()
-    current = champion(session)
-    if not evaluation:
-        raise PromotionRefused(f"{name}: not evaluated yet; promotion needs the comparison with the champion")
-    against = evaluation.get("champion_version")
-    if current is not None and against not in (None, current.name):
-        raise PromotionRefused(f"{name}: evaluated against {against}, but the champion is now {current.name}")
-    ours, theirs = hard_violations(evaluation, "challenger"), hard_violations(evaluation, "champion")
-    if theirs is not None and ours is not None and ours > theirs:
-        raise PromotionRefused(
-            f"{name}: {ours} cases with hard violations against the champion's {theirs}; not promoted"
-        )
-    return _swap(session, actor, target, "promote")
-
-
-def rollback(session: Session, actor: str, name: str) -> AdapterVersion:
-    """Make any earlier (retired or challenger) version the champion again: one audited action."""
-    return _swap(session, actor, get_version(session, name), "rollback")
-
-
 def _summary(v: AdapterVersion) -> dict[str, Any]:
     return {"name": v.name, "path": v.path, "base": v.base, "status": v.status, "job_id": v.job_id}
-
-
-def serve_champion(engine: Any, session: Session, variant: str = "finetuned") -> str | None:
-    """Point ``engine``'s ``variant`` adapter at the champion's weights (base stays loaded).
-
-    Out: the champion's name, or None when there is none or the engine cannot swap adapters.
-    Errors from PEFT (a missing or incompatible adapter dir) propagate.
-    """
-    current = champion(session)
-    swap = getattr(engine, "swap_adapter", None)
-    if current is None or swap is None or not (Path(current.path) / "adapter_config.json").is_file():
-        return None
-    swap(variant, current.path, version=current.name)
-    return current.name

@@ -17,8 +17,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from benchmark_review import PASSWORD, USER, _fresh_store, _launch  # noqa: E402
 
-from app.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from db import read_case_rows  # noqa: E402
+from app.ui.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from db.cases import read_case_rows  # noqa: E402
 from engine import Engine  # noqa: E402
 
 OUT = ROOT / "docs" / "img"

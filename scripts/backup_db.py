@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from db import DEFAULT_DB_URL  # noqa: E402
 from db.backup import BackupError, backup_sqlite, restore_sqlite  # noqa: E402
+from db.store import DEFAULT_DB_URL  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ The console runs in-process on a temporary SQLite store holding eval-set cases; 
 (Playwright) logs in as a reviewer, presses ``j`` and waits until both answer cards show their
 guard panel. Between two cases the reader "reads": with background answering until the next
 case's answers are in the store, without it for ``--read-s`` seconds (the models are not asked
-until ``j``). The bulk figure is :func:`db.bulk.bulk_approve` (what the Confirm button runs) over
+until ``j``). The bulk figure is :func:`app.services.bulk.bulk_approve` (what the Confirm button runs) over
 ``--bulk`` pending cases with fine-tuned answers. Writes benchmarks/review.json and prints a table.
 """
 
@@ -23,10 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.browser import CHROMIUM, CHROMIUM_ARGS
-from db import QueueFilter, add_case, create_user, open_store, read_case_rows, save_run
-from db.bulk import bulk_approve
-from db.workflows import cached_runs
+from app.services.answers import cached_runs
+from app.services.bulk import bulk_approve
+from app.services.queue import QueueFilter
+from app.ui.browser import CHROMIUM, CHROMIUM_ARGS
+from db.cases import add_case, read_case_rows, save_run
+from db.store import open_store
+from db.users import create_user
 from engine.types import GuardVerdict, ModelAnswer
 from policies import Case, check, expected_decision, flags
 
@@ -54,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
 def _launch(engine: Any, store: Any, prefetch: bool) -> tuple[Any, str]:
     import socket
 
-    from app import build_app, make_auth
+    from app.ui.interface import build_app, make_auth
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -14,7 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from db import DEFAULT_DB_URL, ROLES, UserError, create_user, open_store  # noqa: E402
+from db.models import ROLES  # noqa: E402
+from db.store import DEFAULT_DB_URL, open_store  # noqa: E402
+from db.users import UserError, create_user  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,16 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from db import (  # noqa: E402
-    DEFAULT_DB_URL,
-    ExportError,
-    PermissionDenied,
-    authorize,
-    eval_fingerprints_of,
-    export_reviews,
-    open_store,
-    read_case_rows,
-)
+from app.services.exports import ExportError, eval_fingerprints_of, export_reviews
+from db.cases import read_case_rows
+from db.store import DEFAULT_DB_URL, open_store
+from db.users import PermissionDenied, authorize
 from engine.registry import resolve_model  # noqa: E402
 
 

@@ -207,8 +207,9 @@ def _free_port() -> int:
 
 def start_console(model: str, workdir: Path) -> tuple[str, tuple[str, str], Any]:
     """A console on loopback over a fresh store in ``workdir``: (url, ops credentials, store)."""
-    from app import build_app, make_auth
-    from db import create_user, open_store
+    from app.ui.interface import build_app, make_auth
+    from db.store import open_store
+    from db.users import create_user
     from engine import Engine
 
     store = open_store(workdir / "stress.db")
@@ -226,7 +227,7 @@ def stored_reviews(store: Any, ids: list[int]) -> tuple[int, int]:
     """(reviews found in the store, of them with their audit entry) among ``ids``."""
     from sqlmodel import Session, select
 
-    from db import AuditEntry, Review
+    from db.models import AuditEntry, Review
 
     wanted = set(ids)
     with Session(store.engine) as s:

@@ -25,24 +25,14 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from engine.registry import UnknownModel
-from engine.training import LOG_FORMAT, ConfigError, DatasetError, RunConfig, parse_run_config, train
-
-parse_args = parse_run_config  # the name earlier callers import
+from engine.training import LOG_FORMAT, ConfigError, DatasetError, parse_run_config, train
 
 
-def main(argv: Sequence[str] | RunConfig | None = None) -> Any:
+def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (``sys.argv[1:]`` when None), train; out: the exit status (0, or 1 after
-    printing ``error: ...`` to stderr for an unknown model, a bad dataset or bad mix weights).
-
-    Transitional: given a :class:`RunConfig` instead (tests/conftest.py and the close-the-loop
-    tests still call ``main(cfg)``), it is ``engine.training.train(cfg)``: errors raise and the
-    trainer comes back. New code calls ``engine.training.train`` directly.
-    """
-    if isinstance(argv, RunConfig):
-        return train(argv)
+    printing ``error: ...`` to stderr for an unknown model, a bad dataset or bad mix weights)."""
     cfg = parse_run_config(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
     try:

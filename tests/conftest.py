@@ -2,19 +2,25 @@
 
 ``tiny_base_dir``: a micro Qwen2 (hidden 32, 2 layers, vocab ~400) with our own tokenizer,
 trained for a few steps as a language model by engine.build (seconds).
-``tiny_ft_dir``: a LoRA adapter on it, trained for a few steps by scripts/train_qlora_sft.py.
+``tiny_ft_dir``: a LoRA adapter on it, trained for a few steps by engine.training.train
+(what scripts/train_qlora_sft.py runs).
 Both carry prompt_format.json (policy "titles", short instructions). Names are stable: other
 tests rely on them.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from db.store import Store, open_store
+from db.users import create_user
+from engine.types import GuardVerdict, ModelAnswer
+from policies import Case, check, expected_decision, flags, parse_case
 from policies.prompt import PromptFormat
 
 TINY_FORMAT = PromptFormat(policy="titles", instructions="short", max_message_chars=60)
@@ -129,15 +135,14 @@ def build_tiny_base(out_dir: Path, seed: int = 0, **overrides: Any) -> Path:
 def train_tiny_adapter(
     base_dir: Path, out_dir: Path, data_dir: Path, steps: int = 6, **overrides: Any
 ) -> Any:
-    """Train a LoRA adapter on ``base_dir`` with train_qlora_sft.main (a few steps); out: the trainer."""
-    from engine.training import RunConfig
-    from scripts.train_qlora_sft import main
+    """Train a LoRA adapter on ``base_dir`` with engine.training.train (a few steps); out: the trainer."""
+    from engine.training import RunConfig, train
 
-    train = write_jsonl(data_dir / "train.jsonl", tiny_rows())
+    train_file = write_jsonl(data_dir / "train.jsonl", tiny_rows())
     val = write_jsonl(data_dir / "validation.jsonl", tiny_rows()[:4])
     fields = dict(
         model=str(base_dir),
-        dataset=[str(train)],
+        dataset=[str(train_file)],
         eval_dataset=str(val),
         output_dir=str(out_dir),
         quantization="none",
@@ -154,7 +159,7 @@ def train_tiny_adapter(
         num_threads=1,
     )
     fields.update(overrides)
-    return main(RunConfig(**fields))
+    return train(RunConfig(**fields))
 
 
 @pytest.fixture(scope="session")
@@ -169,3 +174,86 @@ def tiny_ft_dir(tiny_base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     root = tmp_path_factory.mktemp("tiny_ft")
     train_tiny_adapter(tiny_base_dir, root / "ft", root / "data")
     return root / "ft"
+
+
+# Store fixtures: a real SQLite file per test, sample cases and model answers.
+SAMPLE_CASE: dict[str, Any] = {
+    "case_id": "C-000123",
+    "region": "US",
+    "request_type": "return",
+    "reason": "changed_mind",
+    "message": "Hi, the headphones are fine but I don't need them anymore <b>bold</b>",
+    "customer": {"id": "U-88", "tier": "standard", "claims_last_12m": 0},
+    "order": {
+        "id": "O-5512",
+        "category": "electronics",
+        "item": "Wireless headphones",
+        "price": 129.99,
+        "currency": "USD",
+        "final_sale": False,
+        "status": "delivered",
+        "days_since_delivery": 12,
+        "opened": True,
+        "signature_confirmed": False,
+    },
+}
+
+
+def make_case(case_id: str = "C-000123", **order: Any) -> Case:
+    data = copy.deepcopy(SAMPLE_CASE)
+    data["case_id"] = case_id
+    data["order"].update(order)
+    return parse_case(data)
+
+
+def make_answer(
+    case: Case,
+    variant: str,
+    decision: str | None,
+    version: str = "v1",
+    decisions: dict[str, str | None] | None = None,
+) -> ModelAnswer:
+    exp = expected_decision(case)
+    answer = (
+        None
+        if decision is None
+        else {
+            "decision": decision,
+            "reasoning": f"{exp.rule} applies.",
+            "customer_response": "Thank you.",
+            "next_action": "Send a label.",
+            "policy_refs": list(exp.policy_refs),
+        }
+    )
+    violations = tuple(check(case, decision)) if decision else ()
+    fl = tuple(flags(case, decisions))
+    return ModelAnswer(
+        case_id=case.case_id,
+        variant=variant,
+        model_version=f"{variant}@{version}",
+        status="ok" if answer else "invalid",
+        raw_text="{...}",
+        answer=answer,
+        error=None if answer else "bad json",
+        latency_s=0.5,
+        input_tokens=100,
+        output_tokens=40,
+        truncated=False,
+        guard=GuardVerdict(
+            exp.decision,
+            exp.policy_refs,
+            violations,
+            fl,
+            auto_send=bool(answer) and not violations and not fl,
+        ),
+    )
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    s = open_store(tmp_path / "policyops.db")
+    with s.session() as session:
+        create_user(session, "ann", "agent", "agent-pass-1")
+        create_user(session, "rita", "reviewer", "review-pass-1")
+        create_user(session, "otto", "ops", "ops-pass-12")
+    return s

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from app import build_app, make_auth
-from db import Store, add_case, create_user, eval_fingerprints_of, load_eval_set, open_store, read_case_rows
+from app.services.exports import eval_fingerprints_of
+from app.ui.interface import build_app, make_auth
+from db.cases import add_case, load_eval_set, read_case_rows
+from db.store import Store, open_store
+from db.users import create_user
 from policies import parse_case
 from tests.conftest import tiny_cases, write_jsonl
 

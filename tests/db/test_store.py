@@ -1,42 +1,19 @@
-"""Store: migrations, CRUD with audit entries, reviews, queue order, exports, metrics."""
+"""Store: migrations, users and roles, cases and runs with audit entries, the append-only audit log."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 from sqlmodel import select
 
-from db import (
-    MIGRATIONS,
-    AuditEntry,
-    ExportError,
-    ExportItem,
-    PermissionDenied,
-    QueueFilter,
-    ReviewError,
-    UserError,
-    add_case,
-    applied,
-    audit_entries,
-    authenticate,
-    authorize,
-    corrections_per_rule,
-    create_user,
-    ensure_admin,
-    export_reviews,
-    model_metrics,
-    open_store,
-    queue_rows,
-    reviewer_agreement,
-    runs_for_case,
-    save_run,
-    submit_review,
-)
-from policies import InvalidAnswer
-from tests.db.conftest import make_answer, make_case
+from db.audit import audit_entries
+from db.cases import add_case, runs_for_case, save_run
+from db.migrations import MIGRATIONS, applied
+from db.models import AuditEntry
+from db.store import open_store
+from db.users import PermissionDenied, UserError, authenticate, authorize, create_user, ensure_admin
+from tests.conftest import make_answer, make_case
 
 
 def _case_with_runs(store, case_id="C-1", base="DENY", ft="APPROVE_REFUND_WITH_FEE", **order):
@@ -112,101 +89,3 @@ def test_audit_log_is_append_only(store):
             s.exec(text("DELETE FROM audit_log"))
     with store.session() as s:
         assert s.exec(select(AuditEntry)).first() is not None
-
-
-def test_reviews_and_refused_correction(store):
-    pk, runs = _case_with_runs(store)
-    with store.session() as s:
-        approved = submit_review(s, pk, "approve_finetuned", "rita", runs=runs)
-        assert approved.status == "approved" and approved.model_run_id == runs["finetuned"].id
-    bad = dict(json.loads(runs["base"].answer_json), decision="MAYBE")
-    with pytest.raises(InvalidAnswer) as err:
-        with store.session() as s:
-            submit_review(s, pk, "correct", "rita", runs=runs, answer=bad)
-    assert err.value.fields == ["decision"]
-    with pytest.raises(ReviewError, match="answer: not valid JSON"):
-        with store.session() as s:
-            submit_review(s, pk, "correct", "rita", runs=runs, answer="{oops")
-    with pytest.raises(ReviewError, match="note"):
-        with store.session() as s:
-            submit_review(s, pk, "flag", "ann", runs=runs, note="  ")
-    with store.session() as s:
-        reviews = audit_entries(s, entity="review")
-        assert [r.action for r in reviews] == ["review_approved"]  # refused ones wrote nothing
-        good = dict(json.loads(runs["base"].answer_json), decision="APPROVE_REFUND_WITH_FEE")
-        corrected = submit_review(s, pk, "correct", "rita", runs=runs, answer=json.dumps(good), note="fee")
-        # started from the answer matching the guard's expected decision
-        assert corrected.model_run_id == runs["finetuned"].id
-
-
-def test_queue_sorted_by_need_for_human(store):
-    calm, _ = _case_with_runs(store, "C-calm", base="APPROVE_REFUND_WITH_FEE", ft="APPROVE_REFUND_WITH_FEE")
-    split, _ = _case_with_runs(store, "C-split", base="DENY", ft="APPROVE_REFUND_WITH_FEE")
-    flagged, runs = _case_with_runs(
-        store, "C-flag", base="APPROVE_REFUND_WITH_FEE", ft="APPROVE_REFUND_WITH_FEE", price=77.0
-    )
-    with store.session() as s:
-        submit_review(s, flagged, "flag", "ann", runs=runs, note="customer says two items")
-        rows = queue_rows(s)
-        assert [r.case_pk for r in rows] == [flagged, split, calm]
-        assert rows[1].disagree and not rows[2].needs_human
-        assert [r.case_pk for r in queue_rows(s, QueueFilter(disagree_only=True))] == [split]
-        assert [r.case_pk for r in queue_rows(s, QueueFilter(status="flagged_ambiguous"))] == [flagged]
-        assert queue_rows(s, QueueFilter(region="UK")) == []
-
-
-def test_export_bookkeeping_no_double_export_and_eval_refused(store, tmp_path):
-    pk1, runs1 = _case_with_runs(store, "C-1")
-    pk2, runs2 = _case_with_runs(store, "C-2", price=88.0)
-    eval_case = make_case("C-EVAL", price=55.0)
-    with store.session() as s:
-        eval_pk = add_case(s, eval_case, "eval", "system", in_eval_set=True).id
-        save_run(s, eval_pk, make_answer(eval_case, "finetuned", "APPROVE_REFUND_WITH_FEE"), "system")
-        # the eval case again under another id: still refused
-        leak_pk = add_case(s, make_case("C-LEAK", price=55.0), "try", "ann").id
-        save_run(s, leak_pk, make_answer(make_case("C-LEAK", price=55.0), "finetuned", "DENY"), "ann")
-    with store.session() as s:
-        for pk in (pk1, eval_pk, leak_pk):
-            submit_review(s, pk, "approve_finetuned", "rita", runs=runs_for_case(s, pk))
-        r2 = submit_review(s, pk2, "approve_finetuned", "rita", runs=runs2)
-    with store.session() as s:
-        result = export_reviews(s, "otto", tmp_path / "exports")
-    assert result.count == 2 and sorted(result.skipped["eval_set"]) == sorted(
-        [r.id for r in _reviews_of(store, (eval_pk, leak_pk))]
-    )
-    lines = open(result.path).read().splitlines()
-    assert len(lines) == 2
-    roles = [m["role"] for m in json.loads(lines[0])["messages"]]
-    assert roles == ["system", "user", "assistant"]
-    manifest = json.loads(open(result.manifest_path).read())
-    assert manifest["sha256"] == result.sha256 and manifest["count"] == 2 and r2.id in manifest["review_ids"]
-    with store.session() as s:
-        assert len(s.exec(select(ExportItem)).all()) == 2
-        assert audit_entries(s, action="export")[0].actor == "otto"
-        with pytest.raises(ExportError, match="nothing to export"):
-            export_reviews(s, "otto", tmp_path / "exports")
-    with store.session() as s:  # a new review of the same answer is a duplicate example
-        submit_review(s, pk1, "approve_finetuned", "otto", runs=runs1, note="again")
-    with store.session() as s:
-        with pytest.raises(ExportError, match="duplicate"):
-            export_reviews(s, "otto", tmp_path / "exports")
-    assert not [p for p in (tmp_path / "exports").iterdir() if p.name.startswith(".")]  # no temp files left
-
-
-def _reviews_of(store, pks):
-    from db import latest_review
-
-    with store.session() as s:
-        return [latest_review(s, pk) for pk in pks]
-
-
-def test_metrics(store):
-    pk, runs = _case_with_runs(store, "C-1", base="DENY", ft="APPROVE_REFUND_WITH_FEE")
-    with store.session() as s:
-        submit_review(s, pk, "correct", "rita", runs=runs, answer=json.loads(runs["finetuned"].answer_json))
-        mm = model_metrics(s)
-        acc = mm[mm.metric == "decision accuracy"].set_index("variant")["value"]
-        assert acc["base"] == 0.0 and acc["finetuned"] == 1.0
-        agree = reviewer_agreement(s).set_index("variant")["agreement"]
-        assert agree["finetuned"] == 1.0 and agree["base"] == 0.0
-        assert corrections_per_rule(s).to_dict("records") == [{"rule": "RET-11", "corrections": 1}]

@@ -14,12 +14,14 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from app import actions
-from app.batch_tab import resolve_batch_path
-from app.state import Console, require
-from db import audit_entries, export_reviews, hash_password, open_store, verify_password
-from db.paths import UnsafePath, contained_path, safe_dir
-from db.users import SCRYPT_N
+from app.services.exports import export_reviews
+from app.services.paths import UnsafePath, contained_path, safe_dir
+from app.ui import actions
+from app.ui.batch_tab import resolve_batch_path
+from app.ui.state import Console, require
+from db.audit import audit_entries
+from db.store import open_store
+from db.users import SCRYPT_N, hash_password, verify_password
 from tests.conftest import tiny_cases
 
 GOOD_ANSWER = {
@@ -134,8 +136,9 @@ def test_no_handler_acts_for_a_user_without_a_role(tmp_path):
 
     from sqlmodel import Session, select
 
-    from app import build_app
-    from db import AuditEntry, CaseRecord, Export, ModelRun, Review, add_case
+    from app.ui.interface import build_app
+    from db.cases import add_case
+    from db.models import AuditEntry, CaseRecord, Export, ModelRun, Review
     from policies import parse_case
 
     store = open_store(tmp_path / "s.db")

@@ -19,7 +19,10 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, func, select
 
 import db.store as store_mod
-from db import AuditEntry, Review, compare_case, open_store, resolve_case_ref
+from app.services.answers import compare_case
+from db.cases import resolve_case_ref
+from db.models import AuditEntry, Review
+from db.store import open_store
 from tests.conftest import tiny_cases
 
 CLIENTS = int(os.environ.get("RELIABILITY_CLIENTS", "20"))
@@ -63,7 +66,10 @@ def test_concurrent_reviewers_lose_nothing(served, tiny_engine):
 
 def test_store_write_survives_contention(tmp_path):
     """Read-then-write units of work from 20 threads: none fails with 'database is locked'."""
-    from db import add_case, create_user, open_store, submit_review
+    from app.services.reviews import submit_review
+    from db.cases import add_case
+    from db.store import open_store
+    from db.users import create_user
     from policies import parse_case
 
     store = open_store(tmp_path / "contention.db")

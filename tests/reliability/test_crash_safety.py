@@ -14,19 +14,14 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, func, select
 
-import db.exports as exports_mod
-from db import (
-    AuditEntry,
-    Export,
-    ExportItem,
-    Review,
-    add_case,
-    create_user,
-    export_reviews,
-    open_store,
-    submit_review,
-)
+import app.services.exports as exports_mod
+from app.services.exports import export_reviews
+from app.services.reviews import submit_review
 from db.backup import backup_sqlite, check_copy, restore_sqlite
+from db.cases import add_case
+from db.models import AuditEntry, Export, ExportItem, Review
+from db.store import open_store
+from db.users import create_user
 from policies import parse_case
 from scripts.backup_db import main as backup_main
 from tests.conftest import tiny_cases
@@ -77,7 +72,7 @@ def test_failure_between_write_and_commit_leaves_nothing(tmp_path, monkeypatch):
 
 def _child_export(db_path: str, out: str, marker: str, stage: str) -> None:
     """Runs in a forked child: export with a hook that announces the moment, then hangs (killed)."""
-    import db.durable as durable
+    import app.services.durable as durable
 
     def hang(*args: object, **kwargs: object) -> None:
         Path(marker).touch()

@@ -13,7 +13,7 @@ from gradio_client.exceptions import AppError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.actions import parse_case_text
+from app.ui.actions import parse_case_text
 from engine.extract import extract_answer
 from engine.guard import guard
 from engine.types import ModelAnswer

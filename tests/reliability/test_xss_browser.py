@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from db import add_case, save_run
-from db.workflows import engine_versions
+from app.services.answers import engine_versions
+from db.cases import add_case, save_run
 from engine.types import ModelAnswer
 from policies import parse_case
-from tests.app.test_browser import _login, page  # noqa: F401
+from tests.app.ui.test_browser import _login, page  # noqa: F401
 from tests.conftest import tiny_cases
 
 pytestmark = pytest.mark.browser

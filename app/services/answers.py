@@ -1,0 +1,136 @@
+"""Answers on demand: run the engine only for (case, variant, model_version) not yet in the store.
+
+The console and the batch runner call these instead of the engine directly, so a model answer
+is computed once and then served from ``model_runs``. Engine calls are serialised by a lock (one
+model in memory, shared by every browser tab).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from db.cases import add_case, case_of, find_run, get_case, runs_for_case, save_run
+from db.models import ModelRun
+from db.store import Store
+from engine.types import ModelAnswer
+from policies import Case
+from policies.prompt import PromptFormat
+
+Progress = Callable[[int, int], None]
+COMPARED_VARIANTS = ("base", "finetuned")
+_ENGINE_LOCK = threading.Lock()
+_SEEN_VERSIONS: dict[int, dict[str, str]] = {}  # engines that cannot say their versions before running
+
+
+class CompareEngine(Protocol):
+    """What the console needs of :class:`engine.Engine`."""
+
+    variants: list[str]
+
+    def compare(self, case: Case, variants: Sequence[str] = ...) -> dict[str, ModelAnswer]: ...
+
+    def compare_many(
+        self, cases: Sequence[Case], variants: Sequence[str] = ..., progress: Progress | None = None
+    ) -> list[dict[str, ModelAnswer]]: ...
+
+
+def compared_variants(engine: Any) -> list[str]:
+    """The variants :meth:`engine.compare` answers with: base and fine-tuned."""
+    wanted = [v for v in COMPARED_VARIANTS if v in engine.variants]
+    return wanted or list(engine.variants)
+
+
+def engine_versions(engine: Any) -> dict[str, str] | None:
+    """``{variant: model_version}`` of ``engine``: asked of the engine, else remembered from its answers."""
+    if callable(getattr(engine, "model_version", None)):
+        return {v: engine.model_version(v) for v in compared_variants(engine)}
+    return _SEEN_VERSIONS.get(id(engine))
+
+
+def prompt_format_of(engine: Any) -> PromptFormat:
+    """The prompt format the engine's model was trained with (exports must use the same)."""
+    fmt = getattr(getattr(engine, "backend", None), "prompt_format", None)
+    spec = getattr(engine, "spec", None)
+    return fmt or getattr(spec, "prompt_format", None) or PromptFormat()
+
+
+def _remember(engine: Any, answers: dict[str, ModelAnswer]) -> None:
+    _SEEN_VERSIONS[id(engine)] = {v: a.model_version for v, a in answers.items()}
+
+
+def cached_runs(store: Store, engine: Any, case_pk: int) -> dict[str, ModelRun] | None:
+    """The stored runs of the engine's current versions when every variant has one, else None."""
+    versions = engine_versions(engine)
+    if versions is None:
+        return None
+    with store.session() as s:
+        wanted = compared_variants(engine)
+        runs = {v: find_run(s, case_pk, v, versions[v]) for v in wanted if v in versions}
+    if len(runs) < len(wanted) or any(r is None for r in runs.values()):
+        return None
+    return runs  # type: ignore[return-value]
+
+
+def compare_case(store: Store, engine: Any, case_pk: int, actor: str) -> dict[str, ModelRun]:
+    """Both variants' runs for stored case ``case_pk``: from the store, or computed now and stored."""
+    runs = cached_runs(store, engine, case_pk)
+    if runs is not None:
+        return runs
+    with store.session() as s:
+        case = case_of(get_case(s, case_pk))
+    with _ENGINE_LOCK:
+        runs = cached_runs(store, engine, case_pk)  # another thread may have computed it meanwhile
+        if runs is not None:
+            return runs
+        answers = engine.compare(case, variants=compared_variants(engine))
+        _remember(engine, answers)
+        # saved before the lock is released: a thread waiting on it must find the runs cached
+        return store.write(lambda s: {v: save_run(s, case_pk, a, actor) for v, a in answers.items()})
+
+
+def compare_new_case(
+    store: Store, engine: Any, case: Case, source: str, actor: str
+) -> tuple[int, dict[str, ModelRun]]:
+    """Store ``case`` (source ``try`` / ``batch``) and compare it; returns (case_pk, runs)."""
+    case_pk = store.write(lambda s: add_case(s, case, source, actor).id or 0)
+    runs = compare_case(store, engine, case_pk, actor)
+    from app.services.shadow import shadow_answer  # lazy: db.shadow imports db.versions
+
+    shadow_answer(store, engine, case_pk, actor)  # a share of new cases also goes to the challenger
+    return case_pk, runs
+
+
+def run_batch(
+    store: Store, engine: Any, cases: Sequence[Case], actor: str, progress: Progress | None = None
+) -> list[int]:
+    """Store ``cases`` as a batch and compute the answers not cached yet (``progress(done, total)``).
+
+    Returns the stored cases' ids, in input order; they appear in the queue.
+    """
+    pks = store.write(lambda s: [add_case(s, c, "batch", actor).id or 0 for c in cases])
+    todo = [(pk, c) for pk, c in zip(pks, cases, strict=True) if cached_runs(store, engine, pk) is None]
+    if todo:
+        with _ENGINE_LOCK:
+            results = engine.compare_many(
+                [c for _, c in todo], variants=compared_variants(engine), progress=progress
+            )
+        if results:
+            _remember(engine, results[0])
+
+        def save_all(s: Any) -> None:
+            for (pk, _), answers in zip(todo, results, strict=True):
+                for answer in answers.values():
+                    save_run(s, pk, answer, actor)
+
+        store.write(save_all)
+    elif progress:
+        progress(len(cases), len(cases))
+    return pks
+
+
+def current_runs(store: Store, engine: Any, case_pk: int) -> dict[str, ModelRun]:
+    """Stored runs of the engine's versions (no computing); the latest ones when versions are unknown."""
+    with store.session() as s:
+        return runs_for_case(s, case_pk, engine_versions(engine))

@@ -1,0 +1,123 @@
+"""Bulk actions: approve the fine-tuned answer of every case a queue filter selects, in one go,
+and undo a whole bulk action while none of its reviews was exported.
+
+Each review is saved and audited on its own (``review_approved`` with ``bulk_action_id`` in the
+snapshot); the bulk action itself is audited too. The role is checked here (reviewer or above).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+from sqlmodel import Session, col, select
+
+from app.services.queue import QueueFilter, QueueRow, queue_rows
+from db.audit import audit
+from db.cases import canonical_json, latest_by_variant, run_answer
+from db.models import BulkAction, BulkActionItem, ExportItem, ModelRun, Review
+from db.users import authorize
+
+BULK_VARIANT = "finetuned"
+
+
+class BulkError(ValueError):
+    """A bulk action was refused; the message says why (nothing selected, already undone, exported)."""
+
+
+def bulk_candidates(
+    session: Session, qfilter: QueueFilter, versions: dict[str, str] | None = None
+) -> list[QueueRow]:
+    """Rows the filter selects that can be approved now: pending, with a valid fine-tuned answer."""
+    return [
+        r
+        for r in queue_rows(session, qfilter, versions)
+        if r.status == "pending" and r.decisions.get(BULK_VARIANT)
+    ]
+
+
+def bulk_approve(
+    session: Session, actor: str, qfilter: QueueFilter, versions: dict[str, str] | None = None
+) -> BulkAction:
+    """Approve the fine-tuned answer of every case ``qfilter`` selects (see :func:`bulk_candidates`).
+
+    Raises :class:`db.PermissionDenied` below reviewer, :class:`BulkError` when nothing is selected.
+    """
+    authorize(session, actor, "approve")
+    rows = bulk_candidates(session, qfilter, versions)
+    if not rows:
+        raise BulkError("filter: no pending case with a fine-tuned answer matches it")
+    pks = [r.case_pk for r in rows]
+    runs_by_case: dict[int, list[ModelRun]] = {}
+    for run in session.exec(
+        select(ModelRun).where(col(ModelRun.case_pk).in_(pks)).order_by(col(ModelRun.id))
+    ):
+        runs_by_case.setdefault(run.case_pk, []).append(run)
+    action = BulkAction(actor=actor, kind="approve_finetuned", filter_json=json.dumps(asdict(qfilter)))
+    session.add(action)
+    session.flush()
+    count = 0
+    for pk in pks:
+        run = latest_by_variant(runs_by_case.get(pk, []), versions).get(BULK_VARIANT)
+        answer = run_answer(run) if run else None
+        if run is None or answer is None:
+            continue
+        review = Review(
+            case_pk=pk,
+            status="approved",
+            reviewer=actor,
+            note=f"bulk action #{action.id}",
+            answer_json=canonical_json(answer),
+            model_run_id=run.id,
+        )
+        session.add(review)
+        session.flush()
+        session.add(BulkActionItem(bulk_action_id=action.id or 0, case_pk=pk, review_id=review.id or 0))
+        audit(
+            session, actor, "review_approved", "review", review.id, None,
+            {**review.model_dump(), "bulk_action_id": action.id},
+        )  # fmt: skip
+        count += 1
+    action.count = count
+    session.add(action)
+    audit(session, actor, "bulk_approve", "bulk_action", action.id, None, action)
+    return action
+
+
+def undo_bulk(session: Session, bulk_action_id: int, actor: str) -> BulkAction:
+    """Delete every review the bulk action wrote (each audited as ``review_undone``).
+
+    Refused with :class:`BulkError` (saying why) when the action is unknown, already undone, or any
+    of its reviews was exported. Raises :class:`db.PermissionDenied` below reviewer.
+    """
+    authorize(session, actor, "approve")
+    action = session.get(BulkAction, bulk_action_id)
+    if action is None:
+        raise BulkError(f"bulk_action_id: no bulk action #{bulk_action_id}")
+    if action.undone_at is not None:
+        raise BulkError(f"bulk_action_id: bulk action #{bulk_action_id} was undone already")
+    items = list(session.exec(select(BulkActionItem).where(BulkActionItem.bulk_action_id == bulk_action_id)))
+    review_ids = [i.review_id for i in items]
+    exported = list(
+        session.exec(select(ExportItem.review_id).where(col(ExportItem.review_id).in_(review_ids)))
+    )
+    if exported:
+        raise BulkError(
+            f"bulk_action_id: {len(exported)} of its reviews were exported already "
+            f"(review ids {', '.join(map(str, sorted(exported)[:10]))}); undo is refused"
+        )
+    before = action.model_dump()
+    for review in session.exec(select(Review).where(col(Review.id).in_(review_ids))):
+        audit(session, actor, "review_undone", "review", review.id, review, None)
+        session.delete(review)
+    action.undone_at = datetime.now(UTC)
+    action.undone_by = actor
+    session.add(action)
+    audit(session, actor, "undo_bulk", "bulk_action", action.id, before, action)
+    return action
+
+
+def bulk_actions(session: Session) -> list[BulkAction]:
+    """Every bulk action, newest first."""
+    return list(session.exec(select(BulkAction).order_by(col(BulkAction.id).desc())))

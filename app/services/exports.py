@@ -1,0 +1,181 @@
+"""SFT export: reviewed answers -> JSONL in TRL's conversational ``messages`` format, plus a manifest.
+
+Each example is ``{"messages": [system, user, assistant]}``: the system and user turns come from
+:func:`policies.prompt.build_messages` (the one prompt builder, in the model's prompt format) and the
+assistant turn is the reviewed answer as JSON. Only the latest review of a case counts, and only
+when it approved or corrected an answer. Cases of the eval set are refused, duplicate examples are
+dropped (within the file and against earlier exports) and a review is never exported twice
+(``export_items.review_id`` is unique). Files are published with :mod:`app.services.durable`: written to
+hidden temp files and fsynced, the bookkeeping committed, then renamed into place; an export cut
+short is undone (or, when it had committed, finished) by :func:`recover_exports` before the next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from app.services.durable import Recovery, discard, publish, recover_dir, write_temp
+from app.services.paths import safe_dir
+from db.audit import audit
+from db.cases import canonical_json, case_fingerprints, case_of
+from db.models import CaseRecord, Export, ExportItem, Review, utcnow
+from policies import parse_answer
+from policies.prompt import PromptFormat, build_messages
+
+EXPORTABLE = frozenset({"approved", "corrected"})
+
+
+class ExportError(RuntimeError):
+    """Nothing could be exported; the message says why."""
+
+
+@dataclass
+class ExportResult:
+    path: str
+    manifest_path: str
+    count: int
+    sha256: str
+    review_ids: list[int]
+    skipped: dict[str, list[int]] = field(default_factory=dict)  # reason -> review ids
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Candidate:
+    review: Review
+    record: CaseRecord
+    messages: list[dict[str, str]]
+    sha: str
+
+
+def _candidates(
+    session: Session, fmt: PromptFormat, eval_fingerprints: set[str]
+) -> tuple[list[_Candidate], dict[str, list[int]]]:
+    latest: dict[int, Review] = {}
+    for review in session.exec(select(Review).order_by(col(Review.id))):
+        latest[review.case_pk] = review
+    exported = set(session.exec(select(ExportItem.review_id)))
+    exported_shas = set(session.exec(select(ExportItem.example_sha)))
+    skipped: dict[str, list[int]] = {"eval_set": [], "duplicate": []}
+    out: list[_Candidate] = []
+    for review in latest.values():
+        if review.status not in EXPORTABLE or review.id in exported or review.answer_json is None:
+            continue
+        record = session.get(CaseRecord, review.case_pk)
+        assert record is not None
+        if record.in_eval_set or {record.case_id, record.body_sha} & eval_fingerprints:
+            skipped["eval_set"].append(review.id or 0)
+            continue
+        answer = parse_answer(json.loads(review.answer_json))
+        messages = build_messages(case_of(record), fmt, answer)
+        sha = hashlib.sha256(canonical_json(messages).encode()).hexdigest()
+        if sha in exported_shas:
+            skipped["duplicate"].append(review.id or 0)
+            continue
+        exported_shas.add(sha)
+        out.append(_Candidate(review, record, messages, sha))
+    return out, {k: v for k, v in skipped.items() if v}
+
+
+def recover_exports(session: Session, out_dir: Path) -> Recovery:
+    """Finish or undo exports in ``out_dir`` that a crash cut short (see :mod:`app.services.durable`)."""
+    recorded: set[str] = set()
+    for export in session.exec(select(Export)):
+        recorded.update({Path(export.path).name, Path(export.manifest_path).name})
+    return recover_dir(Path(out_dir), recorded, "sft-*")
+
+
+def export_reviews(
+    session: Session,
+    actor: str,
+    out_dir: Path,
+    fmt: PromptFormat | None = None,
+    eval_fingerprints: set[str] | None = None,
+) -> ExportResult:
+    """Export every approved/corrected review not yet exported; commits ``session`` itself.
+
+    ``eval_fingerprints``: extra case ids / body hashes to refuse (the eval file's), on top of cases
+    marked ``in_eval_set``. Raises :class:`ExportError` when there is nothing new to export.
+    Raises :class:`app.services.paths.UnsafePath` for an ``out_dir`` with ``..`` or symlinked out
+    of its parent.
+    Permissions are the caller's job (:func:`db.users.authorize` with ``"export"``).
+    """
+    out_dir = safe_dir(Path(out_dir))  # no "..", no symlink out: refused before anything is read
+    recover_exports(session, out_dir)  # the first statement: the caller's write lock is held from here
+    fmt = fmt or PromptFormat()
+    candidates, skipped = _candidates(session, fmt, eval_fingerprints or set())
+    if not candidates:
+        detail = ", ".join(f"{len(v)} refused as {k}" for k, v in skipped.items())
+        raise ExportError(
+            "nothing to export: no approved or corrected review is waiting"
+            + (f" ({detail})" if detail else "")
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
+    path = out_dir / f"sft-{stamp}.jsonl"
+    manifest_path = out_dir / f"sft-{stamp}.manifest.json"
+    data = "".join(
+        json.dumps({"messages": c.messages}, ensure_ascii=False) + "\n" for c in candidates
+    ).encode()
+    sha256 = hashlib.sha256(data).hexdigest()
+    review_ids = [c.review.id or 0 for c in candidates]
+    manifest = {
+        "file": path.name,
+        "count": len(candidates),
+        "sha256": sha256,
+        "format": "trl-conversational",
+        "prompt_format": fmt.to_dict(),
+        "created_by": actor,
+        "created_at": utcnow().isoformat(),
+        "review_ids": review_ids,
+        "case_ids": [c.record.case_id for c in candidates],
+        "skipped": skipped,
+    }
+    files = [path, manifest_path]
+    try:
+        write_temp(path, data)
+        write_temp(manifest_path, json.dumps(manifest, indent=2).encode())
+        export = Export(
+            path=str(path),
+            manifest_path=str(manifest_path),
+            sha256=sha256,
+            count=len(candidates),
+            created_by=actor,
+        )
+        session.add(export)
+        session.flush()
+        for c in candidates:
+            session.add(ExportItem(export_id=export.id or 0, review_id=c.review.id or 0, example_sha=c.sha))
+        audit(
+            session,
+            actor,
+            "export",
+            "export",
+            export.id,
+            None,
+            {**export.model_dump(), "review_ids": review_ids},
+        )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        discard(files)
+        raise
+    publish(files)  # a crash before this line is finished by the next recover_exports
+    return ExportResult(str(path), str(manifest_path), len(candidates), sha256, review_ids, skipped)
+
+
+def eval_fingerprints_of(cases: list[Any]) -> set[str]:
+    """Case ids and body hashes of the eval file's cases, for :func:`export_reviews`."""
+    out: set[str] = set()
+    for case in cases:
+        out.add(case.case_id)
+        out.add(case_fingerprints(case)[1])
+    return out

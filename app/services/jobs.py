@@ -1,0 +1,299 @@
+"""Retraining jobs: the Runner starts engine.train_job as a subprocess and the console watches it.
+
+Like LlamaBoard's Runner, training never runs in the console's process: :meth:`Runner.start` writes
+the job's data files into ``runs/ft-vN/``, starts ``python -m engine.train_job`` in its own session
+(a crash or a console restart leaves it alone) and records a :class:`TrainingJob` row. The job's
+state lives in the store and in the run dir (``progress.json``, ``job.log``, ``exit_code``), so a
+page reload or a console restart picks it up again; :meth:`Runner.refresh` turns a finished job
+into a registered ``challenger`` version (db.versions) or a failed job with its log tail. The
+champion is never touched here. One job at a time: a second start is refused with
+:class:`JobBusy`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session
+
+from db.audit import audit
+from db.exports import export_items
+from db.jobs import job_version_names, recent_jobs, running_jobs
+from db.models import CaseRecord, Export, Review, TrainingJob, utcnow
+from db.store import Store
+from db.versions import champion, next_version_name, register_version
+
+LOG_FILE, EXIT_FILE = "job.log", "exit_code"
+PROGRESS_FILE, COMPARISON_FILE = "progress.json", "comparison.json"  # written by engine.train_job
+LOG_TAIL_CHARS = 4000
+
+
+
+
+class JobError(RuntimeError):
+    """A retraining request that cannot start; the message names the field at fault."""
+
+
+class JobBusy(JobError):
+    """Another job is running (one at a time)."""
+
+
+@dataclass
+class RetrainRequest:
+    """What ops picked in the console: exports to mix with the base training set, and how."""
+
+    export_ids: list[int]
+    base_weight: float = 1.0  # mixing weight of the base training set
+    corrections_weight: float = 3.0  # mixing weight of each export (reviewer corrections)
+    holdout_share: float = 0.2  # corrections held out of training, to evaluate on
+    init: str = "base"  # base: a fresh adapter; champion: continue training the champion
+
+
+@dataclass
+class RunnerConfig:
+    """Where and how jobs run; fixed when the console starts."""
+
+    repo_root: Path = Path(".")
+    runs_dir: Path = Path("runs")
+    base_model: str = "default-base"  # what a fresh adapter is trained on
+    base_dataset: str = "data/generated/train.jsonl"
+    eval_set: str = "data/generated/eval.jsonl"
+    train_config: str | None = "data/models/default-ft-retrain.yaml"  # the retrain recipe (--config)
+    extra_args: list[str] = field(default_factory=list)  # more train_qlora_sft flags (tests: max_steps)
+    eval_max: int | None = None  # cap per evaluated set (quick runs)
+    eval_max_new_tokens: int | None = None  # token cap per evaluated answer (quick runs)
+    python: str = sys.executable
+
+
+def _held_out(case_id: str, share: float) -> bool:
+    """Deterministic split by case id: the same case is always on the same side."""
+    return int(hashlib.sha256(case_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
+
+
+def write_job_data(session: Session, request: RetrainRequest, run_dir: Path) -> dict[str, Any]:
+    """corrections.jsonl (rows to train on) and holdout.jsonl (generator rows to evaluate on).
+
+    The i-th line of an export file is its i-th export item, so each line finds its case and review.
+    A correction is written as a generator row (the case and the reviewed answer), not as the
+    export's rendered ``messages``: training then renders it in the trained model's own prompt
+    format, whatever format the export was written in (an export in another model's format trains
+    nothing useful). Lines without their review (an edited file) are trained on as they are.
+    Raises :class:`JobError` for an unknown export or a missing file.
+    """
+    train_lines: list[str] = []
+    holdout_rows: list[dict[str, Any]] = []
+    for export_id in request.export_ids:
+        export = session.get(Export, export_id)
+        if export is None or not Path(export.path).is_file():
+            raise JobError(f"exports: export #{export_id} or its file is missing")
+        lines = [ln for ln in Path(export.path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        items = export_items(session, export_id)
+        if len(items) != len(lines):  # an edited file: train on all of it, hold nothing out
+            train_lines += lines
+            continue
+        for line, item in zip(lines, items, strict=True):
+            review = session.get(Review, item.review_id)
+            record = session.get(CaseRecord, review.case_pk) if review else None
+            if review is None or record is None or review.answer_json is None:
+                train_lines.append(line)
+                continue
+            row = {"id": record.case_id, "instruction": "Decide the case.",
+                   "input": json.loads(record.case_json), "output": json.loads(review.answer_json)}
+            if _held_out(record.case_id, request.holdout_share):
+                holdout_rows.append(row)
+            else:
+                train_lines.append(json.dumps(row, ensure_ascii=False))
+    if not train_lines:
+        raise JobError("exports: no correction left to train on after the hold-out split")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "corrections.jsonl").write_text("\n".join(train_lines) + "\n", encoding="utf-8")
+    (run_dir / "holdout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in holdout_rows),
+                                           encoding="utf-8")
+    return {"train_corrections": len(train_lines), "holdout": len(holdout_rows)}
+
+
+def log_tail(run_dir: str | Path, chars: int = LOG_TAIL_CHARS) -> str:
+    path = Path(run_dir) / LOG_FILE
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - chars))
+        return fh.read().decode("utf-8", "replace")
+
+
+def read_progress(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / PROGRESS_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Runner:
+    """Starts, watches and finishes retraining jobs; safe to call from several console threads."""
+
+    def __init__(self, store: Store, config: RunnerConfig | None = None):
+        self.store = store
+        self.config = config or RunnerConfig()
+        self._lock = threading.Lock()
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}  # reaped here when this process started them
+
+    def active(self) -> TrainingJob | None:
+        """The running job, if any (refreshed first, so a finished one is settled)."""
+        self.refresh()
+        with self.store.session() as s:
+            running = running_jobs(s)
+        return running[0] if running else None
+
+    def jobs(self, limit: int = 20) -> list[TrainingJob]:
+        with self.store.session() as s:
+            return recent_jobs(s, limit)
+
+    def _command(self, run_dir: Path, request: RetrainRequest, champ: Any) -> list[str]:
+        cfg = self.config
+        model = champ.path if request.init == "champion" and champ is not None else cfg.base_model
+        cmd = [cfg.python, "-m", "engine.train_job", "--run-dir", str(run_dir), "--eval", cfg.eval_set,
+               "--holdout", str(run_dir / "holdout.jsonl")]
+        if champ is not None:
+            cmd += ["--champion", champ.path, "--champion-version", champ.name]
+        if cfg.eval_max:
+            cmd += ["--eval-max", str(cfg.eval_max)]
+        if cfg.eval_max_new_tokens:
+            cmd += ["--eval-max-new-tokens", str(cfg.eval_max_new_tokens)]
+        cmd.append("--")
+        if cfg.train_config:
+            cmd += ["--config", cfg.train_config]
+        n_exports = 1  # corrections.jsonl holds every picked export (one weight for them all)
+        cmd += ["--model", model, "--dataset", cfg.base_dataset, str(run_dir / "corrections.jsonl"),
+                "--mix_weights", str(request.base_weight), *[str(request.corrections_weight)] * n_exports,
+                "--output_dir", str(run_dir), *cfg.extra_args]
+        return cmd
+
+    def start(self, actor: str, request: RetrainRequest) -> TrainingJob:
+        """Start a job training ``ft-vN`` on the base set + the picked exports; audited.
+
+        Raises :class:`JobBusy` when a job runs, :class:`JobError` for a bad request.
+        """
+        if not request.export_ids:
+            raise JobError("exports: pick at least one export of reviewer corrections")
+        if request.init not in ("base", "champion"):
+            raise JobError(f"init: {request.init!r} is not base or champion")
+        with self._lock:
+            busy = self.active()
+            if busy is not None:
+                raise JobBusy(f"job #{busy.id} ({busy.version_name}) is running; one job at a time")
+            with self.store.session() as s:
+                taken = job_version_names(s)
+                name = next_version_name(s, taken)
+                run_dir = (self.config.runs_dir / name).resolve()
+                if run_dir.exists() and any(run_dir.iterdir()):
+                    raise JobError(f"run_dir: {run_dir} exists already and is not empty")
+                counts = write_job_data(s, request, run_dir)
+                champ = champion(s)
+                cmd = self._command(run_dir, request, champ)
+                log = open(run_dir / LOG_FILE, "wb")  # noqa: SIM115 - handed to the child
+                # sh records the exit status in a file, so a restarted console still learns it.
+                proc = subprocess.Popen(
+                    ["sh", "-c", '"$@"; echo $? > "$0"', str(run_dir / EXIT_FILE), *cmd],
+                    cwd=self.config.repo_root, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+                log.close()
+                job = TrainingJob(version_name=name, run_dir=str(run_dir), pid=proc.pid,
+                                  request_json=json.dumps({**asdict(request), **counts}),
+                                  command_json=json.dumps(cmd), created_by=actor)
+                s.add(job)
+                s.flush()
+                audit(s, actor, "retrain_start", "training_job", job.id, None, job)
+            self._procs[job.id or 0] = proc
+            return job
+
+    def refresh(self) -> None:
+        """Settle every running job whose process has ended: register its version or record the failure."""
+        with self.store.session() as s:
+            running = running_jobs(s)
+            for job in running:
+                proc = self._procs.get(job.id or 0)
+                if proc is not None:
+                    proc.poll()  # reap our own child so it does not linger as a zombie
+                exit_file = Path(job.run_dir) / EXIT_FILE
+                if exit_file.is_file() and exit_file.read_text().strip():
+                    self._finish(s, job, int(exit_file.read_text().strip()))
+                elif not _alive(job.pid) or (proc is not None and proc.returncode is not None):
+                    self._finish(s, job, None)
+
+    def _finish(self, s: Session, job: TrainingJob, code: int | None) -> None:
+        before = job.model_dump()
+        job.exit_code, job.finished_at = code, utcnow()
+        comparison_path = Path(job.run_dir) / COMPARISON_FILE
+        if code == 0 and comparison_path.is_file():
+            evaluation = json.loads(comparison_path.read_text(encoding="utf-8"))
+            adapter_config = json.loads((Path(job.run_dir) / "adapter_config.json").read_text())
+            base = adapter_config.get("base_model_name_or_path") or self.config.base_model
+            register_version(s, job.created_by, job.version_name, job.run_dir, base,
+                             evaluation=evaluation, job_id=job.id)
+            job.status = "succeeded"
+        elif job.status == "running":
+            job.status = "failed"
+            why = "process ended without an exit status" if code is None else f"exit status {code}"
+            job.error = f"{why}\n{log_tail(job.run_dir)}"
+        s.add(job)
+        audit(s, "system", f"retrain_{job.status}", "training_job", job.id, before,
+              {k: v for k, v in job.model_dump().items() if k != "error"})
+
+    def cancel(self, actor: str, job_id: int) -> None:
+        """Stop a running job (SIGTERM to its process group); it ends as ``cancelled``, audited."""
+        with self.store.session() as s:
+            job = s.get(TrainingJob, job_id)
+            if job is None or job.status != "running":
+                raise JobError(f"job: #{job_id} is not running")
+            if job.pid and _alive(job.pid):
+                os.killpg(job.pid, signal.SIGTERM)
+            before = job.model_dump()
+            job.status, job.finished_at, job.error = "cancelled", utcnow(), f"cancelled by {actor}"
+            s.add(job)
+            audit(s, actor, "retrain_cancel", "training_job", job.id, before, job)
+
+    def view(self, job: TrainingJob) -> dict[str, Any]:
+        """What the console shows of a job: status, stage, step/max_steps, losses, log tail."""
+        progress = read_progress(job.run_dir)
+        return {"id": job.id, "version": job.version_name, "status": job.status,
+                "stage": progress.get("stage", "starting"), "step": progress.get("step", 0),
+                "max_steps": progress.get("max_steps", 0), "loss": progress.get("loss", []),
+                "eval": {k: progress[k] for k in ("eval_stage", "eval_done", "eval_total") if k in progress},
+                "error": job.error, "log_tail": log_tail(job.run_dir, 1500)}
+
+    def wait(self, job_id: int, timeout_s: float = 600.0, poll_s: float = 0.5) -> TrainingJob:
+        """Block until job ``job_id`` is settled (tests and scripts); raises TimeoutError."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.refresh()
+            with self.store.session() as s:
+                job = s.get(TrainingJob, job_id)
+                if job is not None and job.status != "running":
+                    return job
+            time.sleep(poll_s)
+        raise TimeoutError(f"job #{job_id} still running after {timeout_s} s")

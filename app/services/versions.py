@@ -1,0 +1,91 @@
+"""Changing the served adapter: the promotion gate, rollback, and pointing the engine at the champion.
+
+The table and its CRUD are :mod:`db.versions`'; here is what the console does with them.
+:func:`promote` refuses a challenger that is worse on hard violations; :func:`change_champion`
+changes the champion and swaps the engine's adapter in one transaction, so the store never names a
+champion the console does not serve.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlmodel import Session
+
+from db.models import AdapterVersion
+from db.store import Store
+from db.versions import VersionError, champion, get_version, set_champion
+
+
+class PromotionRefused(VersionError):
+    """The challenger may not be promoted; the message gives the figures that refused it."""
+
+
+def hard_violations(evaluation: dict[str, Any] | None, variant: str) -> int | None:
+    """Cases with a hard violation for ``variant`` (champion/challenger) over every evaluated set."""
+    if not evaluation:
+        return None
+    return int(evaluation.get("hard_violations", {}).get(variant, 0))
+
+
+def promote(session: Session, actor: str, name: str) -> AdapterVersion:
+    """Make challenger ``name`` the champion (the old one retires), audited, in ``session``.
+
+    Refused (:class:`PromotionRefused`) when the version was never evaluated, was evaluated against
+    another champion than today's, or has more hard violations than the champion it was compared
+    with. Permissions are the caller's job (``authorize(..., "promote")``).
+    """
+    target = get_version(session, name)
+    evaluation = target.evaluation()
+    current = champion(session)
+    if not evaluation:
+        raise PromotionRefused(f"{name}: not evaluated yet; promotion needs the comparison with the champion")
+    against = evaluation.get("champion_version")
+    if current is not None and against not in (None, current.name):
+        raise PromotionRefused(f"{name}: evaluated against {against}, but the champion is now {current.name}")
+    ours, theirs = hard_violations(evaluation, "challenger"), hard_violations(evaluation, "champion")
+    if theirs is not None and ours is not None and ours > theirs:
+        raise PromotionRefused(
+            f"{name}: {ours} cases with hard violations against the champion's {theirs}; not promoted"
+        )
+    return set_champion(session, actor, target, "promote")
+
+
+def rollback(session: Session, actor: str, name: str) -> AdapterVersion:
+    """Make any earlier (retired or challenger) version the champion again: one audited action."""
+    return set_champion(session, actor, get_version(session, name), "rollback")
+
+
+def serve_champion(engine: Any, session: Session, variant: str = "finetuned") -> str | None:
+    """Point ``engine``'s ``variant`` adapter at the champion's weights (base stays loaded).
+
+    Out: the champion's name, or None when there is none or the engine cannot swap adapters.
+    Errors from PEFT (a missing or incompatible adapter dir) propagate.
+    """
+    current = champion(session)
+    swap = getattr(engine, "swap_adapter", None)
+    if current is None or swap is None or not (Path(current.path) / "adapter_config.json").is_file():
+        return None
+    swap(variant, current.path, version=current.name)
+    return current.name
+
+
+def change_champion(
+    store: Store, engine: Any, actor: str, name: str, how: Literal["promote", "rollback"]
+) -> str | None:
+    """Promote or roll back to ``name`` and serve it, in one transaction; returns the served name.
+
+    When the gate refuses (:class:`PromotionRefused`), the name is unknown (:class:`VersionError`) or
+    the engine cannot load the adapter, nothing is committed and the engine keeps its adapter.
+    """
+    change = promote if how == "promote" else rollback
+
+    # Store.write may run ``unit`` again when the database is locked: swapping in the same adapter
+    # again is harmless.
+    def unit(s: Session) -> str | None:
+        change(s, actor, name)
+        s.flush()
+        return serve_champion(engine, s)
+
+    return store.write(unit)

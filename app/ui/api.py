@@ -1,0 +1,83 @@
+"""The programmatic API (gradio_client): ``/compare``, ``/submit_review``, ``/reviews``, ``/export``.
+
+Documented in app/API.md. Errors raise gr.Error whose message names the field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gradio as gr
+
+from app.services.second_opinion import is_double_review, visible_reviews
+from app.ui import actions
+from app.ui.state import Console, require, user_errors
+from db.cases import get_case, resolve_case_ref
+
+MODEL_CONCURRENCY = 1  # model calls running at once (one model in memory, serialised anyway)
+REVIEW_CONCURRENCY = 8  # /submit_review calls running at once (short SQLite write transactions)
+
+
+def register(console: Console) -> None:
+    """Declare the three endpoints inside the current gr.Blocks."""
+
+    def compare(case_json: str, request: gr.Request) -> dict[str, Any]:
+        """Compare base and fine-tuned on a case given as JSON text; answers with guard verdicts."""
+        case_pk, runs = actions.compare_text(console, request, case_json, source="try")
+        with console.store.session() as s:
+            case_id = get_case(s, case_pk).case_id
+        return {"case_pk": case_pk, "case_id": case_id, "answers": actions.runs_payload(runs)}
+
+    def submit_review(
+        case_id: str, action: str, answer_json: str = "", note: str = "", request: gr.Request = None
+    ) -> dict[str, Any]:  # type: ignore[assignment]
+        """Review a case: approve_base | approve_finetuned | flag | correct (with answer_json)."""
+        return actions.review(console, request, case_id, action, answer_json or None, note)
+
+    def reviews(case_id: str, request: gr.Request) -> dict[str, Any]:
+        """A case's reviews the caller may see. On a second-opinion case, another reviewer's verdict
+        stays hidden until two reviewers have both reviewed it."""
+        user = require(console, request, "compare")
+        with user_errors(), console.store.session() as s:
+            pk = resolve_case_ref(s, case_id)
+            shown = visible_reviews(s, pk, user)
+            double = is_double_review(s, pk)
+        return {
+            "case_pk": pk,
+            "second_opinion": double,
+            "status": shown[-1].status if shown else "pending",
+            "reviews": [
+                {
+                    "review_id": r.id,
+                    "reviewer": r.reviewer,
+                    "status": r.status,
+                    "note": r.note,
+                    "answer": json.loads(r.answer_json) if r.answer_json else None,
+                    "created_at": r.created_at.isoformat(),
+                }
+                for r in shown
+            ],
+        }
+
+    def export(request: gr.Request) -> dict[str, Any]:
+        """Export approved and corrected answers not exported yet (ops only): export_path, count, sha256.
+
+        (The key is not ``path``: Gradio treats a dict with a ``path`` key as a file to serve.)
+        """
+        result = actions.export(console, request)
+        return {
+            "export_path": result.path,
+            "count": result.count,
+            "sha256": result.sha256,
+            "manifest": result.manifest_path,
+            "review_ids": result.review_ids,
+            "skipped": result.skipped,
+        }
+
+    # Model endpoints share one queue slot: calls wait in Gradio's queue (memory stays flat) instead
+    # of piling up threads on the engine lock. Reviews are short DB writes and may overlap.
+    gr.api(compare, api_name="compare", concurrency_limit=MODEL_CONCURRENCY, concurrency_id="model")
+    gr.api(submit_review, api_name="submit_review", concurrency_limit=REVIEW_CONCURRENCY)
+    gr.api(reviews, api_name="reviews", concurrency_limit=REVIEW_CONCURRENCY)
+    gr.api(export, api_name="export", concurrency_limit=1)

@@ -1,0 +1,52 @@
+"""Export tab (ops only): reviewed answers not exported yet -> an SFT JSONL file plus manifest."""
+
+from __future__ import annotations
+
+from html import escape
+
+import gradio as gr
+import pandas as pd
+
+from app.ui import actions
+from app.ui.state import Console, require
+from db.exports import list_exports
+
+
+def history(console: Console) -> pd.DataFrame:
+    with console.store.session() as s:
+        rows = list_exports(s)
+    return pd.DataFrame(
+        [[e.id, e.created_at, e.created_by, e.count, e.path, e.sha256] for e in rows],
+        columns=["#", "created_at", "by", "count", "path", "sha256"],
+    )
+
+
+def create_export_tab(console: Console) -> None:
+    """Declare the Export tab's widgets and wire its events."""
+    gr.Markdown(
+        "Exports approved and corrected answers not exported yet, in TRL's conversational "
+        "`messages` format. Cases of the eval set are refused; duplicates are dropped."
+    )
+    run = gr.Button("Export corrections", variant="primary", elem_id="export-run")
+    result = gr.HTML(elem_id="export-result")
+    table = gr.Dataframe(interactive=False, label="Past exports")
+
+    def do_export(request: gr.Request) -> tuple[str, pd.DataFrame]:
+        try:
+            res = actions.export(console, request)
+        except gr.Error as exc:
+            past = pd.DataFrame() if exc.title == "Not allowed" else history(console)  # ops only
+            return f"<div class='export-error' style='color:#b91c1c'>{escape(exc.message)}</div>", past
+        skipped = "; ".join(f"{len(v)} skipped as {k}" for k, v in res.skipped.items()) or "none skipped"
+        return (
+            f"<div class='export-ok'>Exported <b>{res.count}</b> examples to <code>{escape(res.path)}</code> "
+            f"(sha256 {res.sha256}); {escape(skipped)}.</div>",
+            history(console),
+        )
+
+    def show_history(request: gr.Request) -> pd.DataFrame:
+        require(console, request, "export")
+        return history(console)
+
+    run.click(do_export, None, [result, table], api_visibility="private")
+    gr.Button("Show past exports").click(show_history, None, table, api_visibility="private")

@@ -1,0 +1,111 @@
+"""The page, assembled in one place: one tab per task, each declared by its own module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from app.services.jobs import Runner
+from app.services.queue import QueueFilter
+from app.ui import api
+from app.ui.batch_tab import create_batch_tab
+from app.ui.case_tab import create_case_tab
+from app.ui.drift_tab import create_drift_tab
+from app.ui.export_tab import create_export_tab
+from app.ui.metrics_tab import create_metrics_tab
+from app.ui.models_tab import create_models_tab
+from app.ui.queue_tab import create_queue_tab, queue_frame
+from app.ui.review_tab import create_review_tab
+from app.ui.shortcuts import SHORTCUTS_JS, help_html
+from app.ui.state import Console, username_of
+from app.ui.try_tab import create_try_tab
+from db.store import Store
+from db.users import authenticate, role_of_user
+
+TITLE = "PolicyOps Console"
+
+
+def make_auth(store: Store) -> Callable[[str, str], bool]:
+    """The ``launch(auth=...)`` callable: checks the username and scrypt password against the store."""
+
+    def check(username: str, password: str) -> bool:
+        with store.session() as s:
+            return authenticate(s, username, password) is not None
+
+    return check
+
+
+def build_app(
+    engine: Any,
+    store: Store,
+    *,
+    export_dir: Path = Path("var/exports"),
+    eval_fingerprints: set[str] | None = None,
+    batch_root: Path = Path("data"),
+    runner: Runner | None = None,
+    prefetch: bool = True,
+) -> gr.Blocks:
+    """The console over ``engine`` and ``store``. Launch it with ``auth=make_auth(store)``.
+
+    ``prefetch``: answer the next queued case in the background while a reviewer reads one.
+    A URL with ``?case=C-000123`` opens that case after login.
+    """
+    console = Console(
+        engine=engine,
+        store=store,
+        export_dir=Path(export_dir),
+        eval_fingerprints=eval_fingerprints or set(),
+        batch_root=Path(batch_root),
+        prefetch=prefetch,
+    )
+    with gr.Blocks(title=TITLE) as demo:
+        api.register(console)  # first, so the stable api_names are theirs
+        whoami = gr.Markdown(f"# {TITLE}")
+        gr.HTML(help_html(), elem_id="shortcut-help")  # shown by the ? key, on every tab
+        with gr.Tabs() as tabs:
+            with gr.Tab("Queue", id="queue"):
+                queue = create_queue_tab(console)
+            with gr.Tab("Case", id="case"):
+                case = create_case_tab(console)
+            with gr.Tab("Try a case", id="try"):
+                create_try_tab(console)
+            with gr.Tab("Batch run", id="batch"):
+                create_batch_tab(console)
+            with gr.Tab("Metrics", id="metrics"):
+                create_metrics_tab(console)
+            with gr.Tab("Export", id="export"):
+                create_export_tab(console)
+            with gr.Tab("Models", id="models"):
+                create_models_tab(console, runner or Runner(store))
+            with gr.Tab("Drift", id="drift"):
+                create_drift_tab(console)
+            with gr.Tab("Reviews", id="reviews"):
+                create_review_tab(console)
+
+        def open_selected(evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
+            row = evt.row_value or []
+            if not row:
+                raise gr.Error("case_id: pick a row of the queue")
+            return (*case.open(f"#{row[0]}", request), gr.Tabs(selected="case"))
+
+        def on_load(request: gr.Request) -> tuple[Any, ...]:
+            user = username_of(request)
+            with store.session() as s:
+                role = role_of_user(s, user)
+            head = (f"# {TITLE}\nSigned in as **{user}** ({role})", queue_frame(console, QueueFilter(), user))
+            link = dict(request.query_params).get("case") if request else None
+            if not link:  # a link ``?case=C-000123`` opens that case
+                return (*head, *[gr.update()] * len(case.outputs), gr.update())
+            try:
+                return (*head, *case.open(link, request), gr.Tabs(selected="case"))
+            except gr.Error as exc:  # an unknown case in the link: say so, keep the page usable
+                gr.Warning(f"Link: {exc.message}")
+                return (*head, *[gr.update()] * len(case.outputs), gr.update())
+
+        queue.table.select(open_selected, None, [*case.outputs, tabs], api_visibility="private")
+        demo.load(on_load, None, [whoami, queue.table, *case.outputs, tabs], api_visibility="private")
+        demo.load(None, None, None, js=SHORTCUTS_JS)  # keyboard-first review (app/shortcuts.py)
+    return demo

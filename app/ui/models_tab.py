@@ -1,0 +1,186 @@
+"""Models tab (ops): adapter versions, retraining as a watched subprocess, champion vs challenger,
+promotion and rollback. Handlers only translate: the work is db.versions', db.jobs' and
+engine.champion's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from app.services.jobs import JobError, RetrainRequest, Runner
+from app.services.versions import change_champion
+from app.ui.state import Console, require, username_of
+from db.exports import list_exports
+from db.shadow import set_shadow_share
+from db.users import role_allows, role_of_user
+from db.versions import VersionError, get_version, list_versions
+from engine.champion import comparison_markdown
+
+REFRESH_S = 2.0  # how often the page asks the Runner about the running job
+
+
+@dataclass
+class ModelsTab:
+    versions: gr.Dataframe
+    job_status: gr.HTML
+
+
+def versions_frame(console: Console) -> pd.DataFrame:
+    """One row per version, newest first, with its eval-set headline figures when evaluated."""
+    rows = []
+    with console.store.session() as s:
+        for v in list_versions(s):
+            ev = (v.evaluation() or {}).get("datasets", {}).get("eval", {}).get("summary", {})
+            ch = ev.get("challenger", {})
+            rows.append([v.name, v.status, f"{ch['decision_accuracy']:.1%}" if ch else "",
+                         f"{ch['violation_rate']:.1%}" if ch else "", v.created_by,
+                         v.created_at.strftime("%Y-%m-%d %H:%M"), v.path])
+    return pd.DataFrame(rows, columns=["version", "status", "eval accuracy", "violation rate", "by",
+                                       "created", "path"])
+
+
+def export_choices(console: Console) -> list[tuple[str, int]]:
+    with console.store.session() as s:
+        exports = list_exports(s)
+    return [(f"#{e.id}: {e.count} examples, {e.created_at:%Y-%m-%d %H:%M} ({e.path})", e.id or 0)
+            for e in exports]
+
+
+def job_html(runner: Runner) -> tuple[str, pd.DataFrame, str]:
+    """(status line, loss frame, log tail) of the running job, else of the latest one."""
+    jobs = runner.jobs(limit=1)
+    if not jobs:
+        return "No retraining job yet.", pd.DataFrame({"step": [], "loss": []}), ""
+    view = runner.view(jobs[0])
+    color = {"failed": "#b91c1c", "succeeded": "#15803d", "cancelled": "#92400e"}.get(view["status"], "")
+    stage = view["stage"]
+    if stage == "evaluating" and view["eval"]:
+        stage += f" {view['eval'].get('eval_stage', '')} {view['eval'].get('eval_done', 0)}" \
+                 f"/{view['eval'].get('eval_total', 0)}"
+    last = f", loss {view['loss'][-1][1]:.4f}" if view["loss"] else ""
+    html = (f"<div class='job-status' style='color:{color}'>Job #{view['id']} → <b>{escape(view['version'])}"
+            f"</b>: {escape(view['status'])} ({escape(stage)}), step {view['step']}/{view['max_steps']}"
+            f"{escape(last)}</div>")
+    if view["status"] == "failed":
+        html += "<div>The champion is unchanged. Log tail below.</div>"
+    loss = pd.DataFrame(view["loss"], columns=["step", "loss"]) if view["loss"] else \
+        pd.DataFrame({"step": [], "loss": []})
+    return html, loss, view["error"] or view["log_tail"]
+
+
+def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
+    """Declare the Models tab's widgets and wire its events."""
+    gr.Markdown("Adapter versions. New ones arrive as **challenger**; promote one after comparing it "
+                "with the champion, or roll back to any earlier version. Ops only.")
+    versions = gr.Dataframe(interactive=False, label="Versions", elem_id="models-versions")
+    with gr.Accordion("Retrain", open=True):
+        exports = gr.CheckboxGroup(label="Exports of reviewer corrections", elem_id="models-exports")
+        with gr.Row():
+            base_weight = gr.Number(1.0, label="weight of the base training set", minimum=0)
+            corr_weight = gr.Number(3.0, label="weight of the corrections", minimum=0)
+            holdout = gr.Slider(0.0, 0.5, 0.2, step=0.05, label="share of corrections held out")
+            init = gr.Radio(["champion", "base"], value="champion",
+                            label="start from (champion: continue it; base: a fresh adapter)")
+        with gr.Row():
+            start = gr.Button("Start retraining", variant="primary", elem_id="models-start")
+            cancel = gr.Button("Cancel the job")
+        job_status = gr.HTML(elem_id="models-job")
+        loss = gr.LinePlot(x="step", y="loss", label="training loss", height=220)
+        log = gr.Textbox(label="log tail", lines=8, max_lines=8, autoscroll=True)
+    with gr.Accordion("Champion vs challenger", open=True):
+        with gr.Row():
+            pick = gr.Dropdown(label="version", choices=[], elem_id="models-pick")
+            promote_btn = gr.Button("Promote to champion", variant="primary", elem_id="models-promote")
+            rollback_btn = gr.Button("Roll back to this version", elem_id="models-rollback")
+        verdict = gr.HTML(elem_id="models-verdict")
+        compare = gr.Markdown(elem_id="models-compare")
+    with gr.Accordion("Shadow mode", open=False):
+        with gr.Row():
+            share = gr.Slider(0.0, 1.0, 0.0, step=0.05, label="share of new cases also answered by the "
+                              "newest challenger (variant 'challenger', shown in the case view)")
+            save_share = gr.Button("Save share", elem_id="models-shadow-save")
+        share_note = gr.Markdown()
+
+    def refresh(request: gr.Request) -> tuple[Any, ...]:
+        require(console, request, "retrain")
+        runner.refresh()
+        frame = versions_frame(console)
+        return (frame, gr.CheckboxGroup(choices=export_choices(console)),
+                gr.Dropdown(choices=list(frame["version"])), *job_html(runner))
+
+    def tick(request: gr.Request) -> tuple[Any, ...]:
+        with console.store.session() as s:  # no require(): a refusal every tick would flood the audit log
+            allowed = role_allows(role_of_user(s, username_of(request)), "retrain")
+        if not allowed:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        runner.refresh()  # settles a finished job: its version appears in the table
+        return (versions_frame(console), *job_html(runner))
+
+    def do_start(ids: list[int], bw: float, cw: float, share: float, how: str,
+                 request: gr.Request) -> tuple[Any, ...]:
+        actor = require(console, request, "retrain")
+        try:
+            runner.start(actor, RetrainRequest([int(i) for i in ids or []], float(bw), float(cw),
+                                               float(share), how))
+        except JobError as exc:
+            raise gr.Error(str(exc)) from exc
+        return job_html(runner)
+
+    def do_cancel(request: gr.Request) -> tuple[Any, ...]:
+        actor = require(console, request, "retrain")
+        active = runner.active()
+        if active is None:
+            raise gr.Error("no job is running")
+        runner.cancel(actor, active.id or 0)
+        return job_html(runner)
+
+    def show(name: str | None, request: gr.Request) -> str:
+        require(console, request, "retrain")
+        if not name:
+            return ""
+        with console.store.session() as s:
+            v = get_version(s, name)
+        ev = v.evaluation()
+        return comparison_markdown(ev, name) if ev else f"{name} has no evaluation (the bundled version)."
+
+    def change(name: str | None, how: str, request: gr.Request) -> tuple[str, pd.DataFrame]:
+        actor = require(console, request, "promote")
+        if not name:
+            raise gr.Error("version: pick one")
+        try:
+            served = change_champion(console.store, console.engine, actor, name, how)
+        except VersionError as exc:
+            return f"<div class='models-refused' style='color:#b91c1c'>{escape(str(exc))}</div>", \
+                versions_frame(console)
+        note = f"; the console now serves {served} as finetuned" if served else ""
+        return f"<div class='models-ok'>{escape(name)} is the champion{escape(note)}.</div>", \
+            versions_frame(console)
+
+    start.click(do_start, [exports, base_weight, corr_weight, holdout, init], [job_status, loss, log],
+                api_visibility="private")
+    cancel.click(do_cancel, None, [job_status, loss, log], api_visibility="private")
+    pick.change(show, pick, compare, api_visibility="private")
+    def do_share(value: float, request: gr.Request) -> str:
+        actor = require(console, request, "promote")
+        with console.store.session() as s:
+            set_shadow_share(s, actor, float(value))
+        return f"Shadow share set to {float(value):.0%}."
+
+    def do_promote(name: str | None, request: gr.Request) -> tuple[str, pd.DataFrame]:
+        return change(name, "promote", request)
+
+    def do_rollback(name: str | None, request: gr.Request) -> tuple[str, pd.DataFrame]:
+        return change(name, "rollback", request)
+
+    save_share.click(do_share, share, share_note, api_visibility="private")
+    promote_btn.click(do_promote, pick, [verdict, versions], api_visibility="private")
+    rollback_btn.click(do_rollback, pick, [verdict, versions], api_visibility="private")
+    gr.Button("Refresh").click(refresh, None, [versions, exports, pick, job_status, loss, log],
+                               api_visibility="private")
+    gr.Timer(REFRESH_S).tick(tick, None, [versions, job_status, loss, log], api_visibility="private",
+                             show_progress="hidden")
+    return ModelsTab(versions=versions, job_status=job_status)

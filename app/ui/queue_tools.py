@@ -1,0 +1,167 @@
+"""Queue tools: bulk-approve what the current filter selects (after a confirmation that shows the
+count), undo a bulk action, and save / re-apply named filters. Roles are checked in ``db``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from app.services.answers import engine_versions
+from app.services.bulk import BulkError, bulk_actions, bulk_approve, bulk_candidates, undo_bulk
+from app.services.queue import QueueFilter
+from app.services.saved_filters import SavedFilterError, load_filter, save_filter, saved_filters
+from app.ui.state import Console, require, username_of
+from db.users import PermissionDenied
+
+ANY = "(any)"
+FILTER_FIELDS = ("status", "flag", "region", "request_type", "disagree_only", "preset")
+
+
+def queue_filter(*values: Any) -> QueueFilter:
+    """The QueueFilter of the queue's filter widgets, in FILTER_FIELDS order ("(any)" matches all)."""
+    pick = [None if v in (ANY, None, "") else v for v in values]
+    data = dict(zip(FILTER_FIELDS, pick, strict=False))
+    data["disagree_only"] = bool(data.get("disagree_only"))
+    return QueueFilter(**data)
+
+
+def widget_values(qfilter: QueueFilter) -> list[Any]:
+    """The filter widgets' values for ``qfilter`` (the inverse of :func:`queue_filter`)."""
+    data = asdict(qfilter)
+    return [bool(data[f]) if f == "disagree_only" else (data[f] or ANY) for f in FILTER_FIELDS]
+
+
+def _undo_choices(console: Console) -> list[tuple[str, int]]:
+    with console.store.session() as s:
+        return [
+            (f"#{a.id} · {a.count} cases · {a.actor} · {a.created_at:%Y-%m-%d %H:%M}", a.id or 0)
+            for a in bulk_actions(s)
+            if a.undone_at is None
+        ]
+
+
+def _filter_names(console: Console, user: str | None) -> list[str]:
+    with console.store.session() as s:
+        return [f.name for f in saved_filters(s, user or "anonymous")]
+
+
+def create_queue_tools(
+    console: Console,
+    filters: list[gr.components.Component],
+    table: gr.Dataframe,
+    frame_of: Callable[[QueueFilter, str | None], pd.DataFrame],
+) -> None:
+    """Declare the bulk-action and saved-filter widgets under the queue and wire their events.
+
+    ``filters`` are the queue's filter widgets in FILTER_FIELDS order; ``table`` is refreshed with
+    ``frame_of(filter, viewer)`` after a bulk action or its undo.
+    """
+    with gr.Accordion("Bulk actions", open=False, elem_id="bulk-panel") as bulk_panel:
+        with gr.Row():
+            bulk_btn = gr.Button("Approve fine-tuned for all matching…", elem_id="bulk-approve")
+            undo_pick = gr.Dropdown([], label="Bulk action", elem_id="bulk-undo-pick")
+            undo_btn = gr.Button("Undo bulk action", elem_id="bulk-undo")
+        with gr.Group(visible=False) as confirm_box:
+            confirm_text = gr.Markdown(elem_id="bulk-confirm-text")
+            with gr.Row():
+                confirm_btn = gr.Button("Confirm", variant="primary", elem_id="bulk-confirm")
+                cancel_btn = gr.Button("Cancel", elem_id="bulk-cancel")
+        bulk_msg = gr.Markdown(elem_id="bulk-message")
+    with gr.Accordion("Saved filters", open=False, elem_id="saved-filters") as saved_panel:
+        with gr.Row():
+            name = gr.Textbox(label="Name this filter", elem_id="filter-name")
+            save_btn = gr.Button("Save filter", elem_id="filter-save")
+            pick = gr.Dropdown([], label="Saved filters", elem_id="filter-pick")
+            apply_btn = gr.Button("Apply", elem_id="filter-apply")
+        filter_msg = gr.Markdown(elem_id="filter-message")
+
+    def ask(
+        status: Any, flag: Any, region: Any, rtype: Any, disagree: Any, preset: Any, request: gr.Request
+    ) -> tuple[Any, str]:
+        require(console, request, "approve")
+        qfilter = queue_filter(status, flag, region, rtype, disagree, preset)
+        with console.store.session() as s:
+            n = len(bulk_candidates(s, qfilter, engine_versions(console.engine)))
+        if n == 0:
+            return gr.Group(visible=False), "No pending case with a fine-tuned answer matches the filter."
+        return gr.Group(visible=True), f"Approve the fine-tuned answer of **{n}** cases?"
+
+    def confirm(
+        status: Any, flag: Any, region: Any, rtype: Any, disagree: Any, preset: Any, request: gr.Request
+    ) -> tuple[Any, ...]:
+        qfilter = queue_filter(status, flag, region, rtype, disagree, preset)
+        user = username_of(request) or "anonymous"
+        try:
+            with console.store.session() as s:
+                action = bulk_approve(s, user, qfilter, engine_versions(console.engine))
+        except (BulkError, PermissionDenied) as exc:
+            return gr.Group(visible=False), f"Not done: {exc}", gr.update(), gr.update()
+        msg = f"Bulk action #{action.id}: approved {action.count} cases."
+        undo_choices = gr.Dropdown(choices=_undo_choices(console), value=action.id)
+        return gr.Group(visible=False), msg, undo_choices, frame_of(qfilter, user)
+
+    def undo(
+        bulk_id: int | None,
+        status: Any,
+        flag: Any,
+        region: Any,
+        rtype: Any,
+        disagree: Any,
+        preset: Any,
+        request: gr.Request,
+    ) -> tuple[Any, ...]:
+        if bulk_id is None:
+            return "Pick a bulk action to undo.", gr.update(), gr.update()
+        try:
+            with console.store.session() as s:
+                undo_bulk(s, int(bulk_id), username_of(request) or "anonymous")
+        except (BulkError, PermissionDenied) as exc:
+            return f"Not undone: {exc}", gr.update(), gr.update()
+        frame = frame_of(queue_filter(status, flag, region, rtype, disagree, preset), username_of(request))
+        choices = gr.Dropdown(choices=_undo_choices(console), value=None)
+        return f"Undid bulk action #{bulk_id}.", choices, frame
+
+    def save(
+        filter_name: str,
+        status: Any,
+        flag: Any,
+        region: Any,
+        rtype: Any,
+        disagree: Any,
+        preset: Any,
+        request: gr.Request,
+    ) -> tuple[str, Any]:
+        user = require(console, request, "compare")
+        qfilter = queue_filter(status, flag, region, rtype, disagree, preset)
+        try:
+            with console.store.session() as s:
+                save_filter(s, user, filter_name, qfilter)
+        except SavedFilterError as exc:
+            return f"Not saved: {exc}", gr.update()
+        return f"Saved filter {filter_name.strip()!r}.", gr.Dropdown(choices=_filter_names(console, user))
+
+    def apply(filter_name: str | None, request: gr.Request) -> tuple[Any, ...]:
+        user = require(console, request, "compare")
+        try:
+            with console.store.session() as s:
+                qfilter = load_filter(s, user, filter_name or "")
+        except SavedFilterError as exc:
+            return f"Not applied: {exc}", *[gr.update()] * len(filters)
+        return f"Applied {filter_name!r}.", *widget_values(qfilter)
+
+    def refresh_choices(request: gr.Request) -> tuple[Any, Any]:
+        user = username_of(request)
+        return gr.Dropdown(choices=_undo_choices(console)), gr.Dropdown(choices=_filter_names(console, user))
+
+    private = {"api_visibility": "private"}
+    bulk_btn.click(ask, filters, [confirm_box, confirm_text], **private)
+    cancel_btn.click(lambda: gr.Group(visible=False), None, confirm_box, **private)
+    confirm_btn.click(confirm, filters, [confirm_box, bulk_msg, undo_pick, table], **private)
+    undo_btn.click(undo, [undo_pick, *filters], [bulk_msg, undo_pick, table], **private)
+    save_btn.click(save, [name, *filters], [filter_msg, pick], **private)
+    apply_btn.click(apply, [pick], [filter_msg, *filters], **private)
+    gr.on([bulk_panel.expand, saved_panel.expand], refresh_choices, None, [undo_pick, pick], **private)

@@ -1,0 +1,67 @@
+"""The console's shared state and the small helpers every handler uses: who is asking, may they,
+and how domain errors become messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from app.services.exports import ExportError
+from app.services.paths import UnsafePath
+from app.services.reviews import ReviewError
+from db.store import Store
+from db.users import PermissionDenied, UserError, authorize
+from policies import InvalidInput
+
+ACTION_PERMISSION = {
+    "approve_base": "approve",
+    "approve_finetuned": "approve",
+    "flag": "flag",
+    "correct": "correct",
+}
+
+
+@dataclass
+class Console:
+    """Everything a tab needs: the engine, the store and where files go. One per app."""
+
+    engine: Any
+    store: Store
+    export_dir: Path = Path("var/exports")
+    eval_fingerprints: set[str] = field(default_factory=set)  # eval-set case ids and body hashes
+    batch_root: Path = Path("data")  # server-side JSONL files for batch runs must lie under it
+    prefetch: bool = True  # answer the next queued case in the background while one is read
+
+
+def username_of(request: gr.Request | None) -> str | None:
+    """The logged-in user of a request (None when the app runs without auth)."""
+    return getattr(request, "username", None) if request is not None else None
+
+
+def require(console: Console, request: gr.Request | None, action: str) -> str:
+    """The caller's username when their role allows ``action``; else gr.Error (the refusal is audited)."""
+    user = username_of(request)
+    try:
+        with console.store.session() as session:
+            authorize(session, user, action)
+    except PermissionDenied as exc:
+        raise gr.Error(str(exc), title="Not allowed") from exc
+    return user or "anonymous"
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the domain's specific errors into gr.Error messages that name the field at fault."""
+    try:
+        yield
+    except InvalidInput as exc:
+        raise gr.Error(f"invalid {exc.kind}: {exc}", title=f"Invalid {exc.kind}") from exc
+    except (ReviewError, ExportError, UserError, UnsafePath) as exc:
+        raise gr.Error(str(exc)) from exc
+    except KeyError as exc:
+        raise gr.Error(str(exc.args[0]) if exc.args else "not found") from exc

@@ -1,0 +1,121 @@
+"""The close-the-loop run at a larger scale than CI (dev tool, minutes on CPU; run it nice'd):
+
+uv run python scripts/loop_by_hand.py --out runs/loop-demo --rule CAN-2 \
+    --train-data runs/data/generated-12k/train.jsonl --steps 360 --retrain-steps -1
+
+1. champion ft-v1: default-base + LoRA (stage 1 of the default-ft recipe, --champion-config) on
+   --train-data WITHOUT the rule's rows; 2. those rows become reviewer corrections in a fresh store
+   and are exported; 3. the Runner retrains with the console's recipe (--retrain-config: continue
+   the champion on train + corrections, weights 1:3), evaluates against ft-v1 on the eval set and
+   the held-out corrections; 4. promotion. Prints and writes OUT/figures.json (accuracy on the rule
+   before/after, headline figures, audit actions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+from app.services.exports import export_reviews
+from app.services.jobs import RetrainRequest, Runner, RunnerConfig
+from app.services.reviews import submit_review
+from app.services.versions import PromotionRefused, promote
+from db.audit import audit_entries
+from db.cases import add_case
+from db.models import Export
+from db.store import open_store
+from db.users import create_user
+from db.versions import ensure_bundled_version, get_version
+from engine.champion import accuracy_on_rule
+from engine.registry import resolve_model
+from policies import expected_decision, parse_case
+
+REPO = Path(__file__).resolve().parents[1]
+HEADLINE_KEYS = ("decision_accuracy", "violation_rate", "json_validity", "latency_p50_s")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", type=Path, default=Path("runs/loop-demo"))
+    p.add_argument("--rule", default="FRD-1")
+    p.add_argument("--train-data", default="data/generated/train.jsonl")
+    p.add_argument("--champion-config", default="data/models/default-ft.yaml")
+    p.add_argument("--retrain-config", default="data/models/default-ft-retrain.yaml")
+    p.add_argument("--champion", default=None,
+                   help="an adapter dir to start from as ft-v1 (e.g. data/models/default-ft, for a rule it "
+                        "gets wrong) instead of training a champion without the rule")
+    p.add_argument("--steps", type=int, default=150, help="champion steps")
+    p.add_argument("--retrain-steps", type=int, default=-1, help="-1: the retrain recipe's own length")
+    p.add_argument("--corrections-weight", type=float, default=3.0)
+    p.add_argument("--eval-max", type=int, default=None)
+    p.add_argument("--eval-max-new-tokens", type=int, default=None)
+    a = p.parse_args()
+    out = a.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in (REPO / a.train_data).open()]
+    keep = [r for r in rows if expected_decision(parse_case(r["input"])).rule != a.rule]
+    target = [r for r in rows if expected_decision(parse_case(r["input"])).rule == a.rule]
+    train = out / "train-without-rule.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    common = ["--eval_dataset", "data/generated/validation.jsonl", "--max_eval_examples", "64",
+              "--eval_each_epoch", "false", "--select_best_by_val_loss", "false", "--logging_steps", "10"]
+    if a.champion and not (out / "ft-v1" / "adapter_config.json").is_file():
+        import shutil
+
+        shutil.copytree(REPO / a.champion, out / "ft-v1")
+    if not (out / "ft-v1" / "adapter_config.json").is_file():
+        from engine.training import parse_run_config, train
+
+        train(parse_run_config(["--config", a.champion_config, *common, "--max_train_examples", "1000000",
+                               "--model", "default-base", "--dataset", str(train),
+                               "--output_dir", str(out / "ft-v1"), "--max_steps", str(a.steps)]))
+    store = open_store(out / "loop.db")
+    with store.session() as s:
+        create_user(s, "ops", "ops", "ops-password-1")
+        create_user(s, "rev", "reviewer", "reviewer-password-1")
+        ensure_bundled_version(s, out / "ft-v1", "default-base")
+    for r in target:
+        with store.session() as s:
+            rec = add_case(s, parse_case(r["input"]), "try", "rev")
+            submit_review(s, rec.id or 0, "correct", "rev", runs={}, answer=r["output"])
+    with store.session() as s:
+        # in the champion's prompt format, as the console exports (the Runner trains each correction
+        # as case + answer rendered in the model's own format either way)
+        export_reviews(s, "ops", out / "exports", resolve_model(out / "ft-v1").prompt_format)
+    with store.session() as s:
+        export_id = s.exec(__import__("sqlmodel").select(Export.id)).one()
+    runner = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=out / "runs", base_dataset=str(train),
+                                        train_config=a.retrain_config, eval_max=a.eval_max,
+                                        eval_max_new_tokens=a.eval_max_new_tokens,
+                                        extra_args=[*common, "--max_steps", str(a.retrain_steps)]))
+    job = runner.start("ops", RetrainRequest([export_id], 1.0, a.corrections_weight, 0.25, init="champion"))
+    job = runner.wait(job.id or 0, timeout_s=4 * 3600, poll_s=10)
+    print(job.status, job.error or "")
+    with store.session() as s:
+        ev = get_version(s, job.version_name).evaluation() or {}
+    figures = {"rule": a.rule, "job": job.status, "hard_violations": ev.get("hard_violations")}
+    for ds in ("eval", "holdout"):
+        d = ev.get("datasets", {}).get(ds)
+        if d:
+            figures[ds] = {"n": d["summary"]["champion"]["n"],
+                           "rule_accuracy": {side: accuracy_on_rule(ev, ds, a.rule, side)
+                                             for side in ("champion", "challenger")},
+                           **{side: {k: d["summary"][side][k] for k in HEADLINE_KEYS}
+                              for side in ("champion", "challenger")},
+                           "worse": len(d["worse"]), "better": len(d["better"])}
+    try:
+        with store.session() as s:
+            promote(s, "ops", job.version_name)
+        figures["promoted"] = True
+    except PromotionRefused as exc:
+        figures["promoted"] = str(exc)
+    with store.session() as s:
+        figures["audit"] = dict(Counter(e.action for e in audit_entries(s)))
+    (out / "figures.json").write_text(json.dumps(figures, indent=2))
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""db.drift: distances, the plain-language note, override rates, on a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from app.services.drift import drift_report, override_rates, plot_drift, psi, tvd
+from app.services.reviews import submit_review
+from db.cases import add_case, save_run
+from db.store import open_store
+from engine.types import ModelAnswer
+from policies import expected_decision, parse_case
+from tests.app.services.loop_fixtures import rows_for, short_answer
+from tests.conftest import tiny_cases, write_jsonl
+
+
+def test_distances() -> None:
+    assert tvd({"a": 1.0}, {"a": 1.0}) == 0.0
+    assert tvd({"a": 1.0}, {"b": 1.0}) == 1.0
+    assert abs(tvd({"UK": 0.2, "US": 0.8}, {"UK": 0.45, "US": 0.55}) - 0.25) < 1e-9
+    assert psi({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.5}) == 0.0
+    assert psi({"a": 0.5, "b": 0.5}, {"a": 0.9, "b": 0.1}) > 0.2
+
+
+def test_drift_report_names_what_moved(tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", rows_for(("CAN-1", "FRD-1", "RET-3"), 30, 1, "C-TR"))
+    store = open_store(tmp_path / "d.db")
+    with store.session() as s:  # recent traffic: only fraud cases
+        for row in rows_for(("FRD-1",), 20, 2, "C-RE"):
+            add_case(s, parse_case(row["input"]), "try", "system")
+    with store.session() as s:
+        n, report = drift_report(s, train, last_n=50)
+    assert n == 20
+    by = {d.dimension: d for d in report}
+    assert set(by) == {"region", "request_type", "expected_decision", "guard_flags"}
+    assert by["request_type"].drifted and by["request_type"].tvd > 0.5
+    assert "unauthorized_charge share rose from 33% to 100%" in by["request_type"].note
+    assert plot_drift(report) is not None
+
+
+def test_override_rates(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "o.db")
+    from db.users import create_user
+
+    with store.session() as s:
+        create_user(s, "rita", "reviewer", "reviewer-password-1")
+    for i, data in enumerate(tiny_cases()[:4]):
+        case = parse_case(data)
+        wrong = "DENY" if expected_decision(case).decision != "DENY" else "ESCALATE"
+        answer = {**short_answer(case), "decision": wrong if i % 2 else expected_decision(case).decision}
+        with store.session() as s:
+            rec = add_case(s, case, "try", "rita")
+            run = save_run(s, rec.id or 0, ModelAnswer(case_id=case.case_id, variant="finetuned",
+                                                       model_version="ft-v1", status="ok",
+                                                       raw_text=json.dumps(answer), answer=answer, error=None,
+                                                       latency_s=0.1, input_tokens=1, output_tokens=1,
+                                                       truncated=False), "rita")
+            submit_review(s, rec.id or 0, "correct", "rita", runs={"finetuned": run},
+                          answer=short_answer(case))
+    with store.session() as s:
+        frame = override_rates(s)
+    assert frame["reviewed"].sum() == 4 and frame["overridden"].sum() == 2

@@ -1,0 +1,143 @@
+"""db.versions and db.jobs without training: the promotion gate, rollback, and the Runner's
+bookkeeping (busy, failed, cancelled) with a stand-in for the Python interpreter."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from app.services.exports import export_reviews
+from app.services.jobs import JobBusy, JobError, RetrainRequest, Runner, RunnerConfig
+from app.services.reviews import submit_review
+from app.services.versions import PromotionRefused, promote, rollback
+from db.audit import audit_entries
+from db.cases import add_case
+from db.models import CaseRecord, Export, Review
+from db.store import Store, open_store
+from db.users import create_user
+from db.versions import VersionError, champion, ensure_bundled_version, next_version_name, register_version
+from engine.training import row_to_example
+from policies import parse_case
+from tests.app.services.loop_fixtures import rows_for, short_answer
+from tests.conftest import TINY_FORMAT
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _evaluation(champ: int, chall: int, against: str = "ft-v1") -> dict:
+    return {"champion_version": against, "hard_violations": {"champion": champ, "challenger": chall},
+            "datasets": {}}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = open_store(tmp_path / "v.db")
+    with store.session() as s:
+        create_user(s, "olga", "ops", "ops-password-1")
+        create_user(s, "rita", "reviewer", "reviewer-password-1")
+        ensure_bundled_version(s, tmp_path / "ft-v1", "base")
+    return store
+
+
+def test_bundled_version_once_and_names(store: Store) -> None:
+    with store.session() as s:
+        assert ensure_bundled_version(s, "x", "base") is None
+        assert champion(s).name == "ft-v1"  # type: ignore[union-attr]
+        assert next_version_name(s, ["ft-v4"]) == "ft-v5"
+
+
+def test_promotion_gate_and_rollback(store: Store) -> None:
+    with store.session() as s:
+        register_version(s, "olga", "ft-v2", "runs/ft-v2", "base", evaluation=_evaluation(1, 3))
+        register_version(s, "olga", "ft-v3", "runs/ft-v3", "base")
+        register_version(s, "olga", "ft-v4", "runs/ft-v4", "base", evaluation=_evaluation(3, 1))
+    for name, why in (("ft-v2", "hard violations"), ("ft-v3", "not evaluated")):
+        with store.session() as s, pytest.raises(PromotionRefused, match=why):
+            promote(s, "olga", name)
+    with store.session() as s:
+        promote(s, "olga", "ft-v4")
+    with store.session() as s, pytest.raises(PromotionRefused, match="champion is now ft-v4"):
+        register_version(s, "olga", "ft-v5", "runs/ft-v5", "base", evaluation=_evaluation(0, 0))
+        s.commit()
+        promote(s, "olga", "ft-v5")
+    with store.session() as s:
+        rollback(s, "olga", "ft-v1")
+    with store.session() as s, pytest.raises(VersionError, match="champion already"):
+        rollback(s, "olga", "ft-v1")
+    with store.session() as s:
+        assert champion(s).name == "ft-v1"  # type: ignore[union-attr]
+        changes = [(e.action, json.loads(e.after_json or "{}").get("champion"))
+                   for e in audit_entries(s) if e.action in ("promote", "rollback")]
+    assert changes == [("promote", "ft-v4"), ("rollback", "ft-v1")]
+
+
+def _fake_python(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "fake-python"
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def _export(store: Store, tmp_path: Path) -> int:
+    for row in rows_for(("FRD-1",), 6, seed=4, prefix="C-CO"):
+        case = parse_case(row["input"])
+        with store.session() as s:
+            rec = add_case(s, case, "try", "rita")
+            submit_review(s, rec.id or 0, "correct", "rita", runs={}, answer=short_answer(case))
+    with store.session() as s:
+        export_reviews(s, "olga", tmp_path / "exports")
+    with store.session() as s:
+        return s.exec(select(Export.id)).one()
+
+
+def test_runner_trains_corrections_as_cases_not_as_rendered_prompts(store: Store, tmp_path: Path) -> None:
+    """The export is in the default (full policy, JSON case) format; the Runner's training file holds
+    each correction as a generator row, so train_qlora_sft renders it in the trained model's own
+    format (the tiny default's is titles + key=value; trained as exported, corrections moved nothing)."""
+    export_id = _export(store, tmp_path)
+    with store.session() as s:
+        export_path = Path(s.exec(select(Export.path)).one())
+    exported = [json.loads(ln) for ln in export_path.read_text(encoding="utf-8").splitlines()]
+    assert all(set(r) == {"messages"} for r in exported)
+    runner = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=tmp_path / "runs",
+                                        python=_fake_python(tmp_path, "sleep 30")))
+    job = runner.start("olga", RetrainRequest([export_id], holdout_share=0.0))
+    runner.cancel("olga", job.id or 0)
+    rows = [json.loads(ln) for ln in (Path(job.run_dir) / "corrections.jsonl").read_text().splitlines()]
+    assert len(rows) == len(exported) == 6
+    with store.session() as s:
+        reviews = {r.case_pk: r for r in s.exec(select(Review))}
+        records = {c.case_id: c for c in s.exec(select(CaseRecord))}
+    for row in rows:
+        record = records[row["id"]]
+        assert row["input"] == json.loads(record.case_json)
+        assert row["output"] == json.loads(reviews[record.id].answer_json)
+        row_to_example(row, TINY_FORMAT)  # trainable, rendered in the model's format
+
+
+def test_runner_busy_cancel_and_failure(store: Store, tmp_path: Path) -> None:
+    export_id = _export(store, tmp_path)
+    slow = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=tmp_path / "runs",
+                                      python=_fake_python(tmp_path, "sleep 30")))
+    with pytest.raises(JobError, match="exports"):
+        slow.start("olga", RetrainRequest([]))
+    job = slow.start("olga", RetrainRequest([export_id], holdout_share=0.5))
+    assert {p.name for p in Path(job.run_dir).iterdir()} >= {"corrections.jsonl", "holdout.jsonl", "job.log"}
+    with pytest.raises(JobBusy):
+        slow.start("olga", RetrainRequest([export_id]))
+    slow.cancel("olga", job.id or 0)
+    assert slow.active() is None
+
+    failing = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=tmp_path / "runs",
+                                         python=_fake_python(tmp_path, "echo 'Traceback: boom' >&2; exit 3")))
+    job = failing.wait(failing.start("olga", RetrainRequest([export_id])).id or 0, timeout_s=30)
+    assert job.status == "failed" and job.exit_code == 3 and "boom" in (job.error or "")
+    assert job.version_name == "ft-v3"  # ft-v2 went to the cancelled job
+    with store.session() as s:
+        assert champion(s).name == "ft-v1"  # type: ignore[union-attr]
+        actions = [e.action for e in audit_entries(s, entity="training_job")]
+    assert actions == ["retrain_start", "retrain_cancel", "retrain_start", "retrain_failed"]

@@ -1,0 +1,61 @@
+"""The case view shows customer and model text as text: markup is escaped, never rendered."""
+
+from __future__ import annotations
+
+import json
+
+from app.ui.metrics_tab import model_figure
+from app.ui.render import answer_html, case_html
+from db.models import ModelRun
+from policies import parse_case
+from tests.conftest import tiny_cases
+
+EVIL = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+
+
+def test_customer_message_and_model_output_are_escaped():
+    case = parse_case({**tiny_cases()[0], "message": EVIL})
+    html = case_html(case, "pending", 1, False)
+    assert "<script>" not in html and "&lt;script&gt;" in html and "<img" not in html
+    run = ModelRun(
+        case_pk=1,
+        variant="base",
+        model_version="v",
+        status="ok",
+        decision="DENY",
+        answer_json=json.dumps(
+            {
+                "decision": "DENY",
+                "reasoning": EVIL,
+                "customer_response": EVIL,
+                "next_action": "x",
+                "policy_refs": ["RET-10"],
+            }
+        ),
+        raw_text=EVIL,
+        guard_json=json.dumps(
+            {
+                "expected_decision": "ESCALATE",
+                "expected_refs": ["FRD-1"],
+                "violations": ["FRAUD_NOT_ESCALATED"],
+                "flags": ["LEGAL_THREAT"],
+                "auto_send": False,
+            }
+        ),
+    )
+    html = answer_html("Base", run)
+    assert "<script>" not in html and "<img" not in html
+    assert "#b91c1c" in html and "FRAUD_NOT_ESCALATED" in html  # violations in red
+    assert "#b45309" in html and "LEGAL_THREAT" in html  # flags in amber
+    bad = ModelRun(case_pk=1, variant="base", model_version="v", status="invalid", raw_text=EVIL, error=EVIL)
+    assert "<script>" not in answer_html("Base", bad)
+
+
+def test_metrics_figure_handles_empty_and_data():
+    import pandas as pd
+
+    assert model_figure(pd.DataFrame(columns=["model_version", "variant", "metric", "value", "n"]))
+    frame = pd.DataFrame(
+        [{"model_version": "v1", "variant": "base", "metric": "JSON validity", "value": 0.5, "n": 2}]
+    )
+    assert model_figure(frame).axes
