@@ -18,7 +18,8 @@ from typing import Any
 from engine.metrics import EvalRecord, load_rows, make_record, sha256_of, summarize_variant
 
 SIDES = ("champion", "challenger")
-_DROP = ("confusion", "by_request_type", "by_region")  # kept small: the console shows headlines + rules
+# kept small: the console shows headlines + rules
+_DROP = ("confusion", "by_request_type", "by_region", "by_chain")
 
 
 def compare_records(champion: list[EvalRecord], challenger: list[EvalRecord]) -> dict[str, Any]:

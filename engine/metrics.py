@@ -1,9 +1,13 @@
 """Evaluation figures: from (case, label, ModelAnswer) records to per-variant summaries, tables, a plot.
 
-Shared by ``scripts/evaluate.py`` and the console's metrics tab, so both report the same numbers.
-A record's label is the dataset's decision; the rule engine supplies the deciding rule and the
-violation codes. An invalid or truncated answer counts as wrong and as not JSON-valid, never as
-a violation (policy-spec.md section 5).
+The one implementation of the evaluation figures: ``scripts/evaluate.py``, ``engine.champion`` and
+the console's Metrics tab (``app.services.metrics``, from stored model runs) all build
+:class:`EvalRecord` s with :func:`make_record` and summarise them here, so they report the same numbers.
+A record's label is the dataset's decision (the console uses the rule engine's expected decision);
+the rule engine supplies the deciding rule, the rule chain and the violation codes. An answer that
+is not ``ok`` (invalid, truncated: it did not parse as a schema-valid answer) counts as wrong and
+as not JSON-valid, never as a violation (policy-spec.md section 5); no decision is guessed from
+broken JSON.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ class EvalRecord:
     variant: str
     label: str  # the dataset's decision
     rule: str  # the deciding rule of the rule engine
+    chain: str  # the rule chain: its policy_refs joined by "+" ("NRC-3+LIM-1"), as policies.synth.chain_of
     request_type: str
     region: str
     predicted: str | None
@@ -91,8 +96,10 @@ class EvalRecord:
 def make_record(case: Case, label: str, answer: ModelAnswer) -> EvalRecord:
     """The record of ``answer`` to ``case``; violations are checked only for a valid decision."""
     decision = answer.decision if answer.status == "ok" else None
+    expected = expected_decision(case)
     return EvalRecord(
-        case_id=case.case_id, variant=answer.variant, label=label, rule=expected_decision(case).rule,
+        case_id=case.case_id, variant=answer.variant, label=label, rule=expected.rule,
+        chain="+".join(expected.policy_refs),
         request_type=case.request_type, region=case.region, predicted=decision, status=answer.status,
         violations=tuple(check(case, decision)) if decision else (), latency_s=answer.latency_s,
         input_tokens=answer.input_tokens, output_tokens=answer.output_tokens,
@@ -117,6 +124,15 @@ def _accuracy_by(records: Sequence[EvalRecord], key: str) -> dict[str, dict[str,
             for k, g in sorted(groups.items())}
 
 
+def _violations_by_chain(records: Sequence[EvalRecord]) -> dict[str, dict[str, float]]:
+    groups: dict[str, list[EvalRecord]] = defaultdict(list)
+    for r in records:
+        groups[r.chain].append(r)
+    return {k: {"n": len(g), "accuracy": sum(r.correct for r in g) / len(g),
+                "violating": sum(bool(r.violations) for r in g)}
+            for k, g in sorted(groups.items())}
+
+
 def confusion_matrix(records: Sequence[EvalRecord]) -> dict[str, dict[str, int]]:
     """label -> predicted (or ``<invalid>``) -> count, over the labels and predictions seen."""
     matrix: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -130,7 +146,8 @@ def summarize_variant(records: Sequence[EvalRecord], wall_s: float | None = None
 
     Out keys: n, decision_accuracy, violation_rate, violations (count per code), json_validity,
     truncated_rate, latency_p50_s, latency_p95_s, mean_output_tokens, throughput_cases_per_s,
-    by_request_type, by_region, by_rule, confusion.
+    by_request_type, by_region, by_rule, by_chain (per rule chain: n, accuracy, violating = cases
+    with a hard violation), confusion.
     """
     n = len(records)
     if n == 0:
@@ -152,6 +169,7 @@ def summarize_variant(records: Sequence[EvalRecord], wall_s: float | None = None
         "by_request_type": _accuracy_by(records, "request_type"),
         "by_region": _accuracy_by(records, "region"),
         "by_rule": _accuracy_by(records, "rule"),
+        "by_chain": _violations_by_chain(records),
         "confusion": confusion_matrix(records),
     }
 
@@ -174,6 +192,10 @@ _HEADLINE = (("decision_accuracy", "decision accuracy", "{:.1%}"),
              ("throughput_cases_per_s", "throughput (cases/s)", "{:.2f}"))
 
 
+# The console's names of the three headline figures it shows (app.services.metrics.METRIC_NAMES).
+METRIC_LABELS = {key: label for key, label, _ in _HEADLINE[:3]}
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
@@ -191,8 +213,30 @@ def _slice_table(summary: dict[str, dict[str, Any]], key: str, title: str, order
     return f"### Accuracy per {title}\n\n" + _table([title, "n", *variants], rows)
 
 
+def _chain_table(summary: dict[str, dict[str, Any]]) -> str:
+    """Cases with a hard violation and accuracy per rule chain; the most violating chains first."""
+    variants = list(summary)
+    chains = {k for s in summary.values() for k in s["by_chain"]}
+
+    def worst(chain: str) -> tuple[int, float, str]:
+        figs = [s["by_chain"][chain] for s in summary.values() if chain in s["by_chain"]]
+        return (-max(f["violating"] for f in figs), min(f["accuracy"] for f in figs), chain)
+
+    rows = []
+    for chain in sorted(chains, key=worst):
+        n = next(s["by_chain"][chain]["n"] for s in summary.values() if chain in s["by_chain"])
+        cells = []
+        for v in variants:
+            f = summary[v]["by_chain"].get(chain)
+            cells.append(f"{f['violating']} ({f['accuracy']:.0%})" if f else "-")
+        rows.append([chain, str(n), *cells])
+    return ("### Violations per deciding rule chain (violating cases, accuracy in brackets)\n\n"
+            + _table(["rule chain", "n", *variants], rows))
+
+
 def render_report(summary: dict[str, dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
-    """A Markdown report: headline figures side by side, accuracy slices, one confusion matrix per variant."""
+    """A Markdown report: headline figures side by side, accuracy slices, violations per rule chain,
+    one confusion matrix per variant."""
     variants = list(summary)
     parts = ["# Evaluation report", ""]
     for k, v in (meta or {}).items():
@@ -204,6 +248,7 @@ def render_report(summary: dict[str, dict[str, Any]], meta: dict[str, Any] | Non
     parts += [_slice_table(summary, "by_request_type", "request type"), ""]
     parts += [_slice_table(summary, "by_region", "region"), ""]
     parts += [_slice_table(summary, "by_rule", "deciding rule", RULE_IDS), ""]
+    parts += [_chain_table(summary), ""]
     for v in variants:
         conf = summary[v]["confusion"]
         labels = [d for d in DECISIONS if d in conf]

@@ -50,15 +50,6 @@ class ModelSpec:
     version: str = "1"
     prompt_format: PromptFormat = PromptFormat()
 
-    @property
-    def is_local(self) -> bool:
-        return Path(self.base).exists()
-
-    @property
-    def model_version(self) -> str:
-        """Base + adapter versions, e.g. ``default-ft@1+finetuned``."""
-        return f"{self.name}@{self.version}" + "".join(f"+{a}" for a in self.adapters)
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -113,10 +104,6 @@ def load_registry(path: str | Path = REGISTRY_PATH) -> dict[str, ModelSpec]:
             name=name, base=base, adapters=adapters, version=str(entry.get("version", "1")), prompt_format=fmt
         )
     return specs
-
-
-def known_models(path: str | Path = REGISTRY_PATH) -> list[str]:
-    return sorted(load_registry(path))
 
 
 def _adapter_spec(adapter_dir: Path) -> ModelSpec:

@@ -19,7 +19,7 @@ import platform
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,9 @@ from app.ui.browser import CHROMIUM, CHROMIUM_ARGS
 from db.cases import add_case, read_case_rows, save_run
 from db.store import open_store
 from db.users import create_user
-from engine.types import GuardVerdict, ModelAnswer
-from policies import Case, check, expected_decision, flags
+from engine.guard import guard
+from engine.types import ModelAnswer
+from policies import Case, expected_decision
 
 USER, PASSWORD = "bench", "bench-pass-1"
 
@@ -154,7 +155,8 @@ def _answered(store: Any, engine: Any) -> int:
     return sum(cached_runs(store, engine, pk) is not None for pk in pks)
 
 
-def _answer(case: Case, variant: str, decision: str) -> ModelAnswer:
+def _answer(case: Case, variant: str, decision: str, decisions: dict[str, str | None]) -> ModelAnswer:
+    """A valid answer with ``decision``; its verdict is the engine's guard (``decisions``: all variants')."""
     exp = expected_decision(case)
     answer = {
         "decision": decision,
@@ -163,21 +165,10 @@ def _answer(case: Case, variant: str, decision: str) -> ModelAnswer:
         "next_action": "Close the case.",
         "policy_refs": list(exp.policy_refs),
     }
-    violations = tuple(check(case, decision))
-    return ModelAnswer(
-        case.case_id,
-        variant,
-        f"{variant}@bench",
-        "ok",
-        "{}",
-        answer,
-        None,
-        0.1,
-        100,
-        40,
-        False,
-        GuardVerdict(exp.decision, exp.policy_refs, violations, tuple(flags(case)), not violations),
+    unguarded = ModelAnswer(
+        case.case_id, variant, f"{variant}@bench", "ok", "{}", answer, None, 0.1, 100, 40, False
     )
+    return replace(unguarded, guard=guard(case, unguarded, decisions))
 
 
 def time_bulk(cfg: Config, cases: list[Case], tmp: Path) -> dict[str, Any]:
@@ -188,8 +179,10 @@ def time_bulk(cfg: Config, cases: list[Case], tmp: Path) -> dict[str, Any]:
         for i in range(cfg.bulk):
             case = cases[i % len(cases)].model_copy(update={"case_id": f"C-{900000 + i}"})
             pk = add_case(s, case, "batch", "system").id or 0
-            for variant in ("base", "finetuned"):
-                save_run(s, pk, _answer(case, variant, expected_decision(case).decision), "system")
+            decision = expected_decision(case).decision
+            decisions: dict[str, str | None] = {"base": decision, "finetuned": decision}
+            for variant in decisions:
+                save_run(s, pk, _answer(case, variant, decision, decisions), "system")
     start = time.perf_counter()
     with store.session() as s:
         action = bulk_approve(s, USER, QueueFilter())

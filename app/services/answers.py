@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from db.cases import add_case, case_of, find_run, get_case, runs_for_case, save_run
 from db.models import ModelRun
@@ -22,18 +22,6 @@ Progress = Callable[[int, int], None]
 COMPARED_VARIANTS = ("base", "finetuned")
 _ENGINE_LOCK = threading.Lock()
 _SEEN_VERSIONS: dict[int, dict[str, str]] = {}  # engines that cannot say their versions before running
-
-
-class CompareEngine(Protocol):
-    """What the console needs of :class:`engine.Engine`."""
-
-    variants: list[str]
-
-    def compare(self, case: Case, variants: Sequence[str] = ...) -> dict[str, ModelAnswer]: ...
-
-    def compare_many(
-        self, cases: Sequence[Case], variants: Sequence[str] = ..., progress: Progress | None = None
-    ) -> list[dict[str, ModelAnswer]]: ...
 
 
 def compared_variants(engine: Any) -> list[str]:

@@ -1,7 +1,9 @@
 """Figures for the Metrics tab, aggregated from the store as pandas DataFrames (long format, ready to plot).
 
-- :func:`model_metrics`: per model version and variant, decision accuracy (decision == the guard's
-  expected decision; an invalid answer counts as wrong), violation rate, JSON validity.
+- :func:`model_metrics`: per model version and variant, decision accuracy, violation rate and JSON
+  validity, computed by :mod:`engine.metrics` (the evaluation's one implementation) from records
+  built out of the stored runs: the label is the rule engine's expected decision for the stored
+  case; a run that is not ``ok`` counts as wrong, not JSON-valid and never as a violation.
 - :func:`reviewer_agreement`: share of approved/corrected cases whose final decision equals each model's.
 - :func:`corrections_per_rule`: corrected cases by the rule id that decides them.
 """
@@ -14,32 +16,56 @@ from collections import Counter, defaultdict
 import pandas as pd
 from sqlmodel import Session, col, select
 
-from app.services.queue import DONE_STATUSES
-from db.cases import latest_by_variant, run_guard
-from db.models import CaseRecord, ModelRun, Review
-from policies import expected_decision, parse_case
+from db.cases import latest_by_variant, run_answer
+from db.models import DONE_STATUSES, CaseRecord, ModelRun, Review
+from engine.metrics import METRIC_LABELS, EvalRecord, make_record, summarize_variant
+from engine.types import ModelAnswer
+from policies import Case, expected_decision, parse_case
 
-METRIC_NAMES = ("decision accuracy", "violation rate", "JSON validity")
+_METRIC_KEYS = ("decision_accuracy", "violation_rate", "json_validity")  # engine.metrics summary keys
+# ("decision accuracy", "violation rate", "JSON validity"): the labels engine.metrics' report uses
+METRIC_NAMES = tuple(METRIC_LABELS[k] for k in _METRIC_KEYS)
+
+
+def run_record(case: Case, run: ModelRun) -> EvalRecord:
+    """The :class:`engine.metrics.EvalRecord` of a stored run of ``case`` (label: the expected decision)."""
+    answer = ModelAnswer(
+        case_id=case.case_id,
+        variant=run.variant,
+        model_version=run.model_version,
+        status=run.status,  # type: ignore[arg-type]  # stored from a ModelAnswer's status
+        raw_text=run.raw_text,
+        answer=run_answer(run),
+        error=run.error,
+        latency_s=run.latency_s,
+        input_tokens=run.input_tokens,
+        output_tokens=run.output_tokens,
+        truncated=run.truncated,
+    )
+    return make_record(case, expected_decision(case).decision, answer)
 
 
 def model_metrics(session: Session) -> pd.DataFrame:
-    """Columns: model_version, variant, metric, value (0..1), n."""
-    groups: dict[tuple[str, str], list[ModelRun]] = defaultdict(list)
-    for run in session.exec(select(ModelRun)):
-        groups[(run.model_version, run.variant)].append(run)
+    """Columns: model_version, variant, metric, value (0..1), n; the values are engine.metrics'."""
+    groups: dict[tuple[str, str], list[EvalRecord]] = defaultdict(list)
+    cases: dict[int, Case] = {}
+    query = select(ModelRun, CaseRecord).join(CaseRecord, col(ModelRun.case_pk) == col(CaseRecord.id))
+    for run, record in session.exec(query.order_by(col(ModelRun.id))):
+        if run.case_pk not in cases:
+            cases[run.case_pk] = parse_case(json.loads(record.case_json))
+        groups[(run.model_version, run.variant)].append(run_record(cases[run.case_pk], run))
     rows = []
-    for (version, variant), runs in sorted(groups.items()):
-        guards = [run_guard(r) for r in runs]
-        n = len(runs)
-        correct = sum(
-            r.status == "ok" and r.decision == g.get("expected_decision")
-            for r, g in zip(runs, guards, strict=True)
-        )
-        violating = sum(bool(g.get("violations")) for g in guards)
-        valid = sum(r.status == "ok" for r in runs)
-        for metric, count in zip(METRIC_NAMES, (correct, violating, valid), strict=True):
+    for (version, variant), records in sorted(groups.items()):
+        summary = summarize_variant(records)
+        for metric, key in zip(METRIC_NAMES, _METRIC_KEYS, strict=True):
             rows.append(
-                {"model_version": version, "variant": variant, "metric": metric, "value": count / n, "n": n}
+                {
+                    "model_version": version,
+                    "variant": variant,
+                    "metric": metric,
+                    "value": summary[key],
+                    "n": summary["n"],
+                }
             )
     return pd.DataFrame(rows, columns=["model_version", "variant", "metric", "value", "n"])
 

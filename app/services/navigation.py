@@ -12,7 +12,8 @@ import threading
 from typing import Any
 
 from app.services.answers import compare_case, engine_versions
-from app.services.queue import DONE_STATUSES, QueueFilter, queue_rows
+from app.services.queue import QueueFilter, queue_rows
+from db.models import DONE_STATUSES
 from db.store import Store
 
 

@@ -11,10 +11,8 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from db.cases import latest_by_variant, run_guard
-from db.models import CaseRecord, ModelRun, Review
+from db.models import DONE_STATUSES, CaseRecord, ModelRun, Review
 from policies import expected_decision, flags, parse_case
-
-DONE_STATUSES = frozenset({"approved", "corrected"})
 
 
 @dataclass(frozen=True)

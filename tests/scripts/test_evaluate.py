@@ -11,7 +11,7 @@ from scripts.evaluate import DatasetError, load_rows, main
 from tests.conftest import tiny_rows, write_jsonl
 
 SUMMARY_KEYS = {"n", "decision_accuracy", "violation_rate", "violations", "json_validity", "latency_p50_s",
-                "latency_p95_s", "mean_output_tokens", "throughput_cases_per_s"}
+                "latency_p95_s", "mean_output_tokens", "throughput_cases_per_s", "by_chain"}
 
 
 def test_evaluate_both_variants_constrained(tiny_ft_dir: Path, tmp_path: Path) -> None:
@@ -33,9 +33,12 @@ def test_evaluate_both_variants_constrained(tiny_ft_dir: Path, tmp_path: Path) -
     assert set(summary["model_versions"]) == {"base", "finetuned"}
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 6 and {p["status"] for p in preds} == {"ok"}
+    chains = {p["chain"] for p in preds}
+    assert chains == set(summary["variants"]["base"]["by_chain"])
     report = (out / "report.md").read_text()
     assert "| decision accuracy |" in report and "Confusion matrix: finetuned" in report
     assert "deciding rule" in report and "region" in report
+    assert "Violations per deciding rule chain" in report and all(f"| {c} |" in report for c in chains)
     assert (out / "accuracy_per_rule.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -72,9 +75,29 @@ def test_metrics_count_invalid_as_wrong_never_as_violation() -> None:
     assert base["latency_p50_s"] == 2.0 and base["throughput_cases_per_s"] == 0.5
     assert base["confusion"] == {"ESCALATE": {"APPROVE_REFUND": 1, "<invalid>": 1}}
     assert base["by_rule"] == {"RET-3": {"n": 2, "accuracy": 0.0}}
+    # violations per deciding rule chain (the rule engine's policy_refs): the invalid answer is not one
+    assert base["by_chain"] == {"RET-3+LIM-1": {"n": 2, "accuracy": 0.0, "violating": 1}}
     assert ft["decision_accuracy"] == 1.0 and ft["violation_rate"] == 0.0
+    assert ft["by_chain"] == {"RET-3+LIM-1": {"n": 1, "accuracy": 1.0, "violating": 0}}
     report = render_report(summary)
     assert "| decision accuracy | 0.0% | 100.0% |" in report
+    assert "| RET-3+LIM-1 | 2 | 1 (0%) | 0 (100%) |" in report
+
+
+def test_main_prints_the_violating_rule_chains(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import scripts.evaluate as evaluate
+
+    figures = {"decision_accuracy": 0.5, "violation_rate": 0.25, "json_validity": 1.0, "latency_p50_s": 0.1,
+               "throughput_cases_per_s": 2.0,
+               "by_chain": {"NRC-3": {"n": 2, "accuracy": 0.5, "violating": 1},
+                            "NRC-3+LIM-1": {"n": 1, "accuracy": 0.0, "violating": 2},
+                            "RET-4": {"n": 1, "accuracy": 1.0, "violating": 0}}}
+    monkeypatch.setattr(evaluate, "run", lambda config: {"variants": {"finetuned": figures}})
+    assert main(["--dataset", "unused.jsonl", "--out", "unused"]) == 0
+    out = capsys.readouterr().out
+    assert "finetuned: accuracy 50.0%, violations 25.0%" in out
+    assert "violating cases per rule chain: NRC-3+LIM-1 2, NRC-3 1\n" in out
 
 
 def test_evaluate_unconstrained_never_crashes_on_bad_output(tiny_ft_dir: Path, tmp_path: Path) -> None:

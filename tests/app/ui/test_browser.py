@@ -15,7 +15,7 @@ from db.audit import audit_entries
 from db.models import Export, ExportItem, Review
 
 pytestmark = pytest.mark.browser
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 TIMEOUT_MS = 60_000  # opening a case runs both tiny models on 2 shared cores
 
 

@@ -1,0 +1,83 @@
+"""app.services.metrics.model_metrics takes its figures from engine.metrics: the same answers give
+the same decision accuracy, violation rate and JSON validity from the store as from scripts/evaluate.py."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from app.services.metrics import METRIC_NAMES, model_metrics
+from db.cases import add_case, save_run
+from engine.metrics import make_record, summarize_variant
+from engine.types import ModelAnswer
+from policies import Case, expected_decision, parse_case
+from tests.conftest import make_answer, tiny_cases
+
+# tiny_cases()[9]: a US defective return at 900.0 -> ESCALATE; APPROVE_REFUND breaks the auto limit.
+VIOLATING = 9
+
+
+def _answers(cases: list[Case]) -> dict[str, list[ModelAnswer]]:
+    """Per variant, one answer per case: the fine-tuned one always right; the base one invalid on
+    case 0, truncated on case 1, violating on case 9 and right elsewhere."""
+    base = []
+    for i, case in enumerate(cases):
+        expected = expected_decision(case).decision
+        if i == 0:
+            answer = make_answer(case, "base", None)  # status invalid
+        elif i == 1:
+            answer = replace(make_answer(case, "base", None), status="truncated", truncated=True)
+        elif i == VIOLATING:
+            answer = make_answer(case, "base", "APPROVE_REFUND")
+        else:
+            answer = make_answer(case, "base", expected)
+        base.append(answer)
+    ft = [make_answer(case, "finetuned", expected_decision(case).decision) for case in cases]
+    return {"base": base, "finetuned": ft}
+
+
+def _stored_figures(store, answers: dict[str, list[ModelAnswer]], cases: list[Case]) -> dict[str, dict]:
+    with store.session() as s:
+        pks = [add_case(s, case, "try", "ann").id for case in cases]
+        for per_case in answers.values():
+            for pk, answer in zip(pks, per_case, strict=True):
+                save_run(s, pk, answer, "ann")
+        frame = model_metrics(s)
+    assert list(frame.columns) == ["model_version", "variant", "metric", "value", "n"]
+    out: dict[str, dict] = {}
+    for row in frame.to_dict("records"):
+        out.setdefault(row["variant"], {"n": row["n"], "model_version": row["model_version"]})
+        out[row["variant"]][row["metric"]] = row["value"]
+    return out
+
+
+def test_model_metrics_match_engine_metrics(store) -> None:
+    cases = [parse_case(c) for c in tiny_cases()]
+    answers = _answers(cases)
+    stored = _stored_figures(store, answers, cases)
+    assert set(stored) == {"base", "finetuned"}
+    keys = dict(zip(METRIC_NAMES, ("decision_accuracy", "violation_rate", "json_validity"), strict=True))
+    for variant, per_case in answers.items():
+        pairs = zip(cases, per_case, strict=True)
+        records = [make_record(c, expected_decision(c).decision, a) for c, a in pairs]
+        engine_summary = summarize_variant(records)
+        assert stored[variant]["n"] == engine_summary["n"] == len(cases)
+        assert stored[variant]["model_version"] == f"{variant}@v1"
+        for metric, key in keys.items():
+            assert stored[variant][metric] == pytest.approx(engine_summary[key]), (variant, metric)
+    n = len(cases)
+    base = stored["base"]  # invalid and truncated: wrong and not valid, never violating
+    assert base["decision accuracy"] == pytest.approx((n - 3) / n)
+    assert base["violation rate"] == pytest.approx(1 / n)
+    assert base["JSON validity"] == pytest.approx((n - 2) / n)
+    assert stored["finetuned"]["decision accuracy"] == 1.0 and stored["finetuned"]["violation rate"] == 0.0
+
+
+def test_a_run_without_a_stored_verdict_is_judged_by_the_rule_engine(store) -> None:
+    case = parse_case(tiny_cases()[VIOLATING])
+    answers = {"base": [replace(make_answer(case, "base", "APPROVE_REFUND"), guard=None)],
+               "finetuned": [replace(make_answer(case, "finetuned", "ESCALATE"), guard=None)]}
+    stored = _stored_figures(store, answers, [case])
+    assert stored["base"]["violation rate"] == 1.0 and stored["base"]["decision accuracy"] == 0.0
+    assert stored["finetuned"]["decision accuracy"] == 1.0 and stored["finetuned"]["violation rate"] == 0.0
