@@ -249,6 +249,23 @@ def make_answer(
     )
 
 
+
+def case_with_runs(
+    store: Store, case_id: str = "C-1", base: str = "DENY", ft: str = "APPROVE_REFUND_WITH_FEE", **order: Any
+) -> tuple[int, dict[str, Any]]:
+    """Store a case (``order`` fields overridden) with a base and a fine-tuned answer; out: (row id, runs)."""
+    from db.cases import add_case, runs_for_case, save_run
+
+    case = make_case(case_id, **order)
+    with store.session() as s:
+        pk = add_case(s, case, "try", "ann").id or 0
+        for variant, decision in (("base", base), ("finetuned", ft)):
+            save_run(
+                s, pk, make_answer(case, variant, decision, decisions={"base": base, "finetuned": ft}), "ann"
+            )
+        return pk, runs_for_case(s, pk)
+
+
 @pytest.fixture
 def store(tmp_path) -> Store:
     s = open_store(tmp_path / "policyops.db")

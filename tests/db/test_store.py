@@ -8,23 +8,12 @@ from sqlalchemy.exc import DatabaseError
 from sqlmodel import select
 
 from db.audit import audit_entries
-from db.cases import add_case, runs_for_case, save_run
+from db.cases import add_case, save_run
 from db.migrations import MIGRATIONS, applied
 from db.models import AuditEntry
 from db.store import open_store
 from db.users import PermissionDenied, UserError, authenticate, authorize, create_user, ensure_admin
-from tests.conftest import make_answer, make_case
-
-
-def _case_with_runs(store, case_id="C-1", base="DENY", ft="APPROVE_REFUND_WITH_FEE", **order):
-    case = make_case(case_id, **order)
-    with store.session() as s:
-        pk = add_case(s, case, "try", "ann").id
-        for variant, decision in (("base", base), ("finetuned", ft)):
-            save_run(
-                s, pk, make_answer(case, variant, decision, decisions={"base": base, "finetuned": ft}), "ann"
-            )
-        return pk, runs_for_case(s, pk)
+from tests.conftest import case_with_runs, make_answer, make_case
 
 
 def test_migrations_recorded_and_idempotent(tmp_path):
@@ -70,7 +59,7 @@ def test_first_start_generates_admin(tmp_path):
 
 
 def test_cases_and_runs_cached_and_audited(store):
-    pk, runs = _case_with_runs(store)
+    pk, runs = case_with_runs(store)
     case = make_case("C-1")
     with store.session() as s:
         assert add_case(s, case, "try", "ann").id == pk  # same content, same row
@@ -83,7 +72,7 @@ def test_cases_and_runs_cached_and_audited(store):
 
 
 def test_audit_log_is_append_only(store):
-    _case_with_runs(store)
+    case_with_runs(store)
     with pytest.raises(DatabaseError, match="append-only"):
         with store.session() as s:
             s.exec(text("DELETE FROM audit_log"))

@@ -15,22 +15,11 @@ from db.audit import audit_entries
 from db.cases import add_case, runs_for_case, save_run
 from db.models import ExportItem
 from policies import InvalidAnswer
-from tests.conftest import make_answer, make_case
-
-
-def _case_with_runs(store, case_id="C-1", base="DENY", ft="APPROVE_REFUND_WITH_FEE", **order):
-    case = make_case(case_id, **order)
-    with store.session() as s:
-        pk = add_case(s, case, "try", "ann").id
-        for variant, decision in (("base", base), ("finetuned", ft)):
-            save_run(
-                s, pk, make_answer(case, variant, decision, decisions={"base": base, "finetuned": ft}), "ann"
-            )
-        return pk, runs_for_case(s, pk)
+from tests.conftest import case_with_runs, make_answer, make_case
 
 
 def test_reviews_and_refused_correction(store):
-    pk, runs = _case_with_runs(store)
+    pk, runs = case_with_runs(store)
     with store.session() as s:
         approved = submit_review(s, pk, "approve_finetuned", "rita", runs=runs)
         assert approved.status == "approved" and approved.model_run_id == runs["finetuned"].id
@@ -55,9 +44,9 @@ def test_reviews_and_refused_correction(store):
 
 
 def test_queue_sorted_by_need_for_human(store):
-    calm, _ = _case_with_runs(store, "C-calm", base="APPROVE_REFUND_WITH_FEE", ft="APPROVE_REFUND_WITH_FEE")
-    split, _ = _case_with_runs(store, "C-split", base="DENY", ft="APPROVE_REFUND_WITH_FEE")
-    flagged, runs = _case_with_runs(
+    calm, _ = case_with_runs(store, "C-calm", base="APPROVE_REFUND_WITH_FEE", ft="APPROVE_REFUND_WITH_FEE")
+    split, _ = case_with_runs(store, "C-split", base="DENY", ft="APPROVE_REFUND_WITH_FEE")
+    flagged, runs = case_with_runs(
         store, "C-flag", base="APPROVE_REFUND_WITH_FEE", ft="APPROVE_REFUND_WITH_FEE", price=77.0
     )
     with store.session() as s:
@@ -71,8 +60,8 @@ def test_queue_sorted_by_need_for_human(store):
 
 
 def test_export_bookkeeping_no_double_export_and_eval_refused(store, tmp_path):
-    pk1, runs1 = _case_with_runs(store, "C-1")
-    pk2, runs2 = _case_with_runs(store, "C-2", price=88.0)
+    pk1, runs1 = case_with_runs(store, "C-1")
+    pk2, runs2 = case_with_runs(store, "C-2", price=88.0)
     eval_case = make_case("C-EVAL", price=55.0)
     with store.session() as s:
         eval_pk = add_case(s, eval_case, "eval", "system", in_eval_set=True).id
@@ -116,7 +105,7 @@ def _reviews_of(store, pks):
 
 
 def test_metrics(store):
-    pk, runs = _case_with_runs(store, "C-1", base="DENY", ft="APPROVE_REFUND_WITH_FEE")
+    pk, runs = case_with_runs(store, "C-1", base="DENY", ft="APPROVE_REFUND_WITH_FEE")
     with store.session() as s:
         submit_review(s, pk, "correct", "rita", runs=runs, answer=json.loads(runs["finetuned"].answer_json))
         mm = model_metrics(s)
