@@ -33,7 +33,7 @@ def register(console: Console) -> None:
         case_id: str, action: str, answer_json: str = "", note: str = "", request: gr.Request = None
     ) -> dict[str, Any]:  # type: ignore[assignment]
         """Review a case: approve_base | approve_finetuned | flag | correct (with answer_json)."""
-        return actions.review(console, request, case_id, action, answer_json or None, note)
+        return actions.review_ref(console, request, case_id, action, answer_json or None, note).payload()
 
     def reviews(case_id: str, request: gr.Request) -> dict[str, Any]:
         """A case's reviews the caller may see. On a second-opinion case, another reviewer's verdict

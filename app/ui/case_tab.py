@@ -1,5 +1,9 @@
 """Case tab: the case, its policy sections, base vs fine-tuned with the guard's verdicts, and the
-review actions (approve, flag as ambiguous, correct). Roles are checked in :mod:`app.ui.actions`."""
+review actions (approve, flag as ambiguous, correct). Roles are checked in :mod:`app.ui.actions`.
+
+Inside the page a case travels as its integer row id (``gr.State``); only the case box and links
+take text (``C-...`` id or ``#row``). Handlers return ``{component: value}``: what they leave out
+stays as it is."""
 
 from __future__ import annotations
 
@@ -9,25 +13,48 @@ from html import escape
 from typing import Any
 
 import gradio as gr
+from gradio.blocks import Block
 
+from app.services.case_view import CaseView, case_view
 from app.services.navigation import Prefetcher, neighbour_case
-from app.services.review_log import latest_correction
-from app.services.reviews import better_run
-from app.services.second_opinion import visible_status
 from app.ui import actions
 from app.ui.diffs import correction_diff_html, model_diff_html
 from app.ui.render import answer_html, case_html, policy_markdown
 from app.ui.state import Console, username_of
-from db.cases import case_of, get_case, run_answer
 from db.models import ModelRun
-from db.shadow import shadow_run
-from policies import DECISIONS, RULE_IDS, expected_decision
+from policies import DECISIONS, RULE_IDS
+
+Updates = dict[Block, Any]  # what a handler returns: the components it fills, with their values
 
 
 @dataclass
 class CaseTab:
-    outputs: list[gr.components.Component]  # what opening a case fills, in :func:`view` order
-    open: Callable[..., tuple[Any, ...]]  # (case_ref, request) -> values for ``outputs``
+    outputs: list[gr.components.Component]  # every component the handlers below may fill
+    open: Callable[[int, gr.Request], Updates]  # (case row id, request) -> {component: value}
+    open_ref: Callable[[str, gr.Request], Updates]  # (typed case id or #row, request) -> the same
+
+
+@dataclass
+class CaseWidgets:
+    """The components the case view fills."""
+
+    case_pk: gr.State
+    case_panel: gr.HTML
+    policy: gr.Markdown
+    base_panel: gr.HTML
+    ft_panel: gr.HTML
+    decision: gr.Dropdown
+    reasoning: gr.Textbox
+    customer_response: gr.Textbox
+    next_action: gr.Textbox
+    refs: gr.Dropdown
+    from_run: gr.State
+    status_msg: gr.HTML
+    model_diff: gr.HTML
+    review_diff: gr.HTML
+
+    def all(self) -> list[gr.components.Component]:
+        return list(vars(self).values())
 
 
 def _message(text: str, ok: bool = True) -> str:
@@ -35,40 +62,34 @@ def _message(text: str, ok: bool = True) -> str:
     return f"<div class='review-status' style='color:{colour}'>{escape(text)}</div>"
 
 
-def view(
-    console: Console, case_pk: int, runs: dict[str, ModelRun], message: str = "", viewer: str | None = None
-) -> tuple[Any, ...]:
-    """Values for every output of the tab: case, policy, both answers, the correction form, a message,
-    the base vs fine-tuned diff and the viewer's latest visible correction vs its model answer."""
-    with console.store.session() as s:
-        record = get_case(s, case_pk)
-        status = visible_status(s, case_pk, viewer)  # a hidden second-opinion verdict stays hidden
-        correction = latest_correction(s, case_pk, viewer)
-        shadow = shadow_run(s, case_pk)  # the challenger's answer, when shadow mode routed this case
-    case = case_of(record)
-    start = better_run(runs, expected_decision(case).decision)
-    draft = (run_answer(start) if start else None) or {}
-    return (
-        case_pk,
-        case_html(case, status, case_pk, record.in_eval_set),
-        policy_markdown(case),
-        answer_html("Base", runs.get("base")),
-        answer_html("Fine-tuned", runs.get("finetuned"))
-        + (answer_html(f"Challenger (shadow, {shadow.model_version})", shadow) if shadow else ""),
-        draft.get("decision"),
-        draft.get("reasoning", ""),
-        draft.get("customer_response", ""),
-        draft.get("next_action", ""),
-        draft.get("policy_refs", []),
-        start.id if start else None,
-        message,
-        model_diff_html(*(run_answer(runs[v]) if v in runs else None for v in ("base", "finetuned"))),
-        correction_diff_html(
+def render(w: CaseWidgets, cv: CaseView, message: str = "") -> Updates:
+    """Every widget of the view for ``cv``: case, policy, both answers, the correction form (from the
+    answer a correction starts from), a message, the base vs fine-tuned diff and the viewer's latest
+    visible correction vs the model answer it started from."""
+    draft, shadow, correction = cv.draft, cv.shadow, cv.correction
+    ft_html = answer_html("Fine-tuned", cv.runs.get("finetuned"))
+    if shadow:
+        ft_html += answer_html(f"Challenger (shadow, {shadow.model_version})", shadow)
+    return {
+        w.case_pk: cv.case_pk,
+        w.case_panel: case_html(cv.case, cv.status, cv.case_pk, cv.record.in_eval_set),
+        w.policy: policy_markdown(cv.case),
+        w.base_panel: answer_html("Base", cv.runs.get("base")),
+        w.ft_panel: ft_html,
+        w.decision: draft.get("decision"),
+        w.reasoning: draft.get("reasoning", ""),
+        w.customer_response: draft.get("customer_response", ""),
+        w.next_action: draft.get("next_action", ""),
+        w.refs: draft.get("policy_refs", []),
+        w.from_run: cv.start.id if cv.start else None,
+        w.status_msg: message,
+        w.model_diff: model_diff_html(cv.answer("base"), cv.answer("finetuned")),
+        w.review_diff: correction_diff_html(
             correction.start, correction.corrected, correction.reviewer, correction.review_id
         )
         if correction
         else "",
-    )
+    }
 
 
 def create_case_tab(console: Console) -> CaseTab:
@@ -105,44 +126,53 @@ def create_case_tab(console: Console) -> CaseTab:
         refs = gr.Dropdown(list(RULE_IDS), multiselect=True, label="Policy refs", elem_id="corr-refs")
         correct_btn = gr.Button("Save correction", variant="primary", elem_id="save-correction")
     review_diff = gr.HTML(elem_id="review-diff")
-    outputs = [
-        case_pk,
-        case_panel,
-        policy,
-        base_panel,
-        ft_panel,
-        decision,
-        reasoning,
-        customer_response,
-        next_action,
-        refs,
-        from_run,
-        status_msg,
-        model_diff,
-        review_diff,
-    ]
+    w = CaseWidgets(
+        case_pk=case_pk,
+        case_panel=case_panel,
+        policy=policy,
+        base_panel=base_panel,
+        ft_panel=ft_panel,
+        decision=decision,
+        reasoning=reasoning,
+        customer_response=customer_response,
+        next_action=next_action,
+        refs=refs,
+        from_run=from_run,
+        status_msg=status_msg,
+        model_diff=model_diff,
+        review_diff=review_diff,
+    )
+    outputs = w.all()
 
-    def only_message(message: str) -> tuple[Any, ...]:
+    def only_message(message: str) -> Updates:
         """Leave every output as it is except the status message."""
-        return tuple(message if o is status_msg else gr.update() for o in outputs)
+        return {status_msg: message}
 
     history: dict[str, list[int]] = {}  # per browser session: the cases opened, for "previous"
 
-    def open_case(ref: str, request: gr.Request) -> tuple[Any, ...]:
-        pk, runs = actions.open_case(console, request, ref)
+    def opened(pk: int, runs: dict[str, ModelRun], request: gr.Request) -> Updates:
         user = username_of(request)
         seen = history.setdefault(getattr(request, "session_hash", None) or "", [])
         if not seen or seen[-1] != pk:
             seen.append(pk)
         prefetcher.after_open(pk, user or "anonymous")
-        return view(console, pk, runs, viewer=user)
+        return render(w, case_view(console.store, pk, runs, user))
 
-    def move(step: int) -> Callable[..., tuple[Any, ...]]:
-        def handler(pk: int | None, request: gr.Request) -> tuple[Any, ...]:
+    def open_pk(pk: int, request: gr.Request) -> Updates:
+        """Open the case with row id ``pk``."""
+        return opened(pk, actions.open_case(console, request, pk), request)
+
+    def open_case(ref: str, request: gr.Request) -> Updates:
+        """Open the case typed in the case box (``C-...`` id or ``#row``)."""
+        pk, runs = actions.open_case_ref(console, request, ref)
+        return opened(pk, runs, request)
+
+    def move(step: int) -> Callable[..., Updates]:
+        def handler(pk: int | None, request: gr.Request) -> Updates:
             seen = history.get(getattr(request, "session_hash", None) or "", [])
             if step < 0 and len(seen) >= 2:  # previous: the case opened before this one
                 seen.pop()
-                return open_case(f"#{seen.pop()}", request)
+                return open_pk(seen.pop(), request)
             viewer = username_of(request)
             if step > 0:
                 target = prefetcher.next_after(pk, viewer)
@@ -150,11 +180,11 @@ def create_case_tab(console: Console) -> CaseTab:
                 target = neighbour_case(console.store, console.engine, pk, step, viewer=viewer)
             if target is None:
                 return only_message(_message("No more cases.", ok=False))
-            return open_case(f"#{target}", request)
+            return open_pk(target, request)
 
         return handler
 
-    def act(action: str) -> Callable[..., tuple[Any, ...]]:
+    def act(action: str) -> Callable[..., Updates]:
         def handler(
             pk: int | None,
             note_v: str,
@@ -164,7 +194,7 @@ def create_case_tab(console: Console) -> CaseTab:
             next_v: str,
             refs_v: list[str] | None,
             request: gr.Request,
-        ) -> tuple[Any, ...]:
+        ) -> Updates:
             if pk is None:
                 return only_message(_message("Open a case first.", ok=False))
             answer = None
@@ -177,12 +207,12 @@ def create_case_tab(console: Console) -> CaseTab:
                     "policy_refs": list(refs_v or []),
                 }
             try:
-                saved = actions.review(console, request, f"#{pk}", action, answer, note_v)
+                saved = actions.review(console, request, pk, action, answer, note_v)
             except gr.Error as exc:  # refused: keep the form as typed, say why
                 return only_message(_message(f"Not saved: {exc.message}", ok=False))
-            _, runs = actions.open_case(console, request, f"#{pk}")
-            message = _message(f"Saved review #{saved['review_id']} ({saved['status']}).")
-            return view(console, pk, runs, message, viewer=username_of(request))
+            message = _message(f"Saved review #{saved.review_id} ({saved.status}).")
+            # re-rendered from the runs the review was judged against: the case is opened once
+            return render(w, case_view(console.store, pk, saved.runs, username_of(request)), message)
 
         return handler
 
@@ -198,4 +228,4 @@ def create_case_tab(console: Console) -> CaseTab:
         (correct_btn, "correct"),
     ):
         button.click(act(action), review_inputs, outputs, api_visibility="private")
-    return CaseTab(outputs=outputs, open=open_case)
+    return CaseTab(outputs=outputs, open=open_pk, open_ref=open_case)

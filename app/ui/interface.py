@@ -12,7 +12,7 @@ from app.services.jobs import Runner
 from app.services.queue import QueueFilter
 from app.ui import api
 from app.ui.batch_tab import create_batch_tab
-from app.ui.case_tab import create_case_tab
+from app.ui.case_tab import Updates, create_case_tab
 from app.ui.drift_tab import create_drift_tab
 from app.ui.export_tab import create_export_tab
 from app.ui.metrics_tab import create_metrics_tab
@@ -85,25 +85,30 @@ def build_app(
             with gr.Tab("Reviews", id="reviews"):
                 create_review_tab(console)
 
-        def open_selected(evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
+        def open_selected(evt: gr.SelectData, request: gr.Request) -> Updates:
             row = evt.row_value or []
-            if not row:
-                raise gr.Error("case_id: pick a row of the queue")
-            return (*case.open(f"#{row[0]}", request), gr.Tabs(selected="case"))
+            try:
+                pk = int(row[0])  # the queue's "#" column: the case's row id
+            except (IndexError, TypeError, ValueError):
+                raise gr.Error("case_id: pick a row of the queue") from None
+            return {**case.open(pk, request), tabs: gr.Tabs(selected="case")}
 
-        def on_load(request: gr.Request) -> tuple[Any, ...]:
+        def on_load(request: gr.Request) -> Updates:
             user = username_of(request)
             with store.session() as s:
                 role = role_of_user(s, user)
-            head = (f"# {TITLE}\nSigned in as **{user}** ({role})", queue_frame(console, QueueFilter(), user))
+            head = {
+                whoami: f"# {TITLE}\nSigned in as **{user}** ({role})",
+                queue.table: queue_frame(console, QueueFilter(), user),
+            }
             link = dict(request.query_params).get("case") if request else None
             if not link:  # a link ``?case=C-000123`` opens that case
-                return (*head, *[gr.update()] * len(case.outputs), gr.update())
+                return head
             try:
-                return (*head, *case.open(link, request), gr.Tabs(selected="case"))
+                return {**head, **case.open_ref(link, request), tabs: gr.Tabs(selected="case")}
             except gr.Error as exc:  # an unknown case in the link: say so, keep the page usable
                 gr.Warning(f"Link: {exc.message}")
-                return (*head, *[gr.update()] * len(case.outputs), gr.update())
+                return head
 
         queue.table.select(open_selected, None, [*case.outputs, tabs], api_visibility="private")
         demo.load(on_load, None, [whoami, queue.table, *case.outputs, tabs], api_visibility="private")

@@ -10,6 +10,7 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+from gradio.blocks import Block
 
 from app.services.jobs import JobError, RetrainRequest, Runner
 from app.services.versions import change_champion
@@ -105,38 +106,42 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
             save_share = gr.Button("Save share", elem_id="models-shadow-save")
         share_note = gr.Markdown()
 
-    def refresh(request: gr.Request) -> tuple[Any, ...]:
+    def job_view() -> dict[Block, Any]:
+        status_html, loss_frame, tail = job_html(runner)
+        return {job_status: status_html, loss: loss_frame, log: tail}
+
+    def refresh(request: gr.Request) -> dict[Block, Any]:
         require(console, request, "retrain")
         runner.refresh()
         frame = versions_frame(console)
-        return (frame, gr.CheckboxGroup(choices=export_choices(console)),
-                gr.Dropdown(choices=list(frame["version"])), *job_html(runner))
+        return {versions: frame, exports: gr.CheckboxGroup(choices=export_choices(console)),
+                pick: gr.Dropdown(choices=list(frame["version"])), **job_view()}
 
-    def tick(request: gr.Request) -> tuple[Any, ...]:
+    def tick(request: gr.Request) -> dict[Block, Any]:
         with console.store.session() as s:  # no require(): a refusal every tick would flood the audit log
             allowed = role_allows(role_of_user(s, username_of(request)), "retrain")
         if not allowed:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip()  # one skip() leaves every output as it is
         runner.refresh()  # settles a finished job: its version appears in the table
-        return (versions_frame(console), *job_html(runner))
+        return {versions: versions_frame(console), **job_view()}
 
     def do_start(ids: list[int], bw: float, cw: float, share: float, how: str,
-                 request: gr.Request) -> tuple[Any, ...]:
+                 request: gr.Request) -> dict[Block, Any]:
         actor = require(console, request, "retrain")
         try:
             runner.start(actor, RetrainRequest([int(i) for i in ids or []], float(bw), float(cw),
                                                float(share), how))
         except JobError as exc:
             raise gr.Error(str(exc)) from exc
-        return job_html(runner)
+        return job_view()
 
-    def do_cancel(request: gr.Request) -> tuple[Any, ...]:
+    def do_cancel(request: gr.Request) -> dict[Block, Any]:
         actor = require(console, request, "retrain")
         active = runner.active()
         if active is None:
             raise gr.Error("no job is running")
         runner.cancel(actor, active.id or 0)
-        return job_html(runner)
+        return job_view()
 
     def show(name: str | None, request: gr.Request) -> str:
         require(console, request, "retrain")

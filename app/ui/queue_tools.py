@@ -9,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+from gradio.blocks import Block
 
 from app.services.answers import engine_versions
 from app.services.bulk import BulkError, bulk_actions, bulk_approve, bulk_candidates, undo_bulk
@@ -92,17 +93,20 @@ def create_queue_tools(
 
     def confirm(
         status: Any, flag: Any, region: Any, rtype: Any, disagree: Any, preset: Any, request: gr.Request
-    ) -> tuple[Any, ...]:
+    ) -> dict[Block, Any]:
         qfilter = queue_filter(status, flag, region, rtype, disagree, preset)
         user = username_of(request) or "anonymous"
         try:
             with console.store.session() as s:
                 action = bulk_approve(s, user, qfilter, engine_versions(console.engine))
         except (BulkError, PermissionDenied) as exc:
-            return gr.Group(visible=False), f"Not done: {exc}", gr.update(), gr.update()
-        msg = f"Bulk action #{action.id}: approved {action.count} cases."
-        undo_choices = gr.Dropdown(choices=_undo_choices(console), value=action.id)
-        return gr.Group(visible=False), msg, undo_choices, frame_of(qfilter, user)
+            return {confirm_box: gr.Group(visible=False), bulk_msg: f"Not done: {exc}"}
+        return {
+            confirm_box: gr.Group(visible=False),
+            bulk_msg: f"Bulk action #{action.id}: approved {action.count} cases.",
+            undo_pick: gr.Dropdown(choices=_undo_choices(console), value=action.id),
+            table: frame_of(qfilter, user),
+        }
 
     def undo(
         bulk_id: int | None,
@@ -113,17 +117,20 @@ def create_queue_tools(
         disagree: Any,
         preset: Any,
         request: gr.Request,
-    ) -> tuple[Any, ...]:
+    ) -> dict[Block, Any]:
         if bulk_id is None:
-            return "Pick a bulk action to undo.", gr.update(), gr.update()
+            return {bulk_msg: "Pick a bulk action to undo."}
         try:
             with console.store.session() as s:
                 undo_bulk(s, int(bulk_id), username_of(request) or "anonymous")
         except (BulkError, PermissionDenied) as exc:
-            return f"Not undone: {exc}", gr.update(), gr.update()
+            return {bulk_msg: f"Not undone: {exc}"}
         frame = frame_of(queue_filter(status, flag, region, rtype, disagree, preset), username_of(request))
-        choices = gr.Dropdown(choices=_undo_choices(console), value=None)
-        return f"Undid bulk action #{bulk_id}.", choices, frame
+        return {
+            bulk_msg: f"Undid bulk action #{bulk_id}.",
+            undo_pick: gr.Dropdown(choices=_undo_choices(console), value=None),
+            table: frame,
+        }
 
     def save(
         filter_name: str,
@@ -144,14 +151,17 @@ def create_queue_tools(
             return f"Not saved: {exc}", gr.update()
         return f"Saved filter {filter_name.strip()!r}.", gr.Dropdown(choices=_filter_names(console, user))
 
-    def apply(filter_name: str | None, request: gr.Request) -> tuple[Any, ...]:
+    def apply(filter_name: str | None, request: gr.Request) -> dict[Block, Any]:
         user = require(console, request, "compare")
         try:
             with console.store.session() as s:
                 qfilter = load_filter(s, user, filter_name or "")
         except SavedFilterError as exc:
-            return f"Not applied: {exc}", *[gr.update()] * len(filters)
-        return f"Applied {filter_name!r}.", *widget_values(qfilter)
+            return {filter_msg: f"Not applied: {exc}"}
+        return {
+            filter_msg: f"Applied {filter_name!r}.",
+            **dict(zip(filters, widget_values(qfilter), strict=True)),
+        }
 
     def refresh_choices(request: gr.Request) -> tuple[Any, Any]:
         user = username_of(request)

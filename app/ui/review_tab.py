@@ -5,9 +5,11 @@ agreement (Cohen's kappa) next to each model's agreement with reviewers. Reviewe
 from __future__ import annotations
 
 from html import escape
+from typing import Any
 
 import gradio as gr
 import pandas as pd
+from gradio.blocks import Block
 
 from app.services.metrics import reviewer_agreement
 from app.services.review_log import review_log
@@ -85,11 +87,16 @@ def create_review_tab(console: Console) -> None:
     gr.Markdown("### Audit log (reviews)")
     log = gr.HTML(elem_id="audit-log")
 
-    def show(request: gr.Request) -> tuple[float, pd.DataFrame, pd.DataFrame, str]:
+    def show(request: gr.Request) -> dict[Block, Any]:
         user = require(console, request, "approve")
         with console.store.session() as s:
             pct, queue = second_opinion_share(s) * 100, adjudication_queue(s)
-        return pct, queue, agreement_frame(console), log_html(console, user)
+        return {
+            share: pct,
+            adjudication: queue,
+            agreement: agreement_frame(console),
+            log: log_html(console, user),
+        }
 
     def set_share(pct: float, request: gr.Request) -> str:
         user = require(console, request, "configure_reviews")

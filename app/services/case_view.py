@@ -1,0 +1,59 @@
+"""What the case view shows of one case, as one reviewer may see it: the case, its status, the
+latest correction, the shadow (challenger) answer and the answer a correction starts from.
+
+The Case tab renders a :class:`CaseView`; the policy logic (which answer the correction form starts
+from) and the store reads are here, not in the tab.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.services.review_log import Correction, latest_correction
+from app.services.reviews import better_run
+from app.services.second_opinion import visible_status
+from db.cases import case_of, get_case, run_answer
+from db.models import CaseRecord, ModelRun
+from db.shadow import shadow_run
+from db.store import Store
+from policies import Case, expected_decision
+
+
+@dataclass(frozen=True)
+class CaseView:
+    """Everything the case view shows for one case and one viewer."""
+
+    case_pk: int
+    record: CaseRecord
+    case: Case
+    runs: dict[str, ModelRun]  # the compared answers by variant (base, finetuned)
+    status: str  # as the viewer may see it: ``pending`` while another's second opinion is hidden
+    correction: Correction | None  # the latest correction the viewer may see
+    shadow: ModelRun | None  # the challenger's answer, when shadow mode routed this case
+    start: ModelRun | None  # the answer a correction starts from (:func:`better_run`)
+
+    @property
+    def draft(self) -> dict[str, Any]:
+        """The answer the correction form starts with (empty when there is no valid one)."""
+        return (run_answer(self.start) if self.start else None) or {}
+
+    def answer(self, variant: str) -> dict[str, Any] | None:
+        """The parsed answer of ``variant`` (None when it has no run or no valid answer)."""
+        run = self.runs.get(variant)
+        return run_answer(run) if run is not None else None
+
+
+def case_view(store: Store, case_pk: int, runs: dict[str, ModelRun], viewer: str | None) -> CaseView:
+    """The case view of stored case ``case_pk`` with its compared ``runs``, as ``viewer`` may see it.
+
+    Raises KeyError naming ``case_id`` when there is no such case.
+    """
+    with store.session() as s:
+        record = get_case(s, case_pk)
+        status = visible_status(s, case_pk, viewer)  # a hidden second-opinion verdict stays hidden
+        correction = latest_correction(s, case_pk, viewer)
+        shadow = shadow_run(s, case_pk)
+    case = case_of(record)
+    start = better_run(runs, expected_decision(case).decision)
+    return CaseView(case_pk, record, case, dict(runs), status, correction, shadow, start)
