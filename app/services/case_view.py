@@ -1,8 +1,8 @@
 """What the case view shows of one case, as one reviewer may see it: the case, its status, the
 latest correction, the shadow (challenger) answer and the answer a correction starts from.
 
-The Case tab renders a :class:`CaseView`; the policy logic (which answer the correction form starts
-from) and the store reads are here, not in the tab.
+The Case tab renders a :class:`CaseView`; the store reads and the choice of the answer the correction
+form starts from (the fine-tuned one, never the guard's) are here, not in the tab.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.services.review_log import Correction, latest_correction
-from app.services.reviews import better_run
+from app.services.reviews import correction_start
 from app.services.second_opinion import visible_status
 from db.cases import case_of, get_case, run_answer
 from db.models import CaseRecord, ModelRun
 from db.shadow import shadow_run
 from db.store import Store
-from policies import Case, expected_decision
+from policies import Case
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,12 @@ class CaseView:
     status: str  # as the viewer may see it: ``pending`` while another's second opinion is hidden
     correction: Correction | None  # the latest correction the viewer may see
     shadow: ModelRun | None  # the challenger's answer, when shadow mode routed this case
-    start: ModelRun | None  # the answer a correction starts from (:func:`better_run`)
+    start: ModelRun | None  # the answer a correction replaces (:func:`correction_start`)
 
     @property
     def draft(self) -> dict[str, Any]:
-        """The answer the correction form starts with (empty when there is no valid one)."""
+        """The answer the correction form starts with: the fine-tuned answer, or an empty form when it
+        is not a valid answer (never the guard's decision)."""
         return (run_answer(self.start) if self.start else None) or {}
 
     def answer(self, variant: str) -> dict[str, Any] | None:
@@ -55,5 +56,5 @@ def case_view(store: Store, case_pk: int, runs: dict[str, ModelRun], viewer: str
         correction = latest_correction(s, case_pk, viewer)
         shadow = shadow_run(s, case_pk)
     case = case_of(record)
-    start = better_run(runs, expected_decision(case).decision)
+    start = correction_start(runs)
     return CaseView(case_pk, record, case, dict(runs), status, correction, shadow, start)

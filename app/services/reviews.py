@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlmodel import Session
 
-from db.cases import case_of, get_case, run_answer
+from db.cases import get_case, run_answer
 from db.models import ModelRun, Review
 from db.reviews import add_review
-from policies import expected_decision, parse_answer
+from policies import parse_answer
 
 REVIEW_ACTIONS: tuple[str, ...] = ("approve_base", "approve_finetuned", "flag", "correct")
 
@@ -23,17 +23,13 @@ class ReviewError(ValueError):
     """A review could not be saved; the message names the field (case_id, action, answer, note)."""
 
 
-def better_run(runs: dict[str, ModelRun], expected: str) -> ModelRun | None:
-    """The answer a correction starts from: the valid one whose decision is the guard's expected
-    decision (fine-tuned first), else the fine-tuned answer, else whatever there is."""
-    order = sorted(runs.values(), key=lambda r: r.variant == "base")  # fine-tuned variants first
-    for run in order:
-        if run.answer_json and run.decision == expected:
-            return run
-    for run in order:
-        if run.answer_json:
-            return run
-    return order[0] if order else None
+def correction_start(runs: dict[str, ModelRun]) -> ModelRun | None:
+    """The model answer a correction replaces: the fine-tuned run (the answer a reviewer corrects),
+    else whatever single run there is. Never chosen by the guard's expected decision: a form that
+    starts from the rule engine's answer nudges reviewers toward it and inflates their agreement."""
+    if "finetuned" in runs:
+        return runs["finetuned"]
+    return next(iter(runs.values()), None) if len(runs) == 1 else None
 
 
 def submit_review(
@@ -83,7 +79,7 @@ def submit_review(
             raise ReviewError("answer: a correction needs the corrected answer")
         corrected = parse_answer(answer).model_dump(mode="json")
         if from_run_id is None:
-            start = better_run(runs, expected_decision(case_of(record)).decision)
+            start = correction_start(runs)
             from_run_id = start.id if start else None
         return add_review(session, case_pk, "corrected", reviewer, note, corrected, from_run_id)
     raise ReviewError(f"action: must be one of {', '.join(REVIEW_ACTIONS)} (got {action!r})")

@@ -28,22 +28,26 @@ def _case_with_runs(store, case_id: str = "C-000123"):
     return pk, runs, exp, other
 
 
-def test_draft_starts_from_the_answer_the_guard_expects(store):
+def test_draft_starts_from_the_finetuned_answer_never_the_guards(store):
     pk, runs, exp, other = _case_with_runs(store)
     view = case_view(store, pk, runs, "rita")
     assert view.case.case_id == "C-000123" and view.record.id == pk
-    assert view.start is not None and view.start.id == runs["base"].id  # not the fine-tuned one
-    assert view.draft["decision"] == exp
-    assert view.answer("finetuned")["decision"] == other
+    # the base answer is the guard's decision, yet the form starts from the fine-tuned one
+    assert view.start is not None and view.start.id == runs["finetuned"].id
+    assert view.draft["decision"] == other != exp
+    assert view.answer("base")["decision"] == exp
     assert (view.status, view.correction, view.shadow) == ("pending", None, None)
-    # both answers right: the fine-tuned one is preferred
-    both = case_view(store, pk, {"finetuned": runs["base"], "base": runs["base"]}, "rita")
-    assert both.start is runs["base"]
-    # no valid answer at all: an empty draft
+    # a correction records the fine-tuned answer as the one it replaced
+    corrected = {**view.answer("finetuned"), "decision": exp}
+    with store.session() as s:
+        review = submit_review(s, pk, "correct", "rita", runs=runs, answer=corrected)
+    assert review.model_run_id == runs["finetuned"].id
+    # an invalid fine-tuned answer: an empty form (not the base answer), still replacing that run
     with store.session() as s:
         case = make_case("C-000124")
         pk2 = add_case(s, case, "batch", "otto").id
-        invalid = {"finetuned": save_run(s, pk2, make_answer(case, "finetuned", None), "otto")}
+        invalid = {"finetuned": save_run(s, pk2, make_answer(case, "finetuned", None), "otto"),
+                   "base": save_run(s, pk2, make_answer(case, "base", exp), "otto")}
     empty = case_view(store, pk2, invalid, "rita")
     assert empty.start is invalid["finetuned"] and empty.draft == {}
 
