@@ -1,7 +1,8 @@
 """Engine benchmark: batching speed-up, constrained-decoding cost, adapter memory, in one run.
 
-# The default models on the eval split (the figures in benchmarks/results.json):
-uv run python scripts/benchmark.py --model default-ft --dataset data/generated/eval.jsonl --max-examples 32
+# The default models on the validation split (a dev tool: it never reads the eval set unless told):
+uv run python scripts/benchmark.py --model default-ft --dataset data/generated/validation.jsonl \
+    --max-examples 32
 
 Three measurements, each against its target:
 - throughput, batched (``--batch-size``) vs one case at a time, constrained, greedy: >= 4x;
@@ -192,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 epilog="`benchmark.py review --help`: the reviewer-throughput benchmark")
     p.add_argument("--model", default="default-ft")
-    p.add_argument("--dataset", default="data/generated/eval.jsonl")
+    p.add_argument("--dataset", default="data/generated/validation.jsonl")
     p.add_argument("--max-examples", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=256)

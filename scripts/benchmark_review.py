@@ -40,7 +40,7 @@ USER, PASSWORD = "bench", "bench-pass-1"
 @dataclass
 class Config:
     model: str = "default-ft"
-    eval_set: Path = Path("data/generated/eval.jsonl")
+    eval_set: Path = Path("data/generated/validation.jsonl")  # the demo queue; a dev tool never reads eval
     cases: int = 3  # "next" presses timed per mode
     read_s: float = 2.0  # reading time without background answering (s)
     max_read_s: float = 300.0  # give up waiting for a background answer after this (s)

@@ -186,7 +186,7 @@ def main() -> None:
     model_dir, adapter_dir = build_shape(args.work, shape)
     report["build_s"] = round(time.perf_counter() - t0, 1)
     _write(args.out, report)
-    cases = [case for case, _ in load_rows(REPO / "data" / "generated" / "eval.jsonl", args.cases)]
+    cases = [case for case, _ in load_rows(REPO / "data" / "generated" / "validation.jsonl", args.cases)]
     for quantize in ("none", "nf4") if "engine" in args.parts else ():
         try:
             report[f"engine_{quantize}"] = time_engine(adapter_dir, quantize, cases, args.batch_size,

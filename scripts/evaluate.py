@@ -1,17 +1,20 @@
 """Evaluate base and/or fine-tuned answers on a generator JSONL set.
 
-# Both variants of the default model on the eval split, constrained decoding:
+# Choosing (a recipe, a learning rate, a checkpoint): the validation split, and only it.
+uv run python scripts/evaluate.py --dataset data/generated/validation.jsonl --variant both --out runs/val
+
+# Reporting, once a choice is made: both variants of the default model on the frozen eval split.
 uv run python scripts/evaluate.py --dataset data/generated/eval.jsonl --variant both --out runs/eval-default
 
 # A quick look: 50 cases, fine-tuned only, free-running decoding (JSON validity then measured):
-uv run python scripts/evaluate.py --dataset data/generated/eval.jsonl --variant finetuned \
+uv run python scripts/evaluate.py --dataset data/generated/validation.jsonl --variant finetuned \
     --max-examples 50 --unconstrained
 
 # A quick decision probe: constrained decoding with a small budget. The grammar starts closing the
 # answer 96 tokens before --max-new-tokens (engine.constrained.CLOSING_RESERVE_TOKENS), so 128 leaves
 # the decision free, cuts the prose short and still ends in a valid answer (default-ft, 60 eval cases:
 # same accuracy as 512, 3.3x the throughput). Much below that, answers end truncated, i.e. invalid.
-uv run python scripts/evaluate.py --dataset data/generated/eval.jsonl --variant finetuned \
+uv run python scripts/evaluate.py --dataset data/generated/validation.jsonl --variant finetuned \
     --max-new-tokens 128
 
 Writes OUT/summary.json (``variants``: per variant, n, decision_accuracy, violation_rate, violations per code,

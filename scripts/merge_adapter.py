@@ -1,8 +1,8 @@
 """Merge a LoRA adapter into its base (full precision) and verify the merged model answers the same.
 
-# The champion, merged for deployment, checked on 50 eval cases:
+# The champion, merged for deployment, checked on 50 validation cases:
 uv run python scripts/merge_adapter.py --adapter runs/ft-v2 --out runs/ft-v2-merged \
-    --eval-set data/generated/eval.jsonl --check 50
+    --eval-set data/generated/validation.jsonl --check 50
 
 Writes OUT (model.safetensors, config, tokenizer, prompt_format.json, merge_info.json) and
 OUT/merge_check.json. Exit status 0 when every checked case gets the same greedy answer from
@@ -27,7 +27,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--adapter", required=True, help="adapter dir (adapter_config.json names the base)")
     p.add_argument("--out", required=True, help="where the merged model goes")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="merged weights' dtype")
-    p.add_argument("--eval-set", default="data/generated/eval.jsonl", help="cases to verify on")
+    p.add_argument("--eval-set", default="data/generated/validation.jsonl",
+                   help="cases to verify the merge on (a dev check: the validation set by default)")
     p.add_argument("--check", type=int, default=20, help="how many cases to verify (0: skip)")
     p.add_argument("--max-new-tokens", type=int, default=512)
     return p.parse_args(argv)
