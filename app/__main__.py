@@ -12,13 +12,14 @@ import os
 from pathlib import Path
 
 from app.services.exports import eval_fingerprints_of
-from app.services.jobs import Runner, RunnerConfig
+from app.services.jobs import JobError, Runner, RunnerConfig
 from app.services.versions import serve_champion
 from app.ui.interface import build_app, make_auth
 from db.cases import load_eval_set, read_case_rows
 from db.store import DEFAULT_DB_URL, open_store
 from db.users import ensure_admin
 from db.versions import ensure_bundled_version
+from engine.registry import resolve_model
 
 EVAL_SET = Path("data/generated/eval.jsonl")
 
@@ -61,9 +62,16 @@ def main(argv: list[str] | None = None) -> None:
         fingerprints = eval_fingerprints_of(read_case_rows(args.eval_set))
         if added:
             print(f"Demo queue: {added} cases from {args.eval_set}", flush=True)
+    spec = resolve_model(args.model)
+    try:  # retraining retrains what is served: the spec's base, retrain recipe and prompt format
+        runner_config = RunnerConfig.for_spec(spec, runs_dir=args.runs_dir, eval_set=str(args.eval_set))
+    except JobError as exc:
+        raise SystemExit(f"--model {args.model}: {exc}") from None
+    if runner_config.refusal:
+        print(f"Retraining is off: {runner_config.refusal}", flush=True)
     from engine import Engine  # heavy import (torch): after the cheap checks above
 
-    engine = Engine.load(args.model)
+    engine = Engine.load(spec)
     with store.session() as s:  # the bundled adapter is ft-v1 on first start; serve today's champion
         adapter = getattr(engine.spec, "adapters", {}).get("finetuned")
         if adapter:
@@ -71,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         served = serve_champion(engine, s)
     if served:
         print(f"Serving champion {served} as finetuned", flush=True)
-    runner = Runner(store, RunnerConfig(runs_dir=args.runs_dir, eval_set=str(args.eval_set)))
+    runner = Runner(store, runner_config)
     demo = build_app(engine, store, export_dir=args.export_dir, eval_fingerprints=fingerprints,
                      runner=runner)
     demo.queue(default_concurrency_limit=4).launch(

@@ -3,6 +3,8 @@
 A :class:`ModelSpec` says which base to load, which LoRA adapters go on top (name -> dir),
 its version and the prompt format. :func:`resolve_model` takes whatever a user typed
 (``default-ft``, ``data/models/default-base``, ``runs/x``, ``Qwen/Qwen2.5-1.5B-Instruct``).
+A registry entry may carry a :class:`RetrainRecipe` (its ``retrain`` table): how the console retrains
+that model (a train_qlora_sft ``--config`` YAML plus overrides) on the entry's own base and prompt format.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from policies.prompt import PromptFormat
 
@@ -40,6 +44,42 @@ class RegistryError(ValueError):
     """data/models.toml is malformed; the message names the entry and field."""
 
 
+RETRAIN_KEYS = ("config", "overrides")  # the keys of an entry's ``retrain`` table
+# Set by the Runner for every job (base, data, output) or by the spec (prompt format): never by a recipe.
+RUNNER_KEYS = ("model", "dataset", "mix_weights", "output_dir")
+PROMPT_KEYS = ("prompt_policy", "prompt_instructions", "prompt_max_message_chars", "prompt_case")
+
+
+def read_run_config_file(path: str | Path) -> dict[str, Any]:
+    """A train_qlora_sft ``--config`` YAML as a dict. Raises ValueError when it is not a mapping."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a run config must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+@dataclass(frozen=True)
+class RetrainRecipe:
+    """How the console retrains a model: a run config YAML (absolute path) plus per-model overrides.
+
+    The job trains on the spec's base in the spec's prompt format; the Runner adds the data, the
+    output dir and the start (the champion's adapter or the base). ``overrides`` are RunConfig
+    fields (train_qlora_sft flags) that win over the YAML's values.
+    """
+
+    config: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self) -> dict[str, Any]:
+        """The YAML's values with the overrides applied (RunConfig defaults not filled in)."""
+        return {**read_run_config_file(self.config), **self.overrides}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config, "overrides": dict(self.overrides)}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One loadable model: a base plus zero or more named LoRA adapters."""
@@ -49,6 +89,7 @@ class ModelSpec:
     adapters: dict[str, str] = field(default_factory=dict)  # adapter name -> absolute dir
     version: str = "1"
     prompt_format: PromptFormat = PromptFormat()
+    retrain: RetrainRecipe | None = None  # None: the console refuses to retrain this model
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +98,7 @@ class ModelSpec:
             "adapters": dict(self.adapters),
             "version": self.version,
             "prompt_format": self.prompt_format.to_dict(),
+            "retrain": self.retrain.to_dict() if self.retrain else None,
         }
 
 
@@ -77,6 +119,56 @@ def saved_prompt_format(model_dir: str | Path) -> PromptFormat | None:
     if not path.is_file():
         return None
     return PromptFormat.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _same_model(a: str, b: str, root: Path) -> bool:
+    return _resolve_path(str(a), root) == _resolve_path(str(b), root)
+
+
+def _parse_retrain(value: Any, where: str, root: Path, base: str, fmt: PromptFormat) -> RetrainRecipe:
+    """An entry's ``retrain`` table -> :class:`RetrainRecipe`; RegistryError naming ``where`` and the field.
+
+    The YAML must exist and be a mapping; a ``model`` in it must be the entry's base and its prompt
+    options the entry's format (the job trains on both, so a YAML saying otherwise would mislead);
+    overrides may not set what the Runner or the spec decide (model, data, output, prompt format).
+    """
+    if not isinstance(value, dict):
+        raise RegistryError(f"{where}: retrain: expected a table like {{ config = \"x.yaml\" }}")
+    unknown = sorted(set(value) - set(RETRAIN_KEYS))
+    if unknown:
+        raise RegistryError(f"{where}: retrain: unknown key(s) {', '.join(unknown)} "
+                            f"(known: {', '.join(RETRAIN_KEYS)})")
+    if not isinstance(value.get("config"), str) or not value["config"]:
+        raise RegistryError(f"{where}: retrain.config is required (a run config YAML path)")
+    config = Path(value["config"]) if Path(value["config"]).is_absolute() else root / value["config"]
+    if not config.is_file():
+        raise RegistryError(f"{where}: retrain.config: no such file {config}")
+    overrides = value.get("overrides", {})
+    if not isinstance(overrides, dict):
+        raise RegistryError(f"{where}: retrain.overrides: expected a table of run config fields")
+    owned = sorted(set(overrides) & {*RUNNER_KEYS, *PROMPT_KEYS})
+    if owned:
+        raise RegistryError(f"{where}: retrain.overrides: {', '.join(owned)} cannot be overridden "
+                            "(the Runner sets the model and data; the prompt format is the entry's)")
+    bad = sorted(k for k, v in overrides.items() if isinstance(v, (dict, list)))
+    if bad:
+        raise RegistryError(f"{where}: retrain.overrides: {', '.join(bad)}: expected a single value")
+    try:
+        settings = read_run_config_file(config)
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{where}: retrain.config: {config} is not valid YAML ({exc})") from None
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"{where}: retrain.config: {exc}") from None
+    if "model" in settings and not _same_model(str(settings["model"]), base, root):
+        raise RegistryError(f"{where}: retrain.config: {config} trains model {settings['model']!r}, "
+                            f"not this entry's base {base!r} (drop `model:` or make it the base)")
+    fmt_values = fmt.to_dict()
+    for key in PROMPT_KEYS:
+        name = key.removeprefix("prompt_")
+        if key in settings and settings[key] != fmt_values[name]:
+            raise RegistryError(f"{where}: retrain.config: {config} sets {key}={settings[key]!r}, "
+                                f"but the entry's prompt format has {name}={fmt_values[name]!r}")
+    return RetrainRecipe(config=str(config), overrides=dict(overrides))
 
 
 def load_registry(path: str | Path = REGISTRY_PATH) -> dict[str, ModelSpec]:
@@ -100,8 +192,12 @@ def load_registry(path: str | Path = REGISTRY_PATH) -> dict[str, ModelSpec]:
         base = _resolve_path(entry["base"], root)
         if not adapters and Path(base).exists():
             fmt = saved_prompt_format(base) or fmt
+        retrain = None
+        if "retrain" in entry:
+            retrain = _parse_retrain(entry["retrain"], f"{path}: model {name!r}", root, base, fmt)
         specs[name] = ModelSpec(
-            name=name, base=base, adapters=adapters, version=str(entry.get("version", "1")), prompt_format=fmt
+            name=name, base=base, adapters=adapters, version=str(entry.get("version", "1")),
+            prompt_format=fmt, retrain=retrain,
         )
     return specs
 

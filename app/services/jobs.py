@@ -8,6 +8,11 @@ page reload or a console restart picks it up again; :meth:`Runner.refresh` turns
 into a registered ``challenger`` version (db.versions) or a failed job with its log tail. The
 champion is never touched here. One job at a time: a second start is refused with
 :class:`JobBusy`.
+
+The console retrains what it serves: :meth:`RunnerConfig.for_spec` takes the served model's
+:class:`~engine.registry.ModelSpec`, so a job trains on that spec's base, with its retrain recipe
+(``retrain`` in data/models.toml) and in its prompt format; a spec without a recipe is refused.
+:meth:`Runner.plan` says what a job would train before it starts.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import yaml
 from sqlmodel import Session
 
 from db.audit import audit
@@ -31,12 +37,16 @@ from db.jobs import job_version_names, recent_jobs, running_jobs
 from db.models import CaseRecord, Export, Review, TrainingJob, utcnow
 from db.store import Store
 from db.versions import champion, next_version_name, register_version
+from engine.registry import RUNNER_KEYS, ModelSpec, read_run_config_file
+from engine.sft_data import RunConfig
+from policies.prompt import PromptFormat
 
 LOG_FILE, EXIT_FILE = "job.log", "exit_code"
 PROGRESS_FILE, COMPARISON_FILE = "progress.json", "comparison.json"  # written by engine.train_job
 LOG_TAIL_CHARS = 4000
-
-
+# What the plan shows of a recipe (RunConfig fields)
+PLAN_KEYS = ("learning_rate", "max_steps", "num_train_epochs", "lora_r", "lora_alpha", "lora_target_modules",
+             "quantization", "precision")
 
 
 class JobError(RuntimeError):
@@ -60,7 +70,11 @@ class RetrainRequest:
 
 @dataclass
 class RunnerConfig:
-    """Where and how jobs run; fixed when the console starts."""
+    """Where and how jobs run; fixed when the console starts.
+
+    The console builds it with :meth:`for_spec` from the served model's spec. Built by hand (scripts,
+    tests), ``model_name`` stays None and the fields say everything (defaults: the embedded model).
+    """
 
     repo_root: Path = Path(".")
     runs_dir: Path = Path("runs")
@@ -72,6 +86,50 @@ class RunnerConfig:
     eval_max: int | None = None  # cap per evaluated set (quick runs)
     eval_max_new_tokens: int | None = None  # token cap per evaluated answer (quick runs)
     python: str = sys.executable
+    model_name: str | None = None  # the served model whose recipe this is (None: built by hand)
+    train_overrides: dict[str, Any] = field(default_factory=dict)  # recipe flags over train_config's
+    prompt_format: PromptFormat | None = None  # the served model's (None: the trained model's own)
+    refusal: str | None = None  # why no job can start (the served model has no retrain recipe)
+
+    @classmethod
+    def for_spec(cls, spec: ModelSpec, **kwargs: Any) -> RunnerConfig:
+        """The config that retrains ``spec``: its base, its recipe (config + overrides), its prompt format.
+
+        ``kwargs`` set the other fields (runs_dir, eval_set, ...). A spec without a recipe gives a
+        config whose jobs are refused (:class:`JobError` naming the model). Raises :class:`JobError`
+        when the recipe names a field train_qlora_sft does not know.
+        """
+        if spec.retrain is None:
+            return cls(**kwargs, model_name=spec.name, base_model=spec.base, train_config=None,
+                       prompt_format=spec.prompt_format,
+                       refusal=f"model {spec.name} has no retrain recipe in data/models.toml "
+                               "(add retrain = { config = \"...yaml\" } to its entry)")
+        known = {f.name for f in fields(RunConfig)}
+        try:
+            settings = spec.retrain.settings()
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            raise JobError(f"model {spec.name}: retrain.config: {exc}") from None
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise JobError(f"model {spec.name}: retrain recipe {spec.retrain.config}: unknown run config "
+                           f"field(s) {', '.join(unknown)}")
+        return cls(**kwargs, model_name=spec.name, base_model=spec.base, train_config=spec.retrain.config,
+                   train_overrides=dict(spec.retrain.overrides), prompt_format=spec.prompt_format)
+
+
+@dataclass(frozen=True)
+class RetrainPlan:
+    """What a job would train, before it starts (:meth:`Runner.plan`); the Models tab shows it."""
+
+    model: str | None  # the served model (None: a hand-built config)
+    base: str  # the base the adapter is trained on
+    recipe: str | None  # the run config YAML (repo-relative when inside the repo)
+    init: str  # base: a fresh adapter; champion: continue it
+    start: str  # what training starts from: the base, or the champion's adapter dir
+    start_version: str | None  # the champion's name when continuing it
+    settings: dict[str, Any]  # PLAN_KEYS: learning rate, steps/epochs, LoRA shape, quantisation, precision
+    refusal: str | None = None  # why a job cannot start
+    note: str | None = None  # e.g. a champion trained on another base
 
 
 def _held_out(case_id: str, share: float) -> bool:
@@ -119,6 +177,18 @@ def write_job_data(session: Session, request: RetrainRequest, run_dir: Path) -> 
     (run_dir / "holdout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in holdout_rows),
                                            encoding="utf-8")
     return {"train_corrections": len(train_lines), "holdout": len(holdout_rows)}
+
+
+def _flag_value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _same_base(a: str, b: str, root: Path) -> bool:
+    """The same base named two ways (a relative and an absolute path)?"""
+    def norm(x: str) -> str:
+        p = Path(x) if Path(x).is_absolute() else root / x
+        return str(p.resolve()) if p.exists() else x
+    return norm(a) == norm(b)
 
 
 def log_tail(run_dir: str | Path, chars: int = LOG_TAIL_CHARS) -> str:
@@ -170,8 +240,49 @@ class Runner:
         with self.store.session() as s:
             return recent_jobs(s, limit)
 
-    def _command(self, run_dir: Path, request: RetrainRequest, champ: Any) -> list[str]:
+    def plan(self, init: str = "champion") -> RetrainPlan:
+        """What a job started now with ``init`` would train: base, recipe and its main settings, and
+        whether it starts from the champion or the base. Reads the recipe YAML and the champion."""
         cfg = self.config
+        with self.store.session() as s:
+            champ = champion(s)
+            champ_name, champ_path, champ_base = (champ.name, champ.path, champ.base) if champ else ("",) * 3
+        continues = init == "champion" and champ is not None
+        settings: dict[str, Any] = {f.name: f.default for f in fields(RunConfig) if f.name in PLAN_KEYS}
+        refusal = cfg.refusal
+        if refusal is None and cfg.train_config:
+            path = Path(cfg.train_config)
+            try:
+                settings.update(read_run_config_file(path if path.is_absolute() else cfg.repo_root / path))
+            except (OSError, ValueError, yaml.YAMLError) as exc:  # the plan says so; the job would fail
+                refusal = f"recipe {cfg.train_config}: {exc}"
+        settings.update(cfg.train_overrides)
+        extra = cfg.extra_args
+        for i, arg in enumerate(extra[:-1]):  # --key value pairs given by hand win, as in the command
+            if arg.startswith("--") and arg[2:] in PLAN_KEYS:
+                settings[arg[2:]] = extra[i + 1]
+        note = None  # for a served spec only (a hand-built config may name its base by registry name)
+        if continues and cfg.model_name and not _same_base(champ_base, cfg.base_model, cfg.repo_root):
+            note = (f"the champion {champ_name} was trained on base {champ_base}, not {cfg.base_model}; "
+                    "start from the base to train a fresh adapter")
+        recipe = cfg.train_config
+        if recipe and Path(recipe).is_absolute():
+            try:
+                recipe = str(Path(recipe).relative_to(cfg.repo_root.resolve()))
+            except ValueError:
+                pass
+        return RetrainPlan(model=cfg.model_name, base=cfg.base_model, recipe=recipe, init=init,
+                           start=champ_path if continues else cfg.base_model,
+                           start_version=champ_name if continues else None,
+                           settings={k: settings[k] for k in PLAN_KEYS if k in settings},
+                           refusal=refusal, note=note)
+
+    def _command(self, run_dir: Path, request: RetrainRequest, champ: Any) -> list[str]:
+        """The job's command line: train_job's flags, then train_qlora_sft's (recipe, then the spec's
+        prompt format and the recipe's overrides, then the Runner's model and data)."""
+        cfg = self.config
+        if cfg.refusal:
+            raise JobError(cfg.refusal)
         model = champ.path if request.init == "champion" and champ is not None else cfg.base_model
         cmd = [cfg.python, "-m", "engine.train_job", "--run-dir", str(run_dir), "--eval", cfg.eval_set,
                "--holdout", str(run_dir / "holdout.jsonl")]
@@ -184,6 +295,13 @@ class Runner:
         cmd.append("--")
         if cfg.train_config:
             cmd += ["--config", cfg.train_config]
+        if cfg.prompt_format is not None:  # the served model's format, whatever the start's saved one
+            for key, value in cfg.prompt_format.to_dict().items():
+                if value is not None:
+                    cmd += [f"--prompt_{key}", _flag_value(value)]
+        for key, value in cfg.train_overrides.items():
+            if key not in RUNNER_KEYS:
+                cmd += [f"--{key}", _flag_value(value)]
         n_exports = 1  # corrections.jsonl holds every picked export (one weight for them all)
         cmd += ["--model", model, "--dataset", cfg.base_dataset, str(run_dir / "corrections.jsonl"),
                 "--mix_weights", str(request.base_weight), *[str(request.corrections_weight)] * n_exports,
@@ -195,6 +313,8 @@ class Runner:
 
         Raises :class:`JobBusy` when a job runs, :class:`JobError` for a bad request.
         """
+        if self.config.refusal:
+            raise JobError(self.config.refusal)
         if not request.export_ids:
             raise JobError("exports: pick at least one export of reviewer corrections")
         if request.init not in ("base", "champion"):

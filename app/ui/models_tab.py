@@ -1,6 +1,6 @@
-"""Models tab (ops): adapter versions, retraining as a watched subprocess, champion vs challenger,
-promotion and rollback. Handlers only translate: the work is db.versions', db.jobs' and
-engine.champion's."""
+"""Models tab (ops): adapter versions, retraining as a watched subprocess (with what a job would
+train: the Runner's plan for the served model), champion vs challenger, promotion and rollback.
+Handlers only translate: the work is db.versions', db.jobs' and engine.champion's."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import gradio as gr
 import pandas as pd
 from gradio.blocks import Block
 
-from app.services.jobs import JobError, RetrainRequest, Runner
+from app.services.jobs import JobError, RetrainPlan, RetrainRequest, Runner
 from app.services.versions import change_champion
 from app.ui.state import Console, require, username_of
 from db.exports import list_exports
@@ -73,6 +73,30 @@ def job_html(runner: Runner) -> tuple[str, pd.DataFrame, str]:
     return html, loss, view["error"] or view["log_tail"]
 
 
+def plan_markdown(plan: RetrainPlan) -> str:
+    """What a job would train (Runner.plan), in one line: base, recipe, its main settings, the start."""
+    if plan.refusal:
+        return f"**Retraining is off:** {plan.refusal}"
+    st = plan.settings
+    try:
+        steps, epochs = int(float(st.get("max_steps", -1))), float(st.get("num_train_epochs", 0))
+    except (TypeError, ValueError):
+        steps, epochs = -1, 0.0
+    length = f"{steps} steps" if steps > 0 else f"{epochs:g} epoch{'' if epochs == 1 else 's'}"
+    details = ", ".join([
+        f"lr {st.get('learning_rate', '?')}", length,
+        f"LoRA r {st.get('lora_r', '?')} alpha {st.get('lora_alpha', '?')} "
+        f"on {st.get('lora_target_modules', '?')}",
+        f"quantisation {st.get('quantization', '?')}", f"precision {st.get('precision', '?')}",
+    ])
+    whose = f" (the served model **{escape(plan.model)}**)" if plan.model else ""
+    start = f"the champion **{escape(plan.start_version)}** (`{plan.start}`)" if plan.start_version \
+        else "a fresh adapter on the base"
+    line = (f"A job trains on base `{plan.base}`{whose} with recipe `{plan.recipe or 'none'}` "
+            f"({escape(details)}), starting from {start}.")
+    return line + (f"\n\n**Note:** {escape(plan.note)}" if plan.note else "")
+
+
 def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
     """Declare the Models tab's widgets and wire its events."""
     gr.Markdown("Adapter versions. New ones arrive as **challenger**; promote one after comparing it "
@@ -86,6 +110,7 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
             holdout = gr.Slider(0.0, 0.5, 0.2, step=0.05, label="share of corrections held out")
             init = gr.Radio(["champion", "base"], value="champion",
                             label="start from (champion: continue it; base: a fresh adapter)")
+        plan = gr.Markdown(plan_markdown(runner.plan("champion")), elem_id="models-plan")
         with gr.Row():
             start = gr.Button("Start retraining", variant="primary", elem_id="models-start")
             cancel = gr.Button("Cancel the job")
@@ -110,12 +135,17 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
         status_html, loss_frame, tail = job_html(runner)
         return {job_status: status_html, loss: loss_frame, log: tail}
 
-    def refresh(request: gr.Request) -> dict[Block, Any]:
+    def refresh(how: str, request: gr.Request) -> dict[Block, Any]:
         require(console, request, "retrain")
         runner.refresh()
         frame = versions_frame(console)
         return {versions: frame, exports: gr.CheckboxGroup(choices=export_choices(console)),
-                pick: gr.Dropdown(choices=list(frame["version"])), **job_view()}
+                pick: gr.Dropdown(choices=list(frame["version"])), plan: plan_markdown(runner.plan(how)),
+                **job_view()}
+
+    def show_plan(how: str, request: gr.Request) -> str:
+        require(console, request, "retrain")
+        return plan_markdown(runner.plan(how))
 
     def tick(request: gr.Request) -> dict[Block, Any]:
         with console.store.session() as s:  # no require(): a refusal every tick would flood the audit log
@@ -152,7 +182,8 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
         ev = v.evaluation()
         return comparison_markdown(ev, name) if ev else f"{name} has no evaluation (the bundled version)."
 
-    def change(name: str | None, how: str, request: gr.Request) -> tuple[str, pd.DataFrame]:
+    def change(name: str | None, how: str, start_from: str,
+               request: gr.Request) -> tuple[str, pd.DataFrame, str]:
         actor = require(console, request, "promote")
         if not name:
             raise gr.Error("version: pick one")
@@ -160,13 +191,14 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
             served = change_champion(console.store, console.engine, actor, name, how)
         except VersionError as exc:
             return f"<div class='models-refused' style='color:#b91c1c'>{escape(str(exc))}</div>", \
-                versions_frame(console)
+                versions_frame(console), plan_markdown(runner.plan(start_from))
         note = f"; the console now serves {served} as finetuned" if served else ""
         return f"<div class='models-ok'>{escape(name)} is the champion{escape(note)}.</div>", \
-            versions_frame(console)
+            versions_frame(console), plan_markdown(runner.plan(start_from))  # a new champion to start from
 
     start.click(do_start, [exports, base_weight, corr_weight, holdout, init], [job_status, loss, log],
                 api_visibility="private")
+    init.change(show_plan, init, plan, api_visibility="private")
     cancel.click(do_cancel, None, [job_status, loss, log], api_visibility="private")
     pick.change(show, pick, compare, api_visibility="private")
     def do_share(value: float, request: gr.Request) -> str:
@@ -175,16 +207,16 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
             set_shadow_share(s, actor, float(value))
         return f"Shadow share set to {float(value):.0%}."
 
-    def do_promote(name: str | None, request: gr.Request) -> tuple[str, pd.DataFrame]:
-        return change(name, "promote", request)
+    def do_promote(name: str | None, start_from: str, request: gr.Request) -> tuple[str, pd.DataFrame, str]:
+        return change(name, "promote", start_from, request)
 
-    def do_rollback(name: str | None, request: gr.Request) -> tuple[str, pd.DataFrame]:
-        return change(name, "rollback", request)
+    def do_rollback(name: str | None, start_from: str, request: gr.Request) -> tuple[str, pd.DataFrame, str]:
+        return change(name, "rollback", start_from, request)
 
     save_share.click(do_share, share, share_note, api_visibility="private")
-    promote_btn.click(do_promote, pick, [verdict, versions], api_visibility="private")
-    rollback_btn.click(do_rollback, pick, [verdict, versions], api_visibility="private")
-    gr.Button("Refresh").click(refresh, None, [versions, exports, pick, job_status, loss, log],
+    promote_btn.click(do_promote, [pick, init], [verdict, versions, plan], api_visibility="private")
+    rollback_btn.click(do_rollback, [pick, init], [verdict, versions, plan], api_visibility="private")
+    gr.Button("Refresh").click(refresh, init, [versions, exports, pick, plan, job_status, loss, log],
                                api_visibility="private")
     gr.Timer(REFRESH_S).tick(tick, None, [versions, job_status, loss, log], api_visibility="private",
                              show_progress="hidden")

@@ -55,3 +55,80 @@ def test_malformed_registry(tmp_path: Path) -> None:
     path.write_text('[models.y]\nbase = "data/models/y"\nprompt_format = { nope = 1 }\n')
     with pytest.raises(RegistryError, match="'y'"):
         load_registry(path)
+
+
+def test_shipped_retrain_recipes() -> None:
+    """Each shipped model retrains on its own base: the embedded ones with the embedded recipe, the
+    Qwen ones with the QLoRA recipe (NF4, LoRA r 16 all-linear, lr 2e-4, bf16, a few hundred steps)."""
+    reg = load_registry()
+    for name in ("default-base", "default-ft"):
+        assert reg[name].retrain is not None
+        assert reg[name].retrain.config == str(REPO_ROOT / "data/models/default-ft-retrain.yaml")
+    for name in ("qwen2.5-1.5b", "qwen2.5-1.5b-ft"):
+        recipe = reg[name].retrain
+        assert recipe is not None
+        assert recipe.config == str(REPO_ROOT / "data/models/qwen2.5-1.5b-retrain.yaml")
+        settings = recipe.settings()
+        assert settings["model"] == reg[name].base and settings["prompt_policy"] == "full"
+        assert (settings["quantization"], settings["precision"], settings["lora_r"], settings["lora_alpha"],
+                settings["lora_target_modules"], settings["learning_rate"]) == \
+            ("nf4", "bf16", 16, 32, "all-linear", 2e-4)
+        assert 100 <= settings["max_steps"] <= 1000
+    assert reg["qwen2.5-1.5b"].to_dict()["retrain"]["config"].endswith("qwen2.5-1.5b-retrain.yaml")
+
+
+def _registry(tmp_path: Path, entry: str, recipe: str | None = "lr.yaml") -> Path:
+    path = tmp_path / "data" / "models.toml"
+    path.parent.mkdir(exist_ok=True)
+    if recipe:
+        (tmp_path / "data" / recipe).write_text("learning_rate: 0.001\nmax_steps: 7\n")
+    path.write_text(f'[models.m]\nbase = "Org/Base-1"\n{entry}\n')
+    return path
+
+
+def test_retrain_recipe_parsed(tmp_path: Path) -> None:
+    path = _registry(tmp_path, 'retrain = { config = "data/lr.yaml", overrides = { learning_rate = 5e-4 } }')
+    spec = load_registry(path)["m"]
+    assert spec.retrain is not None and spec.retrain.config == str(tmp_path / "data/lr.yaml")
+    assert spec.retrain.overrides == {"learning_rate": 5e-4}
+    assert spec.retrain.settings() == {"learning_rate": 5e-4, "max_steps": 7}  # overrides win
+    assert load_registry(_registry(tmp_path, 'version = "2"', None))["m"].retrain is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ('retrain = { config = "data/lr.yaml", steps = 3 }', r"retrain: unknown key\(s\) steps"),
+        ('retrain = { overrides = { max_steps = 3 } }', "retrain.config is required"),
+        ('retrain = { config = "data/missing.yaml" }', "retrain.config: no such file"),
+        ('retrain = "data/lr.yaml"', "retrain: expected a table"),
+        ('retrain = { config = "data/lr.yaml", overrides = 3 }', "retrain.overrides: expected a table"),
+        ('retrain = { config = "data/lr.yaml", overrides = { model = "x/y" } }',
+         "retrain.overrides: model cannot be overridden"),
+        ('retrain = { config = "data/lr.yaml", overrides = { prompt_policy = "titles" } }',
+         "prompt_policy cannot be overridden"),
+        ('retrain = { config = "data/lr.yaml", overrides = { dataset = ["a"] } }',
+         "dataset cannot be overridden"),
+    ],
+)
+def test_bad_retrain_recipe(tmp_path: Path, entry: str, message: str) -> None:
+    with pytest.raises(RegistryError, match=message) as err:
+        load_registry(_registry(tmp_path, entry))
+    assert "model 'm'" in str(err.value)
+
+
+def test_retrain_recipe_must_match_the_base_and_format(tmp_path: Path) -> None:
+    entry = 'prompt_format = { policy = "full" }\nretrain = { config = "data/r.yaml" }'
+    path = _registry(tmp_path, entry, None)
+    recipe = tmp_path / "data" / "r.yaml"
+    recipe.write_text("model: Other/Base-2\n")
+    with pytest.raises(RegistryError, match=r"model 'm'.*trains model 'Other/Base-2', not this entry's base"):
+        load_registry(path)
+    recipe.write_text("model: Org/Base-1\nprompt_policy: titles\n")
+    with pytest.raises(RegistryError, match=r"model 'm'.*prompt_policy='titles'.*policy='full'"):
+        load_registry(path)
+    recipe.write_text("- not a mapping\n")
+    with pytest.raises(RegistryError, match=r"model 'm'.*retrain.config.*YAML mapping"):
+        load_registry(path)
+    recipe.write_text("model: Org/Base-1\nprompt_policy: full\n")
+    assert load_registry(path)["m"].retrain is not None

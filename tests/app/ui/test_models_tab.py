@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.services.jobs import Runner
-from app.ui.models_tab import job_html, versions_frame
+from app.services.jobs import RetrainPlan, Runner, RunnerConfig
+from app.ui.models_tab import job_html, plan_markdown, versions_frame
 from app.ui.state import Console
 from db.models import TrainingJob
 from db.store import open_store
 from db.versions import ensure_bundled_version, register_version
 from engine.champion import comparison_markdown
+from engine.registry import REPO_ROOT, load_registry
 
 
 def test_versions_and_job_views(tmp_path: Path) -> None:
@@ -46,3 +47,28 @@ def test_versions_and_job_views(tmp_path: Path) -> None:
     html, loss, log = job_html(runner)
     assert "ft-v3" in html and "failed" in html and "champion is unchanged" in html
     assert list(loss["loss"]) == [1.5] and "boom" in log
+
+
+def test_plan_line_says_what_a_job_trains(tmp_path: Path) -> None:
+    """The Retrain accordion's line: the served model's base and recipe with its main settings, and the
+    start (champion or base), filled from Runner.plan; a model without a recipe says retraining is off."""
+    store = open_store(tmp_path / "p.db")
+    reg = load_registry()
+    qwen = Runner(store, RunnerConfig.for_spec(reg["qwen2.5-1.5b-ft"], repo_root=REPO_ROOT))
+    line = plan_markdown(qwen.plan("champion"))  # no champion yet: a fresh adapter
+    assert "base `Qwen/Qwen2.5-1.5B-Instruct`" in line and "**qwen2.5-1.5b-ft**" in line
+    assert "recipe `data/models/qwen2.5-1.5b-retrain.yaml`" in line
+    assert "lr 0.0002" in line and "300 steps" in line and "LoRA r 16 alpha 32 on all-linear" in line
+    assert "quantisation nf4" in line and "precision bf16" in line and "a fresh adapter on the base" in line
+    with store.session() as s:
+        ensure_bundled_version(s, "data/models/default-ft", reg["default-ft"].base)
+    default = Runner(store, RunnerConfig.for_spec(reg["default-ft"], repo_root=REPO_ROOT))
+    line = plan_markdown(default.plan("champion"))
+    assert "recipe `data/models/default-ft-retrain.yaml`" in line and "lr 0.0003" in line
+    assert "1 epoch," in line and "quantisation none" in line
+    assert "starting from the champion **ft-v1** (`data/models/default-ft`)" in line and "Note" not in line
+    assert "a fresh adapter on the base" in plan_markdown(default.plan("base"))
+    assert "**Note:** the champion ft-v1 was trained on base" in plan_markdown(qwen.plan("champion"))
+    off = RetrainPlan(model="x", base="b", recipe=None, init="base", start="b", start_version=None,
+                      settings={}, refusal="model x has no retrain recipe in data/models.toml")
+    assert plan_markdown(off) == "**Retraining is off:** model x has no retrain recipe in data/models.toml"
