@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
     train(cfg, callbacks=[ProgressCallback(progress)])
     progress.update(stage="evaluating", step=progress.state["max_steps"])
-    from engine.champion import evaluate_pair
+    from engine.champion import evaluate_pair, gate_verdicts, verdict_line
 
     datasets = {"eval": args.eval_set, **({"holdout": args.holdout} if args.holdout else {})}
     comparison = evaluate_pair(
@@ -104,8 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     (args.run_dir / COMPARISON_FILE).write_text(json.dumps(comparison, indent=2), encoding="utf-8")
     progress.update(stage="done")
-    print(f"comparison written to {args.run_dir / COMPARISON_FILE}: hard violations "
-          f"{comparison['hard_violations']}", flush=True)
+    print(f"comparison written to {args.run_dir / COMPARISON_FILE}; the promotion gate, per dataset:",
+          *(f"  {verdict_line(v)}" for v in gate_verdicts(comparison)), sep="\n", flush=True)
     return 0
 
 

@@ -1,9 +1,11 @@
 """Changing the served adapter: the promotion gate, rollback, and pointing the engine at the champion.
 
 The table and its CRUD are :mod:`db.versions`'; here is what the console does with them.
-:func:`promote` refuses a challenger that is worse on hard violations; :func:`change_champion`
-changes the champion and swaps the engine's adapter in one transaction, so the store never names a
-champion the console does not serve.
+:func:`promote` is the gate: it reads the stored comparison dataset by dataset
+(:func:`engine.champion.gate_verdicts`, the same verdicts the Models tab shows) and refuses a
+challenger that is worse on a gating dataset (the frozen eval set; a stress set when evaluated),
+whatever the held-out corrections say. :func:`change_champion` changes the champion and swaps the
+engine's adapter in one transaction, so the store never names a champion the console does not serve.
 """
 
 from __future__ import annotations
@@ -16,25 +18,24 @@ from sqlmodel import Session
 from db.models import AdapterVersion
 from db.store import Store
 from db.versions import VersionError, champion, get_version, set_champion
+from engine.champion import ACCURACY_MARGIN, gate_refusal, gate_verdicts
 
 
 class PromotionRefused(VersionError):
     """The challenger may not be promoted; the message gives the figures that refused it."""
 
 
-def hard_violations(evaluation: dict[str, Any] | None, variant: str) -> int | None:
-    """Cases with a hard violation for ``variant`` (champion/challenger) over every evaluated set."""
-    if not evaluation:
-        return None
-    return int(evaluation.get("hard_violations", {}).get(variant, 0))
-
-
-def promote(session: Session, actor: str, name: str) -> AdapterVersion:
+def promote(session: Session, actor: str, name: str, margin: float = ACCURACY_MARGIN) -> AdapterVersion:
     """Make challenger ``name`` the champion (the old one retires), audited, in ``session``.
 
-    Refused (:class:`PromotionRefused`) when the version was never evaluated, was evaluated against
-    another champion than today's, or has more hard violations than the champion it was compared
-    with. Permissions are the caller's job (``authorize(..., "promote")``).
+    Refused (:class:`PromotionRefused`, the message names the dataset and its figures) when the
+    version was never evaluated; was evaluated against another champion than today's; its stored
+    comparison has no per-dataset figures for a gating dataset (an old evaluation: re-evaluate); or,
+    on a gating dataset (``eval``; ``stress`` when evaluated), the challenger has more cases with a
+    hard violation than the champion or a decision accuracy more than ``margin`` (absolute, default
+    :data:`engine.champion.ACCURACY_MARGIN`) below the champion's. The held-out corrections are
+    never gating and never added to the eval figures. Permissions are the caller's job
+    (``authorize(..., "promote")``).
     """
     target = get_version(session, name)
     evaluation = target.evaluation()
@@ -44,11 +45,9 @@ def promote(session: Session, actor: str, name: str) -> AdapterVersion:
     against = evaluation.get("champion_version")
     if current is not None and against not in (None, current.name):
         raise PromotionRefused(f"{name}: evaluated against {against}, but the champion is now {current.name}")
-    ours, theirs = hard_violations(evaluation, "challenger"), hard_violations(evaluation, "champion")
-    if theirs is not None and ours is not None and ours > theirs:
-        raise PromotionRefused(
-            f"{name}: {ours} cases with hard violations against the champion's {theirs}; not promoted"
-        )
+    refusal = gate_refusal(gate_verdicts(evaluation, margin))
+    if refusal:
+        raise PromotionRefused(f"{name}: {refusal}; not promoted")
     return set_champion(session, actor, target, "promote")
 
 

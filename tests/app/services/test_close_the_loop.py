@@ -5,8 +5,11 @@ The champion is trained without any FRD-1 case (unauthorized charges), so it ans
 the one decision it knows; reviewers correct a few dozen such cases to ESCALATE; the Runner trains
 ft-v2 on the base set plus that export in a subprocess, evaluates it against ft-v1 on the eval set
 (both rules) and on held-out corrections, and ops promote it. What is asserted: FRD-1 accuracy of
-the challenger is above the champion's on the eval set; the hard-violation gate; atomic
-promotion and rollback; the serving Engine swaps its ``finetuned`` adapter without a reload.
+the challenger is above the champion's on the eval set; the real comparison is stored per dataset
+and the gate decides on it exactly as engine.champion.gate_verdicts says; the gate forced both ways
+(fixture evaluations derived from the real one, written into ft-v2's row: worse on eval but far
+better on the holdout is refused, equal on eval is promoted), so every later check always runs;
+atomic promotion and rollback; the serving Engine swaps its ``finetuned`` adapter without a reload.
 Not asserted: that overall accuracy rises. A micro model this small shifts towards ESCALATE
 rather than learning to tell the rules apart (docs/loop.md has the figures and a larger run).
 """
@@ -29,7 +32,7 @@ from db.models import Export
 from db.store import open_store
 from db.users import create_user
 from db.versions import champion, ensure_bundled_version, get_version, list_versions
-from engine.champion import accuracy_on_rule
+from engine.champion import accuracy_on_rule, gate_refusal, gate_verdicts, verdict_line
 from engine.training import RunConfig
 from policies import parse_case
 from tests.app.services.loop_fixtures import (
@@ -63,6 +66,20 @@ def loop_dir(tiny_base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     cfg: RunConfig = parse_run_config(train_args(tiny_base_dir, paths["train"], paths["val"], paths["ft_v1"]))
     train(cfg)
     return paths
+
+
+def _forced(evaluation: dict, worse_on_eval: bool) -> dict:
+    """The real ``evaluation`` with its gate figures set: on eval the challenger has one more
+    hard-violation case than the champion (``worse_on_eval``) or the champion's figures exactly;
+    on the holdout it is far better (worse_on_eval) or far worse than the champion."""
+    forced = json.loads(json.dumps(evaluation))
+    ev, ho = forced["datasets"]["eval"], forced["datasets"]["holdout"]
+    ev["hard_violations"]["challenger"] = ev["hard_violations"]["champion"] + (1 if worse_on_eval else 0)
+    ev["summary"]["challenger"]["decision_accuracy"] = ev["summary"]["champion"]["decision_accuracy"]
+    winner, loser = ("challenger", "champion") if worse_on_eval else ("champion", "challenger")
+    ho["summary"][winner]["decision_accuracy"], ho["hard_violations"][winner] = 1.0, 0
+    ho["summary"][loser]["decision_accuracy"], ho["hard_violations"][loser] = 0.0, ho["summary"][loser]["n"]
+    return forced
 
 
 def test_corrections_retrain_promote_rollback(loop_dir: dict[str, Path], tiny_base_dir: Path) -> None:
@@ -106,18 +123,46 @@ def test_corrections_retrain_promote_rollback(loop_dir: dict[str, Path], tiny_ba
     assert evaluation is not None and evaluation["champion_version"] == "ft-v1"
     before = accuracy_on_rule(evaluation, "eval", TARGET_RULE, "champion")
     after = accuracy_on_rule(evaluation, "eval", TARGET_RULE, "challenger")
+    verdicts = gate_verdicts(evaluation)
     print(json.dumps({"eval": {"before": before, "after": after},
                       "holdout": [accuracy_on_rule(evaluation, "holdout", TARGET_RULE, side)
                                   for side in ("champion", "challenger")],
-                      "hard_violations": evaluation["hard_violations"]}))
+                      "gate": [verdict_line(v) for v in verdicts]}))
     assert before is not None and after is not None and after > before
 
-    # The gate: a challenger with more hard violations than the champion is refused.
-    hv = evaluation["hard_violations"]
-    if hv["challenger"] > hv["champion"]:
-        with store.session() as s, pytest.raises(PromotionRefused):
+    # The real comparison is kept per dataset (no total over datasets) and the gate reads it as
+    # gate_verdicts does; this check changes nothing (rolled back): the forced paths below do.
+    assert "hard_violations" not in evaluation and set(evaluation["datasets"]) == {"eval", "holdout"}
+    assert [(v.dataset, v.gating, v.has_figures) for v in verdicts] == [("eval", True, True),
+                                                                      ("holdout", False, True)]
+    refusal = gate_refusal(verdicts)
+    with store.session() as s:
+        try:
             promote(s, "olga", "ft-v2")
-        pytest.skip(f"challenger has more hard violations ({hv}); gate refused as it should")
+            decided = None
+        except PromotionRefused as exc:
+            decided = str(exc)
+        s.rollback()
+    assert decided == (f"ft-v2: {refusal}; not promoted" if refusal else None)
+
+    # The gate forced to refuse: worse on eval, far better on the held-out corrections (the gaming case).
+    with store.session() as s:
+        v2 = get_version(s, "ft-v2")
+        v2.evaluation_json = json.dumps(_forced(evaluation, worse_on_eval=True))
+        s.add(v2)
+    hv = evaluation["datasets"]["eval"]["hard_violations"]["champion"]
+    with store.session() as s, pytest.raises(PromotionRefused) as refused:
+        promote(s, "olga", "ft-v2")
+    assert str(refused.value) == (f"ft-v2: on eval, {hv + 1} case{'' if hv == 0 else 's'} with hard "
+                                  f"violations against the champion's {hv}; not promoted")
+    with store.session() as s:
+        assert champion(s).name == "ft-v1"  # type: ignore[union-attr]
+
+    # The gate forced to pass: as good as the champion on eval, worse on the held-out corrections.
+    with store.session() as s:
+        v2 = get_version(s, "ft-v2")
+        v2.evaluation_json = json.dumps(_forced(evaluation, worse_on_eval=False))
+        s.add(v2)
     with store.session() as s:
         promote(s, "olga", "ft-v2")
     with store.session() as s:

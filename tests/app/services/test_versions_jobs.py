@@ -28,9 +28,17 @@ from tests.conftest import TINY_FORMAT
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _evaluation(champ: int, chall: int, against: str = "ft-v1") -> dict:
-    return {"champion_version": against, "hard_violations": {"champion": champ, "challenger": chall},
-            "datasets": {}}
+def _dataset(champ: int, chall: int, champ_acc: float = 0.9, chall_acc: float = 0.9, n: int = 300) -> dict:
+    """One dataset's comparison as engine.champion.compare_records writes it (the gate's figures)."""
+    return {"summary": {"champion": {"n": n, "decision_accuracy": champ_acc},
+                        "challenger": {"n": n, "decision_accuracy": chall_acc}},
+            "hard_violations": {"champion": champ, "challenger": chall},
+            "per_rule": [], "worse": [], "better": []}
+
+
+def _evaluation(champ: int, chall: int, against: str = "ft-v1", **datasets: dict) -> dict:
+    """A comparison with ``eval`` (champ/chall hard-violation cases) and any other ``datasets``."""
+    return {"champion_version": against, "datasets": {"eval": _dataset(champ, chall), **datasets}}
 
 
 @pytest.fixture
@@ -73,6 +81,86 @@ def test_promotion_gate_and_rollback(store: Store) -> None:
         changes = [(e.action, json.loads(e.after_json or "{}").get("champion"))
                    for e in audit_entries(s) if e.action in ("promote", "rollback")]
     assert changes == [("promote", "ft-v4"), ("rollback", "ft-v1")]
+
+
+def _with_old_total(evaluation: dict) -> dict:
+    """``evaluation`` plus the summed top-level count that comparisons stored before the per-dataset
+    gate carry (the old gate read only that): the gate must ignore it."""
+    total = {side: sum(d["hard_violations"][side] for d in evaluation["datasets"].values())
+             for side in ("champion", "challenger")}
+    return {**evaluation, "hard_violations": total}
+
+
+# Each dataset is gated on its own: the held-out corrections (the distribution the challenger was
+# trained on) never offset the frozen eval set; a stress set gates when evaluated.
+GATE_CASES = {
+    # The gaming case: 0.7% -> 1.3% hard violations on eval; the holdout's 30 -> 0 made the old summed
+    # count 32 vs 4, which promoted it.
+    "eval-violations-despite-holdout": (
+        _with_old_total({"champion_version": "ft-v1", "datasets": {
+            "eval": _dataset(2, 4, 0.957, 0.957),
+            "holdout": _dataset(30, 0, 0.40, 0.95, n=60)}}),
+        "ft-v2: on eval, 4 cases with hard violations against the champion's 2; not promoted"),
+    "eval-accuracy-beyond-margin": (
+        {"champion_version": "ft-v1", "datasets": {
+            "eval": _dataset(2, 2, 0.957, 0.910),
+            "holdout": _dataset(5, 0, 0.50, 0.95, n=60)}},
+        "ft-v2: on eval, decision accuracy 91.0% vs the champion's 95.7% (more than 1.0 point lower); "
+        "not promoted"),
+    "stress-when-present": (
+        {"champion_version": "ft-v1", "datasets": {
+            "eval": _dataset(2, 1, 0.95, 0.96),
+            "holdout": _dataset(5, 0, 0.50, 0.95, n=60),
+            "stress": _dataset(3, 7, 0.80, 0.80, n=100)}},
+        "ft-v2: on stress, 7 cases with hard violations against the champion's 3; not promoted"),
+    "old-summed-format": (
+        {"champion_version": "ft-v1", "hard_violations": {"champion": 3, "challenger": 1}, "datasets": {}},
+        "ft-v2: not evaluated per dataset (no figures for eval); re-evaluate it against the champion; "
+        "not promoted"),
+    "old-format-eval-without-counts": (
+        {"champion_version": "ft-v1", "hard_violations": {"champion": 3, "challenger": 1},
+         "datasets": {"eval": {"summary": {"champion": {"decision_accuracy": 0.9},
+                                           "challenger": {"decision_accuracy": 0.9}}}}},
+        "ft-v2: not evaluated per dataset (no figures for eval); re-evaluate it against the champion; "
+        "not promoted"),
+    "eval-equal-better-holdout-worse": (
+        _with_old_total({"champion_version": "ft-v1", "datasets": {
+            "eval": _dataset(2, 2, 0.950, 0.960),
+            "holdout": _dataset(0, 9, 0.95, 0.40, n=60)}}),
+        None),
+    "eval-accuracy-loss-within-margin": (
+        {"champion_version": "ft-v1", "datasets": {
+            "eval": _dataset(2, 1, 0.957, 0.950),
+            "stress": _dataset(3, 3, 0.80, 0.80, n=100)}},
+        None),
+}
+
+
+@pytest.mark.parametrize("case", list(GATE_CASES))
+def test_promotion_gate_per_dataset(store: Store, case: str) -> None:
+    evaluation, refusal = GATE_CASES[case]
+    with store.session() as s:
+        register_version(s, "olga", "ft-v2", "runs/ft-v2", "base", evaluation=evaluation)
+    if refusal is None:
+        with store.session() as s:
+            promote(s, "olga", "ft-v2")
+    else:
+        with store.session() as s, pytest.raises(PromotionRefused) as refused:
+            promote(s, "olga", "ft-v2")
+        assert str(refused.value) == refusal
+    with store.session() as s:
+        assert champion(s).name == ("ft-v1" if refusal else "ft-v2")  # type: ignore[union-attr]
+
+
+def test_promotion_gate_margin_is_a_parameter(store: Store) -> None:
+    evaluation = {"champion_version": "ft-v1", "datasets": {"eval": _dataset(2, 2, 0.957, 0.910)}}
+    with store.session() as s:
+        register_version(s, "olga", "ft-v2", "runs/ft-v2", "base", evaluation=evaluation)
+    with store.session() as s, pytest.raises(PromotionRefused, match=r"more than 4\.0 points lower"):
+        promote(s, "olga", "ft-v2", margin=0.04)
+    with store.session() as s:
+        promote(s, "olga", "ft-v2", margin=0.05)
+        assert champion(s).name == "ft-v2"  # type: ignore[union-attr]
 
 
 def _fake_python(tmp_path: Path, body: str) -> str:
