@@ -2,20 +2,25 @@
 
 No answers and no decisions tied to a case: the base model stays an untuned baseline. The
 documents name every rule id and decision (FINDINGS: a base that has seen the answer's
-vocabulary makes the adapter learn much faster).
+vocabulary makes the adapter learn much faster). Held-out cases (validation, eval, stress) are
+left out by what the model would see of them: their deciding fields and their prompt in the
+corpus's format (:mod:`policies.leakage`), whatever their ids and message.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from engine.build import IM_END, IM_START
 from policies import parse_case
 from policies.documents import all_sections
+from policies.leakage import FrozenKeys, frozen_keys
 from policies.prompt import PromptFormat, build_messages
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,8 +34,10 @@ class CorpusConfig:
     prompt_max_message_chars: int | None = 0  # the tiny model decides on the structured fields
     prompt_case: str = "fields"  # key=value lines: a third of the JSON's tokens
     exclude: list[str] = field(
-        default_factory=lambda: ["data/generated/validation.jsonl", "data/generated/eval.jsonl"],
-        metadata={"help": "JSONL files whose cases (by message) the base must never see"},
+        default_factory=lambda: [
+            "data/generated/validation.jsonl", "data/generated/eval.jsonl", "data/generated/stress.jsonl",
+        ],
+        metadata={"help": "JSONL files whose cases (by deciding fields or prompt) the base must never see"},
     )
 
     def prompt_format(self) -> PromptFormat:
@@ -49,25 +56,25 @@ def render_turns(messages: list[dict[str, str]]) -> str:
     return "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in messages)
 
 
-def held_out_messages(paths: list[str]) -> set[str]:
-    """Customer messages of the held-out files that exist (missing files are skipped)."""
-    out: set[str] = set()
-    for path in paths:
-        if Path(path).is_file():
-            with open(path, encoding="utf-8") as fh:
-                out.update(json.loads(line)["input"]["message"] for line in fh if line.strip())
-    return out
+def held_out_keys(cfg: CorpusConfig) -> FrozenKeys:
+    """Fields and prompt keys (in the corpus's format) of the held-out files that exist."""
+    held_out = frozen_keys(cfg.exclude, cfg.prompt_format())
+    where = ", ".join(held_out.paths) or "no file"
+    log.info("held out of the corpus: %d key(s) from %s", len(held_out), where)
+    return held_out
 
 
 def lm_texts(cfg: CorpusConfig, seed: int) -> list[str]:
-    """The shuffled corpus: documents x doc_repeats + n_cases rendered prompts (no answers)."""
+    """The shuffled corpus: documents x doc_repeats + n_cases rendered prompts (no answers), none of
+    them a held-out case by deciding fields or by prompt (:func:`held_out_keys`)."""
     from policies.synth import iter_lm_texts  # the generator's case-only stream
 
     fmt = cfg.prompt_format()
+    held_out = held_out_keys(cfg)
     docs = [section.render() for section in all_sections()] * cfg.doc_repeats
     prompts = [
         render_turns(build_messages(parse_case(json.loads(text)), fmt))
-        for text in iter_lm_texts(cfg.n_cases, seed, exclude_messages=held_out_messages(cfg.exclude))
+        for text in iter_lm_texts(cfg.n_cases, seed, exclude=held_out.match_case)
     ]
     texts = docs + prompts
     random.Random(seed).shuffle(texts)

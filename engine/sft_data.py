@@ -2,7 +2,8 @@
 
 The light half of training (no torch, no transformers here): every hyper-parameter of a run,
 dataset loading / validation into TRL's conversational prompt-completion format (so the loss
-falls on the assistant turn only, for our template and Qwen's alike), mixing datasets by weight,
+falls on the assistant turn only, for our template and Qwen's alike), the check that no training
+row is a frozen evaluation set's case (:func:`check_frozen_sets`), mixing datasets by weight,
 and oversampling weak rule chains (scripts/rebalance_dataset.py). The trainer side, which
 runs models, is :mod:`engine.training`.
 """
@@ -12,12 +13,15 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from engine.registry import ModelSpec
 from policies import InvalidInput, parse_answer, parse_case
+from policies.leakage import DEFAULT_FROZEN_SETS, FrozenSetError, find_leaks, frozen_keys, iter_jsonl
+from policies.leakage import TrainingPoolLeak as TrainingPoolLeak  # re-exported: a data error of a run
 from policies.prompt import PromptFormat, answer_json, build_messages
 
 Example = dict[str, list[dict[str, str]]]  # {"prompt": [system, user], "completion": [assistant]}
@@ -35,6 +39,11 @@ class RunConfig:
     mix_weights: list[float] | None = field(default=None, metadata={"help": "one weight per --dataset file"})
     eval_dataset: str | None = field(
         default="data/generated/validation.jsonl", metadata={"help": "validation JSONL; none: no eval"}
+    )
+    frozen_sets: list[str] = field(
+        default_factory=lambda: list(DEFAULT_FROZEN_SETS),
+        metadata={"help": "frozen evaluation sets no training row may match by deciding fields or prompt "
+                          "(missing files skipped; [] in YAML or `none`: no check, with a warning)"},
     )
     output_dir: str = field(default="runs/sft", metadata={"help": "adapter + artefacts go here"})
     # prompt format (None: the model's own, from the registry / prompt_format.json)
@@ -180,6 +189,43 @@ def load_examples(path: str | Path, fmt: PromptFormat) -> list[Example]:
     if not examples:
         raise DatasetError(path, 0, "the dataset is empty")
     return examples
+
+
+def check_frozen_sets(
+    datasets: Sequence[str | Path], fmt: PromptFormat, frozen_sets: Sequence[str]
+) -> dict[str, Any]:
+    """Check every row of ``datasets`` against the frozen sets, keyed in the trained model's ``fmt``.
+
+    A row leaks when its deciding fields (:func:`policies.leakage.fields_key`) or its prompt in
+    ``fmt`` are a frozen row's, ids and message aside. Frozen sets that do not exist are skipped
+    (relative paths: the working dir, then the repo root); ``[]`` or ``["none"]`` checks nothing.
+    Out: ``{"status": "checked" | "disabled" | "no frozen set found", "frozen_sets": files checked
+    against, "rows_checked": n}``.
+    Raises :class:`TrainingPoolLeak` naming the leaking rows (``path:line (id)``, the frozen row,
+    the key) and :class:`ConfigError` for an unreadable frozen set. Call it after
+    :func:`load_examples` has validated the files.
+    """
+    wanted = [p for p in frozen_sets if p and p.strip().lower() != "none"]
+    if not wanted:
+        return {"status": "disabled", "frozen_sets": [], "rows_checked": 0}
+    try:
+        frozen = frozen_keys(wanted, fmt)
+    except FrozenSetError as exc:
+        raise ConfigError(str(exc)) from None
+    if not frozen.paths:
+        return {"status": "no frozen set found", "frozen_sets": [], "rows_checked": 0}
+    counted = [0]
+
+    def rows() -> Iterator[tuple[str, Any]]:
+        for path in datasets:
+            for item in iter_jsonl(path):
+                counted[0] += 1
+                yield item
+
+    leaks = find_leaks(rows(), frozen, fmt)
+    if leaks:
+        raise TrainingPoolLeak(leaks)
+    return {"status": "checked", "frozen_sets": frozen.paths, "rows_checked": counted[0]}
 
 
 def mix(datasets: list[list[Example]], weights: list[float] | None, seed: int) -> list[Example]:

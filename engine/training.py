@@ -31,6 +31,8 @@ from engine.sft_data import (
     ConfigError,
     DatasetError,
     RunConfig,
+    TrainingPoolLeak,
+    check_frozen_sets,
     load_examples,
     mix,
     oversample_chains,
@@ -45,7 +47,8 @@ if TYPE_CHECKING:
     from engine.decision_loss import DecisionWeightedSFTTrainer
 
 __all__ = [
-    "LOG_FORMAT", "ConfigError", "DatasetError", "RunConfig", "epoch_metrics", "load_examples",
+    "LOG_FORMAT", "ConfigError", "DatasetError", "RunConfig", "TrainingPoolLeak", "check_frozen_sets",
+    "epoch_metrics", "load_examples",
     "load_model_for_training", "lora_config", "merge_repeated_flags", "mix", "oversample_chains",
     "parse_run_config", "portable_base_path", "precision_flags", "row_to_example", "rule_chain",
     "sft_config", "sha256_of", "system_info", "train", "trainable_params", "write_artefacts",
@@ -323,8 +326,10 @@ def train(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Decision
 
     Errors, all before any file is written: :class:`~engine.registry.UnknownModel` (``cfg.model``),
     :class:`DatasetError` (a missing, empty or bad dataset file, naming ``path:line``),
-    :class:`ConfigError` (mix weights that do not fit the datasets). Model loading and training
-    errors (out of memory, a broken model dir) propagate as raised by torch / transformers.
+    :class:`ConfigError` (mix weights that do not fit the datasets, an unreadable frozen set),
+    :class:`TrainingPoolLeak` (a training row is a case of a frozen set, ``cfg.frozen_sets``, by its
+    deciding fields or its prompt in the model's format; it names the rows). Model loading and
+    training errors (out of memory, a broken model dir) propagate as raised by torch / transformers.
     """
     from datasets import Dataset
 
@@ -334,6 +339,7 @@ def train(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Decision
     spec = resolve_model(cfg.model)  # fail fast on an unknown model, before any file is written
     fmt = cfg.prompt_format(spec)
     train_sets = [load_examples(path, fmt) for path in cfg.dataset]
+    leak_check = check_frozen_sets(cfg.dataset, fmt, cfg.frozen_sets)  # before the model loads
     train_examples = mix(train_sets, cfg.mix_weights, cfg.seed)[: cfg.max_train_examples]
     eval_examples = (
         load_examples(cfg.eval_dataset, fmt)[: cfg.max_eval_examples] if cfg.eval_dataset else None
@@ -350,6 +356,18 @@ def train(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Decision
             len(train_examples),
             len(eval_examples or []),
         )
+        if leak_check["status"] == "checked":
+            log.info(
+                "no training row matches a frozen set (%d rows checked against %s)",
+                leak_check["rows_checked"],
+                ", ".join(leak_check["frozen_sets"]),
+            )
+        else:
+            log.warning(
+                "training rows NOT checked against the frozen evaluation sets (frozen_sets %s: %s)",
+                cfg.frozen_sets,
+                leak_check["status"],
+            )
 
         tokenizer = load_tokenizer(spec.base)
         tokenizer.padding_side = "right"  # training pads on the right; generation (load_tokenizer): left
@@ -390,6 +408,7 @@ def train(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Decision
             "trainable_share": trainable / total,
             "train_examples": len(train_examples),
             "eval_examples": len(eval_examples or []),
+            "leak_check": leak_check,
             "log_history": trainer.state.log_history,
         }
         write_artefacts(cfg.output_dir, cfg, spec, fmt, quantization, metrics)

@@ -6,7 +6,9 @@
 (``"RET-3"``, ``"RET-3+LIM-1"``, ...) by sampling fields aimed at that rule and checking
 with :func:`~policies.rules.expected_decision` (rejection sampling). Boundary days and prices
 around each region's AUTO_LIMIT are over-sampled. :func:`generate_rows` balances a split over
-:data:`TARGETS`; :func:`write_splits` writes ``train/validation/eval.jsonl`` and a manifest.
+:data:`TARGETS`; :func:`write_splits` writes ``train/validation/eval.jsonl`` and a manifest, no two
+splits sharing a case by id, message, case or the model's view of it (:mod:`policies.leakage`: the
+deciding fields, and the prompt in every known format).
 :func:`iter_lm_texts` yields case-only text (no answers) for pretraining a base model.
 
 Same seed, same sizes -> byte-identical files: every random draw comes from a
@@ -23,7 +25,8 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
-from policies.prompt import INSTRUCTIONS, case_json
+from policies.leakage import KNOWN_FORMATS, fields_key, prompt_key
+from policies.prompt import INSTRUCTIONS, PromptFormat, case_json
 from policies.rules import AUTO_LIMIT, expected_decision
 from policies.schema import CURRENCY_OF_REGION, REASONS_BY_REQUEST_TYPE, REGIONS, Case, parse_case
 from policies.synth_text import customer_message, reference_answer
@@ -256,12 +259,16 @@ def _balanced_targets(rng: random.Random, n: int) -> list[str]:
 
 def generate_rows(n: int, seed: int, split: str = "train", seen_messages: set[str] | None = None,
                   seen_cases: set[str] | None = None,
-                  on_row: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+                  on_row: Callable[[], None] | None = None,
+                  frozen_fields: Collection[str] = ()) -> list[dict[str, Any]]:
     """``n`` SFT rows ``{"id", "instruction", "input", "output"}`` balanced over TARGETS.
 
     Rows whose message or case (minus case_id) is in ``seen_messages`` / ``seen_cases`` are
     redrawn; both sets are updated, so passing the same sets to every split keeps them disjoint.
-    Case ids are ``C-<split prefix>-<index>``. Deterministic in (n, seed, split, seen sets).
+    A row whose deciding fields (:func:`policies.leakage.fields_key`) are in ``frozen_fields`` (the
+    earlier splits') is replaced by a draw from a stream of its own (``seed``, ``split``, index), so
+    every other row stays as it was. Case ids are ``C-<split prefix>-<index>``. Deterministic in
+    (n, seed, split, seen sets, frozen fields).
     """
     rng = random.Random(f"policyops-synth:{seed}:{split}")
     seen_messages = set() if seen_messages is None else seen_messages
@@ -270,12 +277,17 @@ def generate_rows(n: int, seed: int, split: str = "train", seen_messages: set[st
     rows = []
     for i, target in enumerate(_balanced_targets(rng, n)):
         case_id = f"C-{prefix}-{i:05d}"
+        draw = rng
         while True:
-            case = sample_case(rng, target, case_id)
+            case = sample_case(draw, target, case_id)
             data = case.to_json_dict()
             key = _case_key(data)
-            if case.message not in seen_messages and key not in seen_cases:
+            if case.message in seen_messages or key in seen_cases:
+                continue
+            if fields_key(case) not in frozen_fields:
                 break
+            if draw is rng:  # the replacement's own stream, started once per row
+                draw = random.Random(f"policyops-synth:{seed}:{split}:replace:{i}")
         seen_messages.add(case.message)
         seen_cases.add(key)
         answer = reference_answer(case)
@@ -287,7 +299,7 @@ def generate_rows(n: int, seed: int, split: str = "train", seen_messages: set[st
 
 
 class DatasetLeakage(ValueError):
-    """The same case text (message, or case minus id) or case id appears in two splits."""
+    """The same case (id, message, case minus id, deciding fields or prompt) appears in two splits."""
 
     def __init__(self, overlaps: list[tuple[str, str, str]]):
         self.overlaps = overlaps  # (what, id in one split, id in the other)
@@ -295,14 +307,23 @@ class DatasetLeakage(ValueError):
         super().__init__(f"{len(overlaps)} overlap(s) between splits: {shown}")
 
 
-def check_leakage(splits: dict[str, list[dict[str, Any]]]) -> None:
-    """Raise :class:`DatasetLeakage` naming the ids when a message, case or id is in two splits."""
+def _format_name(fmt: PromptFormat) -> str:
+    return f"prompt[{fmt.policy}/{fmt.instructions}/{fmt.max_message_chars}/{fmt.case}]"
+
+
+def check_leakage(splits: dict[str, list[dict[str, Any]]],
+                  formats: tuple[PromptFormat, ...] = KNOWN_FORMATS) -> None:
+    """Raise :class:`DatasetLeakage` naming the ids when an id, message, case (minus id), the deciding
+    fields (``fields``) or the prompt in one of ``formats`` (``prompt[...]``) is in two splits."""
     owner: dict[tuple[str, str], tuple[str, str]] = {}
     overlaps = []
     for split, rows in splits.items():
         for row in rows:
             case = row["input"]
-            keys = (("id", row["id"]), ("message", case["message"]), ("case", _case_key(case)))
+            parsed = parse_case(case)
+            keys = (("id", row["id"]), ("message", case["message"]), ("case", _case_key(case)),
+                    ("fields", fields_key(parsed)),
+                    *((_format_name(fmt), prompt_key(parsed, fmt)) for fmt in formats))
             for what, key in keys:
                 first = owner.setdefault((what, key), (split, row["id"]))
                 if first[0] != split:
@@ -325,17 +346,24 @@ def write_splits(out_dir: str | Path, seed: int = 0, n_train: int = 3000, n_val:
                  n_eval: int = 300, on_row: Callable[[], None] | None = None) -> dict[str, Any]:
     """Write ``train.jsonl``, ``validation.jsonl``, ``eval.jsonl`` and ``manifest.json``; return the manifest.
 
-    Eval is drawn first, then validation, then train, each deduplicated against the ones before,
-    so the eval set does not change when the train size does. Raises :class:`DatasetLeakage`
-    if any text ended up in two splits.
+    Eval is drawn first, then validation, then train, each deduplicated against the ones before
+    (by message, case minus id, and deciding fields: a row whose fields an earlier split holds is
+    replaced, the other rows staying as they were), so the eval set does not change when the train
+    size does. Equal deciding fields imply an equal prompt in every format, so no split shares a
+    model prompt with another either. Raises :class:`DatasetLeakage` if any case ended up in two
+    splits (checked by every key, prompts in :data:`policies.leakage.KNOWN_FORMATS` included).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seen_messages: set[str] = set()
     seen_cases: set[str] = set()
+    earlier_fields: set[str] = set()
     splits: dict[str, list[dict[str, Any]]] = {}
     for split, n in (("eval", n_eval), ("validation", n_val), ("train", n_train)):
-        splits[split] = generate_rows(n, seed, split, seen_messages, seen_cases, on_row)
+        rows = generate_rows(n, seed, split, seen_messages, seen_cases, on_row,
+                             frozen_fields=frozenset(earlier_fields))
+        earlier_fields.update(fields_key(row["input"]) for row in rows)
+        splits[split] = rows
     check_leakage(splits)
     files = {}
     for split in ("train", "validation", "eval"):
@@ -349,18 +377,19 @@ def write_splits(out_dir: str | Path, seed: int = 0, n_train: int = 3000, n_val:
     return manifest
 
 
-def iter_lm_texts(n: int, seed: int, exclude_messages: Collection[str] = ()) -> Iterator[str]:
+def iter_lm_texts(n: int, seed: int, exclude: Callable[[Case], object] | None = None) -> Iterator[str]:
     """``n`` case-only texts for pretraining a base language model: no decisions, no answers.
 
     Each text is one case as the prompt shows it (:func:`policies.prompt.case_json`, compact JSON
     with the customer message last), drawn balanced over TARGETS from a stream of its own
-    (``seed`` namespaced ``lm``). Pass the messages of the validation/eval files as
-    ``exclude_messages`` so the base model never sees a held-out case.
+    (``seed`` namespaced ``lm``). ``exclude`` says which cases to redraw (truthy: redraw): pass
+    ``FrozenKeys.match_case`` of the held-out files (:func:`policies.leakage.frozen_keys`) so the
+    base model never sees a held-out case, not even under other ids and message.
     """
     rng = random.Random(f"policyops-synth:{seed}:lm")
     for i, target in enumerate(_balanced_targets(rng, n)):
         while True:
             case = sample_case(rng, target, f"C-LM-{i:06d}")
-            if case.message not in exclude_messages:
+            if exclude is None or not exclude(case):
                 break
         yield case_json(case)

@@ -17,7 +17,9 @@ uv run python scripts/train_qlora_sft.py --config data/models/default-ft.yaml
 Every hyper-parameter is a field of engine.sft_data.RunConfig; the training itself is
 engine.training.train. The output dir receives the adapter, the tokenizer, run_config.json,
 prompt_format.json, data_sha256.json, system_info.json, metrics.json and train.log.
-An unknown model, a bad dataset line or bad mix weights exit with status 1 and ``error: ...``.
+An unknown model, a bad dataset line, bad mix weights or training rows that match a frozen evaluation
+set (``--frozen_sets``: the eval set, and the stress set when present) exit with status 1 and
+``error: ...``.
 """
 
 from __future__ import annotations
@@ -27,17 +29,18 @@ import sys
 from collections.abc import Sequence
 
 from engine.registry import UnknownModel
-from engine.training import LOG_FORMAT, ConfigError, DatasetError, parse_run_config, train
+from engine.training import LOG_FORMAT, ConfigError, DatasetError, TrainingPoolLeak, parse_run_config, train
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (``sys.argv[1:]`` when None), train; out: the exit status (0, or 1 after
-    printing ``error: ...`` to stderr for an unknown model, a bad dataset or bad mix weights)."""
+    printing ``error: ...`` to stderr for an unknown model, a bad dataset, bad mix weights or a
+    training pool that leaks a frozen set's cases)."""
     cfg = parse_run_config(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
     try:
         train(cfg)
-    except (UnknownModel, DatasetError, ConfigError) as exc:
+    except (UnknownModel, DatasetError, ConfigError, TrainingPoolLeak) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

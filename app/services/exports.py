@@ -3,11 +3,14 @@
 Each example is ``{"messages": [system, user, assistant]}``: the system and user turns come from
 :func:`policies.prompt.build_messages` (the one prompt builder, in the model's prompt format) and the
 assistant turn is the reviewed answer as JSON. Only the latest review of a case counts, and only
-when it approved or corrected an answer. Cases of the eval set are refused, duplicate examples are
-dropped (within the file and against earlier exports) and a review is never exported twice
-(``export_items.review_id`` is unique). Files are published with :mod:`app.services.durable`: written to
-hidden temp files and fsynced, the bookkeeping committed, then renamed into place; an export cut
-short is undone (or, when it had committed, finished) by :func:`recover_exports` before the next.
+when it approved or corrected an answer. Cases of the eval set are refused (``skipped["eval_set"]``:
+the case itself, by id or body), and so is any case the model could not tell from a frozen set's
+case (``skipped["frozen_set"]``: the eval or stress set's deciding fields or prompt, whatever the ids
+and message; :mod:`policies.leakage`); duplicate examples are dropped (within the file and against
+earlier exports) and a review is never exported twice (``export_items.review_id`` is unique). Files
+are published with :mod:`app.services.durable`: written to hidden temp files and fsynced, the
+bookkeeping committed, then renamed into place; an export cut short is undone (or, when it had
+committed, finished) by :func:`recover_exports` before the next.
 """
 
 from __future__ import annotations
@@ -26,6 +29,14 @@ from db.audit import audit
 from db.cases import canonical_json, case_fingerprints, case_of
 from db.models import CaseRecord, Export, ExportItem, Review, utcnow
 from policies import parse_answer
+from policies.leakage import (
+    DEFAULT_FROZEN_SETS,
+    FrozenKeys,
+    FrozenSetError,
+    fields_key,
+    frozen_keys,
+    prompt_key,
+)
 from policies.prompt import PromptFormat, build_messages
 
 EXPORTABLE = frozenset({"approved", "corrected"})
@@ -57,14 +68,14 @@ class _Candidate:
 
 
 def _candidates(
-    session: Session, fmt: PromptFormat, eval_fingerprints: set[str]
+    session: Session, fmt: PromptFormat, eval_fingerprints: set[str], frozen: FrozenKeys
 ) -> tuple[list[_Candidate], dict[str, list[int]]]:
     latest: dict[int, Review] = {}
     for review in session.exec(select(Review).order_by(col(Review.id))):
         latest[review.case_pk] = review
     exported = set(session.exec(select(ExportItem.review_id)))
     exported_shas = set(session.exec(select(ExportItem.example_sha)))
-    skipped: dict[str, list[int]] = {"eval_set": [], "duplicate": []}
+    skipped: dict[str, list[int]] = {"eval_set": [], "frozen_set": [], "duplicate": []}
     out: list[_Candidate] = []
     for review in latest.values():
         if review.status not in EXPORTABLE or review.id in exported or review.answer_json is None:
@@ -74,8 +85,13 @@ def _candidates(
         if record.in_eval_set or {record.case_id, record.body_sha} & eval_fingerprints:
             skipped["eval_set"].append(review.id or 0)
             continue
+        case = case_of(record)
+        keys = {"fields": fields_key(case), "prompt": prompt_key(case, fmt)}
+        if keys["fields"] in eval_fingerprints or frozen.match(keys):
+            skipped["frozen_set"].append(review.id or 0)
+            continue
         answer = parse_answer(json.loads(review.answer_json))
-        messages = build_messages(case_of(record), fmt, answer)
+        messages = build_messages(case, fmt, answer)
         sha = hashlib.sha256(canonical_json(messages).encode()).hexdigest()
         if sha in exported_shas:
             skipped["duplicate"].append(review.id or 0)
@@ -99,11 +115,16 @@ def export_reviews(
     out_dir: Path,
     fmt: PromptFormat | None = None,
     eval_fingerprints: set[str] | None = None,
+    frozen: FrozenKeys | None = None,
 ) -> ExportResult:
     """Export every approved/corrected review not yet exported; commits ``session`` itself.
 
     ``eval_fingerprints``: extra case ids / body hashes to refuse (the eval file's), on top of cases
-    marked ``in_eval_set``. Raises :class:`ExportError` when there is nothing new to export.
+    marked ``in_eval_set``, and fields keys (:func:`eval_fingerprints_of`). ``frozen``: the frozen
+    sets' keys (:func:`policies.leakage.frozen_keys`); None: the repo's eval and stress sets, those
+    that exist. A case whose deciding fields or prompt (in ``fmt``) match is refused as
+    ``frozen_set``. Raises :class:`ExportError` when there is nothing new to export or a frozen set
+    cannot be read.
     Raises :class:`app.services.paths.UnsafePath` for an ``out_dir`` with ``..`` or symlinked out
     of its parent.
     Permissions are the caller's job (:func:`db.users.authorize` with ``"export"``).
@@ -111,7 +132,12 @@ def export_reviews(
     out_dir = safe_dir(Path(out_dir))  # no "..", no symlink out: refused before anything is read
     recover_exports(session, out_dir)  # the first statement: the caller's write lock is held from here
     fmt = fmt or PromptFormat()
-    candidates, skipped = _candidates(session, fmt, eval_fingerprints or set())
+    try:
+        if frozen is None or frozen.fmt != fmt:  # prompt keys are those of the format exported in
+            frozen = frozen_keys(DEFAULT_FROZEN_SETS if frozen is None else frozen.paths, fmt)
+    except FrozenSetError as exc:
+        raise ExportError(f"cannot check the export against the frozen sets: {exc}") from exc
+    candidates, skipped = _candidates(session, fmt, eval_fingerprints or set(), frozen)
     if not candidates:
         detail = ", ".join(f"{len(v)} refused as {k}" for k, v in skipped.items())
         raise ExportError(
@@ -138,6 +164,7 @@ def export_reviews(
         "review_ids": review_ids,
         "case_ids": [c.record.case_id for c in candidates],
         "skipped": skipped,
+        "frozen_sets": frozen.paths,
     }
     files = [path, manifest_path]
     try:
@@ -173,9 +200,11 @@ def export_reviews(
 
 
 def eval_fingerprints_of(cases: list[Any]) -> set[str]:
-    """Case ids and body hashes of the eval file's cases, for :func:`export_reviews`."""
+    """Case ids, body hashes and fields keys (:func:`policies.leakage.fields_key`) of the eval file's
+    cases, for :func:`export_reviews`."""
     out: set[str] = set()
     for case in cases:
         out.add(case.case_id)
         out.add(case_fingerprints(case)[1])
+        out.add(fields_key(case))
     return out

@@ -13,7 +13,7 @@ import pytest
 import transformers.trainer as hf_trainer
 from transformers import TrainerCallback
 
-from engine.sft_data import RunConfig
+from engine.sft_data import RunConfig, TrainingPoolLeak
 from engine.training import merge_repeated_flags, parse_run_config, train
 from tests.conftest import tiny_rows, write_jsonl
 
@@ -115,3 +115,101 @@ def test_parse_run_config_merges_repeated_flags() -> None:
     assert merge_repeated_flags(argv) == ["--lora_r", "8", "--dataset", "a.jsonl", "b.jsonl", "c.jsonl"]
     cfg = parse_run_config(argv)
     assert cfg.dataset == ["a.jsonl", "b.jsonl", "c.jsonl"] and cfg.lora_r == 8
+
+
+# Training pools that cannot leak: the check train() runs before the model loads.
+def _leaky_pool(tmp_path: Path) -> tuple[Path, Path]:
+    """tiny_rows() as the pool, and a frozen set holding its 5th case under other ids and message."""
+    rows = tiny_rows()
+    frozen_row = json.loads(json.dumps(rows[4]))
+    frozen_row["id"] = frozen_row["input"]["case_id"] = "C-EV-1"
+    frozen_row["input"]["customer"]["id"], frozen_row["input"]["order"]["id"] = "U-EV", "O-EV"
+    frozen_row["input"]["message"] = "The eval set's own wording of the case."
+    return write_jsonl(tmp_path / "pool.jsonl", rows), write_jsonl(tmp_path / "eval.jsonl", [frozen_row])
+
+
+def test_train_refuses_a_pool_with_a_leaked_row_before_loading_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.training
+
+    def no_model(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(engine.training, "load_tokenizer", no_model)
+    monkeypatch.setattr(engine.training, "load_model_for_training", no_model)
+    pool, frozen = _leaky_pool(tmp_path)
+    cfg = RunConfig(model="default-base", dataset=[str(pool)], eval_dataset=None,
+                    output_dir=str(tmp_path / "out"),
+                    frozen_sets=[str(frozen), str(tmp_path / "stress.jsonl")])
+    with pytest.raises(TrainingPoolLeak) as info:
+        train(cfg)
+    assert str(info.value).startswith("1 training row(s) match a frozen evaluation set")
+    assert f"{pool}:5 (C-000005) ~ {frozen}:1 (C-EV-1) by fields key" in str(info.value)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_check_frozen_sets_reads_exports_and_can_be_switched_off(tmp_path: Path) -> None:
+    from engine.sft_data import check_frozen_sets, row_to_example
+    from policies.prompt import PromptFormat
+
+    pool, frozen = _leaky_pool(tmp_path)
+    clean = write_jsonl(tmp_path / "clean.jsonl", tiny_rows()[:4])
+    fmt = PromptFormat(policy="titles", instructions="short", max_message_chars=0, case="fields")
+    assert check_frozen_sets([clean], fmt, [str(frozen)]) == {
+        "status": "checked", "frozen_sets": [str(frozen)], "rows_checked": 4}
+    for off in ([], ["none"]):
+        assert check_frozen_sets([pool], fmt, off)["status"] == "disabled"
+    assert check_frozen_sets([pool], fmt, [str(tmp_path / "no.jsonl")])["status"] == "no frozen set found"
+    # an export ({"messages": ...} rendered in the model's format) of the leaked case
+    example = row_to_example(tiny_rows()[4], fmt)
+    export = write_jsonl(tmp_path / "export.jsonl", [{"messages": example["prompt"] + example["completion"]}])
+    with pytest.raises(TrainingPoolLeak, match=r"export\.jsonl:1 ~ .*eval\.jsonl:1 \(C-EV-1\)"):
+        check_frozen_sets([clean, export], fmt, [str(frozen)])
+    assert RunConfig().frozen_sets == ["data/generated/eval.jsonl", "data/generated/stress.jsonl"]
+
+
+def test_committed_training_data_does_not_leak_the_eval_set() -> None:
+    """The Runner's base dataset (data/generated/train.jsonl) passes the check train() runs."""
+    from engine.registry import REPO_ROOT, resolve_model
+    from engine.sft_data import check_frozen_sets
+    from policies.prompt import PromptFormat
+
+    files = [REPO_ROOT / "data" / "generated" / f for f in ("train.jsonl", "validation.jsonl")]
+    if not all(f.is_file() for f in files):
+        pytest.skip("data/generated not generated")
+    for fmt in (resolve_model("default-ft").prompt_format, PromptFormat()):
+        result = check_frozen_sets(files, fmt, RunConfig().frozen_sets)
+        assert result["status"] == "checked" and result["rows_checked"] == 3300
+
+
+def test_train_with_the_check_off_says_so(tiny_base_dir: Path, tmp_path: Path) -> None:
+    train_file = write_jsonl(tmp_path / "train.jsonl", tiny_rows())
+    cfg = RunConfig(model=str(tiny_base_dir), dataset=[str(train_file)], eval_dataset=None,
+                    output_dir=str(tmp_path / "out"), quantization="none", lora_r=4, lora_alpha=8,
+                    max_steps=1, per_device_train_batch_size=4, max_length=512, logging_steps=1,
+                    eval_each_epoch=False, seed=0, num_threads=1, frozen_sets=[])
+    train(cfg)
+    log_text = (tmp_path / "out" / "train.log").read_text()
+    assert "WARNING engine.training: training rows NOT checked" in log_text
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["leak_check"]["status"] == "disabled"
+
+
+def test_lm_corpus_leaves_out_a_held_out_case_whatever_its_ids_and_message(tmp_path: Path) -> None:
+    """The base model's corpus (engine.lm_corpus) never holds a held-out case's prompt."""
+    from engine.lm_corpus import CorpusConfig, lm_texts, render_turns
+    from policies import parse_case
+    from policies.prompt import build_messages
+    from policies.synth import iter_lm_texts
+
+    first = json.loads(next(iter_lm_texts(1, seed=0)))  # the corpus's first case, seed 0
+    held = {**first, "case_id": "C-EV-1", "message": "The held-out file words it otherwise."}
+    held["customer"] = {**first["customer"], "id": "U-EV"}
+    held_file = write_jsonl(tmp_path / "eval.jsonl", [{"id": "C-EV-1", "input": held}])
+    cfg = CorpusConfig(n_cases=33, doc_repeats=1, exclude=[str(held_file)])
+    prompt = render_turns(build_messages(parse_case(held), cfg.prompt_format()))
+    unchecked = lm_texts(CorpusConfig(n_cases=33, doc_repeats=1, exclude=[]), seed=0)
+    assert prompt in unchecked  # the tiny format drops ids and message: the same prompt
+    texts = lm_texts(cfg, seed=0)
+    assert prompt not in texts and len(texts) == len(unchecked)  # redrawn, not dropped

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from policies import expected_decision, parse_answer, parse_case
+from policies.leakage import KNOWN_FORMATS, fields_key, frozen_keys
 from policies.prompt import INSTRUCTIONS
 from policies.synth import (
     TARGETS,
@@ -93,8 +94,49 @@ def test_leakage_check_names_the_ids(small_splits):
     copied["id"] = copied["input"]["case_id"] = "C-EV-COPY"
     with pytest.raises(DatasetLeakage, match="C-EV-COPY") as info:
         check_leakage({"train": train, "eval": [*evals, copied]})
-    assert {what for what, _, _ in info.value.overlaps} == {"message", "case"}
+    # the JSON prompt shows the case id, so it alone differs
+    assert {what for what, _, _ in info.value.overlaps} == {
+        "message", "case", "fields", "prompt[titles/short/0/fields]"}
     assert train[0]["id"] in str(info.value)
+
+
+def test_leakage_check_sees_a_case_under_other_ids_and_message(small_splits):
+    """What the tiny model sees of a case (its deciding fields) leaks even when ids and message differ."""
+    out, _ = small_splits
+    train, evals = _read(out / "train.jsonl"), _read(out / "eval.jsonl")
+    twin = json.loads(json.dumps(train[0]))
+    twin["id"] = twin["input"]["case_id"] = "C-EV-TWIN"
+    twin["input"]["customer"]["id"], twin["input"]["order"]["id"] = "U-TWIN", "O-TWIN"
+    twin["input"]["message"] = "Another customer, another message, the same order."
+    with pytest.raises(DatasetLeakage, match="C-EV-TWIN") as info:
+        check_leakage({"train": train, "eval": [*evals, twin]})
+    assert {what for what, _, _ in info.value.overlaps} == {"fields", "prompt[titles/short/0/fields]"}
+
+
+def test_splits_share_no_deciding_fields_nor_prompt(small_splits):
+    out, _ = small_splits
+    keys = {split: [fields_key(r["input"]) for r in _read(out / f"{split}.jsonl")] for split in SPLITS}
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1:]:
+            assert not set(keys[a]) & set(keys[b]), (a, b)
+    for fmt in KNOWN_FORMATS:  # nor a prompt in a known format (the eval set against the pools)
+        frozen = frozen_keys([out / "eval.jsonl"], fmt)
+        for split in ("train", "validation"):
+            for row in _read(out / f"{split}.jsonl"):
+                assert frozen.match_case(parse_case(row["input"])) is None
+
+
+def test_a_row_whose_fields_are_frozen_is_replaced_the_others_kept():
+    rows = generate_rows(30, seed=5, split="train")
+    hit = {fields_key(rows[7]["input"])}
+    again = generate_rows(30, seed=5, split="train", frozen_fields=hit)
+    assert again == generate_rows(30, seed=5, split="train", frozen_fields=hit)  # deterministic
+    assert [i for i in range(30) if again[i] != rows[i]] == [7]  # only the frozen row is redrawn
+    assert fields_key(again[7]["input"]) not in hit and again[7]["id"] == rows[7]["id"]
+    assert again[7]["output"]["policy_refs"] == rows[7]["output"]["policy_refs"]  # same target
+    every = {fields_key(r["input"]) for r in rows}
+    replaced = generate_rows(30, seed=5, split="train", frozen_fields=every)
+    assert not every & {fields_key(r["input"]) for r in replaced}
 
 
 def test_every_row_is_the_rule_engines_answer(small_splits):
@@ -133,9 +175,10 @@ def test_lm_texts_hold_cases_only():
         data = json.loads(text)
         parse_case(data)
         assert "decision" not in text and "policy_refs" not in text
-    skipped = json.loads(texts[0])["message"]
-    kept = iter_lm_texts(66, seed=0, exclude_messages={skipped})
-    assert skipped not in {json.loads(t)["message"] for t in kept}
+    held_out = parse_case(json.loads(texts[0]))  # held out by its deciding fields, whatever its message
+    kept = list(iter_lm_texts(66, seed=0, exclude=lambda case: fields_key(case) == fields_key(held_out)))
+    assert fields_key(held_out) not in {fields_key(parse_case(json.loads(t))) for t in kept}
+    assert len(kept) == 66 and kept[0] != texts[0]
 
 
 def test_committed_dataset_matches_its_manifest():
@@ -147,7 +190,7 @@ def test_committed_dataset_matches_its_manifest():
         info = manifest["files"][split]
         assert hashlib.sha256((out / info["path"]).read_bytes()).hexdigest() == info["sha256"], split
     rows = {split: _read(out / f"{split}.jsonl") for split in SPLITS}
-    check_leakage(rows)
+    check_leakage(rows)  # by every key: ids, message, case, deciding fields, prompts in known formats
     for row in rows["eval"]:
         case = parse_case(row["input"])
         assert row["output"]["policy_refs"] == list(expected_decision(case).policy_refs)

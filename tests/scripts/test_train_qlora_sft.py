@@ -195,3 +195,45 @@ def test_nf4_training_on_cpu_after_the_probe(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert run["quantization"] == "nf4"
     assert math.isfinite(metrics["train_loss"])
+
+
+def test_cli_leaked_pool_exits_1_naming_the_row(
+    tmp_path: Path, tiny_base_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    from scripts.train_qlora_sft import main as cli_main
+
+    rows = tiny_rows()
+    frozen_row = json.loads(json.dumps(rows[2]))  # the pool's 3rd case under other ids and message
+    frozen_row["id"] = frozen_row["input"]["case_id"] = "C-EV-3"
+    frozen_row["input"]["customer"]["id"], frozen_row["input"]["order"]["id"] = "U-EV", "O-EV"
+    frozen_row["input"]["message"] = "Worded otherwise."
+    pool = write_jsonl(tmp_path / "pool.jsonl", rows)
+    frozen = write_jsonl(tmp_path / "frozen.jsonl", [frozen_row])
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        code = cli_main(["--model", str(tiny_base_dir), "--dataset", str(pool), "--eval_dataset", str(pool),
+                         "--frozen_sets", str(frozen), "--output_dir", str(tmp_path / "out"),
+                         "--quantization", "none"])
+    finally:
+        for h in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(h)
+        for h in handlers:
+            if h not in root.handlers:
+                root.addHandler(h)
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert code == 1 and "error: 1 training row(s) match a frozen evaluation set" in err
+    assert f"{pool}:3 (C-000003) ~ {frozen}:1 (C-EV-3) by fields key" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_frozen_sets_flag_and_yaml(tmp_path: Path) -> None:
+    assert parse_args(["--frozen_sets", "none"]).frozen_sets == ["none"]
+    assert parse_args(["--frozen_sets", "a.jsonl", "b.jsonl"]).frozen_sets == ["a.jsonl", "b.jsonl"]
+    yaml_path = tmp_path / "run.yaml"
+    yaml_path.write_text("frozen_sets: []\n")
+    assert parse_args(["--config", str(yaml_path)]).frozen_sets == []
+    assert parse_args([]).frozen_sets == ["data/generated/eval.jsonl", "data/generated/stress.jsonl"]

@@ -114,3 +114,39 @@ def test_metrics(store):
         agree = reviewer_agreement(s).set_index("variant")["agreement"]
         assert agree["finetuned"] == 1.0 and agree["base"] == 0.0
         assert corrections_per_rule(s).to_dict("records") == [{"rule": "RET-11", "corrections": 1}]
+
+
+def test_export_refuses_a_frozen_case_under_other_ids_and_message(store, tmp_path):
+    """A case equal to an eval case but for its ids and message is the same case to the model."""
+    from app.services.exports import eval_fingerprints_of
+    from policies import parse_case
+    from policies.leakage import FrozenKeys, frozen_keys
+    from policies.prompt import PromptFormat
+
+    eval_case = make_case("C-EV-7", price=61.0)
+    frozen_file = tmp_path / "eval.jsonl"
+    frozen_file.write_text(json.dumps({"id": "C-EV-7", "input": eval_case.to_json_dict()}) + "\n")
+    twin_data = eval_case.to_json_dict()
+    twin_data.update(case_id="C-TWIN", message="Another customer writes about the same order.")
+    twin_data["customer"]["id"], twin_data["order"]["id"] = "U-TWIN", "O-TWIN"
+    twin = parse_case(twin_data)
+    with store.session() as s:
+        twin_pk = add_case(s, twin, "try", "ann").id
+        save_run(s, twin_pk, make_answer(twin, "finetuned", "APPROVE_REFUND"), "ann")
+    clean_pk, clean_runs = case_with_runs(store, "C-CLEAN", price=62.0)
+    with store.session() as s:
+        twin_review = submit_review(s, twin_pk, "approve_finetuned", "rita", runs=runs_for_case(s, twin_pk))
+        submit_review(s, clean_pk, "approve_finetuned", "rita", runs=clean_runs)
+    tiny = PromptFormat(policy="titles", instructions="short", max_message_chars=0, case="fields")
+    with store.session() as s:
+        frozen = frozen_keys([frozen_file], tiny)
+        result = export_reviews(s, "otto", tmp_path / "exports", tiny, frozen=frozen)
+    assert result.count == 1 and result.skipped == {"frozen_set": [twin_review.id]}
+    manifest = json.loads(open(result.manifest_path).read())
+    assert manifest["frozen_sets"] == [str(frozen_file)] and manifest["case_ids"] == ["C-CLEAN"]
+    # the console's eval fingerprints carry the fields key too: refused without a frozen file
+    with store.session() as s:
+        submit_review(s, twin_pk, "approve_finetuned", "otto", runs=runs_for_case(s, twin_pk), note="again")
+    with store.session() as s, pytest.raises(ExportError, match="1 refused as frozen_set"):
+        export_reviews(s, "otto", tmp_path / "exports", PromptFormat(), eval_fingerprints_of([eval_case]),
+                       frozen=FrozenKeys(PromptFormat()))
