@@ -44,7 +44,7 @@ class RegistryError(ValueError):
     """data/models.toml is malformed; the message names the entry and field."""
 
 
-RETRAIN_KEYS = ("config", "overrides")  # the keys of an entry's ``retrain`` table
+RETRAIN_KEYS = ("config", "overrides", "dpo")  # the keys of an entry's ``retrain`` table
 # Set by the Runner for every job (base, data, output) or by the spec (prompt format): never by a recipe.
 RUNNER_KEYS = ("model", "dataset", "mix_weights", "output_dir")
 PROMPT_KEYS = ("prompt_policy", "prompt_instructions", "prompt_max_message_chars", "prompt_case")
@@ -71,13 +71,18 @@ class RetrainRecipe:
 
     config: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    dpo: str | None = None  # a second recipe: DPO on (chosen, rejected) correction pairs (absolute path)
 
-    def settings(self) -> dict[str, Any]:
-        """The YAML's values with the overrides applied (RunConfig defaults not filled in)."""
-        return {**read_run_config_file(self.config), **self.overrides}
+    def settings(self, method: str = "sft") -> dict[str, Any]:
+        """The YAML's values (the DPO recipe's for ``method="dpo"``) with the overrides applied
+        (RunConfig defaults not filled in)."""
+        config = self.dpo if method == "dpo" else self.config
+        if config is None:
+            raise ValueError("no DPO recipe (retrain.dpo)")
+        return {**read_run_config_file(config), **self.overrides}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config, "overrides": dict(self.overrides)}
+        return {"config": self.config, "overrides": dict(self.overrides), "dpo": self.dpo}
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,30 @@ def _same_model(a: str, b: str, root: Path) -> bool:
     return _resolve_path(str(a), root) == _resolve_path(str(b), root)
 
 
+def _recipe_file(value: str, where: str, root: Path, base: str, fmt: PromptFormat) -> Path:
+    """A recipe YAML path -> the file, checked: it exists, is a mapping, trains ``base`` (when it names
+    a model) in ``fmt`` (when it sets prompt options). RegistryError naming ``where`` otherwise."""
+    config = Path(value) if Path(value).is_absolute() else root / value
+    if not config.is_file():
+        raise RegistryError(f"{where}: no such file {config}")
+    try:
+        settings = read_run_config_file(config)
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{where}: {config} is not valid YAML ({exc})") from None
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"{where}: {exc}") from None
+    if "model" in settings and not _same_model(str(settings["model"]), base, root):
+        raise RegistryError(f"{where}: {config} trains model {settings['model']!r}, "
+                            f"not this entry's base {base!r} (drop `model:` or make it the base)")
+    fmt_values = fmt.to_dict()
+    for key in PROMPT_KEYS:
+        name = key.removeprefix("prompt_")
+        if key in settings and settings[key] != fmt_values[name]:
+            raise RegistryError(f"{where}: {config} sets {key}={settings[key]!r}, "
+                                f"but the entry's prompt format has {name}={fmt_values[name]!r}")
+    return config
+
+
 def _parse_retrain(value: Any, where: str, root: Path, base: str, fmt: PromptFormat) -> RetrainRecipe:
     """An entry's ``retrain`` table -> :class:`RetrainRecipe`; RegistryError naming ``where`` and the field.
 
@@ -140,9 +169,6 @@ def _parse_retrain(value: Any, where: str, root: Path, base: str, fmt: PromptFor
                             f"(known: {', '.join(RETRAIN_KEYS)})")
     if not isinstance(value.get("config"), str) or not value["config"]:
         raise RegistryError(f"{where}: retrain.config is required (a run config YAML path)")
-    config = Path(value["config"]) if Path(value["config"]).is_absolute() else root / value["config"]
-    if not config.is_file():
-        raise RegistryError(f"{where}: retrain.config: no such file {config}")
     overrides = value.get("overrides", {})
     if not isinstance(overrides, dict):
         raise RegistryError(f"{where}: retrain.overrides: expected a table of run config fields")
@@ -153,22 +179,13 @@ def _parse_retrain(value: Any, where: str, root: Path, base: str, fmt: PromptFor
     bad = sorted(k for k, v in overrides.items() if isinstance(v, (dict, list)))
     if bad:
         raise RegistryError(f"{where}: retrain.overrides: {', '.join(bad)}: expected a single value")
-    try:
-        settings = read_run_config_file(config)
-    except yaml.YAMLError as exc:
-        raise RegistryError(f"{where}: retrain.config: {config} is not valid YAML ({exc})") from None
-    except (OSError, ValueError) as exc:
-        raise RegistryError(f"{where}: retrain.config: {exc}") from None
-    if "model" in settings and not _same_model(str(settings["model"]), base, root):
-        raise RegistryError(f"{where}: retrain.config: {config} trains model {settings['model']!r}, "
-                            f"not this entry's base {base!r} (drop `model:` or make it the base)")
-    fmt_values = fmt.to_dict()
-    for key in PROMPT_KEYS:
-        name = key.removeprefix("prompt_")
-        if key in settings and settings[key] != fmt_values[name]:
-            raise RegistryError(f"{where}: retrain.config: {config} sets {key}={settings[key]!r}, "
-                                f"but the entry's prompt format has {name}={fmt_values[name]!r}")
-    return RetrainRecipe(config=str(config), overrides=dict(overrides))
+    config = _recipe_file(value["config"], f"{where}: retrain.config", root, base, fmt)
+    dpo = None
+    if "dpo" in value:
+        if not isinstance(value["dpo"], str) or not value["dpo"]:
+            raise RegistryError(f"{where}: retrain.dpo: expected a run config YAML path")
+        dpo = _recipe_file(value["dpo"], f"{where}: retrain.dpo", root, base, fmt)
+    return RetrainRecipe(config=str(config), overrides=dict(overrides), dpo=str(dpo) if dpo else None)
 
 
 def load_registry(path: str | Path = REGISTRY_PATH) -> dict[str, ModelSpec]:

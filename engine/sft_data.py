@@ -29,8 +29,17 @@ Example = dict[str, list[dict[str, str]]]  # {"prompt": [system, user], "complet
 
 @dataclass
 class RunConfig:
-    """Every knob of one SFT run; parsed from the command line and/or ``--config run.yaml``."""
+    """Every knob of one training run (SFT, or DPO on preference pairs); parsed from the command line
+    and/or ``--config run.yaml``."""
 
+    method: Literal["sft", "dpo"] = field(
+        default="sft",
+        metadata={"help": "sft: learn the answers; dpo: prefer chosen over rejected answers "
+                          "(preference rows: input/chosen/rejected or prompt/chosen/rejected)"},
+    )
+    dpo_beta: float = field(
+        default=0.1, metadata={"help": "DPO: how far from the reference model (KL weight)"}
+    )
     model: str = field(default="default-base", metadata={"help": "registry name, model/adapter dir or HF id"})
     dataset: list[str] = field(
         default_factory=lambda: ["data/generated/train.jsonl"],

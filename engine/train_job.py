@@ -88,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.run_dir.mkdir(parents=True, exist_ok=True)
     progress = ProgressFile(args.run_dir)
     progress.update(stage="starting")
-    from engine.training import LOG_FORMAT, parse_run_config, train
+    from engine.train_setup import LOG_FORMAT
+    from engine.training import parse_run_config, train
 
     cfg = parse_run_config(train_argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)

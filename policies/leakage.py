@@ -118,16 +118,18 @@ def _fields_of_user_turn(text: str) -> dict[str, Any] | None:
 def row_keys(row: Mapping[str, Any], fmt: PromptFormat) -> dict[str, str]:
     """``{"fields": ..., "prompt": ...}`` of a dataset row in ``fmt``.
 
-    A generator row ``{"input": case, ...}`` is rendered in ``fmt``; a ``{"messages": [...]}`` row is
+    A generator row ``{"input": case, ...}`` (SFT or preference) is rendered in ``fmt``; a
+    ``{"messages": [...]}`` row, or a preference row ``{"prompt": [...], "chosen", "rejected"}``, is
     keyed by its own system + user turns (its fields key only when the user turn can be read back).
-    Raises ValueError for a row that is neither, or whose case is invalid.
+    Raises ValueError for a row that is none of these, or whose case is invalid.
     """
     if "input" in row:
         case = parse_case(row["input"])
         return {"fields": fields_key(case), "prompt": prompt_key(case, fmt)}
-    messages = row.get("messages")
+    messages = row.get("messages", row.get("prompt"))
     if not isinstance(messages, list) or not all(isinstance(m, Mapping) for m in messages):
-        raise ValueError("a row needs 'input' (a case) or 'messages' (chat turns)")
+        raise ValueError("a row needs 'input' (a case), 'messages' (chat turns) "
+                         "or 'prompt' (preference turns)")
     keys = {"prompt": messages_prompt_key(messages)}
     user = [m.get("content") for m in messages if m.get("role") == "user"]
     if len(user) == 1 and isinstance(user[0], str):

@@ -92,7 +92,8 @@ def reference_memory_ratio() -> dict[str, Any]:
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    from engine.training import RunConfig, lora_config
+    from engine.sft_data import RunConfig
+    from engine.train_setup import lora_config
 
     config = Qwen2Config(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
                          num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,

@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                 "sha256": result.sha256,
                 "manifest": result.manifest_path,
                 "skipped": result.skipped,
+                "preferences": result.preferences_path,
+                "preference_count": result.preference_count,
             },
             indent=2,
         )

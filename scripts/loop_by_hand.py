@@ -3,12 +3,20 @@
 uv run python scripts/loop_by_hand.py --out runs/loop-demo --rule CAN-2 \
     --train-data runs/data/generated-12k/train.jsonl --steps 360 --retrain-steps -1
 
+# SFT and DPO on the same corrections of the bundled champion (docs/loop.md):
+uv run python scripts/loop_by_hand.py --out runs/loop-ret4-sft --rule RET-4 \
+    --champion data/models/default-ft --train-data runs/data/generated-s3-12k/train.jsonl --method sft
+uv run python scripts/loop_by_hand.py --out runs/loop-ret4-dpo --rule RET-4 \
+    --champion data/models/default-ft --train-data runs/data/generated-s3-12k/train.jsonl --method dpo
+
 1. champion ft-v1: default-base + LoRA (stage 1 of the default-ft recipe, --champion-config) on
-   --train-data WITHOUT the rule's rows; 2. those rows become reviewer corrections in a fresh store
-   and are exported; 3. the Runner retrains with the console's recipe (--retrain-config: continue
-   the champion on train + corrections, weights 1:3), evaluates against ft-v1 on the eval set and
-   the held-out corrections; 4. promotion. Prints and writes OUT/figures.json (accuracy on the rule
-   before/after, headline figures, audit actions).
+   --train-data WITHOUT the rule's rows, or --champion; 2. the champion answers those rows' cases and
+   a reviewer corrects each answer (the correction replaces the fine-tuned answer, as in the console),
+   then they are exported; 3. the Runner retrains with the console's recipe (--method sft:
+   --retrain-config, continue the champion on train + corrections, weights 1:3; --method dpo:
+   --retrain-dpo-config, continue it on the (correction, replaced answer) pairs), evaluates against
+   ft-v1 on the eval set and the held-out corrections; 4. the per-dataset gate. Prints and writes
+   OUT/figures.json (accuracy on the rule before/after, headline figures, gate verdicts, audit).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 from app.services.exports import export_reviews
@@ -23,12 +32,12 @@ from app.services.jobs import RetrainRequest, Runner, RunnerConfig
 from app.services.reviews import submit_review
 from app.services.versions import PromotionRefused, promote
 from db.audit import audit_entries
-from db.cases import add_case
+from db.cases import add_case, runs_for_case, save_run
 from db.models import Export
 from db.store import open_store
 from db.users import create_user
 from db.versions import ensure_bundled_version, get_version
-from engine.champion import accuracy_on_rule
+from engine.champion import accuracy_on_rule, gate_verdicts
 from engine.registry import resolve_model
 from policies import expected_decision, parse_case
 
@@ -43,6 +52,8 @@ def main() -> None:
     p.add_argument("--train-data", default="data/generated/train.jsonl")
     p.add_argument("--champion-config", default="data/models/default-ft.yaml")
     p.add_argument("--retrain-config", default="data/models/default-ft-retrain.yaml")
+    p.add_argument("--retrain-dpo-config", default="data/models/default-ft-retrain-dpo.yaml")
+    p.add_argument("--method", choices=("sft", "dpo"), default="sft")
     p.add_argument("--champion", default=None,
                    help="an adapter dir to start from as ft-v1 (e.g. data/models/default-ft, for a rule it "
                         "gets wrong) instead of training a champion without the rule")
@@ -76,26 +87,37 @@ def main() -> None:
         create_user(s, "ops", "ops", "ops-password-1")
         create_user(s, "rev", "reviewer", "reviewer-password-1")
         ensure_bundled_version(s, out / "ft-v1", "default-base")
-    for r in target:
+    # The champion answers the rule's cases (fine-tuned only: the answer a reviewer corrects); each
+    # correction replaces it (chosen = the generator's answer, rejected = the champion's: DPO's pair).
+    from engine import Engine
+
+    cases = [parse_case(r["input"]) for r in target]
+    answers = Engine.load(str(out / "ft-v1")).decide_many(cases, "finetuned", batch_size=32)
+    for case, answer, r in zip(cases, answers, target, strict=True):
         with store.session() as s:
-            rec = add_case(s, parse_case(r["input"]), "try", "rev")
-            submit_review(s, rec.id or 0, "correct", "rev", runs={}, answer=r["output"])
+            pk = add_case(s, case, "try", "rev").id or 0
+            save_run(s, pk, answer, "rev")
+            submit_review(s, pk, "correct", "rev", runs=runs_for_case(s, pk), answer=r["output"])
     with store.session() as s:
         # in the champion's prompt format, as the console exports (the Runner trains each correction
         # as case + answer rendered in the model's own format either way)
         export_reviews(s, "ops", out / "exports", resolve_model(out / "ft-v1").prompt_format)
     with store.session() as s:
         export_id = s.exec(__import__("sqlmodel").select(Export.id)).one()
+    extra = [*common, "--max_steps", str(a.retrain_steps)] if a.method == "sft" else \
+        (["--max_steps", str(a.retrain_steps)] if a.retrain_steps > 0 else [])  # DPO: no SFT-row eval set
     runner = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=out / "runs", base_dataset=str(train),
-                                        train_config=a.retrain_config, eval_max=a.eval_max,
-                                        eval_max_new_tokens=a.eval_max_new_tokens,
-                                        extra_args=[*common, "--max_steps", str(a.retrain_steps)]))
-    job = runner.start("ops", RetrainRequest([export_id], 1.0, a.corrections_weight, 0.25, init="champion"))
+                                        train_config=a.retrain_config, dpo_train_config=a.retrain_dpo_config,
+                                        eval_max=a.eval_max, eval_max_new_tokens=a.eval_max_new_tokens,
+                                        extra_args=extra))
+    job = runner.start("ops", RetrainRequest([export_id], 1.0, a.corrections_weight, 0.25, init="champion",
+                                             method=a.method))
     job = runner.wait(job.id or 0, timeout_s=4 * 3600, poll_s=10)
     print(job.status, job.error or "")
     with store.session() as s:
         ev = get_version(s, job.version_name).evaluation() or {}
-    figures = {"rule": a.rule, "job": job.status, "hard_violations": ev.get("hard_violations")}
+    figures = {"rule": a.rule, "method": a.method, "job": job.status,
+               "gate": [asdict(v) for v in gate_verdicts(ev)] if ev else None}
     for ds in ("eval", "holdout"):
         d = ev.get("datasets", {}).get(ds)
         if d:

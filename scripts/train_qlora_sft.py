@@ -29,7 +29,9 @@ import sys
 from collections.abc import Sequence
 
 from engine.registry import UnknownModel
-from engine.training import LOG_FORMAT, ConfigError, DatasetError, TrainingPoolLeak, parse_run_config, train
+from engine.sft_data import ConfigError, DatasetError, TrainingPoolLeak
+from engine.train_setup import LOG_FORMAT
+from engine.training import parse_run_config, train
 
 
 def main(argv: Sequence[str] | None = None) -> int:

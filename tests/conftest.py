@@ -136,7 +136,8 @@ def train_tiny_adapter(
     base_dir: Path, out_dir: Path, data_dir: Path, steps: int = 6, **overrides: Any
 ) -> Any:
     """Train a LoRA adapter on ``base_dir`` with engine.training.train (a few steps); out: the trainer."""
-    from engine.training import RunConfig, train
+    from engine.sft_data import RunConfig
+    from engine.training import train
 
     train_file = write_jsonl(data_dir / "train.jsonl", tiny_rows())
     val = write_jsonl(data_dir / "validation.jsonl", tiny_rows()[:4])

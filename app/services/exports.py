@@ -26,8 +26,8 @@ from sqlmodel import Session, col, select
 from app.services.durable import Recovery, discard, publish, recover_dir, write_temp
 from app.services.paths import safe_dir
 from db.audit import audit
-from db.cases import canonical_json, case_fingerprints, case_of
-from db.models import CaseRecord, Export, ExportItem, Review, utcnow
+from db.cases import canonical_json, case_fingerprints, case_of, run_answer
+from db.models import CaseRecord, Export, ExportItem, ModelRun, Review, utcnow
 from policies import parse_answer
 from policies.leakage import (
     DEFAULT_FROZEN_SETS,
@@ -37,7 +37,7 @@ from policies.leakage import (
     frozen_keys,
     prompt_key,
 )
-from policies.prompt import PromptFormat, build_messages
+from policies.prompt import PromptFormat, answer_json, build_messages
 
 EXPORTABLE = frozenset({"approved", "corrected"})
 
@@ -54,6 +54,8 @@ class ExportResult:
     sha256: str
     review_ids: list[int]
     skipped: dict[str, list[int]] = field(default_factory=dict)  # reason -> review ids
+    preferences_path: str | None = None  # the corrections as DPO pairs, beside the SFT file (None: no pair)
+    preference_count: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +67,22 @@ class _Candidate:
     record: CaseRecord
     messages: list[dict[str, str]]
     sha: str
+    rejected: dict[str, Any] | None = None  # a correction's replaced model answer (a DPO pair), if valid
+
+
+def preferences_path(sft_path: str | Path) -> Path:
+    """Where an export's preference pairs lie: ``sft-STAMP.preferences.jsonl`` beside ``sft-STAMP.jsonl``."""
+    path = Path(sft_path)
+    return path.with_name(path.name.removesuffix(".jsonl") + ".preferences.jsonl")
+
+
+def _rejected(session: Session, review: Review, chosen: dict[str, Any]) -> dict[str, Any] | None:
+    """The model answer a correction replaced, when it is a valid answer other than the correction."""
+    if review.status != "corrected" or review.model_run_id is None:
+        return None
+    run = session.get(ModelRun, review.model_run_id)
+    answer = run_answer(run) if run is not None else None
+    return answer if answer is not None and answer != chosen else None
 
 
 def _candidates(
@@ -97,7 +115,8 @@ def _candidates(
             skipped["duplicate"].append(review.id or 0)
             continue
         exported_shas.add(sha)
-        out.append(_Candidate(review, record, messages, sha))
+        rejected = _rejected(session, review, answer.model_dump(mode="json"))
+        out.append(_Candidate(review, record, messages, sha, rejected))
     return out, {k: v for k, v in skipped.items() if v}
 
 
@@ -105,7 +124,8 @@ def recover_exports(session: Session, out_dir: Path) -> Recovery:
     """Finish or undo exports in ``out_dir`` that a crash cut short (see :mod:`app.services.durable`)."""
     recorded: set[str] = set()
     for export in session.exec(select(Export)):
-        recorded.update({Path(export.path).name, Path(export.manifest_path).name})
+        recorded.update({Path(export.path).name, Path(export.manifest_path).name,
+                         preferences_path(export.path).name})
     return recover_dir(Path(out_dir), recorded, "sft-*")
 
 
@@ -153,6 +173,12 @@ def export_reviews(
     ).encode()
     sha256 = hashlib.sha256(data).hexdigest()
     review_ids = [c.review.id or 0 for c in candidates]
+    # TRL's conversational preference format: chosen = the reviewed answer, rejected = the replaced one
+    pairs = [{"prompt": c.messages[:-1], "chosen": c.messages[-1:],
+              "rejected": [{"role": "assistant", "content": answer_json(parse_answer(c.rejected))}]}
+             for c in candidates if c.rejected is not None]
+    pref_path = preferences_path(path)
+    pref_data = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs).encode()
     manifest = {
         "file": path.name,
         "count": len(candidates),
@@ -165,10 +191,14 @@ def export_reviews(
         "case_ids": [c.record.case_id for c in candidates],
         "skipped": skipped,
         "frozen_sets": frozen.paths,
+        "preferences": {"file": pref_path.name, "count": len(pairs), "format": "trl-preference",
+                        "sha256": hashlib.sha256(pref_data).hexdigest()} if pairs else None,
     }
-    files = [path, manifest_path]
+    files = [path, manifest_path, *([pref_path] if pairs else [])]
     try:
         write_temp(path, data)
+        if pairs:
+            write_temp(pref_path, pref_data)
         write_temp(manifest_path, json.dumps(manifest, indent=2).encode())
         export = Export(
             path=str(path),
@@ -196,7 +226,8 @@ def export_reviews(
         discard(files)
         raise
     publish(files)  # a crash before this line is finished by the next recover_exports
-    return ExportResult(str(path), str(manifest_path), len(candidates), sha256, review_ids, skipped)
+    return ExportResult(str(path), str(manifest_path), len(candidates), sha256, review_ids, skipped,
+                        str(pref_path) if pairs else None, len(pairs))
 
 
 def eval_fingerprints_of(cases: list[Any]) -> set[str]:

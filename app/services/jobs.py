@@ -32,9 +32,10 @@ import yaml
 from sqlmodel import Session
 
 from db.audit import audit
+from db.cases import run_answer
 from db.exports import export_items
 from db.jobs import job_version_names, recent_jobs, running_jobs
-from db.models import CaseRecord, Export, Review, TrainingJob, utcnow
+from db.models import CaseRecord, Export, ModelRun, Review, TrainingJob, utcnow
 from db.store import Store
 from db.versions import champion, next_version_name, register_version
 from engine.registry import RUNNER_KEYS, ModelSpec, read_run_config_file
@@ -47,6 +48,9 @@ LOG_TAIL_CHARS = 4000
 # What the plan shows of a recipe (RunConfig fields)
 PLAN_KEYS = ("learning_rate", "max_steps", "num_train_epochs", "lora_r", "lora_alpha", "lora_target_modules",
              "quantization", "precision")
+
+
+METHODS = ("sft", "dpo")  # what a retraining job may run
 
 
 class JobError(RuntimeError):
@@ -66,6 +70,7 @@ class RetrainRequest:
     corrections_weight: float = 3.0  # mixing weight of each export (reviewer corrections)
     holdout_share: float = 0.2  # corrections held out of training, to evaluate on
     init: str = "base"  # base: a fresh adapter; champion: continue training the champion
+    method: str = "sft"  # sft: learn the corrected answers; dpo: prefer them over the answers they replaced
 
 
 @dataclass
@@ -82,6 +87,7 @@ class RunnerConfig:
     base_dataset: str = "data/generated/train.jsonl"
     eval_set: str = "data/generated/eval.jsonl"
     train_config: str | None = "data/models/default-ft-retrain.yaml"  # the retrain recipe (--config)
+    dpo_train_config: str | None = "data/models/default-ft-retrain-dpo.yaml"  # the DPO recipe (None: no DPO)
     extra_args: list[str] = field(default_factory=list)  # more train_qlora_sft flags (tests: max_steps)
     eval_max: int | None = None  # cap per evaluated set (quick runs)
     eval_max_new_tokens: int | None = None  # token cap per evaluated answer (quick runs)
@@ -105,16 +111,25 @@ class RunnerConfig:
                        refusal=f"model {spec.name} has no retrain recipe in data/models.toml "
                                "(add retrain = { config = \"...yaml\" } to its entry)")
         known = {f.name for f in fields(RunConfig)}
-        try:
-            settings = spec.retrain.settings()
-        except (OSError, ValueError, yaml.YAMLError) as exc:
-            raise JobError(f"model {spec.name}: retrain.config: {exc}") from None
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise JobError(f"model {spec.name}: retrain recipe {spec.retrain.config}: unknown run config "
-                           f"field(s) {', '.join(unknown)}")
+        recipes = {"sft": spec.retrain.config, "dpo": spec.retrain.dpo}
+        for method, recipe in recipes.items():
+            if recipe is None:
+                continue
+            try:
+                settings = spec.retrain.settings(method)
+            except (OSError, ValueError, yaml.YAMLError) as exc:
+                raise JobError(f"model {spec.name}: retrain recipe {recipe}: {exc}") from None
+            unknown = sorted(set(settings) - known)
+            if unknown:
+                raise JobError(f"model {spec.name}: retrain recipe {recipe}: unknown run config "
+                               f"field(s) {', '.join(unknown)}")
         return cls(**kwargs, model_name=spec.name, base_model=spec.base, train_config=spec.retrain.config,
-                   train_overrides=dict(spec.retrain.overrides), prompt_format=spec.prompt_format)
+                   dpo_train_config=spec.retrain.dpo, train_overrides=dict(spec.retrain.overrides),
+                   prompt_format=spec.prompt_format)
+
+    def recipe(self, method: str) -> str | None:
+        """The recipe YAML a ``method`` job trains with (None: this model has none for it)."""
+        return self.dpo_train_config if method == "dpo" else self.train_config
 
 
 @dataclass(frozen=True)
@@ -130,6 +145,7 @@ class RetrainPlan:
     settings: dict[str, Any]  # PLAN_KEYS: learning rate, steps/epochs, LoRA shape, quantisation, precision
     refusal: str | None = None  # why a job cannot start
     note: str | None = None  # e.g. a champion trained on another base
+    method: str = "sft"  # sft or dpo
 
 
 def _held_out(case_id: str, share: float) -> bool:
@@ -137,18 +153,35 @@ def _held_out(case_id: str, share: float) -> bool:
     return int(hashlib.sha256(case_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
 
 
-def write_job_data(session: Session, request: RetrainRequest, run_dir: Path) -> dict[str, Any]:
-    """corrections.jsonl (rows to train on) and holdout.jsonl (generator rows to evaluate on).
+def _preference_row(session: Session, review: Review, row: dict[str, Any]) -> dict[str, Any] | None:
+    """A correction as a (chosen, rejected) pair: the reviewed answer over the model answer it replaced.
+    None when there is no such answer (an approval, a correction of an invalid answer, or the same one)."""
+    if review.status != "corrected" or review.model_run_id is None:
+        return None
+    run = session.get(ModelRun, review.model_run_id)
+    rejected = run_answer(run) if run is not None else None
+    if rejected is None or rejected == row["output"]:
+        return None
+    return {"id": row["id"], "input": row["input"], "chosen": row["output"], "rejected": rejected}
 
-    The i-th line of an export file is its i-th export item, so each line finds its case and review.
-    A correction is written as a generator row (the case and the reviewed answer), not as the
-    export's rendered ``messages``: training then renders it in the trained model's own prompt
-    format, whatever format the export was written in (an export in another model's format trains
-    nothing useful). Lines without their review (an edited file) are trained on as they are.
-    Raises :class:`JobError` for an unknown export or a missing file.
+
+def write_job_data(session: Session, request: RetrainRequest, run_dir: Path) -> dict[str, Any]:
+    """The training file and holdout.jsonl (generator rows to evaluate on).
+
+    SFT: corrections.jsonl. The i-th line of an export file is its i-th export item, so each line
+    finds its case and review. A correction is written as a generator row (the case and the reviewed
+    answer), not as the export's rendered ``messages``: training then renders it in the trained
+    model's own prompt format, whatever format the export was written in (an export in another
+    model's format trains nothing useful). Lines without their review (an edited file) are trained
+    on as they are.
+    DPO: preferences.jsonl, one ``{"input", "chosen", "rejected"}`` row per correction whose model
+    answer it replaced is known and valid (approvals and edited files give no pair).
+    Raises :class:`JobError` for an unknown export, a missing file, or nothing left to train on.
     """
+    dpo = request.method == "dpo"
     train_lines: list[str] = []
     holdout_rows: list[dict[str, Any]] = []
+    skipped = 0
     for export_id in request.export_ids:
         export = session.get(Export, export_id)
         if export is None or not Path(export.path).is_file():
@@ -156,27 +189,54 @@ def write_job_data(session: Session, request: RetrainRequest, run_dir: Path) -> 
         lines = [ln for ln in Path(export.path).read_text(encoding="utf-8").splitlines() if ln.strip()]
         items = export_items(session, export_id)
         if len(items) != len(lines):  # an edited file: train on all of it, hold nothing out
-            train_lines += lines
+            if dpo:
+                skipped += len(lines)
+            else:
+                train_lines += lines
             continue
         for line, item in zip(lines, items, strict=True):
             review = session.get(Review, item.review_id)
             record = session.get(CaseRecord, review.case_pk) if review else None
             if review is None or record is None or review.answer_json is None:
-                train_lines.append(line)
+                skipped += dpo
+                if not dpo:
+                    train_lines.append(line)
                 continue
             row = {"id": record.case_id, "instruction": "Decide the case.",
                    "input": json.loads(record.case_json), "output": json.loads(review.answer_json)}
             if _held_out(record.case_id, request.holdout_share):
                 holdout_rows.append(row)
-            else:
+                continue
+            if not dpo:
                 train_lines.append(json.dumps(row, ensure_ascii=False))
+            elif (pair := _preference_row(session, review, row)) is not None:
+                train_lines.append(json.dumps(pair, ensure_ascii=False))
+            else:
+                skipped += 1
     if not train_lines:
-        raise JobError("exports: no correction left to train on after the hold-out split")
+        what = "correction with the model answer it replaced (DPO needs pairs)" if dpo else "correction"
+        raise JobError(f"exports: no {what} left to train on after the hold-out split")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "corrections.jsonl").write_text("\n".join(train_lines) + "\n", encoding="utf-8")
+    (run_dir / training_file(request.method)).write_text("\n".join(train_lines) + "\n", encoding="utf-8")
     (run_dir / "holdout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in holdout_rows),
                                            encoding="utf-8")
-    return {"train_corrections": len(train_lines), "holdout": len(holdout_rows)}
+    counts = {"train_corrections": len(train_lines), "holdout": len(holdout_rows)}
+    return {**counts, "skipped_without_pair": skipped} if dpo else counts
+
+
+def training_file(method: str) -> str:
+    """The file in the run dir a ``method`` job trains on."""
+    return "preferences.jsonl" if method == "dpo" else "corrections.jsonl"
+
+
+def _method_refusal(cfg: RunnerConfig, method: str) -> str | None:
+    """Why a ``method`` job cannot start with ``cfg`` (None: it can)."""
+    if method not in METHODS:
+        return f"method: {method!r} is not one of {', '.join(METHODS)}"
+    if method == "dpo" and cfg.dpo_train_config is None:
+        return (f"method: model {cfg.model_name or cfg.base_model} has no DPO recipe "
+                "(add dpo = \"...yaml\" to its retrain table in data/models.toml)")
+    return None
 
 
 def _flag_value(value: Any) -> str:
@@ -240,22 +300,24 @@ class Runner:
         with self.store.session() as s:
             return recent_jobs(s, limit)
 
-    def plan(self, init: str = "champion") -> RetrainPlan:
-        """What a job started now with ``init`` would train: base, recipe and its main settings, and
-        whether it starts from the champion or the base. Reads the recipe YAML and the champion."""
+    def plan(self, init: str = "champion", method: str = "sft") -> RetrainPlan:
+        """What a job started now with ``init`` and ``method`` would train: base, recipe and its main
+        settings, and whether it starts from the champion or the base. Reads the recipe YAML and the
+        champion."""
         cfg = self.config
+        train_config = cfg.recipe(method)
         with self.store.session() as s:
             champ = champion(s)
             champ_name, champ_path, champ_base = (champ.name, champ.path, champ.base) if champ else ("",) * 3
         continues = init == "champion" and champ is not None
         settings: dict[str, Any] = {f.name: f.default for f in fields(RunConfig) if f.name in PLAN_KEYS}
-        refusal = cfg.refusal
-        if refusal is None and cfg.train_config:
-            path = Path(cfg.train_config)
+        refusal = cfg.refusal or _method_refusal(cfg, method)
+        if refusal is None and train_config:
+            path = Path(train_config)
             try:
                 settings.update(read_run_config_file(path if path.is_absolute() else cfg.repo_root / path))
             except (OSError, ValueError, yaml.YAMLError) as exc:  # the plan says so; the job would fail
-                refusal = f"recipe {cfg.train_config}: {exc}"
+                refusal = f"recipe {train_config}: {exc}"
         settings.update(cfg.train_overrides)
         extra = cfg.extra_args
         for i, arg in enumerate(extra[:-1]):  # --key value pairs given by hand win, as in the command
@@ -265,7 +327,7 @@ class Runner:
         if continues and cfg.model_name and not _same_base(champ_base, cfg.base_model, cfg.repo_root):
             note = (f"the champion {champ_name} was trained on base {champ_base}, not {cfg.base_model}; "
                     "start from the base to train a fresh adapter")
-        recipe = cfg.train_config
+        recipe = train_config
         if recipe and Path(recipe).is_absolute():
             try:
                 recipe = str(Path(recipe).relative_to(cfg.repo_root.resolve()))
@@ -275,7 +337,7 @@ class Runner:
                            start=champ_path if continues else cfg.base_model,
                            start_version=champ_name if continues else None,
                            settings={k: settings[k] for k in PLAN_KEYS if k in settings},
-                           refusal=refusal, note=note)
+                           refusal=refusal, note=note, method=method)
 
     def _command(self, run_dir: Path, request: RetrainRequest, champ: Any) -> list[str]:
         """The job's command line: train_job's flags, then train_qlora_sft's (recipe, then the spec's
@@ -293,8 +355,8 @@ class Runner:
         if cfg.eval_max_new_tokens:
             cmd += ["--eval-max-new-tokens", str(cfg.eval_max_new_tokens)]
         cmd.append("--")
-        if cfg.train_config:
-            cmd += ["--config", cfg.train_config]
+        if cfg.recipe(request.method):
+            cmd += ["--config", cfg.recipe(request.method)]
         if cfg.prompt_format is not None:  # the served model's format, whatever the start's saved one
             for key, value in cfg.prompt_format.to_dict().items():
                 if value is not None:
@@ -302,10 +364,12 @@ class Runner:
         for key, value in cfg.train_overrides.items():
             if key not in RUNNER_KEYS:
                 cmd += [f"--{key}", _flag_value(value)]
-        n_exports = 1  # corrections.jsonl holds every picked export (one weight for them all)
-        cmd += ["--model", model, "--dataset", cfg.base_dataset, str(run_dir / "corrections.jsonl"),
-                "--mix_weights", str(request.base_weight), *[str(request.corrections_weight)] * n_exports,
-                "--output_dir", str(run_dir), *cfg.extra_args]
+        if request.method == "dpo":  # preference pairs only: the reference model keeps the rest in place
+            cmd += ["--method", "dpo", "--model", model, "--dataset", str(run_dir / training_file("dpo"))]
+        else:  # corrections.jsonl holds every picked export (one weight for them all)
+            cmd += ["--model", model, "--dataset", cfg.base_dataset, str(run_dir / training_file("sft")),
+                    "--mix_weights", str(request.base_weight), str(request.corrections_weight)]
+        cmd += ["--output_dir", str(run_dir), *cfg.extra_args]
         return cmd
 
     def start(self, actor: str, request: RetrainRequest) -> TrainingJob:
@@ -319,6 +383,8 @@ class Runner:
             raise JobError("exports: pick at least one export of reviewer corrections")
         if request.init not in ("base", "champion"):
             raise JobError(f"init: {request.init!r} is not base or champion")
+        if (why := _method_refusal(self.config, request.method)) is not None:
+            raise JobError(why)
         with self._lock:
             busy = self.active()
             if busy is not None:

@@ -73,6 +73,8 @@ def register(console: Console) -> None:
             "manifest": result.manifest_path,
             "review_ids": result.review_ids,
             "skipped": result.skipped,
+            "preferences_path": result.preferences_path,
+            "preference_count": result.preference_count,
         }
 
     # Model endpoints share one queue slot: calls wait in Gradio's queue (memory stays flat) instead

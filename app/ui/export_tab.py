@@ -38,9 +38,11 @@ def create_export_tab(console: Console) -> None:
             past = pd.DataFrame() if exc.title == "Not allowed" else history(console)  # ops only
             return f"<div class='export-error' style='color:#b91c1c'>{escape(exc.message)}</div>", past
         skipped = "; ".join(f"{len(v)} skipped as {k}" for k, v in res.skipped.items()) or "none skipped"
+        pairs = (f" {res.preference_count} corrections also as preference pairs (DPO) in "
+                 f"<code>{escape(res.preferences_path)}</code>." if res.preferences_path else "")
         return (
             f"<div class='export-ok'>Exported <b>{res.count}</b> examples to <code>{escape(res.path)}</code> "
-            f"(sha256 {res.sha256}); {escape(skipped)}.</div>",
+            f"(sha256 {res.sha256}); {escape(skipped)}.{pairs}</div>",
             history(console),
         )
 

@@ -92,7 +92,9 @@ def plan_markdown(plan: RetrainPlan) -> str:
     whose = f" (the served model **{escape(plan.model)}**)" if plan.model else ""
     start = f"the champion **{escape(plan.start_version)}** (`{plan.start}`)" if plan.start_version \
         else "a fresh adapter on the base"
-    line = (f"A job trains on base `{plan.base}`{whose} with recipe `{plan.recipe or 'none'}` "
+    what = "A DPO job (reviewed answers preferred over those they replaced)" if plan.method == "dpo" \
+        else "A job"
+    line = (f"{what} trains on base `{plan.base}`{whose} with recipe `{plan.recipe or 'none'}` "
             f"({escape(details)}), starting from {start}.")
     return line + (f"\n\n**Note:** {escape(plan.note)}" if plan.note else "")
 
@@ -110,7 +112,10 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
             holdout = gr.Slider(0.0, 0.5, 0.2, step=0.05, label="share of corrections held out")
             init = gr.Radio(["champion", "base"], value="champion",
                             label="start from (champion: continue it; base: a fresh adapter)")
-        plan = gr.Markdown(plan_markdown(runner.plan("champion")), elem_id="models-plan")
+            method = gr.Radio(["sft", "dpo"], value="sft", elem_id="models-method",
+                              label="method (sft: learn the corrected answers; dpo: prefer them over the "
+                                    "model answers they replaced)")
+        plan = gr.Markdown(plan_markdown(runner.plan("champion", "sft")), elem_id="models-plan")
         with gr.Row():
             start = gr.Button("Start retraining", variant="primary", elem_id="models-start")
             cancel = gr.Button("Cancel the job")
@@ -135,17 +140,17 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
         status_html, loss_frame, tail = job_html(runner)
         return {job_status: status_html, loss: loss_frame, log: tail}
 
-    def refresh(how: str, request: gr.Request) -> dict[Block, Any]:
+    def refresh(how: str, meth: str, request: gr.Request) -> dict[Block, Any]:
         require(console, request, "retrain")
         runner.refresh()
         frame = versions_frame(console)
         return {versions: frame, exports: gr.CheckboxGroup(choices=export_choices(console)),
-                pick: gr.Dropdown(choices=list(frame["version"])), plan: plan_markdown(runner.plan(how)),
-                **job_view()}
+                pick: gr.Dropdown(choices=list(frame["version"])),
+                plan: plan_markdown(runner.plan(how, meth)), **job_view()}
 
-    def show_plan(how: str, request: gr.Request) -> str:
+    def show_plan(how: str, meth: str, request: gr.Request) -> str:
         require(console, request, "retrain")
-        return plan_markdown(runner.plan(how))
+        return plan_markdown(runner.plan(how, meth))
 
     def tick(request: gr.Request) -> dict[Block, Any]:
         with console.store.session() as s:  # no require(): a refusal every tick would flood the audit log
@@ -155,12 +160,12 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
         runner.refresh()  # settles a finished job: its version appears in the table
         return {versions: versions_frame(console), **job_view()}
 
-    def do_start(ids: list[int], bw: float, cw: float, share: float, how: str,
+    def do_start(ids: list[int], bw: float, cw: float, share: float, how: str, meth: str,
                  request: gr.Request) -> dict[Block, Any]:
         actor = require(console, request, "retrain")
         try:
             runner.start(actor, RetrainRequest([int(i) for i in ids or []], float(bw), float(cw),
-                                               float(share), how))
+                                               float(share), how, meth))
         except JobError as exc:
             raise gr.Error(str(exc)) from exc
         return job_view()
@@ -182,7 +187,7 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
         ev = v.evaluation()
         return comparison_markdown(ev, name) if ev else f"{name} has no evaluation (the bundled version)."
 
-    def change(name: str | None, how: str, start_from: str,
+    def change(name: str | None, how: str, start_from: str, meth: str,
                request: gr.Request) -> tuple[str, pd.DataFrame, str]:
         actor = require(console, request, "promote")
         if not name:
@@ -191,14 +196,15 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
             served = change_champion(console.store, console.engine, actor, name, how)
         except VersionError as exc:
             return f"<div class='models-refused' style='color:#b91c1c'>{escape(str(exc))}</div>", \
-                versions_frame(console), plan_markdown(runner.plan(start_from))
+                versions_frame(console), plan_markdown(runner.plan(start_from, meth))
         note = f"; the console now serves {served} as finetuned" if served else ""
         return f"<div class='models-ok'>{escape(name)} is the champion{escape(note)}.</div>", \
-            versions_frame(console), plan_markdown(runner.plan(start_from))  # a new champion to start from
+            versions_frame(console), plan_markdown(runner.plan(start_from, meth))  # a new champion to start
 
-    start.click(do_start, [exports, base_weight, corr_weight, holdout, init], [job_status, loss, log],
-                api_visibility="private")
-    init.change(show_plan, init, plan, api_visibility="private")
+    start.click(do_start, [exports, base_weight, corr_weight, holdout, init, method],
+                [job_status, loss, log], api_visibility="private")
+    init.change(show_plan, [init, method], plan, api_visibility="private")
+    method.change(show_plan, [init, method], plan, api_visibility="private")
     cancel.click(do_cancel, None, [job_status, loss, log], api_visibility="private")
     pick.change(show, pick, compare, api_visibility="private")
     def do_share(value: float, request: gr.Request) -> str:
@@ -207,16 +213,19 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
             set_shadow_share(s, actor, float(value))
         return f"Shadow share set to {float(value):.0%}."
 
-    def do_promote(name: str | None, start_from: str, request: gr.Request) -> tuple[str, pd.DataFrame, str]:
-        return change(name, "promote", start_from, request)
+    def do_promote(name: str | None, start_from: str, meth: str,
+                   request: gr.Request) -> tuple[str, pd.DataFrame, str]:
+        return change(name, "promote", start_from, meth, request)
 
-    def do_rollback(name: str | None, start_from: str, request: gr.Request) -> tuple[str, pd.DataFrame, str]:
-        return change(name, "rollback", start_from, request)
+    def do_rollback(name: str | None, start_from: str, meth: str,
+                    request: gr.Request) -> tuple[str, pd.DataFrame, str]:
+        return change(name, "rollback", start_from, meth, request)
 
     save_share.click(do_share, share, share_note, api_visibility="private")
-    promote_btn.click(do_promote, [pick, init], [verdict, versions, plan], api_visibility="private")
-    rollback_btn.click(do_rollback, [pick, init], [verdict, versions, plan], api_visibility="private")
-    gr.Button("Refresh").click(refresh, init, [versions, exports, pick, plan, job_status, loss, log],
+    promote_btn.click(do_promote, [pick, init, method], [verdict, versions, plan], api_visibility="private")
+    rollback_btn.click(do_rollback, [pick, init, method], [verdict, versions, plan], api_visibility="private")
+    gr.Button("Refresh").click(refresh, [init, method],
+                               [versions, exports, pick, plan, job_status, loss, log],
                                api_visibility="private")
     gr.Timer(REFRESH_S).tick(tick, None, [versions, job_status, loss, log], api_visibility="private",
                              show_progress="hidden")

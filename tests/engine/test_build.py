@@ -12,7 +12,9 @@ from trl import SFTTrainer
 
 from engine.build import BuildError, train_tokenizer
 from engine.loading import is_own_tokenizer, load_base_model, load_tokenizer, pick_dtype
-from engine.training import RunConfig, lora_config, row_to_example, sft_config
+from engine.sft_data import RunConfig, row_to_example
+from engine.train_setup import lora_config
+from engine.training import sft_config
 from policies import parse_answer, parse_case
 from policies.prompt import answer_json, build_messages, render_prompt
 from tests.conftest import TINY_FORMAT, tiny_cases, tiny_rows

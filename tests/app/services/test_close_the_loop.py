@@ -33,7 +33,7 @@ from db.store import open_store
 from db.users import create_user
 from db.versions import champion, ensure_bundled_version, get_version, list_versions
 from engine.champion import accuracy_on_rule, gate_refusal, gate_verdicts, verdict_line
-from engine.training import RunConfig
+from engine.sft_data import RunConfig
 from policies import parse_case
 from tests.app.services.loop_fixtures import (
     KNOWN_RULES,

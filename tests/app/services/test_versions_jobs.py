@@ -20,7 +20,7 @@ from db.models import CaseRecord, Export, Review
 from db.store import Store, open_store
 from db.users import create_user
 from db.versions import VersionError, champion, ensure_bundled_version, next_version_name, register_version
-from engine.training import row_to_example
+from engine.sft_data import row_to_example
 from policies import parse_case
 from tests.app.services.loop_fixtures import rows_for, short_answer
 from tests.conftest import TINY_FORMAT
