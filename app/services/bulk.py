@@ -2,7 +2,8 @@
 and undo a whole bulk action while none of its reviews was exported.
 
 Each review is saved and audited on its own (``review_approved`` with ``bulk_action_id`` in the
-snapshot); the bulk action itself is audited too. The role is checked here (reviewer or above).
+snapshot); the bulk action itself is audited too. The role is checked here (reviewer or above),
+and so is ownership: a user undoes only their own bulk actions, ops anyone's (:func:`may_undo`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,34 @@ from app.services.queue import QueueFilter, QueueRow, queue_rows
 from db.audit import audit
 from db.cases import canonical_json, latest_by_variant, run_answer
 from db.models import BulkAction, BulkActionItem, ExportItem, ModelRun, Review
-from db.users import authorize
+from db.users import authorize, role_allows, role_of_user
 
 BULK_VARIANT = "finetuned"
 
 
+UNDO_ANY_ROLE = "ops"  # undoes anyone's bulk action; everyone else only their own
+
+
 class BulkError(ValueError):
     """A bulk action was refused; the message says why (nothing selected, already undone, exported)."""
+
+
+class NotOwner(BulkError):
+    """An undo of someone else's bulk action by a user who is not ops; names the action and its owner."""
+
+    def __init__(self, bulk_action_id: int, owner: str, actor: str, role: str | None):
+        self.bulk_action_id, self.owner, self.actor, self.role = bulk_action_id, owner, actor, role
+        super().__init__(
+            f"bulk_action_id: bulk action #{bulk_action_id} belongs to {owner!r}; user {actor!r} "
+            f"(role {role or 'unknown'}) may undo only their own bulk actions ({UNDO_ANY_ROLE} may undo any)"
+        )
+
+
+def may_undo(role: str | None, actor: str | None, action: BulkAction) -> bool:
+    """Whether a user of ``role`` may undo ``action``: ops any, reviewers their own, agents none."""
+    if not role_allows(role, "approve"):
+        return False
+    return role == UNDO_ANY_ROLE or (actor is not None and action.actor == actor)
 
 
 def bulk_candidates(
@@ -89,12 +111,21 @@ def undo_bulk(session: Session, bulk_action_id: int, actor: str) -> BulkAction:
     """Delete every review the bulk action wrote (each audited as ``review_undone``).
 
     Refused with :class:`BulkError` (saying why) when the action is unknown, already undone, or any
-    of its reviews was exported. Raises :class:`db.PermissionDenied` below reviewer.
+    of its reviews was exported; with :class:`NotOwner` (a BulkError naming the owner, audited as
+    ``denied`` and committed at once, like a role refusal) when it is someone else's and ``actor``
+    is not ops. Raises :class:`db.PermissionDenied` below reviewer.
     """
-    authorize(session, actor, "approve")
+    role = authorize(session, actor, "approve")
     action = session.get(BulkAction, bulk_action_id)
     if action is None:
         raise BulkError(f"bulk_action_id: no bulk action #{bulk_action_id}")
+    if not may_undo(role, actor, action):
+        audit(
+            session, actor, "denied", "bulk_action", bulk_action_id, None,
+            {"action": "undo_bulk", "role": role, "owner": action.actor},
+        )  # fmt: skip
+        session.commit()
+        raise NotOwner(bulk_action_id, action.actor, actor, role)
     if action.undone_at is not None:
         raise BulkError(f"bulk_action_id: bulk action #{bulk_action_id} was undone already")
     items = list(session.exec(select(BulkActionItem).where(BulkActionItem.bulk_action_id == bulk_action_id)))
@@ -121,3 +152,10 @@ def undo_bulk(session: Session, bulk_action_id: int, actor: str) -> BulkAction:
 def bulk_actions(session: Session) -> list[BulkAction]:
     """Every bulk action, newest first."""
     return list(session.exec(select(BulkAction).order_by(col(BulkAction.id).desc())))
+
+
+def undoable_bulk_actions(session: Session, user: str | None) -> list[BulkAction]:
+    """The bulk actions ``user`` may undo now (not undone yet; their own, or all for ops), newest
+    first. Empty for agents and unknown users. (Export state is checked by :func:`undo_bulk`.)"""
+    role = role_of_user(session, user)
+    return [a for a in bulk_actions(session) if a.undone_at is None and may_undo(role, user, a)]

@@ -1,9 +1,15 @@
 """Second opinions: a share of cases (set by ops) is reviewed by two reviewers independently.
 
 Assignment is deterministic: a case needs a second opinion when the hash of its case_id falls
-below the share. Until two different reviewers have reviewed such a case, each reviewer sees only
-their own reviews (:func:`visible_reviews`), in the case view and through the API. When the two
-verdicts differ the case goes to the adjudication queue for ops, until someone else reviews it.
+below the share. Until two different reviewers have reviewed such a case, each user sees only
+their own reviews (:func:`visible_reviews`), in the case view, the queue and through the API. When
+the two verdicts differ the case goes to the adjudication queue for ops, until someone else reviews it.
+
+Only reviews by reviewers and above are opinions (:func:`gives_opinions`, by the author's role in
+the users table). An agent's flag is a signal: the case's status like any review (on a second-opinion
+case, like every review there, seen by its author alone until both opinions are in), but it never
+counts as the first or second opinion, so it never lifts the blinding, never enters the kappa pairs
+or the adjudication queue, and does not adjudicate.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ from sqlmodel import Session, col, select
 from app.services.metrics import cohen_kappa
 from db.audit import audit
 from db.cases import case_of
-from db.models import CaseRecord, Review, ReviewSetting
+from db.models import ROLES, CaseRecord, Review, ReviewSetting, User
 from db.users import authorize
 from policies import expected_decision
 
 SHARE_KEY = "second_opinion_share"
+OPINION_ROLE = "reviewer"  # the lowest role whose reviews count as opinions (agents' flags do not)
 FLAG_LABEL = "FLAG"  # the verdict of a "flagged as ambiguous" review
 
 
@@ -64,14 +71,33 @@ def verdict_label(review: Review) -> str:
     return str(json.loads(review.answer_json).get("decision"))
 
 
+def gives_opinions(role: str | None) -> bool:
+    """Whether reviews by a user of ``role`` count as opinions: reviewer and above (not agents, not
+    users the store does not know)."""
+    return role in ROLES and ROLES.index(role) >= ROLES.index(OPINION_ROLE)
+
+
+def _roles(session: Session, reviews: list[Review]) -> dict[str, str]:
+    """The current role of each author of ``reviews`` (absent: not a known user)."""
+    names = sorted({r.reviewer for r in reviews})
+    if not names:
+        return {}
+    rows = session.exec(select(User.username, User.role).where(col(User.username).in_(names)))
+    return dict(rows.all())
+
+
 def _reviews(session: Session, case_pk: int) -> list[Review]:
     return list(session.exec(select(Review).where(Review.case_pk == case_pk).order_by(col(Review.id))))
 
 
-def _first_two(reviews: list[Review]) -> list[Review]:
-    """The first review of each of the first two different reviewers."""
+def _opinions(reviews: list[Review], roles: dict[str, str]) -> list[Review]:
+    return [r for r in reviews if gives_opinions(roles.get(r.reviewer))]
+
+
+def _first_two(reviews: list[Review], roles: dict[str, str]) -> list[Review]:
+    """The first opinion of each of the first two different reviewers (agents' reviews skipped)."""
     firsts: dict[str, Review] = {}
-    for r in reviews:
+    for r in _opinions(reviews, roles):
         firsts.setdefault(r.reviewer, r)
     return list(firsts.values())[:2]
 
@@ -83,9 +109,12 @@ def is_double_review(session: Session, case_pk: int) -> bool:
 
 def visible_reviews(session: Session, case_pk: int, viewer: str | None) -> list[Review]:
     """The case's reviews ``viewer`` may see: all of them, except on a second-opinion case that
-    two reviewers have not both reviewed yet, where only the viewer's own."""
+    two reviewers (reviewer role or above) have not both reviewed yet, where only the viewer's own.
+    An agent's review never makes the second of the two."""
     reviews = _reviews(session, case_pk)
-    if not is_double_review(session, case_pk) or len(_first_two(reviews)) >= 2:
+    if not reviews or not is_double_review(session, case_pk):
+        return reviews
+    if len(_first_two(reviews, _roles(session, reviews))) >= 2:
         return reviews
     return [r for r in reviews if r.reviewer == viewer]
 
@@ -111,18 +140,23 @@ class OpinionPair:
 
 
 def opinion_pairs(session: Session) -> list[OpinionPair]:
-    """Second-opinion cases that two reviewers have reviewed, with the first verdict of each."""
+    """Second-opinion cases that two reviewers have reviewed, with the first verdict of each.
+    Only opinions count (reviewer role or above): agents' reviews are neither half of a pair nor
+    the third review that adjudicates it."""
     share = second_opinion_share(session)
     by_case: dict[int, list[Review]] = defaultdict(list)
-    for r in session.exec(select(Review).order_by(col(Review.id))):
+    everyone: list[Review] = list(session.exec(select(Review).order_by(col(Review.id))))
+    for r in everyone:
         by_case[r.case_pk].append(r)
+    roles = _roles(session, everyone)
     out = []
     for pk, reviews in sorted(by_case.items()):
-        two = _first_two(reviews)
+        two = _first_two(reviews, roles)
         record = session.get(CaseRecord, pk)
         if len(two) < 2 or record is None or not needs_second_opinion(record.case_id, share):
             continue
-        later = [r for r in reviews if r.id > two[1].id and r.reviewer not in {t.reviewer for t in two}]  # type: ignore[operator]
+        pair = {t.reviewer for t in two}
+        later = [r for r in _opinions(reviews, roles) if r.id > two[1].id and r.reviewer not in pair]  # type: ignore[operator]
         rule = expected_decision(case_of(record)).rule
         out.append(OpinionPair(pk, record.case_id, rule, two[0], two[1], adjudicated=bool(later)))
     return out
@@ -175,15 +209,17 @@ def statuses_for_viewer(
     session: Session, records: list[CaseRecord], reviews_by_case: dict[int, list[Review]], viewer: str
 ) -> dict[int, str]:
     """Queue statuses that would give away a hidden verdict, as ``viewer`` may see them: on a
-    second-opinion case only one reviewer has reviewed, the viewer's own status, else ``pending``
-    (so the case stays in the second reviewer's queue)."""
+    second-opinion case fewer than two reviewers (reviewer role or above; agents do not count) have
+    reviewed, the viewer's own status, else ``pending`` (so the case stays in the second
+    reviewer's queue). The same rule as :func:`visible_status`."""
     share = second_opinion_share(session)
     out: dict[int, str] = {}
     if share <= 0:
         return out
+    roles = _roles(session, [r for reviews in reviews_by_case.values() for r in reviews])
     for record in records:
         reviews = reviews_by_case.get(record.id or 0, [])
-        if reviews and len(_first_two(reviews)) < 2 and needs_second_opinion(record.case_id, share):
+        if reviews and len(_first_two(reviews, roles)) < 2 and needs_second_opinion(record.case_id, share):
             own = [r for r in reviews if r.reviewer == viewer]
             out[record.id or 0] = own[-1].status if own else "pending"
     return out

@@ -1,5 +1,7 @@
 """Queue tools: bulk-approve what the current filter selects (after a confirmation that shows the
-count), undo a bulk action, and save / re-apply named filters. Roles are checked in ``db``."""
+count), undo a bulk action, and save / re-apply named filters. Every handler checks the caller's
+role with :func:`app.ui.state.require` (refusals audited); ``db`` and the services check it again,
+and :func:`app.services.bulk.undo_bulk` also checks ownership (own bulk actions; ops any)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,10 @@ import pandas as pd
 from gradio.blocks import Block
 
 from app.services.answers import engine_versions
-from app.services.bulk import BulkError, bulk_actions, bulk_approve, bulk_candidates, undo_bulk
+from app.services.bulk import BulkError, bulk_approve, bulk_candidates, undo_bulk, undoable_bulk_actions
 from app.services.queue import QueueFilter
 from app.services.saved_filters import SavedFilterError, load_filter, save_filter, saved_filters
-from app.ui.state import Console, require, username_of
+from app.ui.state import Console, require
 from db.users import PermissionDenied
 
 ANY = "(any)"
@@ -36,12 +38,12 @@ def widget_values(qfilter: QueueFilter) -> list[Any]:
     return [bool(data[f]) if f == "disagree_only" else (data[f] or ANY) for f in FILTER_FIELDS]
 
 
-def _undo_choices(console: Console) -> list[tuple[str, int]]:
+def _undo_choices(console: Console, user: str | None) -> list[tuple[str, int]]:
+    """The bulk actions ``user`` may undo (their own; ops: all), newest first."""
     with console.store.session() as s:
         return [
             (f"#{a.id} · {a.count} cases · {a.actor} · {a.created_at:%Y-%m-%d %H:%M}", a.id or 0)
-            for a in bulk_actions(s)
-            if a.undone_at is None
+            for a in undoable_bulk_actions(s, user)
         ]
 
 
@@ -94,8 +96,8 @@ def create_queue_tools(
     def confirm(
         status: Any, flag: Any, region: Any, rtype: Any, disagree: Any, preset: Any, request: gr.Request
     ) -> dict[Block, Any]:
+        user = require(console, request, "approve")
         qfilter = queue_filter(status, flag, region, rtype, disagree, preset)
-        user = username_of(request) or "anonymous"
         try:
             with console.store.session() as s:
                 action = bulk_approve(s, user, qfilter, engine_versions(console.engine))
@@ -104,7 +106,7 @@ def create_queue_tools(
         return {
             confirm_box: gr.Group(visible=False),
             bulk_msg: f"Bulk action #{action.id}: approved {action.count} cases.",
-            undo_pick: gr.Dropdown(choices=_undo_choices(console), value=action.id),
+            undo_pick: gr.Dropdown(choices=_undo_choices(console, user), value=action.id),
             table: frame_of(qfilter, user),
         }
 
@@ -118,17 +120,18 @@ def create_queue_tools(
         preset: Any,
         request: gr.Request,
     ) -> dict[Block, Any]:
+        user = require(console, request, "approve")
         if bulk_id is None:
             return {bulk_msg: "Pick a bulk action to undo."}
         try:
             with console.store.session() as s:
-                undo_bulk(s, int(bulk_id), username_of(request) or "anonymous")
+                undo_bulk(s, int(bulk_id), user)  # refuses someone else's unless ops (NotOwner)
         except (BulkError, PermissionDenied) as exc:
             return {bulk_msg: f"Not undone: {exc}"}
-        frame = frame_of(queue_filter(status, flag, region, rtype, disagree, preset), username_of(request))
+        frame = frame_of(queue_filter(status, flag, region, rtype, disagree, preset), user)
         return {
             bulk_msg: f"Undid bulk action #{bulk_id}.",
-            undo_pick: gr.Dropdown(choices=_undo_choices(console), value=None),
+            undo_pick: gr.Dropdown(choices=_undo_choices(console, user), value=None),
             table: frame,
         }
 
@@ -164,12 +167,21 @@ def create_queue_tools(
         }
 
     def refresh_choices(request: gr.Request) -> tuple[Any, Any]:
-        user = username_of(request)
-        return gr.Dropdown(choices=_undo_choices(console)), gr.Dropdown(choices=_filter_names(console, user))
+        """The bulk-action list (only what the caller may undo) and the caller's saved filters."""
+        user = require(console, request, "compare")
+        return (
+            gr.Dropdown(choices=_undo_choices(console, user)),
+            gr.Dropdown(choices=_filter_names(console, user)),
+        )
+
+    def cancel(request: gr.Request) -> Any:
+        """Close the confirmation (touches no data; the role is checked all the same)."""
+        require(console, request, "compare")
+        return gr.Group(visible=False)
 
     private = {"api_visibility": "private"}
     bulk_btn.click(ask, filters, [confirm_box, confirm_text], **private)
-    cancel_btn.click(lambda: gr.Group(visible=False), None, confirm_box, **private)
+    cancel_btn.click(cancel, None, confirm_box, **private)
     confirm_btn.click(confirm, filters, [confirm_box, bulk_msg, undo_pick, table], **private)
     undo_btn.click(undo, [undo_pick, *filters], [bulk_msg, undo_pick, table], **private)
     save_btn.click(save, [name, *filters], [filter_msg, pick], **private)

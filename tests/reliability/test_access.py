@@ -131,7 +131,8 @@ def test_export_dir_cannot_escape(tmp_path):
 
 def test_no_handler_acts_for_a_user_without_a_role(tmp_path):
     """Every event handler of the page (API and private UI events alike), called directly as a
-    user the store does not know: nothing is stored but the audited refusals."""
+    user the store does not know: nothing is stored but the audited refusals. The Queue tools'
+    handlers (bulk approve, undo, the bulk-action list, saved filters) each refuse outright."""
     import inspect
 
     from sqlmodel import Session, select
@@ -149,8 +150,11 @@ def test_no_handler_acts_for_a_user_without_a_role(tmp_path):
     values = {"case_json": json.dumps(tiny_cases()[1]), "case_id": f"#{pk}", "action": "flag",
               "note": "x", "note_v": "x", "ref": f"#{pk}", "pk": pk, "path_v": "cases.jsonl"}
     refused = 0
+    queue_tools: dict[str, bool] = {}  # handler -> refused the intruder
     for dep in demo.fns.values():
         fn = dep.fn
+        if fn is not None and fn.__module__ == "app.ui.queue_tools":
+            queue_tools[fn.__qualname__] = False  # a lambda checks no role: it stays False
         if fn is None or fn.__name__ == "<lambda>":
             continue
         params = inspect.signature(fn).parameters
@@ -162,6 +166,8 @@ def test_no_handler_acts_for_a_user_without_a_role(tmp_path):
             fn(**kwargs)
         except gr.Error as exc:
             refused += "may not" in str(exc.message)
+            if fn.__qualname__ in queue_tools:
+                queue_tools[fn.__qualname__] = "may not" in str(exc.message)
         except Exception:  # noqa: BLE001, S110 - a handler failing on odd arguments did nothing either
             pass
     with Session(store.engine) as s:
@@ -169,3 +175,71 @@ def test_no_handler_acts_for_a_user_without_a_role(tmp_path):
         assert s.exec(select(ModelRun)).all() == [] and len(s.exec(select(CaseRecord)).all()) == 1
         actions_logged = {e.action for e in s.exec(select(AuditEntry)) if e.actor == "intruder"}
     assert actions_logged == {"denied"} and refused >= 10
+    assert len(queue_tools) >= 7 and any(q.endswith("refresh_choices") for q in queue_tools)
+    assert [q for q, ok in queue_tools.items() if not ok] == []
+
+
+def test_queue_tools_undo_and_list_as_each_role(store, tmp_path):
+    """Issue 17, finding 5, through the Queue tools' handlers: the bulk-action list shows each user
+    only what they may undo (their own; ops: all; agents: none), and undoing someone else's bulk
+    action is refused (named owner, audited, nothing deleted) unless the caller is ops."""
+    from sqlmodel import select
+
+    from app.services.bulk import bulk_approve
+    from app.services.queue import QueueFilter
+    from app.ui.interface import build_app
+    from app.ui.queue_tools import ANY
+    from db.models import BulkAction, Review
+    from db.users import create_user
+    from tests.app.services.test_review_throughput import _add
+
+    with store.session() as s:
+        create_user(s, "rex", "reviewer", "review-pass-2")
+    ids: dict[str, int] = {}
+    for i, owner in enumerate(("otto", "rita", "rex")):
+        _add(store, f"C-40000{i}")
+        with store.session() as s:
+            ids[owner] = bulk_approve(s, owner, QueueFilter(preset="agreed_clean")).id
+    demo = build_app(None, store, export_dir=tmp_path / "exports", batch_root=tmp_path)
+    handlers = {
+        dep.fn.__name__: dep.fn
+        for dep in demo.fns.values()
+        if dep.fn is not None and dep.fn.__module__ == "app.ui.queue_tools"
+    }
+    undo, listing = handlers["undo"], handlers["refresh_choices"]
+    no_filter = (ANY, ANY, ANY, ANY, False, ANY)
+
+    def as_user(name: str) -> SimpleNamespace:
+        return SimpleNamespace(username=name, query_params={}, headers={}, session_hash=f"s-{name}")
+
+    def listed(name: str) -> list[int]:
+        undo_pick, _filters = listing(request=as_user(name))
+        return sorted(value for _label, value in undo_pick.choices)
+
+    def message(name: str, bulk_id: int) -> str:
+        out = undo(bulk_id, *no_filter, request=as_user(name))
+        return next(v for v in out.values() if isinstance(v, str))
+
+    for outsider, need in (("intruder", "compare"), (None, "compare")):
+        with pytest.raises(gr.Error, match=f"may not {need}"):
+            listing(request=as_user(outsider))  # type: ignore[arg-type]
+    assert listed("ann") == []
+    assert listed("rita") == [ids["rita"]] and listed("rex") == [ids["rex"]]
+    assert listed("otto") == sorted(ids.values())
+    for name in ("intruder", "ann"):
+        with pytest.raises(gr.Error, match="may not approve"):
+            undo(ids["otto"], *no_filter, request=as_user(name))
+    refusal = message("rita", ids["otto"])
+    assert refusal.startswith("Not undone") and f"#{ids['otto']}" in refusal and "'otto'" in refusal
+    assert message("rex", ids["rita"]).startswith("Not undone")
+    with store.session() as s:
+        assert len(s.exec(select(Review)).all()) == 3  # nothing deleted
+        assert all(a.undone_at is None for a in s.exec(select(BulkAction)))
+        denied = {(e.actor, e.entity, e.entity_id) for e in audit_entries(s, action="denied")}
+    assert {("rita", "bulk_action", str(ids["otto"])), ("rex", "bulk_action", str(ids["rita"]))} <= denied
+    assert {("intruder", "permission", "approve"), ("ann", "permission", "approve")} <= denied
+    assert message("rita", ids["rita"]) == f"Undid bulk action #{ids['rita']}."  # the owner
+    assert message("otto", ids["rex"]) == f"Undid bulk action #{ids['rex']}."  # ops: anyone's
+    assert listed("otto") == [ids["otto"]] and listed("rita") == []
+    with store.session() as s:
+        assert [r.reviewer for r in s.exec(select(Review))] == ["otto"]

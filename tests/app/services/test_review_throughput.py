@@ -154,3 +154,47 @@ def test_inter_reviewer_kappa_from_reviews(store):
     overall = frame[frame.scope == "overall"].iloc[0]
     assert overall.kappa == pytest.approx(0.5) and overall.agreement == pytest.approx(0.75)
     assert overall.n == 4
+
+
+def test_undo_bulk_is_the_owners_or_ops(store):
+    """Issue 17, finding 5: a reviewer cannot undo an ops user's bulk action (nothing deleted, the
+    refusal audited and naming the owner); the owner can, and ops can undo anyone's."""
+    from app.services.bulk import NotOwner, undoable_bulk_actions
+
+    with store.session() as s:
+        create_user(s, "rex", "reviewer", "review-pass-2")
+    _add(store, "C-100001")
+    with store.session() as s:
+        ops_action = bulk_approve(s, "otto", AGREED)
+    _add(store, "C-100002")
+    with store.session() as s:
+        rita_action = bulk_approve(s, "rita", AGREED)
+    _add(store, "C-100003")
+    with store.session() as s:
+        rex_action = bulk_approve(s, "rex", AGREED)
+    with store.session() as s:
+        assert [a.id for a in undoable_bulk_actions(s, "rita")] == [rita_action.id]
+        newest_first = [rex_action.id, rita_action.id, ops_action.id]
+        assert [a.id for a in undoable_bulk_actions(s, "otto")] == newest_first
+        assert undoable_bulk_actions(s, "ann") == [] and undoable_bulk_actions(s, "nobody") == []
+    with store.session() as s, pytest.raises(NotOwner, match=rf"bulk_action_id: .*#{ops_action.id}.*'otto'"):
+        undo_bulk(s, ops_action.id, "rita")
+    with store.session() as s, pytest.raises(BulkError, match="'rita'"):
+        undo_bulk(s, rita_action.id, "rex")  # a reviewer's, too
+    with store.session() as s, pytest.raises(PermissionDenied):
+        undo_bulk(s, rita_action.id, "ann")
+    with store.session() as s:
+        assert len(s.exec(select(Review)).all()) == 3  # nothing deleted
+        ids = (ops_action.id, rita_action.id, rex_action.id)
+        assert all(s.get(type(ops_action), i).undone_at is None for i in ids)
+        denied = [(e.actor, e.entity, e.entity_id) for e in audit_entries(s, action="denied")]
+        assert ("rita", "bulk_action", str(ops_action.id)) in denied
+        assert ("rex", "bulk_action", str(rita_action.id)) in denied
+        assert audit_entries(s, action="review_undone") == []
+    with store.session() as s:
+        undo_bulk(s, rita_action.id, "rita")  # the owner
+        undo_bulk(s, rex_action.id, "otto")  # ops undoes anyone's
+        undo_bulk(s, ops_action.id, "otto")
+    with store.session() as s:
+        assert s.exec(select(Review)).all() == []
+        assert undoable_bulk_actions(s, "otto") == []
