@@ -78,6 +78,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--champion-version", default=None, help="its name, e.g. ft-v1 (recorded)")
     p.add_argument("--eval", dest="eval_set", default="data/generated/eval.jsonl", help="frozen eval set")
     p.add_argument("--holdout", default=None, help="held-out reviewed corrections (generator rows)")
+    p.add_argument("--stress", default=None,
+                   help="the frozen out-of-distribution set (gates like eval; skipped when missing)")
     p.add_argument("--eval-max", type=int, default=None, help="cap on cases per evaluated set")
     p.add_argument("--eval-max-new-tokens", type=int, default=None, help="token cap per answer")
     return p.parse_args(argv[:split]), argv[split + 1:]
@@ -97,7 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress.update(stage="evaluating", step=progress.state["max_steps"])
     from engine.champion import evaluate_pair, gate_verdicts, verdict_line
 
-    datasets = {"eval": args.eval_set, **({"holdout": args.holdout} if args.holdout else {})}
+    datasets = {"eval": args.eval_set,
+                **({"stress": args.stress} if args.stress and Path(args.stress).is_file() else {}),
+                **({"holdout": args.holdout} if args.holdout else {})}
     comparison = evaluate_pair(
         args.run_dir, args.champion, datasets, champion_version=args.champion_version,
         max_examples=args.eval_max, max_new_tokens=args.eval_max_new_tokens,

@@ -25,10 +25,12 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
+from policies.catalog import BOUNDARY_DAYS, FX, ITEMS, REFUND_RULES, TARGETS
 from policies.leakage import KNOWN_FORMATS, fields_key, prompt_key
 from policies.prompt import INSTRUCTIONS, PromptFormat, case_json
 from policies.rules import AUTO_LIMIT, expected_decision
 from policies.schema import CURRENCY_OF_REGION, REASONS_BY_REQUEST_TYPE, REGIONS, Case, parse_case
+from policies.synth_independent import independent_rows
 from policies.synth_text import customer_message, reference_answer
 
 __all__ = [
@@ -36,48 +38,9 @@ __all__ = [
     "reference_answer", "sample_case", "write_splits",
 ]
 
-# Rule chains a split is balanced over: each deciding rule, plus LIM-1 after every rule that can refund.
-BASE_RULES: tuple[str, ...] = (
-    "GEN-1", "FRD-1", "FRD-2", "FRD-3", "CAN-1", "CAN-2", "CAN-3", "NRC-1", "NRC-2", "NRC-3",
-    "WAR-1", "WAR-2", "WAR-3", "WAR-4", "WAR-5", "WAR-6",
-    "RET-1", "RET-2", "RET-3", "RET-4", "RET-5", "RET-6", "RET-7", "RET-8", "RET-9", "RET-10",
-    "RET-11", "RET-12",
-)
-REFUND_RULES: tuple[str, ...] = ("NRC-3", "RET-3", "RET-8", "RET-11", "RET-12")
-TARGETS: tuple[str, ...] = BASE_RULES + tuple(f"{r}+LIM-1" for r in REFUND_RULES)
 
-# Days over-sampled: each side of every window and warranty edge.
-BOUNDARY_DAYS: tuple[int, ...] = (13, 14, 15, 16, 29, 30, 31, 44, 45, 46, 59, 60, 61,
-                                  364, 365, 366, 729, 730, 731)
 MAX_TRIES = 5000  # per case; the rarest target needs a few dozen
 
-# Rough exchange rates from USD, for realistic local prices.
-FX: dict[str, float] = {"US": 1.0, "CA": 1.36, "UK": 0.79, "EU": 0.92, "AU": 1.52}
-# (item, lowest USD price, highest USD price) per category.
-ITEMS: dict[str, tuple[tuple[str, int, int], ...]] = {
-    "electronics": (("Wireless headphones", 40, 380), ("Laptop", 500, 2400), ("Smartphone", 250, 1400),
-                    ("Smartwatch", 120, 800), ("Tablet", 200, 1200), ("4K TV", 300, 2600),
-                    ("Mirrorless camera", 450, 2200), ("Bluetooth speaker", 30, 420),
-                    ("Mechanical keyboard", 40, 220), ("Gaming monitor", 150, 950), ("E-reader", 90, 260),
-                    ("Game console", 300, 650), ("Wireless earbuds", 30, 280), ("Drone", 300, 1600)),
-    "home": (("Blender", 40, 450), ("Robot vacuum", 150, 1100), ("Espresso machine", 90, 1500),
-             ("Sofa", 450, 2600), ("Mattress", 300, 2200), ("Duvet set", 40, 260), ("Floor lamp", 30, 240),
-             ("Cookware set", 80, 700), ("Air purifier", 100, 850), ("Office chair", 120, 1300),
-             ("Stand mixer", 200, 750), ("Rug", 60, 900)),
-    "apparel": (("Rain jacket", 50, 420), ("Running shoes", 50, 260), ("Summer dress", 30, 380),
-                ("Jeans", 30, 220), ("Wool coat", 120, 1100), ("Leather boots", 80, 600),
-                ("Cashmere sweater", 90, 520), ("Leather handbag", 80, 1600), ("Suit", 200, 1400),
-                ("Hoodie", 25, 120)),
-    "beauty": (("Face serum", 15, 180), ("Perfume", 30, 380), ("Hair dryer", 40, 560),
-               ("Skincare set", 30, 320), ("Lipstick set", 10, 70), ("Electric toothbrush", 30, 320),
-               ("Hair straightener", 30, 480), ("Hair styler kit", 200, 700)),
-    "grocery": (("Coffee beans", 10, 60), ("Olive oil tin", 12, 70), ("Tea sampler", 10, 90),
-                ("Protein powder", 20, 95), ("Chocolate hamper", 20, 250), ("Wine case", 60, 900),
-                ("Spice set", 15, 80)),
-    "digital": (("E-book bundle", 5, 60), ("Photo editing licence", 20, 700), ("Game download", 10, 90),
-                ("Music subscription", 10, 200), ("Online course", 20, 1100), ("Gift card code", 10, 600),
-                ("Antivirus licence", 20, 150)),
-}
 WARRANTY_CATS = ("electronics", "home")
 OTHER_CATS = ("apparel", "beauty", "grocery", "digital")
 CHANGE_OF_MIND_CATS = ("electronics", "home", "apparel", "beauty")  # not grocery/digital (RET-7)
@@ -260,8 +223,11 @@ def _balanced_targets(rng: random.Random, n: int) -> list[str]:
 def generate_rows(n: int, seed: int, split: str = "train", seen_messages: set[str] | None = None,
                   seen_cases: set[str] | None = None,
                   on_row: Callable[[], None] | None = None,
-                  frozen_fields: Collection[str] = ()) -> list[dict[str, Any]]:
+                  frozen_fields: Collection[str] = (), mode: str = "recipe") -> list[dict[str, Any]]:
     """``n`` SFT rows ``{"id", "instruction", "input", "output"}`` balanced over TARGETS.
+
+    ``mode``: ``"recipe"`` aims each draw at a rule with that rule's usual fields; ``"independent"``
+    draws every field on its own (:mod:`policies.synth_independent`: no shortcuts to learn).
 
     Rows whose message or case (minus case_id) is in ``seen_messages`` / ``seen_cases`` are
     redrawn; both sets are updated, so passing the same sets to every split keeps them disjoint.
@@ -270,10 +236,14 @@ def generate_rows(n: int, seed: int, split: str = "train", seen_messages: set[st
     every other row stays as it was. Case ids are ``C-<split prefix>-<index>``. Deterministic in
     (n, seed, split, seen sets, frozen fields).
     """
-    rng = random.Random(f"policyops-synth:{seed}:{split}")
     seen_messages = set() if seen_messages is None else seen_messages
     seen_cases = set() if seen_cases is None else seen_cases
     prefix = split[:2].upper()
+    if mode == "independent":
+        return independent_rows(n, seed, split, seen_messages, frozen_fields, on_row)
+    if mode != "recipe":
+        raise ValueError(f"mode: {mode!r} is not recipe or independent")
+    rng = random.Random(f"policyops-synth:{seed}:{split}")
     rows = []
     for i, target in enumerate(_balanced_targets(rng, n)):
         case_id = f"C-{prefix}-{i:05d}"
@@ -343,7 +313,8 @@ def rule_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def write_splits(out_dir: str | Path, seed: int = 0, n_train: int = 3000, n_val: int = 300,
-                 n_eval: int = 300, on_row: Callable[[], None] | None = None) -> dict[str, Any]:
+                 n_eval: int = 300, on_row: Callable[[], None] | None = None,
+                 mode: str = "recipe") -> dict[str, Any]:
     """Write ``train.jsonl``, ``validation.jsonl``, ``eval.jsonl`` and ``manifest.json``; return the manifest.
 
     Eval is drawn first, then validation, then train, each deduplicated against the ones before
@@ -361,7 +332,7 @@ def write_splits(out_dir: str | Path, seed: int = 0, n_train: int = 3000, n_val:
     splits: dict[str, list[dict[str, Any]]] = {}
     for split, n in (("eval", n_eval), ("validation", n_val), ("train", n_train)):
         rows = generate_rows(n, seed, split, seen_messages, seen_cases, on_row,
-                             frozen_fields=frozenset(earlier_fields))
+                             frozen_fields=frozenset(earlier_fields), mode=mode)
         earlier_fields.update(fields_key(row["input"]) for row in rows)
         splits[split] = rows
     check_leakage(splits)
@@ -372,6 +343,8 @@ def write_splits(out_dir: str | Path, seed: int = 0, n_train: int = 3000, n_val:
         files[split] = {"path": f"{split}.jsonl", "rows": len(splits[split]),
                         "sha256": hashlib.sha256(data).hexdigest(), "rules": rule_counts(splits[split])}
     manifest = {"generator": "policies.synth", "seed": seed, "targets": list(TARGETS), "files": files}
+    if mode != "recipe":  # recipe manifests stay byte-identical to those written before modes existed
+        manifest["mode"] = mode
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     (out / "manifest.json").write_text(text, encoding="utf-8")
     return manifest

@@ -1,9 +1,20 @@
-"""Generate the synthetic SFT dataset (train/validation/eval JSON Lines plus a manifest).
+"""Generate the synthetic SFT dataset (train/validation/eval JSON Lines plus a manifest), or the
+out-of-distribution stress set.
 
-    uv run python scripts/generate_sft_dataset.py --out data/generated --seed 0 \
+    # A training pool: every field drawn on its own (the default, --mode independent):
+    uv run python scripts/generate_sft_dataset.py --out runs/data/ind-s5-24k --seed 5 --train 24000
+
+    # The frozen splits in data/generated/ (recipe mode, seed 0):
+    uv run python scripts/generate_sft_dataset.py --out data/generated --seed 0 --mode recipe \
         --train 3000 --validation 300 --eval 300
 
-Same seed and sizes -> byte-identical files. The logic lives in :mod:`policies.synth`.
+    # The frozen stress set: 300 independent cases from their own seed, none sharing its deciding
+    # fields with the committed splits:
+    uv run python scripts/generate_sft_dataset.py --stress-out data/generated/stress.jsonl --seed 1000 \
+        --against data/generated/train.jsonl data/generated/validation.jsonl data/generated/eval.jsonl
+
+Same seed, mode and sizes -> byte-identical files. The logic lives in :mod:`policies.synth` and
+:mod:`policies.synth_independent`.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ import json
 from tqdm import tqdm
 
 from policies.synth import write_splits
+from policies.synth_independent import write_stress_set
 
 
 def main() -> None:
@@ -21,13 +33,27 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="data/generated", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--mode", choices=("independent", "recipe"), default="independent",
+                        help="independent: every field on its own (no shortcuts); recipe: fields aimed "
+                             "at each rule (how the frozen splits were made)")
     parser.add_argument("--train", type=int, default=3000, help="rows in train.jsonl")
     parser.add_argument("--validation", type=int, default=300, help="rows in validation.jsonl")
     parser.add_argument("--eval", type=int, default=300, help="rows in eval.jsonl")
+    parser.add_argument("--stress-out", default=None, help="write the stress set to this file instead")
+    parser.add_argument("--stress-size", type=int, default=300, help="rows in the stress set")
+    parser.add_argument("--against", nargs="*", default=[],
+                        help="pools the stress set may not share a case with")
     args = parser.parse_args()
+    if args.stress_out:
+        with tqdm(total=args.stress_size, unit="row", desc="stress cases") as bar:
+            manifest = write_stress_set(args.stress_out, args.seed, args.stress_size, args.against,
+                                        on_row=bar.update)
+        print(json.dumps({k: v for k, v in manifest.items() if k != "rules"}))
+        print(json.dumps(manifest["rules"]))
+        return
     with tqdm(total=args.train + args.validation + args.eval, unit="row", desc="cases") as bar:
         manifest = write_splits(args.out, seed=args.seed, n_train=args.train, n_val=args.validation,
-                                n_eval=args.eval, on_row=bar.update)
+                                n_eval=args.eval, on_row=bar.update, mode=args.mode)
     for split, info in manifest["files"].items():
         print(f"{split}: {info['rows']} rows, sha256 {info['sha256'][:16]}...")
     print(json.dumps(manifest["files"]["train"]["rules"]))

@@ -51,6 +51,7 @@ PLAN_KEYS = ("learning_rate", "max_steps", "num_train_epochs", "lora_r", "lora_a
 
 
 METHODS = ("sft", "dpo")  # what a retraining job may run
+STRESS_SET = "data/generated/stress.jsonl"  # the frozen out-of-distribution set (gates when it exists)
 
 
 class JobError(RuntimeError):
@@ -86,6 +87,7 @@ class RunnerConfig:
     base_model: str = "default-base"  # what a fresh adapter is trained on
     base_dataset: str = "data/generated/train.jsonl"
     eval_set: str = "data/generated/eval.jsonl"
+    stress_set: str | None = None  # the out-of-distribution set; gates too (for_spec: the repo's)
     train_config: str | None = "data/models/default-ft-retrain.yaml"  # the retrain recipe (--config)
     dpo_train_config: str | None = "data/models/default-ft-retrain-dpo.yaml"  # the DPO recipe (None: no DPO)
     extra_args: list[str] = field(default_factory=list)  # more train_qlora_sft flags (tests: max_steps)
@@ -105,6 +107,7 @@ class RunnerConfig:
         config whose jobs are refused (:class:`JobError` naming the model). Raises :class:`JobError`
         when the recipe names a field train_qlora_sft does not know.
         """
+        kwargs.setdefault("stress_set", STRESS_SET)
         if spec.retrain is None:
             return cls(**kwargs, model_name=spec.name, base_model=spec.base, train_config=None,
                        prompt_format=spec.prompt_format,
@@ -348,6 +351,8 @@ class Runner:
         model = champ.path if request.init == "champion" and champ is not None else cfg.base_model
         cmd = [cfg.python, "-m", "engine.train_job", "--run-dir", str(run_dir), "--eval", cfg.eval_set,
                "--holdout", str(run_dir / "holdout.jsonl")]
+        if cfg.stress_set:
+            cmd += ["--stress", cfg.stress_set]
         if champ is not None:
             cmd += ["--champion", champ.path, "--champion-version", champ.name]
         if cfg.eval_max:

@@ -1,0 +1,205 @@
+"""Cases that teach no shortcuts: every field drawn on its own, over its whole valid range.
+
+The recipe generator (:mod:`policies.synth`) aims each draw at a rule with that rule's usual fields
+(an item's usual price, a rule's usual day range and categories), so fields travel together and a
+small model learns those pairings instead of the comparison the rule makes. Here every field is
+drawn independently of every other: any region, request type and allowed reason; any category and
+any item of it at any price, from a few units to three times the region's AUTO_LIMIT; any order
+status; a day count from 0 to 1,100 (well past the 730-day warranty); any tier, claim count and
+flags. Boundaries are over-sampled, each on its own: window and warranty days (a coin, not the
+rule, decides a boundary day), prices just around the case's own region's AUTO_LIMIT (the comparison
+LIM-1 makes, whatever the item), and claim counts around the fraud thresholds.
+:func:`sample_independent_case` balances over deciding rule chains by rejection: draws are kept
+only when the rule engine's chain is the target, so the fields that do not decide a case keep their
+independent distribution given the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Any
+
+from policies.catalog import BOUNDARY_DAYS, ITEMS, TARGETS
+from policies.leakage import fields_key
+from policies.prompt import INSTRUCTIONS
+from policies.rules import AUTO_LIMIT, expected_decision
+from policies.schema import (
+    CATEGORIES,
+    CURRENCY_OF_REGION,
+    ORDER_STATUSES,
+    REASONS_BY_REQUEST_TYPE,
+    REGIONS,
+    TIERS,
+    Case,
+    Customer,
+    Order,
+    parse_case,
+)
+from policies.synth_text import customer_message, reference_answer
+
+MAX_DAYS = 1100  # well past the 730-day warranty
+CLAIM_EDGES: tuple[int, ...] = (2, 3, 4, 5, 6)  # around the fraud thresholds (3 and 5 claims)
+MAX_CLAIMS = 15
+MAX_TRIES = 500_000  # per case; the rarest chains need tens of thousands of independent draws
+P_BOUNDARY_DAY, P_NEAR_LIMIT, P_CLAIM_EDGE = 0.35, 0.35, 0.3
+P_NO_DAYS = 0.05  # a delivered order whose delivery day is missing (GEN-1's missing data)
+# Most orders have arrived and most customers claim rarely; every value stays possible, and each is
+# drawn without looking at any other field.
+STATUS_WEIGHT = {"processing": 1, "shipped": 1, "delivered": 3}
+_CLAIMS = tuple(range(MAX_CLAIMS + 1))
+_CLAIM_WEIGHTS = tuple(1 / (k + 1) ** 1.5 for k in _CLAIMS)
+
+# Item names per category: the names only, never their usual price.
+ITEM_NAMES: dict[str, tuple[str, ...]] = {
+    category: tuple(name for name, _, _ in items) for category, items in ITEMS.items()
+}
+
+
+def _price(rng: random.Random, limit: float) -> float:
+    """A local price: often just around ``limit`` (the case's own region's AUTO_LIMIT), else
+    log-uniform from 2 to 3x the limit."""
+    if rng.random() < P_NEAR_LIMIT:
+        roll = rng.random()
+        if roll < 0.2:
+            return float(limit)
+        if roll < 0.4:
+            return round(limit + rng.choice((0.01, 0.5, 0.99, 1.0)), 2)
+        return round(rng.uniform(0.9 * limit, 1.1 * limit), 2)
+    return round(2 * (1.5 * limit) ** rng.random(), 2)  # 2 .. 3x the limit, log-uniform
+
+
+def independent_fields(rng: random.Random, case_id: str) -> dict[str, Any]:
+    """One case dict with every field drawn on its own (message empty)."""
+    pick = rng.choice
+    region = pick(REGIONS)
+    request_type = pick(tuple(REASONS_BY_REQUEST_TYPE))
+    category = pick(CATEGORIES)
+    status = rng.choices(ORDER_STATUSES, [STATUS_WEIGHT[s] for s in ORDER_STATUSES])[0]
+    days = None
+    if status == "delivered" and rng.random() >= P_NO_DAYS:
+        days = pick(BOUNDARY_DAYS) if rng.random() < P_BOUNDARY_DAY else rng.randint(0, MAX_DAYS)
+    claims = pick(CLAIM_EDGES) if rng.random() < P_CLAIM_EDGE else rng.choices(_CLAIMS, _CLAIM_WEIGHTS)[0]
+    return {
+        "case_id": case_id, "region": region, "request_type": request_type,
+        "reason": pick(REASONS_BY_REQUEST_TYPE[request_type]), "message": "",
+        "customer": {"id": f"U-{rng.randint(1000, 999_999)}", "tier": pick(TIERS), "claims_last_12m": claims},
+        "order": {"id": f"O-{rng.randint(10_000, 9_999_999)}", "category": category,
+                  "item": pick(ITEM_NAMES[category]), "price": _price(rng, AUTO_LIMIT[region]),
+                  "currency": CURRENCY_OF_REGION[region], "final_sale": rng.random() < 0.5,
+                  "status": status, "days_since_delivery": days, "opened": rng.random() < 0.5,
+                  "signature_confirmed": rng.random() < 0.5},
+    }
+
+
+def _chain(fields: dict[str, Any]) -> str:
+    """The deciding rule chain of a draw, without validating it (rejection sampling's hot loop; the
+    draw is valid by construction and is validated by parse_case once kept)."""
+    case = Case.model_construct(**{**fields, "customer": Customer.model_construct(**fields["customer"]),
+                                   "order": Order.model_construct(**fields["order"])})
+    return "+".join(expected_decision(case).policy_refs)
+
+
+def sample_independent_case(rng: random.Random, target: str, case_id: str) -> Case:
+    """A valid case, fields drawn independently, whose deciding rule chain is ``target``
+    (``"RET-3"``, ``"RET-3+LIM-1"``), with a customer message. RuntimeError after MAX_TRIES draws."""
+    for _ in range(MAX_TRIES):
+        fields = independent_fields(rng, case_id)
+        if _chain(fields) == target:
+            case = parse_case(fields)  # validated once, when kept
+            fields["message"] = customer_message(case, rng)
+            return parse_case(fields)
+    raise RuntimeError(f"could not draw an independent case for {target!r} in {MAX_TRIES} tries")
+
+
+def independent_cases(
+    rng: random.Random,
+    targets: tuple[str, ...],
+    n: int,
+    keep: Callable[[Case], bool] = lambda case: True,
+    on_case: Callable[[], None] | None = None,
+) -> list[Case]:
+    """``n`` cases balanced over ``targets`` (each chain within one of the others), in shuffled order,
+    ids ``C-0``, ``C-1``, ... (callers rename them). Every draw counts towards its own chain's quota
+    (a draw of a full or unlisted chain is dropped), so common chains cost nothing extra and the
+    rarest sets the pace. ``keep(case)`` may refuse a draw (deduplication). Deterministic in ``rng``.
+    """
+    quota = {t: n // len(targets) + (i < n % len(targets)) for i, t in enumerate(targets)}
+    picked: dict[str, list[Case]] = {t: [] for t in targets}
+    missing, tries = n, 0
+    while missing:
+        tries += 1
+        if tries > MAX_TRIES * max(1, n):
+            short = {t: quota[t] - len(c) for t, c in picked.items() if len(c) < quota[t]}
+            raise RuntimeError(f"could not draw enough independent cases in {tries - 1} tries: {short}")
+        fields = independent_fields(rng, "C-0")
+        chain = _chain(fields)
+        if len(picked.get(chain, ())) >= quota.get(chain, 0):
+            continue
+        case = parse_case(fields)
+        fields["message"] = customer_message(case, rng)
+        case = parse_case(fields)
+        if not keep(case):
+            continue
+        picked[chain].append(case)
+        missing -= 1
+        if on_case:
+            on_case()
+    cases = [case for t in targets for case in picked[t]]
+    rng.shuffle(cases)
+    return [case.model_copy(update={"case_id": f"C-{i}"}) for i, case in enumerate(cases)]
+
+
+def independent_rows(n: int, seed: int, split: str, seen_messages: set[str] | None = None,
+                     frozen_fields: Collection[str] = (),
+                     on_row: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    """``n`` generator rows ``{"id", "instruction", "input", "output"}`` of independent cases balanced
+    over TARGETS, ids ``C-<split prefix>-<index>``, answers by the rule engine. A draw whose message
+    is in ``seen_messages`` (updated) or whose deciding fields (:func:`policies.leakage.fields_key`)
+    are in ``frozen_fields`` or already in the rows is dropped. Deterministic in (n, seed, split, sets).
+    """
+    seen_messages = set() if seen_messages is None else seen_messages
+    seen_fields: set[str] = set()
+
+    def keep(case: Case) -> bool:
+        key = fields_key(case)
+        if case.message in seen_messages or key in frozen_fields or key in seen_fields:
+            return False
+        seen_messages.add(case.message)
+        seen_fields.add(key)
+        return True
+
+    rng = random.Random(f"policyops-synth-independent:{seed}:{split}")
+    rows = []
+    for i, case in enumerate(independent_cases(rng, TARGETS, n, keep, on_row)):
+        case = case.model_copy(update={"case_id": f"C-{split[:2].upper()}-{i:05d}"})
+        rows.append({"id": case.case_id, "instruction": INSTRUCTIONS, "input": case.to_json_dict(),
+                     "output": reference_answer(case).model_dump(mode="json")})
+    return rows
+
+
+def write_stress_set(path: str | Path, seed: int, n: int = 300,
+                     against: Collection[str | Path] = (),
+                     on_row: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Write the out-of-distribution test set: ``n`` independent cases from their own ``seed``, none
+    sharing its deciding fields (so none its prompt, in any format) with a row of the ``against``
+    pools (generator JSONL files; missing ones are skipped). Out: a manifest of the file."""
+    frozen: set[str] = set()
+    checked = []
+    for pool in against:
+        if Path(pool).is_file():
+            checked.append(str(pool))
+            with open(pool, encoding="utf-8") as fh:
+                frozen.update(fields_key(json.loads(line)["input"]) for line in fh if line.strip())
+    rows = independent_rows(n, seed, "stress", frozen_fields=frozen, on_row=on_row)
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(data)
+    chains = Counter("+".join(r["output"]["policy_refs"]) for r in rows)
+    return {"path": str(path), "rows": len(rows), "seed": seed, "mode": "independent",
+            "sha256": hashlib.sha256(data).hexdigest(), "checked_against": checked,
+            "rules": dict(sorted(chains.items()))}

@@ -1,0 +1,109 @@
+"""The independent generator (policies/synth_independent.py), the stress set and the shortcut report."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from policies import expected_decision, parse_case
+from policies.catalog import BOUNDARY_DAYS, TARGETS
+from policies.correlation import correlation_report, mutual_information
+from policies.leakage import fields_key
+from policies.rules import AUTO_LIMIT
+from policies.synth import generate_rows, write_splits
+from policies.synth_independent import independent_fields, independent_rows, write_stress_set
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def draws() -> list:
+    rng = random.Random(7)
+    return [parse_case(independent_fields(rng, "C-1")) for _ in range(6000)]
+
+
+def test_fields_are_drawn_independently(draws: list) -> None:
+    # No field says anything about another beyond the plug-in estimator's bias (~0.005 bits here).
+    columns = {
+        "region": [c.region for c in draws],
+        "category": [c.order.category for c in draws],
+        "tier": [c.customer.tier for c in draws],
+        "status": [c.order.status for c in draws],
+        "final_sale": [c.order.final_sale for c in draws],
+        "price_ratio": [round(c.order.price / AUTO_LIMIT[c.region], 1) > 1 for c in draws],
+    }
+    for a in columns:
+        for b in columns:
+            if a < b:
+                assert mutual_information(columns[a], columns[b]) < 0.01, (a, b)
+
+
+def test_whole_ranges_and_boundaries_are_drawn(draws: list) -> None:
+    ratios = [c.order.price / AUTO_LIMIT[c.region] for c in draws]
+    assert min(ratios) < 0.01 and max(ratios) > 2.5  # from a few units to several times the limit
+    near = sum(0.9 <= r <= 1.1 for r in ratios) / len(ratios)
+    assert near > 0.3  # prices just around the limit, over-sampled
+    days = [c.order.days_since_delivery for c in draws if c.order.days_since_delivery is not None]
+    assert max(days) > 1000 and min(days) == 0
+    on_edge = sum(d in BOUNDARY_DAYS for d in days) / len(days)
+    assert on_edge > 0.3  # boundary days, over-sampled
+    assert {c.order.status for c in draws} == {"processing", "shipped", "delivered"}
+    assert any(c.order.status == "delivered" and c.order.days_since_delivery is None for c in draws)
+    # a boundary day is drawn whatever the category or request type
+    edge_cats = Counter(c.order.category for c in draws if c.order.days_since_delivery in BOUNDARY_DAYS)
+    assert len(edge_cats) == 6
+
+
+def test_rows_are_balanced_over_chains_and_labelled_by_the_rules() -> None:
+    rows = independent_rows(len(TARGETS) * 2, seed=3, split="train")
+    chains = Counter("+".join(r["output"]["policy_refs"]) for r in rows)
+    assert set(chains) == set(TARGETS) and set(chains.values()) == {2}
+    for row in rows:
+        case = parse_case(row["input"])
+        assert row["output"]["decision"] == expected_decision(case).decision
+    assert rows == independent_rows(len(TARGETS) * 2, seed=3, split="train")  # deterministic
+    assert len({fields_key(r["input"]) for r in rows}) == len(rows)
+
+
+def test_recipe_pool_teaches_the_item_price_shortcut_and_the_independent_one_does_not() -> None:
+    n = 1500
+    recipe = [parse_case(r["input"]) for r in generate_rows(n, seed=1, split="train")]
+    independent = [parse_case(r["input"])
+                   for r in generate_rows(n, seed=1, split="train", mode="independent")]
+    old, new = correlation_report(recipe)["item_price"], correlation_report(independent)["item_price"]
+    assert old > 0.5 and new < 0.2 and new < old / 4
+
+
+def test_splits_in_independent_mode_do_not_share_cases(tmp_path: Path) -> None:
+    manifest = write_splits(tmp_path, seed=5, n_train=66, n_val=33, n_eval=33, mode="independent")
+    assert manifest["mode"] == "independent"
+    keys = {split: {fields_key(json.loads(line)["input"]) for line in (tmp_path / f"{split}.jsonl").open()}
+            for split in ("train", "validation", "eval")}
+    assert not keys["train"] & keys["eval"] and not keys["validation"] & keys["eval"]
+
+
+def test_stress_set_is_deduplicated_against_the_pools(tmp_path: Path) -> None:
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in independent_rows(66, seed=9, split="stress")))
+    # the same seed would draw the same cases: against the pool, every one of them must be redrawn
+    manifest = write_stress_set(tmp_path / "stress.jsonl", seed=9, n=66, against=[pool])
+    stress = [json.loads(line) for line in (tmp_path / "stress.jsonl").open()]
+    pool_keys = {fields_key(json.loads(line)["input"]) for line in pool.open()}
+    assert manifest["rows"] == 66 and manifest["checked_against"] == [str(pool)]
+    assert not {fields_key(r["input"]) for r in stress} & pool_keys
+
+
+def test_committed_stress_set_is_independent_balanced_and_disjoint() -> None:
+    rows = [json.loads(line) for line in (REPO / "data/generated/stress.jsonl").open()]
+    assert len(rows) == 300
+    chains = Counter("+".join(r["output"]["policy_refs"]) for r in rows)
+    assert set(chains) == set(TARGETS) and max(chains.values()) - min(chains.values()) <= 1
+    frozen = set()
+    for split in ("train", "validation", "eval"):
+        path = REPO / f"data/generated/{split}.jsonl"
+        frozen |= {fields_key(json.loads(line)["input"]) for line in path.open()}
+    assert not {fields_key(r["input"]) for r in rows} & frozen
