@@ -1,8 +1,9 @@
 """Run the console: ``uv run python -m app [--model default-ft] [--host 127.0.0.1] [--port 7860] [--db URL]``.
 
 Opens the store (``--db``, else DATABASE_URL, else SQLite at var/policyops.db), creates the first
-ops user on first start, loads the demo queue from the frozen eval set, loads the models and serves
-the console behind a login.
+ops user on first start (a generated password goes to ``admin-password.txt`` beside the SQLite file,
+mode 0600, never to the terminal), loads the demo queue from the frozen eval set, loads the models
+and serves the console behind a login that is throttled per user name and client address.
 """
 
 from __future__ import annotations
@@ -11,17 +12,46 @@ import argparse
 import os
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from starlette.middleware import Middleware
+
+from app.services.auth import ClientAddressMiddleware
 from app.services.exports import eval_fingerprints_of
 from app.services.jobs import JobError, Runner, RunnerConfig
 from app.services.versions import serve_champion
 from app.ui.interface import build_app, make_auth
 from db.cases import load_eval_set, read_case_rows
 from db.store import DEFAULT_DB_URL, open_store
-from db.users import ensure_admin
+from db.users import UserError, ensure_admin
 from db.versions import ensure_bundled_version
 from engine.registry import resolve_model
 
 EVAL_SET = Path("data/generated/eval.jsonl")
+ADMIN_PASSWORD_FILE = "admin-password.txt"
+
+
+def admin_password_path(db_url: str) -> Path:
+    """Where a generated first-start password is written: beside the SQLite file, else under var/."""
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).parent / ADMIN_PASSWORD_FILE
+    return Path("var") / ADMIN_PASSWORD_FILE
+
+
+def write_admin_password(path: Path, password: str) -> Path:
+    """Write ``password`` to ``path``, readable and writable by its owner only (0600, whatever the
+    umask): a fresh file (never through an existing file or link) moved into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (password + "\n").encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,14 +75,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     store = open_store(args.db)
-    with store.session() as s:
-        boot = ensure_admin(
-            s, os.environ.get("POLICYOPS_ADMIN_USER"), os.environ.get("POLICYOPS_ADMIN_PASSWORD")
-        )
+    try:
+        with store.session() as s:
+            boot = ensure_admin(
+                s, os.environ.get("POLICYOPS_ADMIN_USER"), os.environ.get("POLICYOPS_ADMIN_PASSWORD")
+            )
+    except UserError as exc:  # e.g. POLICYOPS_ADMIN_PASSWORD too short or too common
+        raise SystemExit(f"first ops user (POLICYOPS_ADMIN_USER / POLICYOPS_ADMIN_PASSWORD): {exc}") from None
     if boot and boot.generated_password:
+        path = write_admin_password(admin_password_path(store.url), boot.generated_password)
         print(
-            f"First start: created ops user {boot.username!r} with password {boot.generated_password}"
-            " (shown once; change it with scripts/create_user.py)",
+            f"First start: created ops user {boot.username!r}; its generated password is in {path}"
+            " (readable by you only; store it elsewhere and delete the file)",
             flush=True,
         )
     fingerprints: set[str] = set()
@@ -88,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         auth=make_auth(store),
         auth_message="PolicyOps Console: sign in",
         allowed_paths=[],
+        app_kwargs={"middleware": [Middleware(ClientAddressMiddleware)]},  # the address for login()
     )
 
 

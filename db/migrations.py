@@ -20,6 +20,7 @@ from db.models import (
     CaseRecord,
     Export,
     ExportItem,
+    LoginAttempt,
     ModelRun,
     Review,
     ReviewSetting,
@@ -78,6 +79,12 @@ def m004_review_throughput(conn: Connection) -> None:
     # Bulk actions, saved queue filters and review settings (issue 9): new tables only.
     for table in (BulkAction, BulkActionItem, SavedFilter, ReviewSetting):
         table.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+
+
+@migration
+def m005_login_security(conn: Connection) -> None:
+    # Failed-login counters and lockouts that survive a restart (issue 17, finding 6): a new table.
+    LoginAttempt.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
 
 
 def applied(engine: Engine) -> list[str]:

@@ -236,3 +236,19 @@ class ReviewSetting(SQLModel, table=True):
     updated_by: str
     updated_at: datetime = Field(default_factory=utcnow)
 
+
+# Login throttling (m005_login_security).
+LOGIN_KINDS: tuple[str, ...] = ("user", "address")
+
+
+class LoginAttempt(SQLModel, table=True):
+    """The consecutive failed logins of one user name (``kind`` user) or one client address (``kind``
+    address), and until when they lock it out. Unknown user names get a row too, like real ones, so a
+    lockout tells nothing about who exists. A successful login deletes the user name's row."""
+
+    __tablename__ = "login_attempts"
+    kind: str = Field(primary_key=True)  # one of LOGIN_KINDS
+    subject: str = Field(primary_key=True)  # the user name or address, truncated
+    failures: int = 0
+    last_failure_at: datetime = Field(default_factory=utcnow)
+    locked_until: datetime | None = None

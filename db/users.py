@@ -2,6 +2,9 @@
 
 Roles grow: an agent compares and flags; a reviewer also approves and corrects; ops also exports
 and runs batches. :func:`authorize` is what handlers call before acting; a refusal is audited.
+Passwords follow a policy (:func:`password_problem`: length, not a common password, not the user
+name). Failed-login counters (``login_attempts``) are stored here; when they lock a login out is the
+use case's decision (``app.services.auth``).
 """
 
 from __future__ import annotations
@@ -10,15 +13,20 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
 
 from sqlmodel import Session, select
 
 from db.audit import audit
-from db.models import ROLES, User
+from db.models import LOGIN_KINDS, ROLES, LoginAttempt, User
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # ~16 MiB and ~50 ms per check: slow for guessers
 SALT_BYTES = 16
-MIN_PASSWORD_CHARS = 8
+MIN_PASSWORD_CHARS = 10
+COMMON_PASSWORDS_FILE = Path(__file__).with_name("common_passwords.txt")
+_SUFFIX_CHARS = "0123456789!@#$%^&*()-_=+.,;:?~ "  # "password2024!" is "password" with a suffix
 
 # What each action needs; roles are ordered agent < reviewer < ops.
 PERMISSIONS: dict[str, str] = {
@@ -56,6 +64,31 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
 
 
+@cache
+def common_passwords() -> frozenset[str]:
+    """The shipped list of common passwords (lower-cased), read once."""
+    lines = COMMON_PASSWORDS_FILE.read_text(encoding="utf-8").splitlines()
+    return frozenset(line.strip().lower() for line in lines if line.strip() and not line.startswith("#"))
+
+
+def password_problem(username: str, password: str) -> str | None:
+    """Why ``password`` may not be ``username``'s password, or None when it may.
+
+    At least :data:`MIN_PASSWORD_CHARS` characters; not on the common-passwords list and not the user
+    name, also once a trailing run of digits and punctuation is removed (``Password2024!``), case
+    ignored.
+    """
+    if len(password) < MIN_PASSWORD_CHARS:
+        return f"at least {MIN_PASSWORD_CHARS} characters"
+    lowered = password.lower()
+    forms = {lowered, lowered.rstrip(_SUFFIX_CHARS)}
+    if username.strip().lower() in forms:
+        return "must not be the user name"
+    if forms & common_passwords():
+        return "too common (on the list of leaked passwords); choose another"
+    return None
+
+
 def verify_password(password: str, stored: str) -> bool:
     """True when ``password`` matches ``stored`` (constant-time comparison)."""
     try:
@@ -69,14 +102,16 @@ def verify_password(password: str, stored: str) -> bool:
 
 
 def create_user(session: Session, username: str, role: str, password: str, actor: str = "system") -> User:
-    """Add a user. Raises :class:`UserError` for a taken name, unknown role or short password."""
+    """Add a user. Raises :class:`UserError` for a taken name, an unknown role or a password the policy
+    refuses (:func:`password_problem`)."""
     username = username.strip()
     if not username or not username.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UserError("username: use letters, digits, '-', '_' or '.'")
     if role not in ROLES:
         raise UserError(f"role: must be one of {', '.join(ROLES)} (got {role!r})")
-    if len(password) < MIN_PASSWORD_CHARS:
-        raise UserError(f"password: at least {MIN_PASSWORD_CHARS} characters")
+    problem = password_problem(username, password)
+    if problem:
+        raise UserError(f"password: {problem}")
     if session.get(User, username) is not None:
         raise UserError(f"username: {username!r} already exists")
     user = User(username=username, role=role, password_hash=hash_password(password))
@@ -85,10 +120,51 @@ def create_user(session: Session, username: str, role: str, password: str, actor
     return user
 
 
+@cache
+def _dummy_hash() -> str:
+    """A scrypt hash of a random password, checked for unknown user names (made once, ~50 ms)."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
 def authenticate(session: Session, username: str, password: str) -> User | None:
-    """The user when the password matches, else None."""
+    """The user when the password matches, else None.
+
+    An unknown user name costs a scrypt check too (against a dummy hash), so the time of the answer
+    does not tell which user names exist.
+    """
     user = session.get(User, username)
-    return user if user is not None and verify_password(password, user.password_hash) else None
+    stored = user.password_hash if user is not None else _dummy_hash()
+    matches = verify_password(password, stored)
+    return user if user is not None and matches else None
+
+
+def login_attempt(session: Session, kind: str, subject: str) -> LoginAttempt | None:
+    """The failed-login counter of a user name or address (``kind`` in LOGIN_KINDS), if any."""
+    return session.get(LoginAttempt, (kind, subject))
+
+
+def save_login_failure(
+    session: Session, kind: str, subject: str, failures: int, at: datetime, locked_until: datetime | None
+) -> LoginAttempt:
+    """Set the failed-login counter of ``subject``. The caller audits the attempt itself
+    (``login_failed``), once for the user name and the address together."""
+    if kind not in LOGIN_KINDS:
+        raise ValueError(f"kind: one of {', '.join(LOGIN_KINDS)} (got {kind!r})")
+    row = login_attempt(session, kind, subject) or LoginAttempt(kind=kind, subject=subject)
+    row.failures, row.last_failure_at, row.locked_until = failures, at, locked_until
+    session.add(row)
+    session.flush()
+    return row
+
+
+def clear_login_failures(session: Session, kind: str, subject: str) -> bool:
+    """Forget the failed logins of ``subject`` (after a successful login); True when there were some."""
+    row = login_attempt(session, kind, subject)
+    if row is None:
+        return False
+    session.delete(row)
+    session.flush()
+    return True
 
 
 def role_allows(role: str | None, action: str) -> bool:

@@ -2,6 +2,9 @@
 
 uv run python scripts/create_user.py --username rita --role reviewer            # prompts for the password
 uv run python scripts/create_user.py --username otto --role ops --password '...' --db var/policyops.db
+
+Passwords: at least 10 characters, not on the shipped list of common passwords (db/common_passwords.txt,
+also with a trailing run of digits or punctuation removed) and not the user name; a refusal exits 2.
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from db.models import ROLES  # noqa: E402
 from db.store import DEFAULT_DB_URL, open_store  # noqa: E402
-from db.users import UserError, create_user  # noqa: E402
+from db.users import MIN_PASSWORD_CHARS, UserError, create_user  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Create a PolicyOps Console user.")
     p.add_argument("--username", required=True)
     p.add_argument("--role", required=True, choices=ROLES)
-    p.add_argument("--password", help="omit to be prompted (keeps it out of the shell history)")
+    p.add_argument(
+        "--password",
+        help=f"omit to be prompted (keeps it out of the shell history); at least {MIN_PASSWORD_CHARS} "
+        "characters, not a common password, not the user name",
+    )
     p.add_argument("--db", default=os.environ.get("DATABASE_URL", DEFAULT_DB_URL))
     args = p.parse_args(argv)
     password = args.password or getpass.getpass(f"Password for {args.username}: ")

@@ -8,6 +8,7 @@ from typing import Any
 
 import gradio as gr
 
+from app.services.auth import CLIENT_ADDRESS, Clock, ProcessRate, login
 from app.services.jobs import Runner
 from app.services.queue import QueueFilter
 from app.ui import api
@@ -23,17 +24,20 @@ from app.ui.shortcuts import SHORTCUTS_JS, help_html
 from app.ui.state import Console, username_of
 from app.ui.try_tab import create_try_tab
 from db.store import Store
-from db.users import authenticate, role_of_user
+from db.users import role_of_user
 
 TITLE = "PolicyOps Console"
 
 
-def make_auth(store: Store) -> Callable[[str, str], bool]:
-    """The ``launch(auth=...)`` callable: checks the username and scrypt password against the store."""
+def make_auth(store: Store, *, clock: Clock | None = None) -> Callable[[str, str], bool]:
+    """The ``launch(auth=...)`` callable: :func:`app.services.auth.login` (scrypt check, throttling,
+    lockout, audit). Gradio passes only the user name and password; the client address is known when
+    the app runs :class:`~app.services.auth.ClientAddressMiddleware`, else failures are also limited
+    per process (one :class:`~app.services.auth.ProcessRate` per callable)."""
+    rate = ProcessRate()
 
     def check(username: str, password: str) -> bool:
-        with store.session() as s:
-            return authenticate(s, username, password) is not None
+        return login(store, username, password, CLIENT_ADDRESS.get(), clock=clock, rate=rate).ok
 
     return check
 
