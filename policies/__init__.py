@@ -25,10 +25,12 @@ from policies.schema import (
     parse_answer,
     parse_case,
 )
+from policies.text import TextError, TextRule, clean_text
 
 __all__ = [
     "AUTO_LIMIT", "DECISIONS", "FLAGS", "RULE_IDS", "VIOLATION_CODES", "WARRANTY_DAYS",
     "Answer", "Case", "Expected", "InvalidAnswer", "InvalidCase", "InvalidInput", "PolicySection",
-    "answer_json_schema", "applicable_sections", "check", "expected_decision", "flags",
+    "TextError", "TextRule", "answer_json_schema", "applicable_sections", "check", "clean_text",
+    "expected_decision", "flags",
     "parse_answer", "parse_case", "policy_text", "return_window", "statutory_applies",
 ]

@@ -8,10 +8,11 @@ boundary (CLI, console, dataset files); they raise :class:`InvalidCase` / :class
 from __future__ import annotations
 
 import math
-import re
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from policies.text import IDENTIFIER, LINE_PATTERN, TEXT_PATTERN, TextRule
 
 Region = Literal["US", "CA", "UK", "EU", "AU"]
 RequestType = Literal["return", "exchange", "warranty", "not_received", "unauthorized_charge", "cancellation"]
@@ -51,6 +52,7 @@ REASONS_BY_REQUEST_TYPE: dict[str, tuple[str, ...]] = {
 }
 
 MAX_MESSAGE_CHARS = 4000
+MAX_ITEM_CHARS = 120
 # Bounds on the answer's free text: they keep a constrained generation inside its token budget.
 MAX_REASONING_CHARS = 400
 MAX_CUSTOMER_RESPONSE_CHARS = 600
@@ -66,32 +68,26 @@ RULE_IDS: tuple[str, ...] = (
 RuleId = Literal[RULE_IDS]  # type: ignore[valid-type]
 
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
-# Control characters other than tab, newline and carriage return: never typed by a customer, but
-# able to hide text in logs and terminals (ESC sequences) or cut strings short (NUL) downstream.
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
-
-def _no_control_chars(value: Any) -> Any:
-    """Refuse a string holding a control character (tab, newline and CR are fine)."""
-    if isinstance(value, str) and (m := _CONTROL_CHARS.search(value)):
-        raise ValueError(f"control character U+{ord(m.group()):04X} at position {m.start()} is not allowed")
-    return value
+# Every text field is checked by policies/text.py (control, bidi and zero-width characters, lone
+# surrogates, length): identifiers by a printable pattern, the item as one printable line, the
+# message and the answer's prose as multiline text (\n and \t allowed).
+Identifier = Annotated[str, IDENTIFIER]
+ItemName = Annotated[str, TextRule(MAX_ITEM_CHARS, min_chars=1, kind="line")]
 
 
 class Customer(BaseModel):
     model_config = _STRICT
-    id: str = Field(min_length=1, max_length=64)
+    id: Identifier
     tier: Tier
     claims_last_12m: int = Field(ge=0, le=10_000)
-
-    _text = field_validator("id")(_no_control_chars)
 
 
 class Order(BaseModel):
     model_config = _STRICT
-    id: str = Field(min_length=1, max_length=64)
+    id: Identifier
     category: Category
-    item: str = Field(min_length=1, max_length=200)
+    item: ItemName
     price: float = Field(gt=0, le=1e9, allow_inf_nan=False)
     currency: Currency
     final_sale: bool
@@ -99,8 +95,6 @@ class Order(BaseModel):
     days_since_delivery: int | None = Field(ge=0, le=100_000)
     opened: bool
     signature_confirmed: bool
-
-    _text = field_validator("id", "item")(_no_control_chars)
 
     @field_validator("price", mode="before")
     @classmethod
@@ -123,15 +117,13 @@ class Case(BaseModel):
     """One customer-service case (policy-spec.md section 1)."""
 
     model_config = _STRICT
-    case_id: str = Field(min_length=1, max_length=64)
+    case_id: Identifier
     region: Region
     request_type: RequestType
     reason: Reason
-    message: str = Field(max_length=MAX_MESSAGE_CHARS)
+    message: Annotated[str, TextRule(MAX_MESSAGE_CHARS)]
     customer: Customer
     order: Order
-
-    _text = field_validator("case_id", "message")(_no_control_chars)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Case:
@@ -154,9 +146,9 @@ class Answer(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
     decision: Decision
-    reasoning: str = Field(min_length=1, max_length=MAX_REASONING_CHARS)
-    customer_response: str = Field(min_length=1, max_length=MAX_CUSTOMER_RESPONSE_CHARS)
-    next_action: str = Field(min_length=1, max_length=MAX_NEXT_ACTION_CHARS)
+    reasoning: Annotated[str, TextRule(MAX_REASONING_CHARS, min_chars=1)]
+    customer_response: Annotated[str, TextRule(MAX_CUSTOMER_RESPONSE_CHARS, min_chars=1)]
+    next_action: Annotated[str, TextRule(MAX_NEXT_ACTION_CHARS, min_chars=1)]
     policy_refs: list[RuleId] = Field(min_length=1, max_length=MAX_POLICY_REFS)  # type: ignore[valid-type]
 
 
@@ -231,9 +223,18 @@ def parse_answer(data: Any) -> Answer:
 
 
 def answer_json_schema() -> dict[str, Any]:
-    """The JSON schema a constrained decoder enforces: the Answer model, fields in their spec order."""
+    """The JSON schema a constrained decoder enforces: the Answer model, fields in their spec order.
+
+    Its prose fields carry a pattern refusing what :func:`parse_answer` refuses (control, bidi and
+    zero-width characters), so a constrained answer always validates. The model writes each of them
+    on one line, as every training answer is written: no ``\\n`` or ``\\t``, whose ``\\u000a``-style
+    escapes the grammar would also admit and :func:`json.dumps` never writes. A reviewer's correction
+    may still hold both.
+    """
     schema = Answer.model_json_schema()
     schema.pop("title", None)
     for prop in schema["properties"].values():
         prop.pop("title", None)
+        if prop.get("pattern") == TEXT_PATTERN:
+            prop["pattern"] = LINE_PATTERN
     return schema

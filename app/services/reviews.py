@@ -1,7 +1,9 @@
 """Reviews: approve a model's answer, flag a case as ambiguous, or save a corrected answer.
 
-A correction is validated with :func:`policies.parse_answer` before anything is written, so a bad
-correction is refused with the field at fault and earlier reviews stay as they were.
+A correction is validated with :func:`policies.parse_answer` and the note with
+:func:`policies.text.clean_text` (at most MAX_NOTE_CHARS, no control, bidi or zero-width character)
+before anything is written, so a bad review is refused with the field at fault and earlier reviews
+stay as they were.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from db.cases import get_case, run_answer
 from db.models import ModelRun, Review
 from db.reviews import add_review
 from policies import parse_answer
+from policies.text import TextError, clean_text
 
 REVIEW_ACTIONS: tuple[str, ...] = ("approve_base", "approve_finetuned", "flag", "correct")
+MAX_NOTE_CHARS = 2000  # stored twice (the review and its audit snapshot)
 
 
 class ReviewError(ValueError):
@@ -47,11 +51,18 @@ def submit_review(
 
     ``runs`` are the case's current answers by variant. ``approve_*`` copies that variant's answer;
     ``flag`` needs a note; ``correct`` needs ``answer`` (dict or JSON text) valid for parse_answer.
+    The note (stripped) is multiline clean text of at most :data:`MAX_NOTE_CHARS` characters.
     Raises :class:`ReviewError` or :class:`policies.InvalidAnswer` (fields named) and writes nothing then.
     Permissions are checked by the caller (:func:`db.users.authorize`).
     """
-    record = get_case(session, case_pk)
+    if not isinstance(note, str | None):
+        raise ReviewError(f"note: must be text (got {type(note).__name__})")
     note = (note or "").strip()
+    try:
+        clean_text(note, "note", MAX_NOTE_CHARS)
+    except TextError as exc:
+        raise ReviewError(str(exc)) from None
+    record = get_case(session, case_pk)
     if action == "flag":
         if not note:
             raise ReviewError("note: say why the case is ambiguous")

@@ -10,8 +10,9 @@ from sqlmodel import Session, col, select
 from app.services.queue import QueueFilter
 from db.audit import audit
 from db.models import SavedFilter
+from policies.text import TextError, clean_text
 
-MAX_NAME_CHARS = 60
+MAX_NAME_CHARS = 60  # one printable line (policies.text's "line" rules)
 
 
 class SavedFilterError(ValueError):
@@ -19,10 +20,17 @@ class SavedFilterError(ValueError):
 
 
 def save_filter(session: Session, owner: str, name: str, qfilter: QueueFilter) -> SavedFilter:
-    """Save (or replace) ``owner``'s filter called ``name``. Raises :class:`SavedFilterError`."""
+    """Save (or replace) ``owner``'s filter called ``name``: one printable line of 1 to
+    :data:`MAX_NAME_CHARS` characters once stripped. Raises :class:`SavedFilterError`."""
+    if not isinstance(name, str | None):
+        raise SavedFilterError(f"name: must be text (got {type(name).__name__})")
     name = (name or "").strip()
     if not name or len(name) > MAX_NAME_CHARS:
         raise SavedFilterError(f"name: give the filter a name of 1 to {MAX_NAME_CHARS} characters")
+    try:
+        clean_text(name, "name", MAX_NAME_CHARS, multiline=False, min_chars=1)
+    except TextError as exc:
+        raise SavedFilterError(str(exc)) from None
     row = session.exec(
         select(SavedFilter).where(SavedFilter.owner == owner, SavedFilter.name == name)
     ).first()

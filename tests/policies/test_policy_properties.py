@@ -11,27 +11,32 @@ from hypothesis import strategies as st
 from policies import DECISIONS, FLAGS, VIOLATION_CODES, check, expected_decision, flags, parse_case
 from policies.schema import CATEGORIES, CURRENCY_OF_REGION, REASONS_BY_REQUEST_TYPE, REGIONS, TIERS
 from policies.synth import reference_answer
+from policies.text import IDENTIFIER_PATTERN
 
 _DAYS = st.one_of(st.none(), st.sampled_from((13, 14, 15, 16, 29, 30, 31, 44, 45, 46, 59, 60, 61, 364, 365,
                                               366, 729, 730, 731)), st.integers(0, 100_000))
+# What policies/text.py accepts: prose without controls, format characters or separators (\n and \t
+# aside, not drawn here); the item one printable line; ids of the identifier pattern.
+_PROSE = st.characters(codec="utf-8", exclude_categories=("Cc", "Cf", "Zl", "Zp"))
+_LINE = st.characters(codec="utf-8", categories=("L", "M", "N", "P", "S", "Zs"))
 
 
 @st.composite
 def case_dicts(draw: st.DrawFn) -> dict[str, Any]:
-    text = functools.partial(st.text, st.characters(codec="utf-8", exclude_categories=("Cc",)))
+    text, line = functools.partial(st.text, _PROSE), functools.partial(st.text, _LINE)
     """Any valid case: reason fits the request type, currency fits the region, days only when delivered."""
     region = draw(st.sampled_from(REGIONS))
     request_type = draw(st.sampled_from(tuple(REASONS_BY_REQUEST_TYPE)))
     status = draw(st.sampled_from(("processing", "shipped", "delivered")))
     return {
-        "case_id": draw(text(min_size=1, max_size=12)),
+        "case_id": draw(st.from_regex(IDENTIFIER_PATTERN, fullmatch=True)),
         "region": region, "request_type": request_type,
         "reason": draw(st.sampled_from(REASONS_BY_REQUEST_TYPE[request_type])),
         "message": draw(text(max_size=300)),
         "customer": {"id": "U-1", "tier": draw(st.sampled_from(TIERS)),
                      "claims_last_12m": draw(st.integers(0, 10_000))},
         "order": {"id": "O-1", "category": draw(st.sampled_from(CATEGORIES)),
-                  "item": draw(text(min_size=1, max_size=200)),
+                  "item": draw(line(min_size=1, max_size=120).filter(lambda s: not s.isspace())),
                   "price": draw(st.floats(min_value=0.01, max_value=1e9, allow_infinity=False)),
                   "currency": CURRENCY_OF_REGION[region], "final_sale": draw(st.booleans()), "status": status,
                   "days_since_delivery": draw(_DAYS) if status == "delivered" else None,

@@ -100,3 +100,93 @@ def test_answer_schema():
         with pytest.raises(InvalidAnswer) as info:
             parse_answer({**good, field: value})
         assert any(f.startswith(field) for f in info.value.fields), (field, info.value.fields)
+
+
+# --- issue 17: identifiers are printable tokens, the item one printable line, prose clean text ----
+BAD_TEXT = [
+    ("case_id with a space", _set("case_id", "C 1"), "case_id", "a space (U+0020) at position 1"),
+    ("case_id with a newline", _set("case_id", "C-1\nC-2"), "case_id", "a line break (U+000A)"),
+    ("case_id with a tab", _set("case_id", "C-1\t"), "case_id", "a tab (U+0009)"),
+    ("case_id with a ZWSP", _set("case_id", "C\u200b-1"), "case_id", "zero-width character (U+200B)"),
+    ("case_id with RLO", _set("case_id", "C-\u202e1"), "case_id", "bidi control character (U+202E)"),
+    ("case_id starting with a dash", _set("case_id", "-C1"), "case_id", "starts with a letter or digit"),
+    ("case_id of 65 chars", _set("case_id", "C" * 65), "case_id", "at most 64"),
+    ("customer id with a newline", _set("customer.id", "U-1\n"), "customer.id", "a line break"),
+    ("customer id with a BOM", _set("customer.id", "\ufeffU-1"), "customer.id", "character (U+FEFF)"),
+    ("customer id non-ASCII", _set("customer.id", "Ü-1"), "customer.id", "(U+00DC) at position 0"),
+    ("order id with a tab", _set("order.id", "O\t1"), "order.id", "a tab (U+0009)"),
+    ("order id with LRI", _set("order.id", "O-\u20661"), "order.id", "bidi control character (U+2066)"),
+    ("order id with a slash", _set("order.id", "O/1"), "order.id", "'/' (U+002F)"),
+    ("empty order id", _set("order.id", ""), "order.id", "must not be empty"),
+    ("item with a newline", _set("order.item", "Lamp\nshade"), "order.item", "a line break (U+000A)"),
+    ("item with a tab", _set("order.item", "Lamp\tshade"), "order.item", "a tab (U+0009)"),
+    ("item with a ZWJ", _set("order.item", "Lamp\u200d"), "order.item", "zero-width character (U+200D)"),
+    ("item with RLO", _set("order.item", "\u202eLamp"), "order.item", "bidi control character (U+202E)"),
+    ("item with a soft hyphen", _set("order.item", "Lamp\u00adshade"), "order.item", "format character"),
+    ("item with ESC", _set("order.item", "Lamp\x1b[2J"), "order.item", "control character (U+001B)"),
+    ("item of 121 chars", _set("order.item", "x" * 121), "order.item", "at most 120"),
+    ("blank item", _set("order.item", "   "), "order.item", "must not be blank"),
+    ("message with RLO", _set("message", "Hi \u202eevil"), "message", "(U+202E) at position 3"),
+    ("message with ZWSP", _set("message", "Hi\u200b"), "message", "(U+200B) at position 2"),
+    ("message with a CR", _set("message", "Hi\r\nthere"), "message", "carriage return (U+000D)"),
+    ("message with a lone surrogate", _set("message", "Hi \udc80"), "message", "lone surrogate (U+DC80)"),
+    ("message with a line separator", _set("message", "Hi\u2028there"), "message", "separator (U+2028)"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "field", "found"), [(m, f, x) for _, m, f, x in BAD_TEXT],
+                         ids=[name for name, *_ in BAD_TEXT])
+def test_unclean_text_names_the_field_and_character(make_case_dict, mutate, field, found):
+    data = copy.deepcopy(make_case_dict(days=12))
+    mutate(data)
+    with pytest.raises(InvalidCase) as info:
+        parse_case(data)
+    assert info.value.fields == [field]
+    assert f"{field}: " in str(info.value) and found in str(info.value)
+
+
+@pytest.mark.parametrize("item", ["Wireless headphones", "Lampe à poser – 40 cm, «Noir»", "東京タワー模型",
+                                  "Kaffee & Tee (500 g) ™", "x" * 120])
+def test_printable_items_in_any_script_are_accepted(make_case_dict, item):
+    assert parse_case(make_case_dict(item=item)).order.item == item
+
+
+def test_identifier_edges_are_accepted(make_case_dict):
+    data = make_case_dict(case_id="C" * 64)
+    data["customer"]["id"], data["order"]["id"] = "cust_9.a:b-c", "0"
+    case = parse_case(data)
+    assert (case.case_id, case.customer.id, case.order.id) == ("C" * 64, "cust_9.a:b-c", "0")
+    parse_case(make_case_dict(message="Hello,\n\tthe lamp is broken.\n— Ana"))  # prose keeps \n and \t
+
+
+@pytest.mark.parametrize("field", ["reasoning", "customer_response", "next_action"])
+@pytest.mark.parametrize(("bad", "found"), [
+    ("Close\x00", "control character (U+0000) at position 5"),
+    ("Close\x1b[31m", "control character (U+001B) at position 5"),
+    ("Close\x07", "control character (U+0007) at position 5"),
+    ("Close \u202edesab", "bidi control character (U+202E) at position 6"),
+    ("Close\u200b", "zero-width character (U+200B) at position 5"),
+])
+def test_answer_prose_refuses_unclean_text(field, bad, found):
+    good = {"decision": "DENY", "reasoning": "RET-9: final sale.", "customer_response": "Sorry.",
+            "next_action": "Close.", "policy_refs": ["RET-9"]}
+    with pytest.raises(InvalidAnswer) as info:
+        parse_answer({**good, field: bad})
+    assert info.value.fields == [field] and str(info.value) == f"{field}: holds a {found}"
+    assert parse_answer({**good, field: "Line one.\n\tLine two."})
+
+
+def test_answer_json_schema_refuses_what_parse_answer_refuses():
+    """The constrained-decoding grammar is compiled from this schema: a model cannot write a refused
+    character; it writes each prose field on one line, as every training answer is written."""
+    import re
+
+    from policies import answer_json_schema
+    from policies.text import LINE_PATTERN
+
+    props = answer_json_schema()["properties"]
+    assert props["reasoning"] == {"maxLength": 400, "minLength": 1, "pattern": LINE_PATTERN, "type": "string"}
+    assert all(props[f]["pattern"] == LINE_PATTERN for f in ("customer_response", "next_action"))
+    for ch in "\x00\x1b\x9b\u202e\u2066\u200b\ufeff\u2028\n\t":
+        assert not re.search(LINE_PATTERN, f"Close{ch}.")
+    assert re.search(LINE_PATTERN, 'Sorry, "RET-9" \\ applies — désolé 😀')

@@ -150,3 +150,90 @@ def test_export_refuses_a_frozen_case_under_other_ids_and_message(store, tmp_pat
     with store.session() as s, pytest.raises(ExportError, match="1 refused as frozen_set"):
         export_reviews(s, "otto", tmp_path / "exports", PromptFormat(), eval_fingerprints_of([eval_case]),
                        frozen=FrozenKeys(PromptFormat()))
+
+
+# --- issue 17: bounded, clean notes and corrections ------------------------------------------------
+def _stored(store) -> tuple[int, int]:
+    """(review rows, review audit entries) in the store."""
+    from db.models import Review
+
+    with store.session() as s:
+        return len(s.exec(select(Review)).all()), len(audit_entries(s, entity="review"))
+
+
+@pytest.mark.parametrize("action", ["flag", "approve_finetuned", "correct"])
+def test_a_30_mb_note_is_refused_and_nothing_stored(store, action):
+    pk, runs = case_with_runs(store)
+    answer = json.loads(runs["finetuned"].answer_json)
+    too_long = r"^note: is 31,457,280 characters long; at most 2,000 are allowed$"
+    with pytest.raises(ReviewError, match=too_long):
+        with store.session() as s:
+            submit_review(s, pk, action, "rita", runs=runs, answer=answer, note="n" * (30 * 2**20))
+    with pytest.raises(ReviewError, match=r"^note: is 2,001 characters long"):
+        with store.session() as s:
+            submit_review(s, pk, action, "rita", runs=runs, answer=answer, note="n" * 2001)
+    assert _stored(store) == (0, 0)
+    with store.session() as s:  # 2,000 characters (after stripping) are fine
+        review = submit_review(s, pk, action, "rita", runs=runs, answer=answer, note=" " + "n" * 2000 + "\n")
+        assert review.note == "n" * 2000
+    assert _stored(store) == (1, 1)
+
+
+@pytest.mark.parametrize(("note", "found"), [
+    ("two items\x1b[2K", "control character (U+001B) at position 9"),
+    ("nul\x00", "control character (U+0000) at position 3"),
+    ("bell\x07", "control character (U+0007) at position 4"),
+    ("see \u202eereh", "bidi control character (U+202E) at position 4"),
+    ("hidden\u200bword", "zero-width character (U+200B) at position 6"),
+])
+def test_a_note_with_hidden_characters_is_refused(store, note, found):
+    pk, runs = case_with_runs(store)
+    with pytest.raises(ReviewError) as err:
+        with store.session() as s:
+            submit_review(s, pk, "flag", "ann", runs=runs, note=note)
+    assert str(err.value) == f"note: holds a {found}"
+    assert _stored(store) == (0, 0)
+    with store.session() as s:  # a multiline note is fine
+        assert submit_review(s, pk, "flag", "ann", runs=runs, note="two items:\n\t- a\n\t- b").id
+
+
+@pytest.mark.parametrize(("field", "bad"), [
+    ("reasoning", "RET-11 applies.\x1b[31m FULL REFUND"), ("reasoning", "RET-11 applies. \u202eDNUFER"),
+    ("customer_response", "Sorry.\x00"), ("next_action", "Send a label \u202e"),
+])
+def test_an_unclean_correction_is_refused_and_never_exported(store, tmp_path, field, bad):
+    pk, runs = case_with_runs(store, "C-1")
+    clean_pk, clean_runs = case_with_runs(store, "C-2", price=88.0)
+    corrected = dict(json.loads(runs["finetuned"].answer_json), **{field: bad})
+    for answer in (corrected, json.dumps(corrected)):  # as a dict and as the console's JSON text
+        with pytest.raises(InvalidAnswer) as err:
+            with store.session() as s:
+                submit_review(s, pk, "correct", "rita", runs=runs, answer=answer, note="fix")
+        assert err.value.fields == [field] and str(err.value).startswith(f"{field}: holds a ")
+    assert _stored(store) == (0, 0)
+    with store.session() as s:
+        submit_review(s, clean_pk, "approve_finetuned", "rita", runs=clean_runs)
+    with store.session() as s:
+        result = export_reviews(s, "otto", tmp_path / "exports")
+    assert result.count == 1
+    for path in (result.path, result.manifest_path):
+        text = open(path, encoding="utf-8").read()
+        assert not any(ch in text for ch in ("\x1b", "\u202e", "\x00", "\\u001b", "\\u202e", "\\u0000"))
+    assert json.loads(open(result.manifest_path).read())["case_ids"] == ["C-2"]
+
+
+def test_saved_filter_names_are_one_printable_line(store):
+    from app.services.saved_filters import MAX_NAME_CHARS, SavedFilterError, save_filter, saved_filters
+
+    assert MAX_NAME_CHARS <= 80
+    with store.session() as s:
+        for name, found in [("US\nreturns", "a line break (U+000A)"), ("US\treturns", "a tab (U+0009)"),
+                            ("US \u202ereturns", "bidi control character (U+202E)"),
+                            ("US\u200breturns", "zero-width character (U+200B)"),
+                            ("US\x1b[31m", "control character (U+001B)"), ("x" * (MAX_NAME_CHARS + 1), "")]:
+            with pytest.raises(SavedFilterError, match="^name: ") as err:
+                save_filter(s, "rita", name, QueueFilter(region="US"))
+            assert found in str(err.value)
+        assert saved_filters(s, "rita") == []
+        saved = save_filter(s, "rita", "  Retours – UK «vip»  ", QueueFilter(region="UK"))
+        assert saved.name == "Retours – UK «vip»"
