@@ -16,11 +16,10 @@ and the reference is a frozen copy of it (TRL adds it as adapter ``ref``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from engine.sft_data import DatasetError, _check_assistant
+from engine.sft_data import DatasetError, _check_assistant, read_rows
 from policies import InvalidInput, parse_answer, parse_case
 from policies.prompt import PromptFormat, answer_json, build_messages
 
@@ -81,56 +80,22 @@ def preference_example(row: Any, fmt: PromptFormat, path: str | Path = "<row>", 
 
 def load_preferences(path: str | Path, fmt: PromptFormat) -> list[Preference]:
     """Read a JSONL file of preference rows; fails fast on the first bad line (naming it)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(path, 0, "no such dataset file")
-    examples = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(path, line_no, f"not valid JSON ({exc.msg})") from None
-            examples.append(preference_example(row, fmt, path, line_no))
-    if not examples:
-        raise DatasetError(path, 0, "the file holds no preference rows")
-    return examples
+    return read_rows(path, lambda row, p, line: preference_example(row, fmt, p, line),
+                     "the file holds no preference rows")
 
 
 def dpo_config(cfg: Any, has_eval: bool) -> Any:
     """TRL DPOConfig from the run config (the same schedule, batch and precision fields as SFT)."""
-    import torch
     from trl import DPOConfig
 
-    from engine.train_setup import precision_flags
+    from engine.train_setup import trainer_args
 
     return DPOConfig(
-        output_dir=cfg.output_dir,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
+        **trainer_args(cfg),
         beta=cfg.dpo_beta,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay,
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        max_length=cfg.max_length,
         truncation_mode="keep_start",  # like SFT's max_length cut: the prompt and the answer's start stay
-        gradient_checkpointing=False,
         eval_strategy="epoch" if has_eval and cfg.eval_each_epoch else "no",
         save_strategy="no",
-        logging_steps=cfg.logging_steps,
-        logging_first_step=True,
-        report_to="none",
-        dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
-        **precision_flags(cfg.precision),
     )
 
 

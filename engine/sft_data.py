@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from engine.registry import ModelSpec
 from policies import InvalidInput, parse_answer, parse_case
@@ -24,6 +24,7 @@ from policies.leakage import DEFAULT_FROZEN_SETS, FrozenSetError, find_leaks, fr
 from policies.leakage import TrainingPoolLeak as TrainingPoolLeak  # re-exported: a data error of a run
 from policies.prompt import PromptFormat, answer_json, build_messages
 
+T = TypeVar("T")
 Example = dict[str, list[dict[str, str]]]  # {"prompt": [system, user], "completion": [assistant]}
 
 
@@ -180,12 +181,15 @@ def row_to_example(row: Any, fmt: PromptFormat, path: str | Path = "<row>", line
     return {"prompt": prompt, "completion": [messages[-1]]}
 
 
-def load_examples(path: str | Path, fmt: PromptFormat) -> list[Example]:
-    """Read a JSONL dataset into prompt-completion examples; fails fast on the first bad line."""
+def read_rows(path: str | Path, convert: Callable[[Any, Path, int], T], empty: str) -> list[T]:
+    """Read a JSONL dataset, ``convert(row, path, line)`` each row; fails fast on the first bad line.
+
+    Raises :class:`DatasetError` for a missing file, a line that is not JSON (naming it), whatever
+    ``convert`` raises, and a file without rows (message ``empty``)."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(path, 0, "no such dataset file")
-    examples = []
+    out = []
     with path.open(encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
@@ -194,10 +198,15 @@ def load_examples(path: str | Path, fmt: PromptFormat) -> list[Example]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(path, line_no, f"not valid JSON ({exc.msg})") from None
-            examples.append(row_to_example(row, fmt, path, line_no))
-    if not examples:
-        raise DatasetError(path, 0, "the dataset is empty")
-    return examples
+            out.append(convert(row, path, line_no))
+    if not out:
+        raise DatasetError(path, 0, empty)
+    return out
+
+
+def load_examples(path: str | Path, fmt: PromptFormat) -> list[Example]:
+    """Read a JSONL dataset into prompt-completion examples; fails fast on the first bad line."""
+    return read_rows(path, lambda row, p, line: row_to_example(row, fmt, p, line), "the dataset is empty")
 
 
 def check_frozen_sets(

@@ -42,6 +42,32 @@ def precision_flags(precision: str) -> dict[str, bool]:
     return {"bf16": name == "bf16", "fp16": name == "fp16"}
 
 
+def trainer_args(cfg: RunConfig) -> dict[str, Any]:
+    """The trainer arguments SFT and DPO share: schedule, batches, length, logging, device, precision."""
+    return {
+        "output_dir": cfg.output_dir,
+        "seed": cfg.seed,
+        "data_seed": cfg.seed,
+        "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": cfg.lr_scheduler_type,
+        "warmup_steps": cfg.warmup_ratio,
+        "weight_decay": cfg.weight_decay,
+        "num_train_epochs": cfg.num_train_epochs,
+        "max_steps": cfg.max_steps,
+        "per_device_train_batch_size": cfg.per_device_train_batch_size,
+        "per_device_eval_batch_size": cfg.per_device_eval_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "max_length": cfg.max_length,
+        "gradient_checkpointing": False,
+        "logging_steps": cfg.logging_steps,
+        "logging_first_step": True,
+        "report_to": "none",
+        "dataloader_num_workers": 0,
+        "use_cpu": not torch.cuda.is_available(),
+        **precision_flags(cfg.precision),
+    }
+
+
 def lora_config(cfg: RunConfig) -> Any:
     """The LoRA adapter: rank, alpha, dropout, all linear layers (or the listed ones), embeddings optional."""
     from peft import LoraConfig

@@ -26,9 +26,9 @@ from engine.train_setup import (
     epoch_metrics,
     load_model_for_training,
     lora_config,
-    precision_flags,
     train_log,
     trainable_params,
+    trainer_args,
     write_artefacts,
 )
 
@@ -80,22 +80,9 @@ def sft_config(cfg: RunConfig, has_eval: bool) -> Any:
 
     per_epoch = has_eval and cfg.eval_each_epoch
     return SFTConfig(
-        output_dir=cfg.output_dir,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay,
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        max_length=cfg.max_length,
+        **trainer_args(cfg),
         completion_only_loss=True,
         assistant_only_loss=False,  # prompt-completion: loss on the answer only
-        gradient_checkpointing=False,
         packing=False,
         eval_strategy="epoch" if per_epoch else "no",
         save_strategy="epoch" if per_epoch else "no",
@@ -104,13 +91,7 @@ def sft_config(cfg: RunConfig, has_eval: bool) -> Any:
         greater_is_better=False,
         save_total_limit=2,
         save_only_model=True,
-        logging_steps=cfg.logging_steps,
-        logging_first_step=True,
-        report_to="none",
-        dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
         dataset_num_proc=None,
-        **precision_flags(cfg.precision),
     )
 
 
