@@ -120,12 +120,11 @@ def train_dpo(cfg: Any, callbacks: Any = ()) -> Any:
     from engine.registry import resolve_model
     from engine.sft_data import check_frozen_sets, mix
     from engine.train_setup import (
-        epoch_metrics,
+        finish_run,
         load_model_for_training,
         lora_config,
         train_log,
         trainable_params,
-        write_artefacts,
     )
 
     log = logging.getLogger(__name__)
@@ -159,24 +158,9 @@ def train_dpo(cfg: Any, callbacks: Any = ()) -> Any:
         result = trainer.train()
         if "ref" in getattr(trainer.model, "peft_config", {}):  # TRL's frozen reference copy: not saved
             trainer.model.delete_adapter("ref")
-        trainer.save_model(cfg.output_dir)
-        tokenizer.padding_side = "left"
-        tokenizer.save_pretrained(cfg.output_dir)
-        metrics = {
-            "method": "dpo",
-            "epochs": epoch_metrics(trainer.state.log_history),
-            "train_loss": result.training_loss,
-            "runtime_s": round(time.time() - started, 1),
-            "train_runtime_s": result.metrics.get("train_runtime"),
-            "trainable_params": trainable,
-            "total_params": total,
-            "trainable_share": trainable / total,
-            "train_examples": len(train_examples),
-            "eval_examples": len(eval_examples or []),
-            "leak_check": leak_check,
-            "log_history": trainer.state.log_history,
-        }
-        write_artefacts(cfg.output_dir, cfg, spec, fmt, quantization, metrics)
+        metrics = finish_run(trainer, tokenizer, cfg, spec, fmt, quantization, result, started,
+                             (trainable, total), (len(train_examples), len(eval_examples or [])),
+                             {"method": "dpo", "leak_check": leak_check})
         log.info("saved DPO adapter to %s; train loss %.4f, %.0f s", cfg.output_dir, result.training_loss,
                  metrics["runtime_s"])
     return trainer

@@ -11,6 +11,7 @@ import logging
 import math
 import platform
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -210,6 +211,33 @@ def write_artefacts(
         data = json.loads(adapter_cfg.read_text(encoding="utf-8"))
         data["base_model_name_or_path"] = portable_base_path(spec.base)
         adapter_cfg.write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+def finish_run(trainer: Any, tokenizer: Any, cfg: RunConfig, spec: ModelSpec, fmt: PromptFormat,
+               quantization: str, result: Any, started: float, params: tuple[int, int],
+               counts: tuple[int, int], extra: dict[str, Any]) -> dict[str, Any]:
+    """Save the trained adapter and the tokenizer (left padding, for generation) to ``cfg.output_dir``
+    and write the run's artefacts; out: metrics.json's content. ``params``: (trainable, total)
+    parameters as trained; ``counts``: (train, eval) examples; ``extra``: the method's own figures."""
+    trainer.save_model(cfg.output_dir)
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(cfg.output_dir)
+    trainable, total = params
+    metrics = {
+        **extra,
+        "epochs": epoch_metrics(trainer.state.log_history),
+        "train_loss": result.training_loss,
+        "runtime_s": round(time.time() - started, 1),
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_share": trainable / total,
+        "train_examples": counts[0],
+        "eval_examples": counts[1],
+        "log_history": trainer.state.log_history,
+    }
+    write_artefacts(cfg.output_dir, cfg, spec, fmt, quantization, metrics)
+    return metrics
 
 
 def trainable_params(model: Any) -> tuple[int, int]:

@@ -23,13 +23,12 @@ from engine.loading import load_tokenizer
 from engine.registry import resolve_model
 from engine.sft_data import RunConfig, check_frozen_sets, load_examples, mix
 from engine.train_setup import (
-    epoch_metrics,
+    finish_run,
     load_model_for_training,
     lora_config,
     train_log,
     trainable_params,
     trainer_args,
-    write_artefacts,
 )
 
 if TYPE_CHECKING:
@@ -176,26 +175,11 @@ def train(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Decision
             quantization,
         )
         result = trainer.train()
-
-        trainer.save_model(cfg.output_dir)
-        tokenizer.padding_side = "left"
-        tokenizer.save_pretrained(cfg.output_dir)
-        metrics = {
-            "epochs": epoch_metrics(trainer.state.log_history),
-            "train_loss": result.training_loss,
-            "best_val_loss": trainer.state.best_metric,
-            "best_checkpoint": trainer.state.best_model_checkpoint,
-            "runtime_s": round(time.time() - started, 1),
-            "train_runtime_s": result.metrics.get("train_runtime"),
-            "trainable_params": trainable,
-            "total_params": total,
-            "trainable_share": trainable / total,
-            "train_examples": len(train_examples),
-            "eval_examples": len(eval_examples or []),
-            "leak_check": leak_check,
-            "log_history": trainer.state.log_history,
-        }
-        write_artefacts(cfg.output_dir, cfg, spec, fmt, quantization, metrics)
+        metrics = finish_run(trainer, tokenizer, cfg, spec, fmt, quantization, result, started,
+                             (trainable, total), (len(train_examples), len(eval_examples or [])),
+                             {"best_val_loss": trainer.state.best_metric,
+                              "best_checkpoint": trainer.state.best_model_checkpoint,
+                              "leak_check": leak_check})
         log.info(
             "saved adapter to %s; train loss %.4f, best val loss %s, %.0f s",
             cfg.output_dir,
