@@ -7,6 +7,7 @@ correct such cases, and the retrained challenger should do better on that rule.
 from __future__ import annotations
 
 import random
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,32 @@ def train_args(base_dir: Path, dataset: Path, val: Path, out_dir: Path, steps: i
     args[args.index("--max_steps") + 1] = str(steps)
     return ["--model", str(base_dir), "--dataset", str(dataset), "--eval_dataset", str(val),
             "--output_dir", str(out_dir), *args]
+
+
+def fake_python(tmp_path: Path, body: str = "sleep 30") -> str:
+    """An executable standing in for the Runner's python: it runs ``body`` (sh) instead of training."""
+    path = tmp_path / "fake-python"
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def export_corrections(store: Any, tmp_path: Path, n: int, seed: int, prefix: str) -> int:
+    """``n`` FRD-1 cases corrected by rita (no model answer), exported by olga; out: the export id."""
+    from sqlmodel import select
+
+    from app.services.exports import export_reviews
+    from app.services.reviews import submit_review
+    from db.cases import add_case
+    from db.models import Export
+    from policies import parse_case
+
+    for row in rows_for(("FRD-1",), n, seed=seed, prefix=prefix):
+        case = parse_case(row["input"])
+        with store.session() as s:
+            rec = add_case(s, case, "try", "rita")
+            submit_review(s, rec.id or 0, "correct", "rita", runs={}, answer=short_answer(case))
+    with store.session() as s:
+        export_reviews(s, "olga", tmp_path / "exports")
+    with store.session() as s:
+        return s.exec(select(Export.id)).one()

@@ -4,7 +4,6 @@ SFT file, and a DPO retrain trains on (reviewed answer, the model answer it repl
 from __future__ import annotations
 
 import json
-import stat
 from pathlib import Path
 
 import pytest
@@ -21,15 +20,8 @@ from engine.registry import REPO_ROOT
 from engine.sft_data import RunConfig
 from engine.training import parse_run_config
 from policies import parse_case
-from tests.app.services.loop_fixtures import rows_for, short_answer
+from tests.app.services.loop_fixtures import fake_python, rows_for, short_answer
 from tests.conftest import TINY_FORMAT, make_answer
-
-
-def _fake_python(tmp_path: Path) -> str:
-    path = tmp_path / "fake-python"
-    path.write_text("#!/bin/sh\nsleep 30\n")
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    return str(path)
 
 
 def _corrections(store: Store, n: int = 6, approve_one: bool = True) -> list[int]:
@@ -76,7 +68,7 @@ def test_dpo_job_trains_on_pairs_only(store: Store, tmp_path: Path) -> None:
         export_reviews(s, "otto", tmp_path / "exports", TINY_FORMAT)
         export_id = s.exec(select(Export.id)).one()
     runner = Runner(store, RunnerConfig(repo_root=REPO_ROOT, runs_dir=tmp_path / "runs",
-                                        python=_fake_python(tmp_path)))
+                                        python=fake_python(tmp_path)))
     plan = runner.plan("base", "dpo")
     assert plan.method == "dpo" and plan.recipe == "data/models/default-ft-retrain-dpo.yaml"
     job = runner.start("otto", RetrainRequest([export_id], holdout_share=0.0, method="dpo"))

@@ -9,24 +9,17 @@ without a recipe is refused with a JobError naming the model. No training runs h
 from __future__ import annotations
 
 import json
-import stat
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
 
-from app.services.exports import export_reviews
 from app.services.jobs import JobError, RetrainRequest, Runner, RunnerConfig
-from app.services.reviews import submit_review
-from db.cases import add_case
-from db.models import Export
 from db.store import Store, open_store
 from db.users import create_user
 from db.versions import ensure_bundled_version
 from engine.registry import REPO_ROOT, ModelSpec, load_registry, resolve_model
-from policies import parse_case
 from policies.prompt import PromptFormat
-from tests.app.services.loop_fixtures import rows_for, short_answer
+from tests.app.services.loop_fixtures import export_corrections, fake_python
 from tests.conftest import TINY_FORMAT, build_tiny_base
 
 FULL = PromptFormat(policy="full")
@@ -147,19 +140,8 @@ def test_a_recipe_field_train_qlora_sft_does_not_know(tmp_path: Path, tiny_base_
 
 def test_started_job_records_the_spec_command(registry: dict[str, ModelSpec], store: Store, tmp_path: Path,
                                               other_base_dir: Path) -> None:
-    for row in rows_for(("FRD-1",), 4, seed=4, prefix="C-RR"):
-        case = parse_case(row["input"])
-        with store.session() as s:
-            rec = add_case(s, case, "try", "rita")
-            submit_review(s, rec.id or 0, "correct", "rita", runs={}, answer=short_answer(case))
-    with store.session() as s:
-        export_reviews(s, "olga", tmp_path / "exports")
-    with store.session() as s:
-        export_id = s.exec(select(Export.id)).one()
-    fake = tmp_path / "fake-python"
-    fake.write_text("#!/bin/sh\nsleep 30\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    runner = _runner(store, registry["b"], tmp_path, python=str(fake))
+    export_id = export_corrections(store, tmp_path, 4, seed=4, prefix="C-RR")
+    runner = _runner(store, registry["b"], tmp_path, python=fake_python(tmp_path))
     job = runner.start("olga", RetrainRequest([export_id], holdout_share=0.0, init="champion"))  # no champion
     runner.cancel("olga", job.id or 0)
     argv = _train_argv(json.loads(job.command_json))

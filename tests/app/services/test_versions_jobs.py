@@ -4,25 +4,20 @@ bookkeeping (busy, failed, cancelled) with a stand-in for the Python interpreter
 from __future__ import annotations
 
 import json
-import stat
 from pathlib import Path
 
 import pytest
 from sqlmodel import select
 
-from app.services.exports import export_reviews
 from app.services.jobs import JobBusy, JobError, RetrainRequest, Runner, RunnerConfig
-from app.services.reviews import submit_review
 from app.services.versions import PromotionRefused, promote, rollback
 from db.audit import audit_entries
-from db.cases import add_case
 from db.models import CaseRecord, Export, Review
 from db.store import Store, open_store
 from db.users import create_user
 from db.versions import VersionError, champion, ensure_bundled_version, next_version_name, register_version
 from engine.sft_data import row_to_example
-from policies import parse_case
-from tests.app.services.loop_fixtures import rows_for, short_answer
+from tests.app.services.loop_fixtures import export_corrections, fake_python
 from tests.conftest import TINY_FORMAT
 
 REPO = Path(__file__).resolve().parents[2]
@@ -163,23 +158,8 @@ def test_promotion_gate_margin_is_a_parameter(store: Store) -> None:
         assert champion(s).name == "ft-v2"  # type: ignore[union-attr]
 
 
-def _fake_python(tmp_path: Path, body: str) -> str:
-    path = tmp_path / "fake-python"
-    path.write_text(f"#!/bin/sh\n{body}\n")
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    return str(path)
-
-
 def _export(store: Store, tmp_path: Path) -> int:
-    for row in rows_for(("FRD-1",), 6, seed=4, prefix="C-CO"):
-        case = parse_case(row["input"])
-        with store.session() as s:
-            rec = add_case(s, case, "try", "rita")
-            submit_review(s, rec.id or 0, "correct", "rita", runs={}, answer=short_answer(case))
-    with store.session() as s:
-        export_reviews(s, "olga", tmp_path / "exports")
-    with store.session() as s:
-        return s.exec(select(Export.id)).one()
+    return export_corrections(store, tmp_path, 6, seed=4, prefix="C-CO")
 
 
 def test_runner_trains_corrections_as_cases_not_as_rendered_prompts(store: Store, tmp_path: Path) -> None:
@@ -192,7 +172,7 @@ def test_runner_trains_corrections_as_cases_not_as_rendered_prompts(store: Store
     exported = [json.loads(ln) for ln in export_path.read_text(encoding="utf-8").splitlines()]
     assert all(set(r) == {"messages"} for r in exported)
     runner = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=tmp_path / "runs",
-                                        python=_fake_python(tmp_path, "sleep 30")))
+                                        python=fake_python(tmp_path, "sleep 30")))
     job = runner.start("olga", RetrainRequest([export_id], holdout_share=0.0))
     runner.cancel("olga", job.id or 0)
     rows = [json.loads(ln) for ln in (Path(job.run_dir) / "corrections.jsonl").read_text().splitlines()]
@@ -210,7 +190,7 @@ def test_runner_trains_corrections_as_cases_not_as_rendered_prompts(store: Store
 def test_runner_busy_cancel_and_failure(store: Store, tmp_path: Path) -> None:
     export_id = _export(store, tmp_path)
     slow = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=tmp_path / "runs",
-                                      python=_fake_python(tmp_path, "sleep 30")))
+                                      python=fake_python(tmp_path, "sleep 30")))
     with pytest.raises(JobError, match="exports"):
         slow.start("olga", RetrainRequest([]))
     job = slow.start("olga", RetrainRequest([export_id], holdout_share=0.5))
@@ -221,7 +201,7 @@ def test_runner_busy_cancel_and_failure(store: Store, tmp_path: Path) -> None:
     assert slow.active() is None
 
     failing = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=tmp_path / "runs",
-                                         python=_fake_python(tmp_path, "echo 'Traceback: boom' >&2; exit 3")))
+                                         python=fake_python(tmp_path, "echo 'Traceback: boom' >&2; exit 3")))
     job = failing.wait(failing.start("olga", RetrainRequest([export_id])).id or 0, timeout_s=30)
     assert job.status == "failed" and job.exit_code == 3 and "boom" in (job.error or "")
     assert job.version_name == "ft-v3"  # ft-v2 went to the cancelled job
