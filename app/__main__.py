@@ -13,13 +13,11 @@ import os
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
-from starlette.middleware import Middleware
 
-from app.services.auth import ClientAddressMiddleware
 from app.services.exports import eval_fingerprints_of
 from app.services.jobs import JobError, Runner, RunnerConfig
 from app.services.versions import serve_champion
-from app.ui.interface import build_app, make_auth
+from app.ui.interface import build_app, serve_options
 from db.cases import load_eval_set, read_case_rows
 from db.store import DEFAULT_DB_URL, open_store
 from db.users import UserError, ensure_admin
@@ -75,8 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     store = open_store(args.db)
-    try:
-        with store.session() as s:
+    try:  # immediate: consoles starting at once on one store create the first user once
+        with store.session(immediate=True) as s:
             boot = ensure_admin(
                 s, os.environ.get("POLICYOPS_ADMIN_USER"), os.environ.get("POLICYOPS_ADMIN_PASSWORD")
             )
@@ -91,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     fingerprints: set[str] = set()
     if args.eval_set.is_file():
-        with store.session() as s:
+        with store.session(immediate=True) as s:
             added = load_eval_set(s, args.eval_set)
         fingerprints = eval_fingerprints_of(read_case_rows(args.eval_set))
         if added:
@@ -106,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     from engine import Engine  # heavy import (torch): after the cheap checks above
 
     engine = Engine.load(spec)
-    with store.session() as s:  # the bundled adapter is ft-v1 on first start; serve today's champion
+    with store.session(immediate=True) as s:  # bundled adapter: ft-v1 on first start; serve the champion
         adapter = getattr(engine.spec, "adapters", {}).get("finetuned")
         if adapter:
             ensure_bundled_version(s, adapter, engine.spec.base)
@@ -117,12 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     demo = build_app(engine, store, export_dir=args.export_dir, eval_fingerprints=fingerprints,
                      runner=runner)
     demo.queue(default_concurrency_limit=4).launch(
-        server_name=args.host,
-        server_port=args.port,
-        auth=make_auth(store),
-        auth_message="PolicyOps Console: sign in",
-        allowed_paths=[],
-        app_kwargs={"middleware": [Middleware(ClientAddressMiddleware)]},  # the address for login()
+        server_name=args.host, server_port=args.port, **serve_options(store)
     )
 
 

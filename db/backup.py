@@ -1,9 +1,13 @@
-"""Online-consistent copies of the SQLite store, and restoring one.
+"""Online-consistent copies of the store, and restoring one: SQLite's backup API, PostgreSQL's pg_dump.
 
 :func:`backup_sqlite` uses SQLite's backup API over a read transaction: the copy is one consistent
 snapshot (every committed review with its audit entry, nothing half-written) even while the
 console keeps writing, and writers are not blocked (WAL). The copy is checked with
 ``PRAGMA integrity_check`` before it is renamed into place.
+
+On PostgreSQL, ``pg_dump --format=custom`` takes the same kind of copy (one snapshot, writers not
+blocked) and ``pg_restore`` puts it back; :func:`pg_dump_command` and :func:`pg_restore_command` build
+their command lines (``scripts/backup_db.py`` runs them: this package starts no process).
 """
 
 from __future__ import annotations
@@ -88,3 +92,28 @@ def restore_sqlite(backup: Path, db: str | Path, *, overwrite: bool = False) -> 
     for suffix in ("-wal", "-shm"):  # the old file's log must not be replayed onto the restored one
         Path(f"{target}{suffix}").unlink(missing_ok=True)
     return _copy(Path(backup), target)
+
+
+def is_postgres(url_or_path: str | Path) -> bool:
+    text = str(url_or_path)
+    return "://" in text and make_url(text).get_backend_name() == "postgresql"
+
+
+def libpq_url(url: str) -> str:
+    """``postgresql+psycopg://u:p@h:port/db`` as the ``postgresql://...`` URL libpq tools take."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or not parsed.database:
+        raise BackupError(f"db: not a PostgreSQL database URL: {url!r}")
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def pg_dump_command(url: str, dest: Path) -> list[str]:
+    """``pg_dump`` writing the database at ``url`` to ``dest`` (custom format: compressed, for pg_restore)."""
+    return ["pg_dump", "--format=custom", "--no-owner", f"--file={dest}", f"--dbname={libpq_url(url)}"]
+
+
+def pg_restore_command(backup: Path, url: str, *, overwrite: bool = False) -> list[str]:
+    """``pg_restore`` of ``backup`` into the database at ``url``; ``overwrite`` drops what is there first."""
+    clean = ["--clean", "--if-exists"] if overwrite else []
+    return ["pg_restore", "--no-owner", "--exit-on-error", "--single-transaction", *clean,
+            f"--dbname={libpq_url(url)}", str(backup)]

@@ -1,7 +1,8 @@
 """Cases and model runs.
 
-A case row is identified by the hash of its whole content, so an edited case is a new row and
-never reuses answers computed for the old text. A model run is stored once per
+A case row is identified by the hash of its whole content, and a ``case_id`` names one row forever:
+the same id with other content is refused (naming the differing fields), so an edited case needs a
+new id and never reuses answers computed for the old text. A model run is stored once per
 (case, variant, model_version): :func:`save_run` returns the existing run rather than a second one.
 """
 
@@ -19,6 +20,7 @@ from db.audit import audit
 from db.models import CaseRecord, ModelRun
 from engine.types import ModelAnswer
 from policies import Case, InvalidCase, parse_case
+from policies.text import TextError, check_identifier
 
 
 def canonical_json(data: Any) -> str:
@@ -44,6 +46,8 @@ def add_case(session: Session, case: Case, source: str, actor: str, in_eval_set:
     """
     content_sha, body_sha = case_fingerprints(case)
     existing = session.exec(select(CaseRecord).where(CaseRecord.content_sha == content_sha)).first()
+    if existing is None:
+        _refuse_shadow(session, case)
     if existing is not None:
         if in_eval_set and not existing.in_eval_set:
             before = existing.model_dump()
@@ -77,8 +81,41 @@ def add_case(session: Session, case: Case, source: str, actor: str, in_eval_set:
     return record
 
 
+def _differing_fields(old: Any, new: Any, path: str = "") -> list[str]:
+    """Dotted paths where two JSON-like values differ (``message``, ``order.price``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            f
+            for key in sorted(set(old) | set(new))
+            for f in _differing_fields(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+        ]
+    return [] if old == new else [path or "<root>"]
+
+
+def _refuse_shadow(session: Session, case: Case) -> None:
+    """A ``case_id`` names one case forever (issue 17, finding 3): the same id with other content is
+    refused, naming the fields that differ, instead of being stored as a newer row that links and
+    reviews would then land on."""
+    stored = session.exec(
+        select(CaseRecord).where(CaseRecord.case_id == case.case_id).order_by(col(CaseRecord.id)).limit(1)
+    ).first()
+    if stored is None:
+        return
+    diff = _differing_fields(json.loads(stored.case_json), case.to_json_dict())
+    raise InvalidCase(
+        [("case_id", f"{case.case_id} already names another case (row #{stored.id}); it differs in "
+                     f"{', '.join(diff)}: give this case a new case_id")]
+        + [(f, f"differs from the stored case {case.case_id}") for f in diff]
+    )
+
+
+MAX_ROW_ID = 2**63 - 1  # the largest row id a database integer holds
+
+
 def get_case(session: Session, case_pk: int) -> CaseRecord:
     """The case row ``case_pk``; raises KeyError naming the id when there is none."""
+    if not 0 < case_pk <= MAX_ROW_ID:  # "#9999999999999999999" would overflow the driver
+        raise KeyError(f"case_id: no case with id {case_pk}")
     record = session.get(CaseRecord, case_pk)
     if record is None:
         raise KeyError(f"case_id: no case with id {case_pk}")
@@ -191,17 +228,25 @@ def run_guard(run: ModelRun) -> dict[str, Any]:
 
 
 def resolve_case_ref(session: Session, ref: str | int) -> int:
-    """The row id of a case given as ``12`` / ``#12`` (row id) or ``C-000123`` (latest row with that case_id).
+    """The row id of a case given as ``12`` / ``#12`` (row id) or ``C-000123`` (the first, immutable row
+    with that case_id: a later row with the same id, left by an older version, never shadows it).
 
     Raises KeyError whose message names ``case_id``.
     """
     text = str(ref).strip()
     if not text:
         raise KeyError("case_id: give a case id (C-...) or a row number (#12)")
-    if text.lstrip("#").isdigit():
-        return get_case(session, int(text.lstrip("#"))).id or 0
+    digits = text.lstrip("#")
+    if digits.isascii() and digits.isdigit():
+        if len(digits) > len(str(MAX_ROW_ID)):
+            raise KeyError(f"case_id: no case with id {digits[:20]}...")
+        return get_case(session, int(digits)).id or 0
+    try:  # a case id is an identifier (policies.text): anything else names no case, unread by the database
+        check_identifier(text, "case_id")
+    except TextError as exc:
+        raise KeyError(f"case_id: no such case ({exc.problem})") from None
     record = session.exec(
-        select(CaseRecord).where(CaseRecord.case_id == text).order_by(col(CaseRecord.id).desc())
+        select(CaseRecord).where(CaseRecord.case_id == text).order_by(col(CaseRecord.id))
     ).first()
     if record is None:
         raise KeyError(f"case_id: no case {text!r}")

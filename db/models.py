@@ -10,7 +10,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import String, UniqueConstraint, event
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 ROLES: tuple[str, ...] = ("agent", "reviewer", "ops")
@@ -25,12 +26,41 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class SchemaMigration(SQLModel, table=True):
-    """One applied migration (``m001_initial``, ...), like simonw/llm's ``_llm_migrations``."""
+class TextTooLong(ValueError):
+    """A row holds more characters in a column than the schema allows; ``field`` is ``table.column``."""
 
-    __tablename__ = "schema_migrations"
-    name: str = Field(primary_key=True)
-    applied_at: datetime = Field(default_factory=utcnow)
+    def __init__(self, field: str, length: int, max_chars: int) -> None:
+        super().__init__(f"{field}: text of {length} characters; this column takes at most {max_chars}")
+        self.field = field
+
+
+class BoundedText(TypeDecorator[str]):
+    """Text the schema limits to ``max_chars`` characters: a row holding more is refused when it is
+    inserted or updated (:class:`TextTooLong`), on SQLite and PostgreSQL alike; lookups with a longer
+    value just find nothing. The column stays a plain VARCHAR, so a limit can be set or changed without
+    a migration. (NUL is refused in every text column, by ``db.store``.)"""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, max_chars: int) -> None:
+        super().__init__()
+        self.max_chars = max_chars
+
+
+@event.listens_for(SQLModel, "before_insert", propagate=True)
+@event.listens_for(SQLModel, "before_update", propagate=True)
+def _refuse_oversized_text(_mapper: Any, _connection: Any, row: SQLModel) -> None:
+    for column in row.__table__.columns:  # type: ignore[attr-defined]
+        if isinstance(column.type, BoundedText):
+            value = getattr(row, column.key, None)
+            if isinstance(value, str) and len(value) > column.type.max_chars:
+                raise TextTooLong(f"{column.table.name}.{column.key}", len(value), column.type.max_chars)
+
+
+USERNAME_MAX_CHARS = 64
+NOTE_MAX_CHARS = 4000  # a ceiling above the console's own limit on review notes
+FILTER_NAME_MAX_CHARS = 200
 
 
 class CaseRecord(SQLModel, table=True):
@@ -79,7 +109,7 @@ class Review(SQLModel, table=True):
     case_pk: int = Field(foreign_key="cases.id", index=True)
     status: str  # one of REVIEW_STATUSES
     reviewer: str = Field(foreign_key="users.username")
-    note: str = ""
+    note: str = Field(default="", sa_type=BoundedText(NOTE_MAX_CHARS))
     answer_json: str | None = None  # the approved or corrected answer
     model_run_id: int | None = Field(default=None, foreign_key="model_runs.id")
     created_at: datetime = Field(default_factory=utcnow)
@@ -89,7 +119,7 @@ class User(SQLModel, table=True):
     """A console user; ``password_hash`` is ``scrypt$n$r$p$salt$hash`` (hex)."""
 
     __tablename__ = "users"
-    username: str = Field(primary_key=True)
+    username: str = Field(primary_key=True, sa_type=BoundedText(USERNAME_MAX_CHARS))
     role: str
     password_hash: str
     created_at: datetime = Field(default_factory=utcnow)
@@ -222,7 +252,7 @@ class SavedFilter(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("owner", "name"),)
     id: int | None = Field(default=None, primary_key=True)
     owner: str = Field(foreign_key="users.username")
-    name: str
+    name: str = Field(sa_type=BoundedText(FILTER_NAME_MAX_CHARS))
     filter_json: str
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -252,3 +282,20 @@ class LoginAttempt(SQLModel, table=True):
     failures: int = 0
     last_failure_at: datetime = Field(default_factory=utcnow)
     locked_until: datetime | None = None
+
+
+# Idempotent writes (issue 17, finding 7).
+class IdempotencyKey(SQLModel, table=True):
+    """The first result of a write sent with an idempotency key: a retry with the same key (same
+    user, same request) gets this response back instead of writing again. Saved in the same
+    transaction as the write it answers, so either both exist or neither."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("actor", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    actor: str  # the user who sent the key: keys are per user
+    key: str  # the client's key, 1 to 64 printable characters (policies.text identifier)
+    endpoint: str  # submit_review, bulk_approve, ...
+    request_sha: str  # sha256 of the request's arguments: a key reused for another request is refused
+    response_json: str
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,35 +1,48 @@
-"""Opening the store: an SQLAlchemy engine with SQLite tuned for a small multi-user console.
+"""Opening the store: an SQLAlchemy engine on SQLite (the default) or PostgreSQL, same behaviour on both.
 
 SQLite gets WAL (readers never block the writer), foreign keys on, and a busy timeout so a
 second writer waits instead of failing. Write units of work go through :meth:`Store.write`: they
 start with ``BEGIN IMMEDIATE`` (take the write lock up front, so a read-then-write transaction
 never fails on a stale snapshot, which SQLite reports at once, without waiting) and are retried
-with backoff when the lock stays busy past the timeout. Any other SQLAlchemy URL works too. The URL is always
-passed in by the caller (the console's ``--db`` / ``DATABASE_URL``); library code never reads it.
+with backoff when the lock stays busy past the timeout. On PostgreSQL (``postgresql+psycopg://``)
+the same write transactions take a transaction-scoped advisory lock instead of ``BEGIN IMMEDIATE``
+(so writers, exports included, run one at a time as on SQLite), lock waits end after the same
+timeout, and serialization failures and deadlocks are retried like a busy SQLite. Text holding NUL
+is refused on both (PostgreSQL cannot store it; on SQLite a check before each statement refuses it).
+The URL is always passed in by the caller (the console's ``--db`` / ``DATABASE_URL``); library code
+never reads it.
 """
 
 from __future__ import annotations
 
 import random
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlmodel import Session, create_engine
 
-from db.migrations import migrate
+from db.migrations import upgrade
 
 DEFAULT_DB_URL = "sqlite:///var/policyops.db"
 BUSY_TIMEOUT_MS = 5000  # a writer waits this long for another writer before "database is locked"
 WRITE_ATTEMPTS = 6  # Store.write tries a unit of work this often when the database stays locked
 BACKOFF_S = 0.05  # first retry pause; doubles each time, with jitter so writers do not march in step
-_IMMEDIATE = "policyops_immediate"  # execution option: begin the transaction with BEGIN IMMEDIATE
+IMMEDIATE = "policyops_immediate"  # execution option: begin the transaction holding the write lock
+EXCLUSIVE_WAIT_S = 600  # Store.exclusive waits this long for the holder (an export) to finish
+WRITE_LOCK = 0x706F7772  # PostgreSQL advisory lock key standing in for SQLite's write lock
+RETRY_SQLSTATES = frozenset({
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "55P03",  # lock_not_available: lock_timeout passed, like SQLite's busy timeout
+})
 T = TypeVar("T")
 
 
@@ -46,14 +59,39 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+    immediate = conn.get_execution_options().get(IMMEDIATE, False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _has_nul(params: Any) -> bool:
+    if isinstance(params, str):
+        return "\x00" in params
+    if isinstance(params, dict):
+        return any(_has_nul(v) for v in params.values())
+    if isinstance(params, list | tuple):
+        return any(_has_nul(v) for v in params)
+    return False
+
+
+def _sqlite_refuse_nul(conn: Connection, _cursor: Any, statement: str, params: Any, _context: Any,
+                       _many: bool) -> None:
+    # PostgreSQL refuses NUL in text; SQLite would store it. Refuse it here too, with the same error class.
+    if _has_nul(params):
+        raise DataError(statement, params, ValueError("text fields cannot contain NUL (0x00) characters"))
+
+
+def _postgres_begin(conn: Connection) -> None:
+    if conn.get_execution_options().get(IMMEDIATE, False):  # the first statement of the transaction
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+
+
 def is_locked_error(exc: BaseException) -> bool:
-    """True for SQLite's transient "database is locked" / "database is busy" errors."""
+    """True for errors that mean "another writer was in the way, run it again": SQLite's "database is
+    locked" / "database is busy", PostgreSQL's serialization failures, deadlocks and lock timeouts."""
     if not isinstance(exc, OperationalError):
         return False
+    if getattr(exc.orig, "sqlstate", None) in RETRY_SQLSTATES:
+        return True
     text = str(exc.orig if exc.orig is not None else exc).lower()
     return "database is locked" in text or "database is busy" in text or "database table is locked" in text
 
@@ -75,10 +113,11 @@ class Store:
     def session(self, immediate: bool = False) -> Iterator[Session]:
         """A short transaction: committed when the block ends, rolled back on error.
 
-        ``immediate``: take SQLite's write lock when the transaction begins (waiting up to the busy
-        timeout); use it for blocks that read and then write. Prefer :meth:`write`, which also retries.
+        ``immediate``: take the write lock when the transaction begins (SQLite's, or the advisory lock on
+        PostgreSQL; waiting up to the busy timeout); use it for blocks that read and then write, and for
+        exports (one at a time). Prefer :meth:`write`, which also retries.
         """
-        bind = self.engine.execution_options(**{_IMMEDIATE: True}) if immediate else self.engine
+        bind = self.engine.execution_options(**{IMMEDIATE: True}) if immediate else self.engine
         with Session(bind, expire_on_commit=False) as session:
             try:
                 yield session
@@ -87,12 +126,36 @@ class Store:
                 session.rollback()
                 raise
 
+    @contextmanager
+    def exclusive(self, name: str, wait_s: float = EXCLUSIVE_WAIT_S) -> Iterator[None]:
+        """Hold the store-wide lock ``name`` for the whole block, commits and work outside the database
+        included (an export: choose the reviews, commit, then publish its files), across processes.
+
+        PostgreSQL: a session-level advisory lock on a connection of its own, waited for up to
+        ``wait_s`` (then OperationalError). SQLite: nothing more is taken; the block's
+        ``session(immediate=True)`` serialises it as before.
+        """
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        key = zlib.crc32(name.encode())
+        with self.engine.connect() as conn:
+            conn.execute(text(f"SET LOCAL lock_timeout = {int(wait_s * 1000)}"))
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            conn.commit()  # the lock is the session's: it outlives this transaction
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+
     def write(self, fn: Callable[[Session], T], attempts: int = WRITE_ATTEMPTS) -> T:
         """Run ``fn(session)`` in one write transaction and commit; returns what ``fn`` returned.
 
-        When the database stays locked past the busy timeout, the whole unit of work is rolled back
-        and run again after a growing pause (``fn`` must therefore only touch the database). After
-        ``attempts`` tries the last OperationalError is raised. Other errors are raised at once.
+        When the database stays locked past the busy timeout (or PostgreSQL reports a serialization
+        failure or a deadlock), the whole unit of work is rolled back and run again after a growing
+        pause (``fn`` must therefore only touch the database). After ``attempts`` tries the last
+        OperationalError is raised. Other errors are raised at once.
         """
         for attempt in range(1, attempts + 1):
             try:
@@ -105,18 +168,35 @@ class Store:
         raise AssertionError("unreachable")  # the loop returns or raises
 
 
-def open_store(url: str | Path = DEFAULT_DB_URL) -> Store:
-    """Open (creating if needed) the database at ``url`` and apply pending migrations."""
+def create_store_engine(url: str | Path) -> Engine:
+    """The engine for ``url`` (a URL or an SQLite file path) with the store's settings; migrates nothing."""
     url = db_url_for(url)
     parsed = make_url(url)
+    backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {}
-    if parsed.get_backend_name() == "sqlite":
+    if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+    elif backend == "postgresql":
+        # UTC sessions, like the stored timestamps; a lock wait ends after the busy timeout, as on SQLite.
+        kwargs["connect_args"] = {"options": f"-c timezone=UTC -c lock_timeout={BUSY_TIMEOUT_MS}"}
+        kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
     engine = create_engine(url, **kwargs)
-    if parsed.get_backend_name() == "sqlite":
+    if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
-    migrate(engine)
-    return Store(engine=engine, url=url)
+        event.listen(engine, "before_cursor_execute", _sqlite_refuse_nul)
+    elif backend == "postgresql":
+        event.listen(engine, "begin", _postgres_begin)
+    return engine
+
+
+def open_store(url: str | Path = DEFAULT_DB_URL) -> Store:
+    """Open (creating if needed) the database at ``url`` and upgrade it to the newest schema revision.
+
+    Raises :class:`db.migrations.MigrationError` for a store that cannot be upgraded as it is.
+    """
+    engine = create_store_engine(url)
+    upgrade(engine.execution_options(**{IMMEDIATE: True}))
+    return Store(engine=engine, url=db_url_for(url))

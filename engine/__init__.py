@@ -11,20 +11,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _WHERE = {
-    "Backend": "engine.backends", "Generation": "engine.backends", "GenerationSettings": "engine.backends",
-    "LocalPeftBackend": "engine.backends", "UnknownVariant": "engine.backends",
+    "Backend": "engine.backends.base", "BackendError": "engine.backends.base",
+    "Generation": "engine.backends.base", "GenerationSettings": "engine.backends.base",
+    "UnknownVariant": "engine.backends.base",
+    "LocalPeftBackend": "engine.backends.local", "OpenAIBackend": "engine.backends.openai",
     "Engine": "engine.core",
     "Extraction": "engine.extract", "extract_answer": "engine.extract",
     "guard": "engine.guard",
     "GuardVerdict": "engine.types", "ModelAnswer": "engine.types",
 }
 __all__ = [
-    "Backend", "Engine", "Extraction", "Generation", "GenerationSettings", "GuardVerdict", "LocalPeftBackend",
-    "ModelAnswer", "UnknownVariant", "extract_answer", "guard",
+    "Backend", "BackendError", "Engine", "Extraction", "Generation", "GenerationSettings", "GuardVerdict",
+    "LocalPeftBackend", "ModelAnswer", "OpenAIBackend", "UnknownVariant", "extract_answer", "guard",
 ]
 
 if TYPE_CHECKING:
-    from engine.backends import Backend, Generation, GenerationSettings, LocalPeftBackend, UnknownVariant
+    from engine.backends.base import Backend, BackendError, Generation, GenerationSettings, UnknownVariant
+    from engine.backends.local import LocalPeftBackend
+    from engine.backends.openai import OpenAIBackend
     from engine.core import Engine
     from engine.extract import Extraction, extract_answer
     from engine.guard import guard

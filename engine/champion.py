@@ -86,7 +86,7 @@ def evaluate_pair(
     champion the challenger is compared with the base model. Errors: engine.registry / PEFT load
     errors, engine.metrics.DatasetError.
     """
-    from engine.backends import GenerationSettings
+    from engine.backends.base import GenerationSettings
     from engine.core import Engine
 
     t0 = time.perf_counter()

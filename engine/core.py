@@ -3,7 +3,9 @@
 Read top to bottom like a sampling script: load one base model and its adapters
 (:meth:`Engine.load`), render each case with the one prompt builder, generate in left-padded
 batches (constrained to the answer schema by default), extract and validate each answer, then
-ask the guard. The console, the store and the scripts call only this API::
+ask the guard. The model spec's ``backend`` says who generates: this process (``local``) or an
+OpenAI-compatible server (``openai``: vLLM or ``engine.serve``); nothing else changes. The console,
+the store and the scripts call only this API::
 
     engine = Engine.load("default-ft")
     engine.variants                      # ["base", "finetuned"]
@@ -20,12 +22,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engine.backends import (
+from engine.backends.base import (
     BASE_VARIANT,
     Backend,
     Generation,
     GenerationSettings,
-    LocalPeftBackend,
     UnknownVariant,
 )
 from engine.extract import extract_answer
@@ -55,42 +56,41 @@ class Engine:
     # --- loading ---------------------------------------------------------------------------------
     @classmethod
     def load(cls, model: Any, adapters: dict[str, str] | None = None, device: str = "auto",
-             quantize: str = "none", settings: GenerationSettings | None = None) -> Engine:
-        """Load a model once, with its LoRA adapters on top.
+             quantize: str = "none", settings: GenerationSettings | None = None,
+             check: bool = True) -> Engine:
+        """Load a model once, with its LoRA adapters on top, on the backend its spec names.
 
         In: ``model``, a registry name, a model/adapter dir, an HF id or a ``ModelSpec``;
         ``adapters``, extra ``{name: adapter_dir}`` loaded after the spec's own; ``device``
-        (auto | cpu | cuda[:n]); ``quantize`` (none | nf4 | auto: NF4 on a GPU).
+        (auto | cpu | cuda[:n]) and ``quantize`` (none | nf4 | auto: NF4 on a GPU), local models only;
+        ``check``: for a served model, ask the server for its models first (fail fast).
         Out: an Engine whose variants are ``base`` plus every adapter name.
-        Errors: ``engine.registry.UnknownModel``; OSError/ValueError from transformers or PEFT.
+        Errors: ``engine.registry.UnknownModel``; OSError/ValueError from transformers or PEFT (local);
+        :class:`~engine.backends.base.BackendError` naming the server when it is down or lacks a model.
         """
-        from engine.loading import load_base_model, load_tokenizer
         from engine.registry import ModelSpec, resolve_model
 
         spec = model if isinstance(model, ModelSpec) else resolve_model(model)
-        all_adapters = {**spec.adapters, **(adapters or {})}
-        # The tokenizer saved with the adapter is the one it was trained with; else the base's.
-        with_tokenizer = [p for p in all_adapters.values() if (Path(p) / "tokenizer_config.json").is_file()]
-        tokenizer = load_tokenizer(with_tokenizer[0] if with_tokenizer else spec.base)
-        base_model = load_base_model(spec, quantize=quantize)  # type: ignore[arg-type]
-        if device != "auto" or _has_gpu():
-            target = _pick_device(device)
-            if getattr(base_model, "policyops_quantize", "none") == "none":
-                base_model = base_model.to(target)
-        backend = LocalPeftBackend(tokenizer, base_model, prompt_format=spec.prompt_format,
-                                   base_version=_base_version(spec))
-        for name, path in all_adapters.items():
-            backend.add_adapter(name, path, version=_tag(Path(path).name, spec.version))
+        versions = {n: _tag(Path(p).name, spec.version) for n, p in spec.adapters.items()}
+        if spec.server is not None:
+            from engine.backends.openai import OpenAIBackend
+
+            backend: Backend = OpenAIBackend.from_spec(spec, _base_version(spec), versions)
+            if check:
+                backend.check()  # type: ignore[attr-defined]
+        else:
+            backend = _local_backend(spec, {**spec.adapters, **(adapters or {})}, device, quantize)
         engine = cls(backend, settings, spec)
-        engine.adapter_paths.update({n: str(Path(p).resolve()) for n, p in all_adapters.items()})
+        for name, path in (adapters or {}).items():
+            if spec.server is not None:
+                engine.add_adapter(name, path, version=_tag(Path(path).name, spec.version))
+            else:
+                engine.adapter_paths[name] = str(Path(path).resolve())
         return engine
 
     def add_adapter(self, name: str, path: str, version: str | None = None) -> None:
         """Load another adapter version on the same base; it becomes variant ``name``."""
-        add = getattr(self.backend, "add_adapter", None)
-        if add is None:
-            raise NotImplementedError(f"{type(self.backend).__name__} cannot load adapters")
-        add(name, path, version)
+        self.backend.add_adapter(name, path, version)
         self.adapter_paths[name] = str(Path(path).resolve())
 
     def swap_adapter(self, name: str, path: str, version: str | None = None) -> None:
@@ -98,10 +98,7 @@ class Engine:
         without reloading the base; nothing changes when that dir is already served under ``name``."""
         if self.adapter_paths.get(name) == str(Path(path).resolve()) and name in self.variants:
             return
-        replace = getattr(self.backend, "replace_adapter", None)
-        if replace is None:
-            raise NotImplementedError(f"{type(self.backend).__name__} cannot swap adapters")
-        replace(name, path, version)
+        self.backend.replace_adapter(name, path, version)
         self.adapter_paths[name] = str(Path(path).resolve())
 
     @property
@@ -118,6 +115,22 @@ class Engine:
 
     def model_version(self, variant: str) -> str:
         return self.backend.model_version(variant)
+
+    @property
+    def backend_name(self) -> str:
+        """``local`` (this process) or ``openai`` (a server), as the model's spec says."""
+        return getattr(self.spec, "backend", None) or "local"
+
+    @property
+    def prompt_format(self) -> Any:
+        """The prompt format the served weights were trained with (exports must use the same)."""
+        return getattr(self.backend, "prompt_format", None) or getattr(self.spec, "prompt_format", None)
+
+    def figures(self) -> dict[str, Any]:
+        """What the backend says about itself: ``backend``; for a local model ``memory`` (bytes: total,
+        adapters, base), ``linear4bit_modules`` and ``last_decoder`` ((seconds, steps) of the latest
+        constrained batch's grammar, or None); for a served one ``base_url`` and ``served_models``."""
+        return self.backend.figures()
 
     # --- deciding --------------------------------------------------------------------------------
     def decide(self, case: Case, variant: str | None = None, constrained: bool = True,
@@ -196,6 +209,26 @@ class Engine:
             decisions = {v: a.decision for v, a in row.items()}
             results.append({v: replace(a, guard=guard(case, a, decisions)) for v, a in row.items()})
         return results
+
+
+def _local_backend(spec: Any, adapters: dict[str, str], device: str, quantize: str) -> Backend:
+    """The in-process backend of ``spec``: tokenizer, base model on ``device``, ``adapters`` on top."""
+    from engine.backends.local import LocalPeftBackend
+    from engine.loading import load_base_model, load_tokenizer
+
+    # The tokenizer saved with the adapter is the one it was trained with; else the base's.
+    with_tokenizer = [p for p in adapters.values() if (Path(p) / "tokenizer_config.json").is_file()]
+    tokenizer = load_tokenizer(with_tokenizer[0] if with_tokenizer else spec.base)
+    base_model = load_base_model(spec, quantize=quantize)  # type: ignore[arg-type]
+    if device != "auto" or _has_gpu():
+        target = _pick_device(device)
+        if getattr(base_model, "policyops_quantize", "none") == "none":
+            base_model = base_model.to(target)
+    backend = LocalPeftBackend(tokenizer, base_model, prompt_format=spec.prompt_format,
+                               base_version=_base_version(spec))
+    for name, path in adapters.items():
+        backend.add_adapter(name, path, version=_tag(Path(path).name, spec.version))
+    return backend
 
 
 def _tag(name: str, version: str) -> str:

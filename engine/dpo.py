@@ -122,6 +122,7 @@ def train_dpo(cfg: Any, callbacks: Any = ()) -> Any:
     from engine.train_setup import (
         finish_run,
         load_model_for_training,
+        log_effective_batch,
         lora_config,
         train_log,
         trainable_params,
@@ -155,6 +156,7 @@ def train_dpo(cfg: Any, callbacks: Any = ()) -> Any:
             callbacks=list(callbacks),
         )
         trainable, total = trainable_params(trainer.model)
+        log_effective_batch(trainer.args)
         result = trainer.train()
         if "ref" in getattr(trainer.model, "peft_config", {}):  # TRL's frozen reference copy: not saved
             trainer.model.delete_adapter("ref")

@@ -71,8 +71,10 @@ def resolve_quantize(quantize: Quantize) -> Literal["nf4", "none"]:
     return quantize
 
 
-def nf4_config(compute_dtype: torch.dtype) -> Any:
-    """BitsAndBytesConfig for QLoRA: NF4 4-bit weights, double quantisation, ``compute_dtype`` maths."""
+def nf4_config(compute_dtype: torch.dtype, storage_dtype: torch.dtype | None = None) -> Any:
+    """BitsAndBytesConfig for QLoRA: NF4 4-bit weights, double quantisation, ``compute_dtype`` maths.
+    ``storage_dtype`` packs the 4-bit weights in that dtype (FSDP shards only uniform dtypes: pass the
+    compute dtype there); default uint8."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
@@ -80,6 +82,7 @@ def nf4_config(compute_dtype: torch.dtype) -> Any:
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=storage_dtype or torch.uint8,
     )
 
 
@@ -88,10 +91,13 @@ def _base_path(spec_or_path: Any) -> str:
     return str(base)
 
 
-def load_base_model(spec_or_path: Any, quantize: Quantize = "auto", dtype: DTypeName = "auto") -> Any:
+def load_base_model(spec_or_path: Any, quantize: Quantize = "auto", dtype: DTypeName = "auto",
+                    device_map: Any = None, fsdp: bool = False) -> Any:
     """Open the base causal LM of a ``ModelSpec`` (its ``base``) or of a path / HF id.
 
-    In: the model, ``quantize`` (auto | nf4 | none), ``dtype`` (auto | bf16 | fp16 | fp32).
+    In: the model, ``quantize`` (auto | nf4 | none), ``dtype`` (auto | bf16 | fp16 | fp32);
+    ``device_map`` for NF4 weights (training on several GPUs: ``{"": local_rank}``, each rank's copy on
+    its own device); ``fsdp``: NF4 weights stored in the compute dtype, so FSDP can shard them.
     Out: the model in eval mode; ``model.policyops_quantize`` says what was used. When NF4
     loading fails (no bitsandbytes backend), it logs a warning and loads unquantised.
     Errors: OSError from transformers when the model does not exist.
@@ -104,7 +110,8 @@ def load_base_model(spec_or_path: Any, quantize: Quantize = "auto", dtype: DType
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 path,
-                quantization_config=nf4_config(torch_dtype),
+                quantization_config=nf4_config(torch_dtype, torch_dtype if fsdp else None),
+                device_map=device_map,
                 dtype=torch_dtype,
                 trust_remote_code=False,
             )

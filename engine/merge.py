@@ -62,7 +62,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "fp
 def verify_merge(adapter_dir: str | Path, merged_dir: str | Path, cases: Sequence[Case],
                  max_new_tokens: int = 512, batch_size: int = 8) -> list[Mismatch]:
     """Greedy (constrained) answers of base+adapter vs the merged model on ``cases``; out: the mismatches."""
-    from engine.backends import GenerationSettings
+    from engine.backends.base import GenerationSettings
     from engine.core import Engine
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens)  # greedy by default

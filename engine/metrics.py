@@ -8,12 +8,19 @@ the rule engine supplies the deciding rule, the rule chain and the violation cod
 is not ``ok`` (invalid, truncated: it did not parse as a schema-valid answer) counts as wrong and
 as not JSON-valid, never as a violation (policy-spec.md section 5); no decision is guessed from
 broken JSON.
+
+Beyond the decision, a record checks the whole answer against the rule engine's reference answer
+(:func:`policies.synth_text.reference_answer`, which the generator writes as every row's output):
+``policy_refs`` exactly (as a set), ``next_action`` (the same text, case and spacing aside) and a
+text check (:func:`text_problems`). :data:`TARGETS` are issue 15's targets; :func:`check_targets`
+says which a summary meets.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -31,6 +38,7 @@ from policies import (
     expected_decision,
     parse_case,
 )
+from policies.synth_text import reference_answer
 
 INVALID = "<invalid>"  # the confusion matrix's column for answers with no decision
 
@@ -84,25 +92,81 @@ class EvalRecord:
     latency_s: float
     input_tokens: int
     output_tokens: int
+    # The whole answer (False / "no_answer" for an answer that is not ok):
+    refs_exact: bool = False  # policy_refs == the rule engine's, as a set
+    next_action_match: bool = False  # next_action == the reference answer's, case and spacing aside
+    text_problems: tuple[str, ...] = ("no_answer",)  # text_problems(); () = the text check passed
 
     @property
     def correct(self) -> bool:
         return self.predicted == self.label
 
+    @property
+    def text_ok(self) -> bool:
+        return not self.text_problems
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "correct": self.correct}
 
 
+REPEAT_WORDS = 4  # a run of this many words seen twice in one field is a repeated fragment
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def repeated_fragment(text: str, n: int = REPEAT_WORDS) -> str | None:
+    """The first run of ``n`` words that occurs twice in ``text`` (case and punctuation aside), or
+    None. The reference answers never repeat even three words; a looping model repeats many."""
+    words = _WORD.findall(text.lower())
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i:i + n])
+        if gram in seen:
+            return " ".join(gram)
+        seen.add(gram)
+    return None
+
+
+def cites_rule(text: str, rule: str) -> bool:
+    """Whether ``text`` holds the rule id ``rule`` as a whole id ("RET-1" is not cited by "RET-12")."""
+    return re.search(rf"(?<![A-Za-z0-9-]){re.escape(rule)}(?![0-9])", text) is not None
+
+
+def text_problems(case: Case, answer: dict[str, Any]) -> tuple[str, ...]:
+    """What the text check finds wrong with a schema-valid ``answer`` to ``case``, in this order:
+    ``rule_not_cited`` (the reasoning lacks the deciding rule id), ``item_not_named`` (the customer
+    response lacks the item's name, case aside), ``repeated_fragment`` (the reasoning or the customer
+    response repeats a run of :data:`REPEAT_WORDS` words). () when it passes."""
+    problems = []
+    if not cites_rule(answer["reasoning"], expected_decision(case).rule):
+        problems.append("rule_not_cited")
+    if case.order.item.lower() not in answer["customer_response"].lower():
+        problems.append("item_not_named")
+    if any(repeated_fragment(answer[key]) for key in ("reasoning", "customer_response")):
+        problems.append("repeated_fragment")
+    return tuple(problems)
+
+
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+
+
 def make_record(case: Case, label: str, answer: ModelAnswer) -> EvalRecord:
-    """The record of ``answer`` to ``case``; violations are checked only for a valid decision."""
-    decision = answer.decision if answer.status == "ok" else None
+    """The record of ``answer`` to ``case``; violations and the whole-answer checks are made only for
+    a valid answer (an invalid one fails them all)."""
+    body = answer.answer if answer.status == "ok" else None
+    decision = body["decision"] if body else None
     expected = expected_decision(case)
+    whole: dict[str, Any] = {}
+    if body:
+        whole = {"refs_exact": set(body["policy_refs"]) == set(expected.policy_refs),
+                 "next_action_match": _same_text(body["next_action"], reference_answer(case).next_action),
+                 "text_problems": text_problems(case, body)}
     return EvalRecord(
         case_id=case.case_id, variant=answer.variant, label=label, rule=expected.rule,
         chain="+".join(expected.policy_refs),
         request_type=case.request_type, region=case.region, predicted=decision, status=answer.status,
         violations=tuple(check(case, decision)) if decision else (), latency_s=answer.latency_s,
-        input_tokens=answer.input_tokens, output_tokens=answer.output_tokens,
+        input_tokens=answer.input_tokens, output_tokens=answer.output_tokens, **whole,
     )
 
 
@@ -145,9 +209,10 @@ def summarize_variant(records: Sequence[EvalRecord], wall_s: float | None = None
     """Figures of one variant's records. ``wall_s``: the run's wall time (else the latencies' sum).
 
     Out keys: n, decision_accuracy, violation_rate, violations (count per code), json_validity,
-    truncated_rate, latency_p50_s, latency_p95_s, mean_output_tokens, throughput_cases_per_s,
-    by_request_type, by_region, by_rule, by_chain (per rule chain: n, accuracy, violating = cases
-    with a hard violation), confusion.
+    truncated_rate, policy_refs_exact, next_action_match, text_check (shares of all n cases),
+    text_problems (cases per problem, invalid answers as ``no_answer``), latency_p50_s,
+    latency_p95_s, mean_output_tokens, throughput_cases_per_s, by_request_type, by_region, by_rule,
+    by_chain (per rule chain: n, accuracy, violating = cases with a hard violation), confusion.
     """
     n = len(records)
     if n == 0:
@@ -155,6 +220,7 @@ def summarize_variant(records: Sequence[EvalRecord], wall_s: float | None = None
     latencies = [r.latency_s for r in records]
     wall = wall_s if wall_s is not None else sum(latencies)
     codes = Counter(code for r in records for code in r.violations)
+    problems = Counter(p for r in records for p in r.text_problems)
     return {
         "n": n,
         "decision_accuracy": sum(r.correct for r in records) / n,
@@ -162,6 +228,10 @@ def summarize_variant(records: Sequence[EvalRecord], wall_s: float | None = None
         "violations": {code: codes.get(code, 0) for code in VIOLATION_CODES},
         "json_validity": sum(r.status == "ok" for r in records) / n,
         "truncated_rate": sum(r.status == "truncated" for r in records) / n,
+        "policy_refs_exact": sum(r.refs_exact for r in records) / n,
+        "next_action_match": sum(r.next_action_match for r in records) / n,
+        "text_check": sum(r.text_ok for r in records) / n,
+        "text_problems": dict(sorted(problems.items())),
         "latency_p50_s": _percentile(latencies, 50),
         "latency_p95_s": _percentile(latencies, 95),
         "mean_output_tokens": sum(r.output_tokens for r in records) / n,
@@ -183,10 +253,40 @@ def summarize(records: Iterable[EvalRecord],
     return {v: summarize_variant(rs, (wall_s or {}).get(v)) for v, rs in by_variant.items()}
 
 
+# --- issue 15's targets -----------------------------------------------------------------------------
+# (figure, "min" | "max", bound) per frozen set, for the fine-tuned model; the base is not held to them.
+TARGETS: dict[str, tuple[tuple[str, str, float], ...]] = {
+    "stress": (("decision_accuracy", "min", 0.97), ("violation_rate", "max", 0.005),
+               ("json_validity", "min", 1.0), ("policy_refs_exact", "min", 0.95)),
+    "eval": (("decision_accuracy", "min", 0.98), ("violation_rate", "max", 0.0),
+             ("json_validity", "min", 1.0), ("policy_refs_exact", "min", 0.95)),
+}
+
+
+def targets_for(dataset: str | Path) -> str | None:
+    """The :data:`TARGETS` key of a dataset by its file name (``stress.jsonl`` -> "stress"), or None."""
+    name = Path(dataset).stem
+    return name if name in TARGETS else None
+
+
+def check_targets(figures: dict[str, Any], which: str) -> list[dict[str, Any]]:
+    """Each target of ``TARGETS[which]`` against one variant's summary: ``{"figure", "target" (e.g.
+    ">= 97.0%"), "value", "met"}``. KeyError for an unknown ``which``."""
+    out = []
+    for key, kind, bound in TARGETS[which]:
+        value = figures[key]
+        met = value >= bound if kind == "min" else value <= bound
+        out.append({"figure": key, "target": f"{'>=' if kind == 'min' else '<='} {bound:.1%}",
+                    "value": value, "met": met})
+    return out
+
+
 # --- the report ------------------------------------------------------------------------------------
 _HEADLINE = (("decision_accuracy", "decision accuracy", "{:.1%}"),
              ("violation_rate", "violation rate", "{:.1%}"),
              ("json_validity", "JSON validity", "{:.1%}"), ("truncated_rate", "truncated", "{:.1%}"),
+             ("policy_refs_exact", "policy_refs exact", "{:.1%}"),
+             ("next_action_match", "next_action match", "{:.1%}"), ("text_check", "text check", "{:.1%}"),
              ("latency_p50_s", "latency p50 (s)", "{:.3f}"), ("latency_p95_s", "latency p95 (s)", "{:.3f}"),
              ("mean_output_tokens", "mean output tokens", "{:.1f}"),
              ("throughput_cases_per_s", "throughput (cases/s)", "{:.2f}"))

@@ -3,6 +3,8 @@
 A :class:`ModelSpec` says which base to load, which LoRA adapters go on top (name -> dir),
 its version and the prompt format. :func:`resolve_model` takes whatever a user typed
 (``default-ft``, ``data/models/default-base``, ``runs/x``, ``Qwen/Qwen2.5-1.5B-Instruct``).
+An entry's ``backend`` says who runs it: ``local`` (the default: transformers + PEFT in this process)
+or ``openai`` (an OpenAI-compatible server, vLLM or ``engine.serve``, described by a :class:`ServerSpec`).
 A registry entry may carry a :class:`RetrainRecipe` (its ``retrain`` table): how the console retrains
 that model (a train_qlora_sft ``--config`` YAML plus overrides) on the entry's own base and prompt format.
 """
@@ -42,6 +44,29 @@ class UnknownModel(LookupError):
 
 class RegistryError(ValueError):
     """data/models.toml is malformed; the message names the entry and field."""
+
+
+BACKENDS = ("local", "openai")
+SERVER_KEYS = ("base_url", "served_models", "api_key_env", "timeout_s", "max_retries", "max_concurrency")
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """Where an ``openai`` entry's variants are served: the server's URL (ending in ``/v1``), the
+    served model name of each variant (``base`` and one per adapter), the environment variable that
+    holds the API key (none: no key), and the client's bounds."""
+
+    base_url: str
+    served_models: dict[str, str]  # variant -> model name on the server; "base" is required
+    api_key_env: str | None = None
+    timeout_s: float = 120.0  # per request
+    max_retries: int = 2  # with exponential backoff
+    max_concurrency: int = 8  # requests in flight
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, "served_models": dict(self.served_models),
+                "api_key_env": self.api_key_env, "timeout_s": self.timeout_s,
+                "max_retries": self.max_retries, "max_concurrency": self.max_concurrency}
 
 
 RETRAIN_KEYS = ("config", "overrides", "dpo")  # the keys of an entry's ``retrain`` table
@@ -95,6 +120,12 @@ class ModelSpec:
     version: str = "1"
     prompt_format: PromptFormat = PromptFormat()
     retrain: RetrainRecipe | None = None  # None: the console refuses to retrain this model
+    server: ServerSpec | None = None  # set for backend "openai": the variants are served there
+
+    @property
+    def backend(self) -> str:
+        """``openai`` when a server runs the model, else ``local``."""
+        return "openai" if self.server else "local"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +135,8 @@ class ModelSpec:
             "version": self.version,
             "prompt_format": self.prompt_format.to_dict(),
             "retrain": self.retrain.to_dict() if self.retrain else None,
+            "backend": self.backend,
+            "server": self.server.to_dict() if self.server else None,
         }
 
 
@@ -188,6 +221,38 @@ def _parse_retrain(value: Any, where: str, root: Path, base: str, fmt: PromptFor
     return RetrainRecipe(config=str(config), overrides=dict(overrides), dpo=str(dpo) if dpo else None)
 
 
+def _parse_server(entry: dict[str, Any], where: str) -> ServerSpec | None:
+    """An entry's backend keys -> None (``local``) or a :class:`ServerSpec` (``openai``); RegistryError
+    naming ``where`` and the field when they are wrong or given to a local entry."""
+    backend = entry.get("backend", "local")
+    if backend not in BACKENDS:
+        raise RegistryError(f"{where}: backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    given = sorted(k for k in SERVER_KEYS if k in entry)
+    if backend == "local":
+        if given:
+            raise RegistryError(f"{where}: {', '.join(given)} apply only to backend = \"openai\"")
+        return None
+    url = entry.get("base_url")
+    if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
+        raise RegistryError(f"{where}: base_url: expected an http(s) URL like \"http://127.0.0.1:8011/v1\"")
+    served = entry.get("served_models")
+    if not isinstance(served, dict) or "base" not in served or \
+            not all(isinstance(v, str) and v for v in served.values()):
+        raise RegistryError(f"{where}: served_models: expected a table of model names with a \"base\" "
+                            "entry, like { base = \"default-base\", finetuned = \"finetuned\" }")
+    key_env = entry.get("api_key_env")
+    if key_env is not None and (not isinstance(key_env, str) or not re.match(r"^[A-Za-z_]\w*$", key_env)):
+        raise RegistryError(f"{where}: api_key_env: expected an environment variable name")
+    bounds = {k: entry[k] for k in ("timeout_s", "max_retries", "max_concurrency") if k in entry}
+    for k, v in bounds.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < (1 if k == "max_concurrency" else 0):
+            raise RegistryError(f"{where}: {k}: expected a non-negative number, got {v!r}")
+    return ServerSpec(base_url=url.rstrip("/"), served_models={k: str(v) for k, v in served.items()},
+                      api_key_env=key_env, timeout_s=float(bounds.get("timeout_s", 120.0)),
+                      max_retries=int(bounds.get("max_retries", 2)),
+                      max_concurrency=int(bounds.get("max_concurrency", 8)))
+
+
 def load_registry(path: str | Path = REGISTRY_PATH) -> dict[str, ModelSpec]:
     """Parse the registry file. Out: name -> ModelSpec. Raises :class:`RegistryError` naming the entry."""
     path = Path(path)
@@ -197,7 +262,8 @@ def load_registry(path: str | Path = REGISTRY_PATH) -> dict[str, ModelSpec]:
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     specs: dict[str, ModelSpec] = {}
     for name, entry in data.get("models", {}).items():
-        if "base" not in entry:
+        server = _parse_server(entry, f"{path}: model {name!r}")
+        if "base" not in entry and server is None:
             raise RegistryError(f"{path}: model {name!r}: field 'base' is required")
         try:
             fmt = PromptFormat.from_dict(entry.get("prompt_format"))
@@ -206,15 +272,19 @@ def load_registry(path: str | Path = REGISTRY_PATH) -> dict[str, ModelSpec]:
         adapters = {a: _resolve_path(d, root) for a, d in entry.get("adapters", {}).items()}
         for adapter_dir in adapters.values():  # the format an adapter was trained with wins
             fmt = saved_prompt_format(adapter_dir) or fmt
-        base = _resolve_path(entry["base"], root)
+        # A served entry's base (optional) names the weights behind the server, for versions and retraining.
+        base = _resolve_path(entry["base"], root) if "base" in entry else server.served_models["base"]
         if not adapters and Path(base).exists():
             fmt = saved_prompt_format(base) or fmt
+        unserved = sorted(set(adapters) - set(server.served_models)) if server else []
+        if unserved:
+            raise RegistryError(f"{path}: model {name!r}: adapters {unserved} have no served_models name")
         retrain = None
         if "retrain" in entry:
             retrain = _parse_retrain(entry["retrain"], f"{path}: model {name!r}", root, base, fmt)
         specs[name] = ModelSpec(
             name=name, base=base, adapters=adapters, version=str(entry.get("version", "1")),
-            prompt_format=fmt, retrain=retrain,
+            prompt_format=fmt, retrain=retrain, server=server,
         )
     return specs
 

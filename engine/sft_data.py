@@ -89,6 +89,9 @@ class RunConfig:
     per_device_eval_batch_size: int = 16
     gradient_accumulation_steps: int = 1
     max_length: int = 1024  # tokens; longer examples are cut (logged)
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute activations in the backward pass: less memory, slower"}
+    )
     max_train_examples: int | None = None  # cap after mixing (quick runs)
     max_eval_examples: int | None = None
     seed: int = 42

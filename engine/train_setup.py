@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import platform
 import sys
 import time
@@ -59,7 +60,10 @@ def trainer_args(cfg: RunConfig) -> dict[str, Any]:
         "per_device_eval_batch_size": cfg.per_device_eval_batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
         "max_length": cfg.max_length,
-        "gradient_checkpointing": False,
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        # Non-reentrant checkpointing is the kind DDP and LoRA (frozen inputs) work with.
+        "gradient_checkpointing_kwargs": {"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        "ddp_find_unused_parameters": False,  # every LoRA weight takes part in every step
         "logging_steps": cfg.logging_steps,
         "logging_first_step": True,
         "report_to": "none",
@@ -67,6 +71,41 @@ def trainer_args(cfg: RunConfig) -> dict[str, Any]:
         "use_cpu": not torch.cuda.is_available(),
         **precision_flags(cfg.precision),
     }
+
+
+def is_main_process() -> bool:
+    """True in a single process and in rank 0 of a distributed run (``accelerate launch`` / torchrun set
+    ``RANK``): the one process that writes the adapter's artefacts and train.log."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def uses_fsdp() -> bool:
+    """True under ``accelerate launch`` with an FSDP config (it sets ``ACCELERATE_USE_FSDP``)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+
+
+def kbit_device_map() -> dict[str, int] | None:
+    """Where a rank's 4-bit weights go: its own GPU (``{"": local_rank}``); None on CPUs and under FSDP,
+    which places (and shards) the weights itself."""
+    if not torch.cuda.is_available() or uses_fsdp():
+        return None
+    from accelerate import PartialState
+
+    return {"": PartialState().local_process_index}
+
+
+def effective_batch(args: Any) -> dict[str, int]:
+    """Examples per optimiser step: per device x processes x gradient accumulation (trainer ``args``)."""
+    sizes = {"per_device": args.per_device_train_batch_size, "processes": args.world_size,
+             "gradient_accumulation": args.gradient_accumulation_steps}
+    return {**sizes, "effective": sizes["per_device"] * sizes["processes"] * sizes["gradient_accumulation"]}
+
+
+def log_effective_batch(args: Any) -> dict[str, int]:
+    batch = effective_batch(args)
+    log.info("effective batch size %d = %d per device x %d processes x %d gradient accumulation",
+             batch["effective"], batch["per_device"], batch["processes"], batch["gradient_accumulation"])
+    return batch
 
 
 def lora_config(cfg: RunConfig) -> Any:
@@ -93,7 +132,9 @@ def load_model_for_training(spec: ModelSpec, cfg: RunConfig) -> tuple[Any, str]:
     otherwise a logged warning and plain weights. When ``spec`` carries an adapter (``--model``
     an adapter dir), that adapter is loaded trainable and training continues it.
     Out: (model, the quantisation used)."""
-    model = load_base_model(spec, quantize=cfg.quantization, dtype=cfg.precision)
+    model = load_base_model(spec, quantize=cfg.quantization, dtype=cfg.precision,
+                            device_map=kbit_device_map() if cfg.quantization == "nf4" else None,
+                            fsdp=uses_fsdp())
     if model.policyops_quantize == "nf4":
         # Probe in train mode: on a CPU, a 4-bit layer's first eval-mode forward repacks its weights
         # for inference only (bitsandbytes 0.50), and training on them then fails on biased layers.
@@ -218,10 +259,15 @@ def finish_run(trainer: Any, tokenizer: Any, cfg: RunConfig, spec: ModelSpec, fm
                counts: tuple[int, int], extra: dict[str, Any]) -> dict[str, Any]:
     """Save the trained adapter and the tokenizer (left padding, for generation) to ``cfg.output_dir``
     and write the run's artefacts; out: metrics.json's content. ``params``: (trainable, total)
-    parameters as trained; ``counts``: (train, eval) examples; ``extra``: the method's own figures."""
-    trainer.save_model(cfg.output_dir)
+    parameters as trained; ``counts``: (train, eval) examples; ``extra``: the method's own figures.
+    In a run on several processes every rank calls this (saving gathers the weights), and only the main
+    process writes: the adapter once, then the tokenizer and the artefacts."""
+    if getattr(trainer, "is_fsdp_enabled", False):  # gather the sharded adapter into one file
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(cfg.output_dir)  # writes on the main process only (Trainer.args.should_save)
     tokenizer.padding_side = "left"
-    tokenizer.save_pretrained(cfg.output_dir)
+    if is_main_process():
+        tokenizer.save_pretrained(cfg.output_dir)
     trainable, total = params
     metrics = {
         **extra,
@@ -235,7 +281,10 @@ def finish_run(trainer: Any, tokenizer: Any, cfg: RunConfig, spec: ModelSpec, fm
         "train_examples": counts[0],
         "eval_examples": counts[1],
         "log_history": trainer.state.log_history,
+        "batch_size": effective_batch(trainer.args),
     }
+    if not is_main_process():
+        return metrics
     write_artefacts(cfg.output_dir, cfg, spec, fmt, quantization, metrics)
     return metrics
 
@@ -250,6 +299,9 @@ def trainable_params(model: Any) -> tuple[int, int]:
 def train_log(output_dir: str) -> Iterator[None]:
     """While it is open, INFO records of every logger reaching the root go to OUTPUT_DIR/train.log too
     (the run's log artefact); the root logger's handlers and level are as before afterwards."""
+    if not is_main_process():  # one train.log per run, from rank 0
+        yield
+        return
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(Path(output_dir) / "train.log", mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))

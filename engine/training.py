@@ -25,6 +25,7 @@ from engine.sft_data import RunConfig, check_frozen_sets, load_examples, mix
 from engine.train_setup import (
     finish_run,
     load_model_for_training,
+    log_effective_batch,
     lora_config,
     train_log,
     trainable_params,
@@ -174,6 +175,7 @@ def train(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Decision
             100 * trainable / total,
             quantization,
         )
+        log_effective_batch(trainer.args)
         result = trainer.train()
         metrics = finish_run(trainer, tokenizer, cfg, spec, fmt, quantization, result, started,
                              (trainable, total), (len(train_examples), len(eval_examples or [])),

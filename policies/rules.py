@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from policies.injection import injection_suspected  # noqa: F401 - part of this module's API (flags)
 from policies.schema import Case
 
 # --- Section 2: constants -------------------------------------------------------------------------
@@ -191,39 +192,6 @@ _LEGAL = re.compile(r"\b(lawyer|attorney|solicitor|sue|suing|lawsuit|legal actio
                     r"trading standards|consumer protection)\b", re.IGNORECASE)
 _CHARGEBACK = re.compile(r"\b(charge ?backs?|dispute (it|this|the charge) with my (bank|card)|"
                          r"call(ing)? my bank|reverse the charge)\b", re.IGNORECASE)
-
-_INJECTION = re.compile(
-    r"|".join((
-        # "ignore the policy", "disregard all previous instructions", "forget your rules"
-        r"\b(ignore|disregard|forget|override|bypass|skip)\b[^.!?\n]{0,40}?"
-        r"\b(polic(y|ies)|instructions?|rules?|guidelines?|prompt|guard|limits?|checks?|restrictions?)\b",
-        # fake system prompts and role switches
-        r"\bsystem\s*(prompt|message|override|instruction)s?\b",
-        r"(^|\n)\s*(system|assistant|developer)\s*:",
-        r"<\|?\s*/?\s*(im_start|im_end|system|assistant|user|endoftext)\s*\|?>",
-        r"\[/?\s*(system|inst|admin)\s*\]",
-        r"\b(you are now|act as|pretend (to be|you are)|from now on,? you|new instructions?|developer mode|"
-        r"jailbreak|do anything now)\b",
-        r"\b(as|i am) (the |an? |your )?(admin(istrator)?|supervisor|developer|system)\b[^.!?\n]{0,40}"
-        r"\b(authori[sz]e|approve|allow|order|instruct)",
-        # a ready-made answer: a JSON decision field or the decision codes themselves
-        r"[\"']?\b(decision|policy_refs|next_action|customer_response)\b[\"']?\s*[:=]",
-        r"\b(APPROVE_REFUND(_WITH_FEE)?|APPROVE_EXCHANGE|APPROVE_REPLACEMENT|APPROVE_CANCELLATION|"
-        r"REQUEST_INFO)\b",
-        r"\b(auto_send|auto-send)\b",
-    )),
-    re.IGNORECASE,
-)
-
-
-def injection_suspected(message: str) -> bool:
-    """True when ``message`` looks like an attempt to instruct the model (keyword/regex based).
-
-    Never decisive: the expected decision comes from the structured fields only; the flag just
-    keeps such a case away from auto-send so a human reads it.
-    """
-    return _INJECTION.search(message) is not None
-
 
 def _window_edge(case: Case) -> bool:
     days = case.order.days_since_delivery

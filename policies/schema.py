@@ -202,10 +202,32 @@ def _errors_of(exc: ValidationError) -> list[tuple[str, str]]:
     return out
 
 
+MAX_ABS_INT = 2**53  # integers beyond this are not exact in JSON numbers (nor fit a float field)
+
+
+def out_of_range_numbers(data: Any) -> list[tuple[str, str]]:
+    """(field, message) for every integer in ``data`` beyond +-MAX_ABS_INT (``price=10**400``),
+    found before pydantic converts one to a float and fails with an OverflowError naming nothing.
+    Walks with a stack, so nesting as deep as :func:`json.loads` allows cannot exhaust recursion."""
+    found: list[tuple[str, str]] = []
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{i}" if path else str(i), v) for i, v in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_ABS_INT:
+            found.append((path or "<root>", f"number out of range (at most {MAX_ABS_INT} in size)"))
+    return sorted(found)
+
+
 def parse_case(data: Any) -> Case:
     """Validate a case from a JSON-like dict. Raises :class:`InvalidCase` naming every bad field."""
     if not isinstance(data, dict):
         raise InvalidCase([("<root>", f"a case must be a JSON object, got {type(data).__name__}")])
+    if huge := out_of_range_numbers(data):
+        raise InvalidCase(huge)
     try:
         return Case.model_validate(data)
     except ValidationError as exc:
@@ -216,6 +238,8 @@ def parse_answer(data: Any) -> Answer:
     """Validate an answer from a JSON-like dict. Raises :class:`InvalidAnswer` naming every bad field."""
     if not isinstance(data, dict):
         raise InvalidAnswer([("<root>", f"an answer must be a JSON object, got {type(data).__name__}")])
+    if huge := out_of_range_numbers(data):
+        raise InvalidAnswer(huge)
     try:
         return Answer.model_validate(data)
     except ValidationError as exc:

@@ -45,10 +45,10 @@ def _timed(engine: Engine, cases: Sequence[Case], variant: str, batch_size: int,
 
     def after_batch(_done: int, _total: int) -> None:
         nonlocal grammar_s, steps
-        proc = getattr(engine.backend, "last_processor", None)
-        if constrained and proc is not None:
-            grammar_s += proc.seconds
-            steps += proc.calls
+        decoder = engine.figures().get("last_decoder")
+        if constrained and decoder is not None:
+            grammar_s += decoder[0]
+            steps += decoder[1]
 
     t0 = time.perf_counter()
     answers = engine.decide_many(cases, variant=variant, batch_size=batch_size, constrained=constrained,
@@ -74,7 +74,7 @@ def _merge(parts: list[dict[str, float]]) -> dict[str, float]:
 
 def memory_figures(engine: Engine, base_bytes: int, rss_before_load: int, rss_base: int) -> dict[str, Any]:
     """Parameter + buffer bytes with the adapters vs ``base_bytes`` (measured before they were added)."""
-    mem = engine.backend.memory_bytes()  # type: ignore[attr-defined]
+    mem = engine.figures()["memory"]
     return {"base_bytes": base_bytes, "base_plus_adapters_bytes": mem["total"],
             "adapter_bytes": mem["adapters"],
             "adapter_memory_ratio": mem["total"] / base_bytes,
@@ -117,7 +117,7 @@ def run(model: str, dataset: str, max_examples: int, batch_size: int, max_new_to
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     engine = Engine.load(replace(spec, adapters={}), settings=settings)
     rss_base = psutil.Process().memory_info().rss
-    base_bytes = engine.backend.memory_bytes()["total"]  # type: ignore[attr-defined]
+    base_bytes = engine.figures()["memory"]["total"]
     for name, path in spec.adapters.items():
         engine.add_adapter(name, path, version=f"{Path(path).name}@{spec.version}")
     variant = engine.default_variant

@@ -127,7 +127,7 @@ def time_engine(adapter_dir: Path, quantize: str, cases: list, batch_size: int, 
     base_single = run(per_token, 1, True, variant="base")
     out = {
         "quantize": quantize,
-        "linear4bit_modules": sum(type(m).__name__ == "Linear4bit" for m in engine.backend.model.modules()),
+        "linear4bit_modules": engine.figures()["linear4bit_modules"],
         "load_s": round(load_s, 2), "gpu_mem_loaded_gib": _gib(mem_loaded),
         "gpu_mem_peak_gib": _gib(torch.cuda.max_memory_allocated()) if DEVICE == "cuda" else 0,
         "one_by_one": single, "batched": batched,

@@ -10,6 +10,10 @@ uv run python scripts/evaluate.py --dataset data/generated/eval.jsonl --variant 
 uv run python scripts/evaluate.py --dataset data/generated/validation.jsonl --variant finetuned \
     --max-examples 50 --unconstrained
 
+# The same on a served model (backend "openai" in data/models.toml; start the server first:
+# uv run python -m engine.serve --model default-ft --port 8011); the figures match the local engine's:
+uv run python scripts/evaluate.py --model served-ft --dataset data/generated/eval.jsonl --variant both
+
 # A quick decision probe: constrained decoding with a small budget. The grammar starts closing the
 # answer 96 tokens before --max-new-tokens (engine.constrained.CLOSING_RESERVE_TOKENS), so 128 leaves
 # the decision free, cuts the prose short and still ends in a valid answer (default-ft, 60 eval cases:
@@ -18,13 +22,16 @@ uv run python scripts/evaluate.py --dataset data/generated/validation.jsonl --va
     --max-new-tokens 128
 
 Writes OUT/summary.json (``variants``: per variant, n, decision_accuracy, violation_rate, violations per code,
-json_validity, latency_p50_s, latency_p95_s, mean_output_tokens, throughput_cases_per_s, and the
+json_validity, the whole-answer figures policy_refs_exact, next_action_match and text_check (with
+text_problems), latency_p50_s, latency_p95_s, mean_output_tokens, throughput_cases_per_s, and the
 slices, among them ``by_chain``: n, accuracy and violating cases per deciding rule chain such as
 ``NRC-3+LIM-1``, what scripts/rebalance_dataset.py --weak takes; plus dataset_sha256, model and
-adapter versions, the config), OUT/predictions.jsonl (one row per case and variant, with its
-``chain``), OUT/report.md (side-by-side tables, violations per rule chain, confusion matrices) and
-OUT/accuracy_per_rule.png. The figures come from engine.metrics, shared with the console. An answer
-that does not parse as a schema-valid answer is invalid: wrong, not JSON-valid, never a violation.
+adapter versions, the config, and on eval.jsonl / stress.jsonl ``targets``: issue 15's targets per
+fine-tuned variant, met or not, which it also prints), OUT/predictions.jsonl (one row per case and
+variant, with its ``chain``), OUT/report.md (side-by-side tables, violations per rule chain, confusion
+matrices) and OUT/accuracy_per_rule.png. The figures come from engine.metrics, shared with the
+console. An answer that does not parse as a schema-valid answer is invalid: wrong, not JSON-valid,
+never a violation.
 """
 
 from __future__ import annotations
@@ -44,13 +51,16 @@ from engine import Engine, GenerationSettings
 from engine.guard import guard
 from engine.metrics import (
     DatasetError,
+    check_targets,
     load_rows,
     make_record,
     plot_accuracy_per_rule,
     render_report,
     sha256_of,
     summarize,
+    targets_for,
 )
+from engine.registry import resolve_model
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,7 @@ class EvalConfig:
     unconstrained: bool = False
     max_new_tokens: int = 512
     quantize: str = "none"
+    registry: str | None = None  # a models.toml other than data/models.toml (e.g. a served entry)
 
 
 def run(config: EvalConfig) -> dict[str, Any]:
@@ -73,7 +84,8 @@ def run(config: EvalConfig) -> dict[str, Any]:
     rows = load_rows(config.dataset, config.max_examples)
     cases = [case for case, _ in rows]
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens)
-    engine = Engine.load(config.model, quantize=config.quantize, settings=settings)
+    model = resolve_model(config.model, config.registry) if config.registry else config.model
+    engine = Engine.load(model, quantize=config.quantize, settings=settings)
     variants = ["base", engine.default_variant] if config.variant == "both" else [config.variant]
     if config.variant == "finetuned":
         variants = [engine.default_variant]
@@ -105,8 +117,12 @@ def run(config: EvalConfig) -> dict[str, Any]:
     meta = {"dataset": config.dataset, "dataset_sha256": sha256_of(config.dataset),
             "model": config.model, "model_versions": {v: engine.model_version(v) for v in variants},
             "adapters": dict(getattr(engine.spec, "adapters", {}) or {}),
+            "backend": engine.figures()["backend"],
             "decoding": "unconstrained" if config.unconstrained else "constrained (llguidance)"}
     summary = {"variants": per_variant, **meta, "config": asdict(config)}
+    if which := targets_for(config.dataset):  # issue 15's targets hold the fine-tuned side, not the base
+        summary["targets"] = {"set": which, **{v: check_targets(f, which) for v, f in per_variant.items()
+                                               if v != "base"}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     (out / "report.md").write_text(render_report(per_variant, meta), encoding="utf-8")
     plot_accuracy_per_rule(per_variant, out / "accuracy_per_rule.png")
@@ -124,10 +140,11 @@ def parse_args(argv: Sequence[str] | None = None) -> EvalConfig:
     p.add_argument("--max-new-tokens", type=int, default=EvalConfig.max_new_tokens)
     p.add_argument("--quantize", choices=("none", "nf4", "auto"), default=EvalConfig.quantize)
     p.add_argument("--unconstrained", action="store_true", help="free decoding + extraction (no grammar)")
+    p.add_argument("--registry", default=None, help="models.toml for --model (default: data/models.toml)")
     a = p.parse_args(argv)
     return EvalConfig(dataset=a.dataset, out=a.out, model=a.model, variant=a.variant,
                       max_examples=a.max_examples, batch_size=a.batch_size, unconstrained=a.unconstrained,
-                      max_new_tokens=a.max_new_tokens, quantize=a.quantize)
+                      max_new_tokens=a.max_new_tokens, quantize=a.quantize, registry=a.registry)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,6 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(f["violating"] for _, f in chains):
             print("  violating cases per rule chain: "
                   + ", ".join(f"{c} {f['violating']}" for c, f in chains if f["violating"]))
+        if "policy_refs_exact" in s:
+            print(f"  whole answer: policy_refs exact {s['policy_refs_exact']:.1%}, next_action match "
+                  f"{s['next_action_match']:.1%}, text check {s['text_check']:.1%} {s['text_problems']}")
+        for t in summary.get("targets", {}).get(v, []):
+            print(f"  target ({summary['targets']['set']}) {t['figure']} {t['target']}: {t['value']:.1%} "
+                  f"{'met' if t['met'] else 'NOT met'}")
     print(f"wrote {config.out}/summary.json, predictions.jsonl, report.md, accuracy_per_rule.png")
     return 0
 

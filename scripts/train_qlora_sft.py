@@ -14,6 +14,11 @@ uv run python scripts/train_qlora_sft.py --model qwen2.5-1.5b \
 # From a YAML file (command-line flags override it); the embedded default adapter, stage 1 of 4:
 uv run python scripts/train_qlora_sft.py --config data/models/default-ft.yaml
 
+# On several processes (configs/accelerate/: two CPU processes with gloo, DDP or FSDP + QLoRA on GPUs);
+# every rank trains, rank 0 alone writes; the effective batch size is logged:
+uv run accelerate launch --config_file configs/accelerate/cpu-2proc.yaml \
+    scripts/train_qlora_sft.py --config data/models/default-ft.yaml --output_dir runs/ft-2proc
+
 Every hyper-parameter is a field of engine.sft_data.RunConfig; the training itself is
 engine.training.train. The output dir receives the adapter, the tokenizer, run_config.json,
 prompt_format.json, data_sha256.json, system_info.json, metrics.json and train.log.

@@ -11,7 +11,11 @@ tests rely on them.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -267,9 +271,97 @@ def case_with_runs(
         return pk, runs_for_case(s, pk)
 
 
+# Both stores: tests under BOTH_STORES_DIRS, in BOTH_STORES_MODULES or marked ``both_stores`` that use
+# ``store_kind`` (through ``db_url``, ``store`` or tests/app's ``served``) run on SQLite and on PostgreSQL;
+# every other test runs on SQLite only. The PostgreSQL half needs Debian's server binaries.
+STORE_KINDS = ("sqlite", "postgresql")
+BOTH_STORES_DIRS = ("tests/db/", "tests/reliability/")
+BOTH_STORES_MODULES = frozenset({  # a representative set of the console's tests
+    "tests/app/services/test_reviews_queue_exports.py",
+    "tests/app/services/test_review_throughput.py",
+    "tests/app/ui/test_api.py",
+})
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_stores: run on SQLite and on PostgreSQL (store_kind)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_kind" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):  # a test that names its store(s)
+        if "store_kind" in str(mark.args[0]):
+            return
+    rel = Path(str(metafunc.definition.path)).resolve().relative_to(ROOT).as_posix()
+    if (rel.startswith(BOTH_STORES_DIRS) or rel in BOTH_STORES_MODULES
+            or metafunc.definition.get_closest_marker("both_stores")):
+        metafunc.parametrize("store_kind", STORE_KINDS)
+
+
 @pytest.fixture
-def store(tmp_path) -> Store:
-    s = open_store(tmp_path / "policyops.db")
+def store_kind() -> str:
+    """``sqlite`` unless the test is parametrized over both stores (see pytest_generate_tests)."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A PostgreSQL server for the session (initdb + pg_ctl on a free port, data in a temp folder,
+    stopped at the end) holding ``policyops_template``, a database migrated to head. Skips when
+    Debian's server binaries are missing."""
+    from scripts.pg_local import INSTALL_HINT, LocalPostgres, find_bin_dir, free_port
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(f"PostgreSQL half skipped: no server binaries here; {INSTALL_HINT} (.ci/run does)")
+    root = Path(tempfile.mkdtemp(prefix="policyops-pg-"))
+    server = LocalPostgres(root / "data", free_port(), bin_dir, fast=True).start()
+    try:
+        server.admin(f"CREATE DATABASE {PG_TEMPLATE}")
+        open_store(server.url(PG_TEMPLATE)).engine.dispose()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+PG_TEMPLATE = "policyops_template"
+_pg_databases = itertools.count(1)
+
+
+@pytest.fixture
+def new_db_url(
+    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[[str], str]]:
+    """A factory: ``new_db_url(name)`` gives a fresh, migrated store of this test's kind (an SQLite file
+    ``tmp_path/name.db``, or a PostgreSQL database copied from the template, dropped after the test)."""
+    made: list[str] = []
+    server = request.getfixturevalue("postgres_server") if store_kind == "postgresql" else None
+
+    def make(name: str = "policyops") -> str:
+        if server is None:
+            return str(tmp_path / f"{name}.db")
+        database = f"t{next(_pg_databases)}_{name.replace('-', '_')}"
+        server.admin(f"CREATE DATABASE {database} TEMPLATE {PG_TEMPLATE}")
+        made.append(database)
+        return server.url(database)
+
+    yield make
+    for database in made:
+        server.admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+@pytest.fixture
+def db_url(new_db_url: Callable[[str], str]) -> str:
+    """One fresh store URL of this test's kind (see :func:`new_db_url`)."""
+    return new_db_url("policyops")
+
+
+@pytest.fixture
+def store(db_url: str) -> Store:
+    s = open_store(db_url)
     with s.session() as session:
         create_user(session, "ann", "agent", "agent-pass-1")
         create_user(session, "rita", "reviewer", "review-pass-1")

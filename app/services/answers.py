@@ -2,13 +2,14 @@
 
 The console and the batch runner call these instead of the engine directly, so a model answer
 is computed once and then served from ``model_runs``. Engine calls are serialised by a lock (one
-model in memory, shared by every browser tab).
+model in memory, shared by every browser tab and batch job; interactive calls go first).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from db.cases import add_case, case_of, find_run, get_case, runs_for_case, save_run
@@ -20,7 +21,48 @@ from policies.prompt import PromptFormat
 
 Progress = Callable[[int, int], None]
 COMPARED_VARIANTS = ("base", "finetuned")
-_ENGINE_LOCK = threading.Lock()
+
+
+class EngineGate:
+    """One engine call at a time, interactive calls first: a batch chunk starts only when no
+    interactive call is waiting, so a reviewer's compare waits at most the chunk being answered
+    (a plain lock is not fair: a batch thread could take it again before a waiting compare)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._interactive_waiting = 0
+
+    @contextmanager
+    def interactive(self) -> Iterator[None]:
+        with self._cond:
+            self._interactive_waiting += 1
+            try:
+                self._cond.wait_for(lambda: not self._busy)
+            finally:
+                self._interactive_waiting -= 1
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    @contextmanager
+    def batch_turn(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._busy and self._interactive_waiting == 0)
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
+ENGINE = EngineGate()  # one model in memory, shared by every browser tab and batch job
 _SEEN_VERSIONS: dict[int, dict[str, str]] = {}  # engines that cannot say their versions before running
 
 
@@ -39,12 +81,13 @@ def engine_versions(engine: Any) -> dict[str, str] | None:
 
 def prompt_format_of(engine: Any) -> PromptFormat:
     """The prompt format the engine's model was trained with (exports must use the same)."""
-    fmt = getattr(getattr(engine, "backend", None), "prompt_format", None)
+    fmt = getattr(engine, "prompt_format", None)
     spec = getattr(engine, "spec", None)
     return fmt or getattr(spec, "prompt_format", None) or PromptFormat()
 
 
-def _remember(engine: Any, answers: dict[str, ModelAnswer]) -> None:
+def remember_versions(engine: Any, answers: dict[str, ModelAnswer]) -> None:
+    """Note the model versions ``engine`` answered with (for engines that cannot say them before)."""
     _SEEN_VERSIONS[id(engine)] = {v: a.model_version for v, a in answers.items()}
 
 
@@ -68,12 +111,12 @@ def compare_case(store: Store, engine: Any, case_pk: int, actor: str) -> dict[st
         return runs
     with store.session() as s:
         case = case_of(get_case(s, case_pk))
-    with _ENGINE_LOCK:
+    with ENGINE.interactive():
         runs = cached_runs(store, engine, case_pk)  # another thread may have computed it meanwhile
         if runs is not None:
             return runs
         answers = engine.compare(case, variants=compared_variants(engine))
-        _remember(engine, answers)
+        remember_versions(engine, answers)
         # saved before the lock is released: a thread waiting on it must find the runs cached
         return store.write(lambda s: {v: save_run(s, case_pk, a, actor) for v, a in answers.items()})
 
@@ -100,12 +143,12 @@ def run_batch(
     pks = store.write(lambda s: [add_case(s, c, "batch", actor).id or 0 for c in cases])
     todo = [(pk, c) for pk, c in zip(pks, cases, strict=True) if cached_runs(store, engine, pk) is None]
     if todo:
-        with _ENGINE_LOCK:
+        with ENGINE.batch_turn():
             results = engine.compare_many(
                 [c for _, c in todo], variants=compared_variants(engine), progress=progress
             )
         if results:
-            _remember(engine, results[0])
+            remember_versions(engine, results[0])
 
         def save_all(s: Any) -> None:
             for (pk, _), answers in zip(todo, results, strict=True):

@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 
 from sqlmodel import Session, col, select
 
+from app.services.idempotency import keyed_write
 from app.services.queue import QueueFilter, QueueRow, queue_rows
 from db.audit import audit
 from db.cases import canonical_json, latest_by_variant, run_answer
 from db.models import BulkAction, BulkActionItem, ExportItem, ModelRun, Review
+from db.store import Store
 from db.users import authorize, role_allows, role_of_user
 
 BULK_VARIANT = "finetuned"
@@ -159,3 +161,17 @@ def undoable_bulk_actions(session: Session, user: str | None) -> list[BulkAction
     first. Empty for agents and unknown users. (Export state is checked by :func:`undo_bulk`.)"""
     role = role_of_user(session, user)
     return [a for a in bulk_actions(session) if a.undone_at is None and may_undo(role, user, a)]
+
+
+def bulk_approve_once(
+    store: Store, actor: str, key: str, qfilter: QueueFilter, versions: dict[str, str] | None = None
+) -> tuple[dict[str, int], bool]:
+    """:func:`bulk_approve` under an idempotency key (issue 17, finding 7): the confirmation's key,
+    so a double-clicked or retried Confirm returns the first bulk action instead of approving again.
+    Returns (``{"bulk_action_id", "count"}``, replayed)."""
+
+    def write(session: Session) -> dict[str, int]:
+        action = bulk_approve(session, actor, qfilter, versions)
+        return {"bulk_action_id": action.id or 0, "count": action.count}
+
+    return keyed_write(store, actor, key, "bulk_approve", {"filter": asdict(qfilter)}, write)

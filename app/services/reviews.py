@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from db.cases import get_case, run_answer
 from db.models import ModelRun, Review
@@ -21,6 +21,7 @@ from policies.text import TextError, clean_text
 
 REVIEW_ACTIONS: tuple[str, ...] = ("approve_base", "approve_finetuned", "flag", "correct")
 MAX_NOTE_CHARS = 2000  # stored twice (the review and its audit snapshot)
+MAX_ANSWER_CHARS = 20_000  # a corrected answer as JSON text; its prose fields have their own bounds
 
 
 class ReviewError(ValueError):
@@ -46,12 +47,16 @@ def submit_review(
     answer: dict[str, Any] | str | None = None,
     note: str = "",
     from_run_id: int | None = None,
+    revision: bool = True,
 ) -> Review:
     """Record ``action`` (one of REVIEW_ACTIONS) on case ``case_pk`` by ``reviewer``.
 
     ``runs`` are the case's current answers by variant. ``approve_*`` copies that variant's answer;
     ``flag`` needs a note; ``correct`` needs ``answer`` (dict or JSON text) valid for parse_answer.
     The note (stripped) is multiline clean text of at most :data:`MAX_NOTE_CHARS` characters.
+    ``revision=False`` keeps one review per (case, reviewer): a second one is then refused (the API's
+    default: a client must mark a revision as one). True (the default here, and the case view's
+    buttons, each an explicit act on the case shown) appends it; the latest review is the status.
     Raises :class:`ReviewError` or :class:`policies.InvalidAnswer` (fields named) and writes nothing then.
     Permissions are checked by the caller (:func:`db.users.authorize`).
     """
@@ -63,6 +68,8 @@ def submit_review(
     except TextError as exc:
         raise ReviewError(str(exc)) from None
     record = get_case(session, case_pk)
+    if not revision:
+        _refuse_second_review(session, case_pk, record.case_id, reviewer)
     if action == "flag":
         if not note:
             raise ReviewError("note: say why the case is ambiguous")
@@ -80,12 +87,16 @@ def submit_review(
         return add_review(session, case_pk, "approved", reviewer, note, approved, run.id)
     if action == "correct":
         if isinstance(answer, str):
+            if len(answer) > MAX_ANSWER_CHARS:
+                raise ReviewError(f"answer: at most {MAX_ANSWER_CHARS} characters (got {len(answer)})")
             try:
                 answer = json.loads(answer) if answer.strip() else None
             except json.JSONDecodeError as exc:
                 raise ReviewError(
                     f"answer: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
                 ) from exc
+            except RecursionError:  # "[[[[..." deeper than the parser's stack
+                raise ReviewError("answer: not valid JSON (nested too deeply)") from None
         if answer is None:
             raise ReviewError("answer: a correction needs the corrected answer")
         corrected = parse_answer(answer).model_dump(mode="json")
@@ -94,3 +105,14 @@ def submit_review(
             from_run_id = start.id if start else None
         return add_review(session, case_pk, "corrected", reviewer, note, corrected, from_run_id)
     raise ReviewError(f"action: must be one of {', '.join(REVIEW_ACTIONS)} (got {action!r})")
+
+
+def _refuse_second_review(session: Session, case_pk: int, case_id: str, reviewer: str) -> None:
+    first = session.exec(
+        select(Review).where(Review.case_pk == case_pk, Review.reviewer == reviewer).order_by(col(Review.id))
+    ).first()
+    if first is not None:
+        raise ReviewError(
+            f"case_id: {reviewer} already reviewed {case_id} (review {first.id}, {first.status}); "
+            "send it as a revision to change it"
+        )

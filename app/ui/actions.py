@@ -11,11 +11,14 @@ import gradio as gr
 
 from app.services.answers import compare_case, compare_new_case, prompt_format_of
 from app.services.exports import ExportResult, export_reviews
+from app.services.idempotency import check_key, key_is_known, keyed_write
 from app.services.reviews import REVIEW_ACTIONS, submit_review
 from app.ui.state import ACTION_PERMISSION, Console, require, user_errors
 from db.cases import get_case, resolve_case_ref, run_answer, run_guard
 from db.models import ModelRun
 from policies import InvalidCase, parse_case
+
+MAX_CASE_JSON_CHARS = 2_000_000  # as the request-body limit: each field has its own bound, which names it
 
 
 def runs_payload(runs: dict[str, ModelRun]) -> dict[str, Any]:
@@ -41,6 +44,10 @@ def runs_payload(runs: dict[str, ModelRun]) -> dict[str, Any]:
 
 def parse_case_text(case_json: str) -> Any:
     """A case from JSON text; raises InvalidCase naming the field (``<root>`` for broken JSON)."""
+    if not isinstance(case_json, str | None):
+        raise InvalidCase([("case_json", f"must be JSON text (got {type(case_json).__name__})")])
+    if case_json is not None and len(case_json) > MAX_CASE_JSON_CHARS:
+        raise InvalidCase([("case_json", f"at most {MAX_CASE_JSON_CHARS} characters (got {len(case_json)})")])
     try:
         data = json.loads(case_json or "")
     except json.JSONDecodeError as exc:
@@ -49,6 +56,8 @@ def parse_case_text(case_json: str) -> Any:
         ) from exc
     except RecursionError as exc:  # "[[[[..." deeper than the parser's stack
         raise InvalidCase([("<root>", "not valid JSON: nested too deeply")]) from exc
+    except ValueError as exc:  # a number of more than 4,300 digits
+        raise InvalidCase([("<root>", f"not valid JSON: {exc}")]) from exc
     return parse_case(data)
 
 
@@ -59,7 +68,9 @@ def compare_text(
     user = require(console, request, "compare")
     with user_errors():
         case = parse_case_text(case_json)
-    return compare_new_case(console.store, console.engine, case, source, user)
+        console.quotas.take(user, "case")
+        # a case_id already stored with other content is refused here, naming the differing fields
+        return compare_new_case(console.store, console.engine, case, source, user)
 
 
 def open_case(console: Console, request: gr.Request | None, case_pk: int) -> dict[str, ModelRun]:
@@ -91,6 +102,7 @@ class Reviewed:
     case_pk: int
     status: str
     runs: dict[str, ModelRun]
+    replayed: bool = False  # True when an idempotency key returned an earlier result
 
     def payload(self) -> dict[str, Any]:
         """What the API answers: ``{review_id, case_pk, status}``."""
@@ -110,11 +122,14 @@ def review(
     action: str,
     answer: dict[str, Any] | str | None,
     note: str,
+    *,
+    revision: bool = True,
 ) -> Reviewed:
-    """Save a review of stored case ``case_pk``; the case is opened once, its runs come back."""
+    """Save a review of stored case ``case_pk``; the case is opened once, its runs come back.
+    The case view's buttons are explicit acts on the case shown, so they revise by default."""
     user = _reviewer(console, request, action)
     runs = open_case(console, request, case_pk)
-    return _save(console, user, case_pk, runs, action, answer, note)
+    return _save(console, user, case_pk, runs, action, answer, note, revision=revision)
 
 
 def review_ref(
@@ -124,11 +139,17 @@ def review_ref(
     action: str,
     answer: dict[str, Any] | str | None,
     note: str,
+    *,
+    idempotency_key: str = "",
+    revision: bool = False,
 ) -> Reviewed:
-    """Save a review of a case typed as text (``C-...`` id or ``#row``), for the API."""
+    """Save a review of a case typed as text (``C-...`` id or ``#row``), for the API.
+
+    ``idempotency_key``: a retry with the same key returns the first result and writes nothing.
+    ``revision``: replace the caller's earlier review of the case (else a second one is refused)."""
     user = _reviewer(console, request, action)
     case_pk, runs = open_case_ref(console, request, case_ref)
-    return _save(console, user, case_pk, runs, action, answer, note)
+    return _save(console, user, case_pk, runs, action, answer, note, idempotency_key, revision)
 
 
 def _save(
@@ -139,19 +160,30 @@ def _save(
     action: str,
     answer: dict[str, Any] | str | None,
     note: str,
+    idempotency_key: str = "",
+    revision: bool = False,
 ) -> Reviewed:
-    with user_errors():
-        saved = console.store.write(
-            lambda s: submit_review(s, case_pk, action, user, runs=runs, answer=answer, note=note)
+    def write(s: Any) -> dict[str, Any]:
+        saved = submit_review(
+            s, case_pk, action, user, runs=runs, answer=answer, note=note, revision=revision
         )
-    return Reviewed(saved.id or 0, case_pk, saved.status, runs)
+        return Reviewed(saved.id or 0, case_pk, saved.status, runs).payload()
+
+    arguments = {"case_pk": case_pk, "action": action, "answer": answer, "note": note, "revision": revision}
+    with user_errors():
+        key = check_key(idempotency_key)
+        if not (key and key_is_known(console.store, user, key)):  # a retry spends no quota
+            console.quotas.take(user, "review")
+        first, replayed = keyed_write(console.store, user, key, "submit_review", arguments, write)
+    return Reviewed(first["review_id"], first["case_pk"], first["status"], runs, replayed)
 
 
 def export(console: Console, request: gr.Request | None) -> ExportResult:
     """Export the reviewed answers not exported yet (ops only)."""
     user = require(console, request, "export")
     with user_errors():
-        with console.store.session(immediate=True) as s:  # one export at a time
+        # one export at a time, publishing its files included, across console processes too
+        with console.store.exclusive("export"), console.store.session(immediate=True) as s:
             return export_reviews(
                 s, user, console.export_dir, prompt_format_of(console.engine), console.eval_fingerprints
             )

@@ -10,12 +10,15 @@ from typing import Any
 
 import gradio as gr
 
+from app.services.reviews import MAX_ANSWER_CHARS, MAX_NOTE_CHARS
 from app.services.second_opinion import is_double_review, visible_reviews
 from app.ui import actions
+from app.ui.errors import flag_param, text_param
 from app.ui.state import Console, require, user_errors
 from db.cases import get_case, resolve_case_ref
 
 MODEL_CONCURRENCY = 1  # model calls running at once (one model in memory, serialised anyway)
+MAX_REF_CHARS = 100  # a case reference, an action name or an idempotency key (longer: refused unread)
 REVIEW_CONCURRENCY = 8  # /submit_review calls running at once (short SQLite write transactions)
 
 
@@ -23,21 +26,44 @@ def register(console: Console) -> None:
     """Declare the three endpoints inside the current gr.Blocks."""
 
     def compare(case_json: str, request: gr.Request) -> dict[str, Any]:
-        """Compare base and fine-tuned on a case given as JSON text; answers with guard verdicts."""
+        """Compare base and fine-tuned on a case given as JSON text; answers with guard verdicts.
+        A case_id already stored with other content is refused, naming the fields that differ."""
+        case_json = text_param(case_json, "case_json", actions.MAX_CASE_JSON_CHARS)
         case_pk, runs = actions.compare_text(console, request, case_json, source="try")
         with console.store.session() as s:
             case_id = get_case(s, case_pk).case_id
         return {"case_pk": case_pk, "case_id": case_id, "answers": actions.runs_payload(runs)}
 
     def submit_review(
-        case_id: str, action: str, answer_json: str = "", note: str = "", request: gr.Request = None
-    ) -> dict[str, Any]:  # type: ignore[assignment]
-        """Review a case: approve_base | approve_finetuned | flag | correct (with answer_json)."""
-        return actions.review_ref(console, request, case_id, action, answer_json or None, note).payload()
+        case_id: str,
+        action: str,
+        answer_json: str = "",
+        note: str = "",
+        idempotency_key: str = "",
+        revision: bool = False,
+        request: gr.Request = None,  # type: ignore[assignment]
+    ) -> dict[str, Any]:
+        """Review a case: approve_base | approve_finetuned | flag | correct (with answer_json).
+
+        ``idempotency_key`` (optional, up to 64 of A-Z a-z 0-9 . _ : -): a retry with the same key
+        returns the first result and stores nothing. One review per case and reviewer: send
+        ``revision=true`` to replace your earlier review of the case."""
+        case_id = text_param(case_id, "case_id", MAX_REF_CHARS)
+        action = text_param(action, "action", MAX_REF_CHARS)
+        answer = answer_json if isinstance(answer_json, dict) else text_param(
+            answer_json, "answer_json", MAX_ANSWER_CHARS, optional=True
+        )
+        note = text_param(note, "note", MAX_NOTE_CHARS, optional=True)
+        key = text_param(idempotency_key, "idempotency_key", MAX_REF_CHARS, optional=True)
+        revise = flag_param(revision, "revision")
+        return actions.review_ref(
+            console, request, case_id, action, answer or None, note, idempotency_key=key, revision=revise
+        ).payload()
 
     def reviews(case_id: str, request: gr.Request) -> dict[str, Any]:
         """A case's reviews the caller may see. On a second-opinion case, another reviewer's verdict
         stays hidden until two reviewers have both reviewed it."""
+        case_id = text_param(case_id, "case_id", MAX_REF_CHARS)
         user = require(console, request, "compare")
         with user_errors(), console.store.session() as s:
             pk = resolve_case_ref(s, case_id)

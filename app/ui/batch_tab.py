@@ -1,67 +1,78 @@
-"""Batch run (ops): a JSONL file of cases (uploaded, or a path under the data folder) answered by
-both variants with a progress bar; the results land in the queue."""
+"""Batch run (ops): a JSONL file of cases under the data folder, answered by both variants as a
+background job (app.services.batches): chunked, saved as it goes, cancellable here, and never
+holding the engine for more than a chunk while a reviewer's compare waits. Uploads are off (no
+file lands in a temp folder); put the file under the data folder instead."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import gradio as gr
-import pandas as pd
 
-from app.services.answers import run_batch
+from app.services.batches import start_batch
 from app.services.paths import UnsafePath, contained_path
 from app.ui.state import Console, require, user_errors
 from db.cases import read_case_rows
 
+MAX_PATH_CHARS = 1000  # longer paths are refused unread
+
 
 def resolve_batch_path(console: Console, upload: str | None, path_text: str) -> Path:
-    """The uploaded file, else ``path_text`` when it lies under ``console.batch_root``."""
-    if upload:
-        return Path(upload)
-    if not path_text.strip():
-        raise gr.Error("file: upload a JSONL file or give a path under the data folder")
+    """``path_text`` when it names a file under ``console.batch_root`` (``upload`` is ignored:
+    uploads are refused by the console's HTTP limits)."""
+    if not isinstance(path_text, str) or not path_text.strip():
+        raise gr.Error("path: give a path under the data folder", print_exception=False)
+    if len(path_text) > MAX_PATH_CHARS:
+        raise gr.Error(f"path: at most {MAX_PATH_CHARS} characters (got {len(path_text)})",
+                       print_exception=False)
     try:
         path = contained_path(console.batch_root, path_text, "path")
-    except UnsafePath as exc:
-        raise gr.Error(str(exc), title="Path refused") from exc
+    except (UnsafePath, OSError) as exc:
+        raise gr.Error(str(exc) if isinstance(exc, UnsafePath) else "path: not a usable path",
+                       title="Path refused", print_exception=False) from exc
     if not path.is_file():
-        raise gr.Error(f"path: {path_text!r} is not a file under {console.batch_root.resolve()}")
+        raise gr.Error(f"path: {path_text!r} is not a file under {console.batch_root.resolve()}",
+                       print_exception=False)
     return path
 
 
 def create_batch_tab(console: Console) -> None:
     """Declare the Batch-run tab's widgets and wire its events."""
-    upload = gr.File(
-        label="JSONL of cases (one case, or a dataset row with 'input', per line)",
-        file_types=[".jsonl"],
-        type="filepath",
-    )
     path_text = gr.Textbox(
-        label="…or a path under the data folder", placeholder="data/generated/validation.jsonl"
+        label="JSONL of cases under the data folder (one case, or a dataset row with 'input', per line)",
+        placeholder="data/generated/validation.jsonl",
     )
-    run = gr.Button("Run both variants", variant="primary")
+    with gr.Row():
+        run = gr.Button("Run both variants", variant="primary")
+        refresh = gr.Button("Refresh status")
+        cancel = gr.Button("Cancel batch", variant="stop")
     summary = gr.Markdown()
-    table = gr.Dataframe(interactive=False)
 
-    def run_file(
-        file: str | None,
-        path_v: str,
-        request: gr.Request,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008
-    ) -> tuple[str, pd.DataFrame]:
+    def _status(user: str) -> str:
+        mine = [j for j in console.batch_jobs.values() if j.actor == user]
+        return "\n".join(f"- {j.summary()}" for j in reversed(mine[-5:])) or "No batch runs yet."
+
+    def run_file(path_v: str, request: gr.Request) -> str:
         user = require(console, request, "batch")
-        path = resolve_batch_path(console, file, path_v)
+        path = resolve_batch_path(console, None, path_v)
         with user_errors():
             cases = read_case_rows(path)
-        progress(0, desc="answering")
-        pks = run_batch(
-            console.store,
-            console.engine,
-            cases,
-            user,
-            progress=lambda done, total: progress((done, total), desc="answers"),
-        )
-        frame = pd.DataFrame({"#": pks, "case_id": [c.case_id for c in cases]})
-        return f"Answered {len(cases)} cases with both variants; they are in the queue.", frame
+            console.quotas.take(user, "batch")
+            job = start_batch(console.store, console.engine, cases, user)
+        console.batch_jobs[job.job_id] = job
+        started = f"Started batch {job.job_id}: {len(cases)} cases; answers land in the queue as they come."
+        return f"{started}\n\n{_status(user)}"
 
-    run.click(run_file, [upload, path_text], [summary, table], api_visibility="private")
+    def show(request: gr.Request) -> str:
+        return _status(require(console, request, "batch"))
+
+    def stop(request: gr.Request) -> str:
+        user = require(console, request, "batch")
+        for job in console.batch_jobs.values():
+            if job.actor == user and job.status == "running":
+                job.cancel()
+        return "Cancelling after the chunk being answered (its answers are kept).\n\n" + _status(user)
+
+    run.click(run_file, [path_text], [summary], api_visibility="private")
+    refresh.click(show, None, [summary], api_visibility="private")
+    cancel.click(stop, None, [summary], api_visibility="private")

@@ -7,14 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
-from app.services.auth import CLIENT_ADDRESS, Clock, ProcessRate, login
+from app.services.auth import CLIENT_ADDRESS, ClientAddressMiddleware, Clock, ProcessRate, login
+from app.services.http_limits import MAX_UPLOAD_BYTES, RequestLimits
 from app.services.jobs import Runner
 from app.services.queue import QueueFilter
 from app.ui import api
 from app.ui.batch_tab import create_batch_tab
 from app.ui.case_tab import Updates, create_case_tab
 from app.ui.drift_tab import create_drift_tab
+from app.ui.errors import install as install_error_shape
 from app.ui.export_tab import create_export_tab
 from app.ui.metrics_tab import create_metrics_tab
 from app.ui.models_tab import create_models_tab
@@ -42,6 +45,19 @@ def make_auth(store: Store, *, clock: Clock | None = None) -> Callable[[str, str
     return check
 
 
+def serve_options(store: Store, *, clock: Clock | None = None) -> dict[str, Any]:
+    """The ``launch()`` arguments every console is served with (the CLI and the tests alike): the
+    login, no extra file paths, uploads capped and refused, request bodies capped, and the client
+    address known to the login throttle."""
+    return {
+        "auth": make_auth(store, clock=clock),
+        "auth_message": "PolicyOps Console: sign in",
+        "allowed_paths": [],
+        "max_file_size": MAX_UPLOAD_BYTES,
+        "app_kwargs": {"middleware": [Middleware(ClientAddressMiddleware), Middleware(RequestLimits)]},
+    }
+
+
 def build_app(
     engine: Any,
     store: Store,
@@ -52,7 +68,7 @@ def build_app(
     runner: Runner | None = None,
     prefetch: bool = True,
 ) -> gr.Blocks:
-    """The console over ``engine`` and ``store``. Launch it with ``auth=make_auth(store)``.
+    """The console over ``engine`` and ``store``. Launch it with ``**serve_options(store)``.
 
     ``prefetch``: answer the next queued case in the background while a reviewer reads one.
     A URL with ``?case=C-000123`` opens that case after login.
@@ -65,7 +81,8 @@ def build_app(
         batch_root=Path(batch_root),
         prefetch=prefetch,
     )
-    with gr.Blocks(title=TITLE) as demo:
+    # Gradio's temp files (none while uploads are refused) are deleted hourly once a day old
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 86400)) as demo:
         api.register(console)  # first, so the stable api_names are theirs
         whoami = gr.Markdown(f"# {TITLE}")
         gr.HTML(help_html(), elem_id="shortcut-help")  # shown by the ? key, on every tab
@@ -117,4 +134,4 @@ def build_app(
         queue.table.select(open_selected, None, [*case.outputs, tabs], api_visibility="private")
         demo.load(on_load, None, [whoami, queue.table, *case.outputs, tabs], api_visibility="private")
         demo.load(None, None, None, js=SHORTCUTS_JS)  # keyboard-first review (app/shortcuts.py)
-    return demo
+    return install_error_shape(demo)  # every handler: refusals name the field, one log line each

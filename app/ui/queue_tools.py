@@ -5,6 +5,7 @@ and :func:`app.services.bulk.undo_bulk` also checks ownership (own bulk actions;
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -14,7 +15,8 @@ import pandas as pd
 from gradio.blocks import Block
 
 from app.services.answers import engine_versions
-from app.services.bulk import BulkError, bulk_approve, bulk_candidates, undo_bulk, undoable_bulk_actions
+from app.services.bulk import BulkError, bulk_approve_once, bulk_candidates, undo_bulk, undoable_bulk_actions
+from app.services.idempotency import IdempotencyError
 from app.services.queue import QueueFilter
 from app.services.saved_filters import SavedFilterError, load_filter, save_filter, saved_filters
 from app.ui.state import Console, require
@@ -84,29 +86,38 @@ def create_queue_tools(
 
     def ask(
         status: Any, flag: Any, region: Any, rtype: Any, disagree: Any, preset: Any, request: gr.Request
-    ) -> tuple[Any, str]:
+    ) -> tuple[Any, str, str]:
         require(console, request, "approve")
         qfilter = queue_filter(status, flag, region, rtype, disagree, preset)
         with console.store.session() as s:
             n = len(bulk_candidates(s, qfilter, engine_versions(console.engine)))
         if n == 0:
-            return gr.Group(visible=False), "No pending case with a fine-tuned answer matches the filter."
-        return gr.Group(visible=True), f"Approve the fine-tuned answer of **{n}** cases?"
+            return gr.Group(visible=False), "No pending case with a fine-tuned answer matches the filter.", ""
+        # one idempotency key per confirmation: a double-clicked Confirm approves once
+        return gr.Group(visible=True), f"Approve the fine-tuned answer of **{n}** cases?", uuid.uuid4().hex
 
     def confirm(
-        status: Any, flag: Any, region: Any, rtype: Any, disagree: Any, preset: Any, request: gr.Request
+        status: Any,
+        flag: Any,
+        region: Any,
+        rtype: Any,
+        disagree: Any,
+        preset: Any,
+        bulk_key: str,
+        request: gr.Request,
     ) -> dict[Block, Any]:
         user = require(console, request, "approve")
         qfilter = queue_filter(status, flag, region, rtype, disagree, preset)
         try:
-            with console.store.session() as s:
-                action = bulk_approve(s, user, qfilter, engine_versions(console.engine))
-        except (BulkError, PermissionDenied) as exc:
+            done, _ = bulk_approve_once(
+                console.store, user, bulk_key or "", qfilter, engine_versions(console.engine)
+            )
+        except (BulkError, PermissionDenied, IdempotencyError) as exc:
             return {confirm_box: gr.Group(visible=False), bulk_msg: f"Not done: {exc}"}
         return {
             confirm_box: gr.Group(visible=False),
-            bulk_msg: f"Bulk action #{action.id}: approved {action.count} cases.",
-            undo_pick: gr.Dropdown(choices=_undo_choices(console, user), value=action.id),
+            bulk_msg: f"Bulk action #{done['bulk_action_id']}: approved {done['count']} cases.",
+            undo_pick: gr.Dropdown(choices=_undo_choices(console, user), value=done["bulk_action_id"]),
             table: frame_of(qfilter, user),
         }
 
@@ -180,9 +191,10 @@ def create_queue_tools(
         return gr.Group(visible=False)
 
     private = {"api_visibility": "private"}
-    bulk_btn.click(ask, filters, [confirm_box, confirm_text], **private)
+    bulk_key = gr.State("")  # the open confirmation's idempotency key
+    bulk_btn.click(ask, filters, [confirm_box, confirm_text, bulk_key], **private)
     cancel_btn.click(cancel, None, confirm_box, **private)
-    confirm_btn.click(confirm, filters, [confirm_box, bulk_msg, undo_pick, table], **private)
+    confirm_btn.click(confirm, [*filters, bulk_key], [confirm_box, bulk_msg, undo_pick, table], **private)
     undo_btn.click(undo, [undo_pick, *filters], [bulk_msg, undo_pick, table], **private)
     save_btn.click(save, [name, *filters], [filter_msg, pick], **private)
     apply_btn.click(apply, [pick], [filter_msg, *filters], **private)

@@ -11,8 +11,11 @@ from typing import Any
 
 import gradio as gr
 
+from app.services.batches import BatchJob
 from app.services.exports import ExportError
+from app.services.idempotency import IdempotencyError
 from app.services.paths import UnsafePath
+from app.services.quotas import QuotaExceeded, Quotas
 from app.services.reviews import ReviewError
 from db.store import Store
 from db.users import PermissionDenied, UserError, authorize
@@ -36,6 +39,8 @@ class Console:
     eval_fingerprints: set[str] = field(default_factory=set)  # eval-set case ids and body hashes
     batch_root: Path = Path("data")  # server-side JSONL files for batch runs must lie under it
     prefetch: bool = True  # answer the next queued case in the background while one is read
+    quotas: Quotas = field(default_factory=Quotas)  # per-user write quotas (reviews, new cases, batches)
+    batch_jobs: dict[int, BatchJob] = field(default_factory=dict)  # this process's batch runs, by id
 
 
 def username_of(request: gr.Request | None) -> str | None:
@@ -50,7 +55,7 @@ def require(console: Console, request: gr.Request | None, action: str) -> str:
         with console.store.session() as session:
             authorize(session, user, action)
     except PermissionDenied as exc:
-        raise gr.Error(str(exc), title="Not allowed") from exc
+        raise gr.Error(str(exc), title="Not allowed", print_exception=False) from exc
     return user or "anonymous"
 
 
@@ -60,8 +65,12 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except InvalidInput as exc:
-        raise gr.Error(f"invalid {exc.kind}: {exc}", title=f"Invalid {exc.kind}") from exc
-    except (ReviewError, ExportError, UserError, UnsafePath) as exc:
-        raise gr.Error(str(exc)) from exc
+        raise gr.Error(
+            f"invalid {exc.kind}: {exc}", title=f"Invalid {exc.kind}", print_exception=False
+        ) from exc
+    except QuotaExceeded as exc:
+        raise gr.Error(str(exc), title="Over quota", print_exception=False) from exc
+    except (ReviewError, ExportError, UserError, UnsafePath, IdempotencyError) as exc:
+        raise gr.Error(str(exc), print_exception=False) from exc
     except KeyError as exc:
-        raise gr.Error(str(exc.args[0]) if exc.args else "not found") from exc
+        raise gr.Error(str(exc.args[0]) if exc.args else "case_id: not found", print_exception=False) from exc

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.services.exports import eval_fingerprints_of
-from app.ui.interface import build_app, make_auth
+from app.ui.interface import build_app, serve_options
 from db.cases import add_case, load_eval_set, read_case_rows
 from db.store import Store, open_store
 from db.users import create_user
@@ -48,8 +48,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def served(tmp_path: Path, tiny_engine) -> Iterator[Served]:
-    store = open_store(tmp_path / "policyops.db")
+def served(tmp_path: Path, tiny_engine, db_url: str) -> Iterator[Served]:
+    store = open_store(db_url)  # SQLite, or PostgreSQL for the tests run on both (tests/conftest.py)
     with store.session() as s:
         for user, password in PASSWORDS.items():
             create_user(s, user, ROLES[user], password)
@@ -68,12 +68,8 @@ def served(tmp_path: Path, tiny_engine) -> Iterator[Served]:
     )
     demo.queue()
     _, url, _ = demo.launch(
-        server_name="127.0.0.1",
-        server_port=_free_port(),
-        auth=make_auth(store),
-        prevent_thread_lock=True,
-        quiet=True,
-        allowed_paths=[],
+        server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
+        **serve_options(store),
     )
     try:
         yield Served(

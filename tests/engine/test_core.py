@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine import Engine, GenerationSettings
-from engine.backends import UnknownVariant
+from engine.backends.base import UnknownVariant
 from policies import Case, parse_case
 from tests.conftest import tiny_cases
 

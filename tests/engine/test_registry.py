@@ -132,3 +132,44 @@ def test_retrain_recipe_must_match_the_base_and_format(tmp_path: Path) -> None:
         load_registry(path)
     recipe.write_text("model: Org/Base-1\nprompt_policy: full\n")
     assert load_registry(path)["m"].retrain is not None
+
+
+def test_served_entry(tmp_path: Path) -> None:
+    reg = load_registry()
+    served = reg["served-ft"]
+    assert served.backend == "openai" and reg["default-ft"].backend == "local"
+    assert served.server is not None and served.server.served_models == {"base": "default-base",
+                                                                          "finetuned": "finetuned"}
+    assert served.server.base_url == "http://127.0.0.1:8011/v1"
+    assert served.adapters == reg["default-ft"].adapters
+    assert served.prompt_format == reg["default-ft"].prompt_format
+    assert served.to_dict()["server"]["api_key_env"] == "POLICYOPS_SERVE_API_KEY"
+
+
+@pytest.mark.parametrize("entry,message", [
+    ('backend = "vllm"\nbase = "x/y"', "backend: expected one of local, openai"),
+    ('base = "x/y"\nbase_url = "http://h/v1"', 'base_url apply only to backend = "openai"'),
+    ('backend = "openai"\nserved_models = { base = "b" }', "base_url: expected an http"),
+    ('backend = "openai"\nbase_url = "http://h/v1"\nserved_models = { finetuned = "f" }', 'a "base" entry'),
+    ('backend = "openai"\nbase_url = "http://h/v1"\nserved_models = { base = "b" }\napi_key_env = "A B"',
+     "api_key_env"),
+    ('backend = "openai"\nbase_url = "http://h/v1"\nserved_models = { base = "b" }\nmax_concurrency = 0',
+     "max_concurrency"),
+    ('backend = "openai"\nbase_url = "http://h/v1"\nserved_models = { base = "b" }\n'
+     'adapters = { ft = "runs/x" }', "have no served_models name"),
+])
+def test_bad_served_entry(tmp_path: Path, entry: str, message: str) -> None:
+    path = tmp_path / "data" / "models.toml"
+    path.parent.mkdir()
+    path.write_text(f"[models.m]\n{entry}\n", encoding="utf-8")
+    with pytest.raises(RegistryError, match=message):
+        load_registry(path)
+
+
+def test_served_entry_without_base_names_the_served_base(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "models.toml"
+    path.parent.mkdir()
+    path.write_text('[models.m]\nbackend = "openai"\nbase_url = "https://gpu.example/v1/"\n'
+                    'served_models = { base = "Qwen/Qwen2.5-1.5B-Instruct" }\n', encoding="utf-8")
+    spec = load_registry(path)["m"]
+    assert spec.base == "Qwen/Qwen2.5-1.5B-Instruct" and spec.server.base_url == "https://gpu.example/v1"

@@ -70,9 +70,9 @@ def test_roles_are_enforced_in_the_handlers_and_audited(served):
 
 
 @pytest.mark.parametrize("action", ["compare", "flag", "approve", "correct", "export", "batch"])
-def test_no_user_no_action(tmp_path, action):
+def test_no_user_no_action(db_url, action):
     """A request without a logged-in user (auth switched off by mistake) is refused, not served."""
-    console = Console(engine=None, store=open_store(tmp_path / "s.db"))
+    console = Console(engine=None, store=open_store(db_url))
     with pytest.raises(gr.Error, match="anonymous"):
         require(console, SimpleNamespace(username=None), action)
     with pytest.raises(gr.Error, match="anonymous"):
@@ -120,16 +120,16 @@ def test_paths_inside_are_fine(tmp_path):
     assert contained_path(root, str(root / "sub" / "cases.jsonl")).is_file()
 
 
-def test_export_dir_cannot_escape(tmp_path):
+def test_export_dir_cannot_escape(tmp_path, db_url):
     root = _tree(tmp_path)
-    store = open_store(tmp_path / "s.db")
+    store = open_store(db_url)
     for bad in (root / "dir-out", root / ".." / "exports"):
         with pytest.raises(UnsafePath), store.session() as s:
             export_reviews(s, "otto", bad)
     assert safe_dir(root / "exports") == (root / "exports").resolve()
 
 
-def test_no_handler_acts_for_a_user_without_a_role(tmp_path):
+def test_no_handler_acts_for_a_user_without_a_role(tmp_path, db_url):
     """Every event handler of the page (API and private UI events alike), called directly as a
     user the store does not know: nothing is stored but the audited refusals. The Queue tools'
     handlers (bulk approve, undo, the bulk-action list, saved filters) each refuse outright."""
@@ -142,7 +142,7 @@ def test_no_handler_acts_for_a_user_without_a_role(tmp_path):
     from db.models import AuditEntry, CaseRecord, Export, ModelRun, Review
     from policies import parse_case
 
-    store = open_store(tmp_path / "s.db")
+    store = open_store(db_url)
     with store.session() as s:
         pk = add_case(s, parse_case(tiny_cases()[0]), "batch", "system").id
     demo = build_app(None, store, export_dir=tmp_path / "exports", batch_root=tmp_path)

@@ -23,12 +23,12 @@ from app.services.answers import compare_case
 from db.cases import resolve_case_ref
 from db.models import AuditEntry, Review
 from db.store import open_store
+from db.users import create_user
 from tests.conftest import tiny_cases
 
 CLIENTS = int(os.environ.get("RELIABILITY_CLIENTS", "20"))
 # 20 x 50 takes ~65 s on 2 shared cores; CI keeps the 20 concurrent clients with fewer reviews each.
 REVIEWS_PER_CLIENT = int(os.environ.get("RELIABILITY_REVIEWS_PER_CLIENT", "10"))
-REVIEWERS = ("ann", "rita", "otto")  # every role may flag
 
 
 def _precompute(served, engine, case_id: str) -> None:
@@ -41,13 +41,20 @@ def test_concurrent_reviewers_lose_nothing(served, tiny_engine):
     case_id = served.batch_case_ids[0]
     _precompute(served, tiny_engine, case_id)
     start = threading.Barrier(CLIENTS)
+    # One reviewer per client: each stays inside the per-user write quota (30 reviews a minute), and
+    # every review after a user's first on the case is an explicit revision (one review per case and
+    # reviewer otherwise).
+    with served.store.session() as s:
+        for i in range(CLIENTS):
+            create_user(s, f"load{i}", "reviewer", f"load-pass-{i:04d}")
 
     def reviewer(i: int) -> list[int]:
-        user = REVIEWERS[i % len(REVIEWERS)]
-        client = Client(served.url, auth=served.auth(user), verbose=False)
+        client = Client(served.url, auth=(f"load{i}", f"load-pass-{i:04d}"), verbose=False)
         start.wait()  # everyone submits at once
         return [
-            client.predict(case_id, "flag", "", f"c{i}-r{j}", api_name="/submit_review")["review_id"]
+            client.predict(case_id, "flag", "", f"c{i}-r{j}", "", True, api_name="/submit_review")[
+                "review_id"
+            ]
             for j in range(REVIEWS_PER_CLIENT)
         ]
 
@@ -64,7 +71,7 @@ def test_concurrent_reviewers_lose_nothing(served, tiny_engine):
     assert audited == total
 
 
-def test_store_write_survives_contention(tmp_path):
+def test_store_write_survives_contention(db_url):
     """Read-then-write units of work from 20 threads: none fails with 'database is locked'."""
     from app.services.reviews import submit_review
     from db.cases import add_case
@@ -72,7 +79,7 @@ def test_store_write_survives_contention(tmp_path):
     from db.users import create_user
     from policies import parse_case
 
-    store = open_store(tmp_path / "contention.db")
+    store = open_store(db_url)
     store.write(lambda s: create_user(s, "otto", "ops", "ops-pass-12"))
     pk = store.write(lambda s: add_case(s, parse_case(tiny_cases()[0]), "try", "otto").id)
 

@@ -35,7 +35,7 @@ ANSWER = {
 }
 
 
-def _store_with_corrections(path: Path, n: int = 3):
+def _store_with_corrections(path: Path | str, n: int = 3):
     store = open_store(path)
     store.write(lambda s: create_user(s, "otto", "ops", "ops-pass-12"))
     for data in tiny_cases()[:n]:
@@ -53,8 +53,8 @@ def _exported(store) -> int:
         return s.exec(select(func.count()).select_from(ExportItem)).one()
 
 
-def test_failure_between_write_and_commit_leaves_nothing(tmp_path, monkeypatch):
-    store = _store_with_corrections(tmp_path / "s.db")
+def test_failure_between_write_and_commit_leaves_nothing(tmp_path, monkeypatch, db_url):
+    store = _store_with_corrections(db_url)
     out = tmp_path / "exports"
 
     def boom(*args, **kwargs):
@@ -88,12 +88,12 @@ def _child_export(db_path: str, out: str, marker: str, stage: str) -> None:
 
 
 @pytest.mark.parametrize("stage, exported_after_kill", [("writing", 0), ("committed", 3)])
-def test_export_killed_half_way(tmp_path, stage, exported_after_kill):
-    store = _store_with_corrections(tmp_path / "s.db")
+def test_export_killed_half_way(tmp_path, stage, exported_after_kill, db_url):
+    store = _store_with_corrections(db_url)
     out, marker = tmp_path / "exports", tmp_path / "marker"
     # fork: the child starts with everything imported (a fresh interpreter would import torch)
     child = multiprocessing.get_context("fork").Process(
-        target=_child_export, args=(str(tmp_path / "s.db"), str(out), str(marker), stage)
+        target=_child_export, args=(db_url, str(out), str(marker), stage)
     )
     child.start()
     deadline = time.monotonic() + 60
@@ -120,7 +120,7 @@ def test_export_killed_half_way(tmp_path, stage, exported_after_kill):
     assert len(_visible(out)) == 2 and _exported(store) == 3
 
 
-def test_online_backup_restores_everything(tmp_path):
+def test_online_backup_restores_everything(tmp_path):  # SQLite; pg_dump: tests/scripts/test_postgres_scripts
     store = _store_with_corrections(tmp_path / "live.db", n=1)
     with Session(store.engine) as s:
         pk = s.exec(select(Review.case_pk)).first()

@@ -306,9 +306,9 @@ def test_the_sixth_wrong_login_over_http_is_refused_and_audited(served):
     assert failed == ["rita"] * MAX_FAILURES and locked == ["rita", "rita"]
 
 
-def test_the_client_address_reaches_login_through_gradio(tmp_path):
+def test_the_client_address_reaches_login_through_gradio(tmp_path, db_url):
     """Gradio's auth callable gets no request; ClientAddressMiddleware hands it the address."""
-    store = open_store(tmp_path / "a.db")
+    store = open_store(db_url)
     with store.session() as s:
         create_user(s, "rita", "reviewer", RITA[1])
     with gr.Blocks() as demo:

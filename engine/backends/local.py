@@ -1,76 +1,27 @@
-"""The backend seam: who turns prompts into raw texts.
+"""The in-process backend: transformers + PEFT, one base model loaded once, LoRA adapters on top.
 
-:class:`Backend` is the small protocol the :class:`~engine.core.Engine` needs: render a case's
-prompt, and generate raw texts (with token counts) for a batch of prompts under a named variant,
-constrained or not. :class:`LocalPeftBackend` is the in-process implementation: one base model
-loaded once, LoRA adapters on top with PEFT; the ``base`` variant runs with every adapter disabled.
-A later OpenAI-compatible implementation (vLLM serving the adapters as named models, with its own
-guided decoding) would implement the same protocol and leave the engine unchanged.
+The ``base`` variant runs with every adapter disabled; every other variant is an adapter by name.
+``engine.serve`` puts this same backend behind an OpenAI-compatible HTTP API.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from transformers import LogitsProcessorList
 
+from engine.backends.base import BASE_VARIANT, Generation, GenerationSettings, UnknownVariant
 from engine.constrained import AnswerGrammar
 from policies import Case
 from policies.prompt import PromptFormat, render_prompt
 
-BASE_VARIANT = "base"  # the base model with every adapter disabled
-
-
-class UnknownVariant(KeyError):
-    """A variant name that is neither ``base`` nor a loaded adapter."""
-
-    def __init__(self, name: str, known: list[str]):
-        self.name, self.known = name, known
-        super().__init__(f"unknown variant {name!r} (loaded: {', '.join(known)})")
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Decoding knobs. ``temperature == 0`` means greedy (the default: reviews must be reproducible)."""
-
-    max_new_tokens: int = 512  # tokens; a constrained answer that has not closed by then is "truncated"
-    temperature: float = 0.0  # 0 = greedy; > 0 samples
-    top_p: float = 1.0  # nucleus sampling, only when sampling
-    seed: int | None = None  # seeds torch before a sampled batch, for repeatable samples
-
-    @property
-    def do_sample(self) -> bool:
-        return self.temperature > 0
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One raw completion and its figures."""
-
-    text: str
-    input_tokens: int
-    output_tokens: int  # generated tokens up to and including the stop token; padding excluded
-    hit_token_limit: bool  # stopped at max_new_tokens, not on a stop token
-    grammar_error: str | None = None  # set only if the constrained decoder refused a token
-
-
-class Backend(Protocol):
-    """What the engine needs from a model server, local or remote."""
-
-    @property
-    def variants(self) -> list[str]: ...
-
-    def prompt(self, case: Case) -> str: ...
-
-    def generate(self, prompts: list[str], variant: str, constrained: bool,
-                 settings: GenerationSettings) -> list[Generation]: ...
-
-    def model_version(self, variant: str) -> str: ...
+GRAMMAR_CACHE_SIZE = 4  # compiled grammars kept for schemas other than the answer's (engine.serve)
 
 
 def tie_head_copies(model: Any) -> None:
@@ -121,6 +72,7 @@ class LocalPeftBackend:
         self.grammar = AnswerGrammar.for_tokenizer(tokenizer, model_vocab_size=self._logits_width())
         self.stop_ids = self.grammar.stop_ids
         self.last_processor: Any = None  # the constrained decoder of the latest batch (its timing)
+        self._grammars: OrderedDict[str, AnswerGrammar] = OrderedDict()  # other schemas, newest last
 
     # --- adapters --------------------------------------------------------------------------------
     @property
@@ -194,6 +146,31 @@ class LocalPeftBackend:
     def prompt(self, case: Case) -> str:
         return render_prompt(self.tokenizer, case, self.prompt_format)
 
+    def render_messages(self, messages: list[dict[str, str]]) -> str:
+        """Chat ``messages`` as this model's prompt text (its chat template plus the generation prompt),
+        the text :meth:`prompt` makes from a case's messages. Errors from the template propagate."""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def grammar_for(self, schema: dict[str, Any] | None) -> AnswerGrammar:
+        """The compiled grammar of a JSON ``schema`` (None or the answer schema: the one built at load).
+
+        The last :data:`GRAMMAR_CACHE_SIZE` other schemas stay compiled. Raises
+        :class:`~engine.constrained.ConstrainedDecodingError` for a schema that does not compile.
+        """
+        from policies import answer_json_schema
+
+        if schema is None or schema == answer_json_schema():
+            return self.grammar
+        key = json.dumps(schema, sort_keys=True)
+        with self.lock:
+            if key not in self._grammars:
+                self._grammars[key] = AnswerGrammar.for_tokenizer(
+                    self.tokenizer, model_vocab_size=self._logits_width(), schema=schema)
+                while len(self._grammars) > GRAMMAR_CACHE_SIZE:
+                    self._grammars.popitem(last=False)
+            self._grammars.move_to_end(key)
+            return self._grammars[key]
+
     def _logits_width(self) -> int:
         return int(self.model.get_output_embeddings().weight.shape[0])
 
@@ -214,12 +191,14 @@ class LocalPeftBackend:
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], variant: str, constrained: bool,
-                 settings: GenerationSettings) -> list[Generation]:
+                 settings: GenerationSettings, grammar: AnswerGrammar | None = None) -> list[Generation]:
         """Complete ``prompts`` as one left-padded batch. Out: one :class:`Generation` per prompt, in order.
 
-        Errors: :class:`UnknownVariant`; torch errors (e.g. out of memory) propagate.
+        ``constrained`` decodes under ``grammar`` (default: the answer schema's). Errors:
+        :class:`UnknownVariant`; torch errors (e.g. out of memory) propagate.
         """
-        processor = self.grammar.processor(len(prompts), settings.max_new_tokens) if constrained else None
+        grammar = grammar or self.grammar
+        processor = grammar.processor(len(prompts), settings.max_new_tokens) if constrained else None
         kwargs: dict[str, Any] = {
             "max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample,
             "eos_token_id": self.stop_ids, "pad_token_id": self.tokenizer.pad_token_id,
@@ -249,6 +228,13 @@ class LocalPeftBackend:
         n_out = len(ids) if stop_at is None else stop_at + 1
         return Generation(text=text, input_tokens=int(n_in), output_tokens=n_out,
                           hit_token_limit=stop_at is None, grammar_error=grammar_error)
+
+    def figures(self) -> dict[str, Any]:
+        """``backend``, ``memory`` (:meth:`memory_bytes`), ``linear4bit_modules`` and ``last_decoder``."""
+        proc = self.last_processor
+        return {"backend": "local", "memory": self.memory_bytes(),
+                "linear4bit_modules": sum(type(m).__name__ == "Linear4bit" for m in self.model.modules()),
+                "last_decoder": (proc.seconds, proc.calls) if proc is not None else None}
 
     def memory_bytes(self) -> dict[str, int]:
         """Bytes of parameters + buffers: all of them, and the adapters' share.
