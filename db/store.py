@@ -102,6 +102,34 @@ def db_url_for(path_or_url: str | Path) -> str:
     return s if "://" in s else f"sqlite:///{s}"
 
 
+@contextmanager
+def _file_lock(database: str | None, name: str, wait_s: float) -> Iterator[None]:
+    """An exclusive flock on ``<database>.<name>.lock``, polled until ``wait_s`` passes."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one console per SQLite file, whose write lock is enough
+        yield
+        return
+    with open(f"{database}.{name}.lock", "a+b") as handle:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise OperationalError(f"waiting for the {name} lock", None,
+                                           Exception(f"{name} lock busy for {wait_s:.0f} s")) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @dataclass
 class Store:
     """The database handle the console and scripts share. Use :meth:`session` for each unit of work."""
@@ -132,11 +160,14 @@ class Store:
         included (an export: choose the reviews, commit, then publish its files), across processes.
 
         PostgreSQL: a session-level advisory lock on a connection of its own, waited for up to
-        ``wait_s`` (then OperationalError). SQLite: nothing more is taken; the block's
-        ``session(immediate=True)`` serialises it as before.
+        ``wait_s`` (then OperationalError). SQLite: an exclusive ``flock`` on ``<database>.<name>.lock``
+        beside the database file (per open file, so threads of one console exclude each other as
+        consoles do), waited for up to ``wait_s`` (then OperationalError); an in-memory database is
+        one process's, and its write lock is enough.
         """
         if self.engine.dialect.name != "postgresql":
-            yield
+            with _file_lock(self.engine.url.database, name, wait_s):
+                yield
             return
         key = zlib.crc32(name.encode())
         with self.engine.connect() as conn:
