@@ -28,6 +28,7 @@ from policies import Case, expected_decision, flags, parse_case
 
 TVD_THRESHOLD = 0.10  # a dimension whose shares moved by more than this (in total) is flagged
 PSI_THRESHOLD = 0.20
+MIN_SAMPLE = 30  # fewer recent cases than this: shares are too noisy to call any dimension drifted
 NO_FLAG = "(no flag)"
 _EPS = 1e-4  # stands in for a zero share in PSI's logarithm
 
@@ -74,12 +75,15 @@ def psi(expected: dict[str, float], actual: dict[str, float]) -> float:
     return total
 
 
-def _note(dimension: str, training: dict[str, float], recent: dict[str, float], drifted: bool) -> str:
+def _note(dimension: str, training: dict[str, float], recent: dict[str, float], drifted: bool,
+          judged: bool = True) -> str:
     key = max(set(training) | set(recent), key=lambda k: abs(recent.get(k, 0.0) - training.get(k, 0.0)))
     before, after = training.get(key, 0.0), recent.get(key, 0.0)
     verb = "rose" if after > before else "fell"
     label = dimension.replace("_", " ")
     sentence = f"{key} share {verb} from {before:.0%} to {after:.0%}"
+    if not judged:
+        return f"{label}: not judged, too few recent cases (largest move: {sentence})."
     return f"{label}: {sentence}." if drifted else f"{label}: stable (largest move: {sentence})."
 
 
@@ -106,10 +110,12 @@ def recent_cases(session: Session, last_n: int, include_eval: bool = False) -> l
 
 def drift_report(session: Session, training_path: str | Path, last_n: int = 200,
                  tvd_threshold: float = TVD_THRESHOLD, psi_threshold: float = PSI_THRESHOLD,
-                 include_eval: bool = False) -> tuple[int, list[DimensionDrift]]:
+                 include_eval: bool = False,
+                 min_sample: int = MIN_SAMPLE) -> tuple[int, list[DimensionDrift]]:
     """(number of recent cases, one :class:`DimensionDrift` per dimension); empty list without cases.
 
-    A dimension is ``drifted`` when its TVD exceeds ``tvd_threshold`` or its PSI ``psi_threshold``.
+    A dimension is ``drifted`` when its TVD exceeds ``tvd_threshold`` or its PSI ``psi_threshold``,
+    and there are at least ``min_sample`` recent cases (below that, none is, and each note says so).
     Errors: OSError / policies.InvalidCase for an unreadable training file.
     """
     cases = recent_cases(session, last_n, include_eval)
@@ -121,9 +127,10 @@ def drift_report(session: Session, training_path: str | Path, last_n: int = 200,
     for dimension, fn in _dimensions().items():
         p, q = shares(train_values[dimension]), shares(v for c in cases for v in fn(c))
         d_tvd, d_psi = tvd(p, q), psi(p, q)
-        drifted = d_tvd > tvd_threshold or d_psi > psi_threshold
+        judged = len(cases) >= min_sample
+        drifted = judged and (d_tvd > tvd_threshold or d_psi > psi_threshold)
         report.append(DimensionDrift(dimension, p, q, round(d_tvd, 4), round(d_psi, 4), drifted,
-                                     _note(dimension, p, q, drifted)))
+                                     _note(dimension, p, q, drifted, judged)))
     return len(cases), report
 
 

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from app.services.second_opinion import visible_reviews
 from db.cases import run_answer
-from db.models import AuditEntry, ModelRun, Review
+from db.models import AuditEntry, CaseRecord, ModelRun, Review
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class LogEntry:
     case_pk: int | None
     review_id: int | None
     correction: Correction | None
+    case_id: str | None = None  # the case's own id (``C-...``), what people quote
 
 
 def review_log(session: Session, viewer: str | None, limit: int = 50) -> list[LogEntry]:
@@ -90,7 +91,11 @@ def review_log(session: Session, viewer: str | None, limit: int = 50) -> list[Lo
                 _start_answer(session, snap.get("model_run_id")),
                 e.at,
             )
-        out.append(LogEntry(e.id or 0, e.at, e.actor, e.action, case_pk, int(e.entity_id), correction))
+        record = session.get(CaseRecord, case_pk) if case_pk is not None else None
+        case_id = record.case_id if record is not None else None
+        out.append(
+            LogEntry(e.id or 0, e.at, e.actor, e.action, case_pk, int(e.entity_id), correction, case_id)
+        )
         if len(out) >= limit:
             break
     return out

@@ -28,13 +28,6 @@ Updates = dict[Block, Any]  # what a handler returns: the components it fills, w
 
 
 @dataclass
-class CaseTab:
-    outputs: list[gr.components.Component]  # every component the handlers below may fill
-    open: Callable[[int, gr.Request], Updates]  # (case row id, request) -> {component: value}
-    open_ref: Callable[[str, gr.Request], Updates]  # (typed case id or #row, request) -> the same
-
-
-@dataclass
 class CaseWidgets:
     """The components the case view fills."""
 
@@ -43,6 +36,7 @@ class CaseWidgets:
     policy: gr.Markdown
     base_panel: gr.HTML
     ft_panel: gr.HTML
+    note: gr.Textbox
     decision: gr.Dropdown
     reasoning: gr.Textbox
     customer_response: gr.Textbox
@@ -57,16 +51,27 @@ class CaseWidgets:
         return list(vars(self).values())
 
 
+@dataclass
+class CaseTab:
+    outputs: list[gr.components.Component]  # every component the handlers below may fill
+    open: Callable[[int, gr.Request], Updates]  # (case row id, request) -> {component: value}
+    open_ref: Callable[[str, gr.Request], Updates]  # (typed case id or #row, request) -> the same
+    widgets: CaseWidgets
+    act: Callable[[str], Callable[..., Updates]]  # review action -> the handler of its button
+    gated: list[tuple[Block, str]]  # (component, the permission it needs to be shown)
+
+
 def _message(text: str, ok: bool = True) -> str:
     colour = "#15803d" if ok else "#b91c1c"
     return f"<div class='review-status' style='color:{colour}'>{escape(text)}</div>"
 
 
-def render(w: CaseWidgets, cv: CaseView, message: str = "") -> Updates:
-    """Every widget of the view for ``cv``: case, policy, both answers, the correction form (from the
-    answer a correction starts from), a message, the base vs fine-tuned diff and the viewer's latest
-    visible correction vs the model answer it started from."""
-    draft, shadow, correction = cv.draft, cv.shadow, cv.correction
+def render(w: CaseWidgets, cv: CaseView, message: str = "", form: dict[str, Any] | None = None) -> Updates:
+    """Every widget of the view for ``cv``: case, policy, both answers, an empty note, the correction
+    form (``form``, else the answer a correction starts from), a message, the base vs fine-tuned diff
+    and the viewer's latest visible correction vs the model answer it started from. Every per-case
+    input is filled here, so nothing typed for one case carries over to the next."""
+    draft, shadow, correction = form or cv.draft, cv.shadow, cv.correction
     ft_html = answer_html("Fine-tuned", cv.runs.get("finetuned"))
     if shadow:
         ft_html += answer_html(f"Challenger (shadow, {shadow.model_version})", shadow)
@@ -76,6 +81,7 @@ def render(w: CaseWidgets, cv: CaseView, message: str = "") -> Updates:
         w.policy: policy_markdown(cv.case),
         w.base_panel: answer_html("Base", cv.runs.get("base")),
         w.ft_panel: ft_html,
+        w.note: "",
         w.decision: draft.get("decision"),
         w.reasoning: draft.get("reasoning", ""),
         w.customer_response: draft.get("customer_response", ""),
@@ -118,7 +124,7 @@ def create_case_tab(console: Console) -> CaseTab:
         approve_base = gr.Button("Approve base", elem_id="approve-base")
         approve_ft = gr.Button("Approve fine-tuned", elem_id="approve-ft")
         flag_btn = gr.Button("Flag as ambiguous", elem_id="flag-case")
-    with gr.Accordion("Correct the answer", open=True):
+    with gr.Accordion("Correct the answer", open=True) as correction_form:
         decision = gr.Dropdown(list(DECISIONS), label="Decision", elem_id="corr-decision")
         reasoning = gr.Textbox(label="Reasoning", lines=2, elem_id="corr-reasoning")
         customer_response = gr.Textbox(label="Customer response", lines=3, elem_id="corr-response")
@@ -132,6 +138,7 @@ def create_case_tab(console: Console) -> CaseTab:
         policy=policy,
         base_panel=base_panel,
         ft_panel=ft_panel,
+        note=note,
         decision=decision,
         reasoning=reasoning,
         customer_response=customer_response,
@@ -212,7 +219,10 @@ def create_case_tab(console: Console) -> CaseTab:
                 return only_message(_message(f"Not saved: {exc.message}", ok=False))
             message = _message(f"Saved review #{saved.review_id} ({saved.status}).")
             # re-rendered from the runs the review was judged against: the case is opened once
-            return render(w, case_view(console.store, pk, saved.runs, username_of(request)), message)
+            cv = case_view(console.store, pk, saved.runs, username_of(request))
+            mine = cv.correction if cv.correction and cv.correction.review_id == saved.review_id else None
+            # a saved correction stays in the form: the view shows what was saved
+            return render(w, cv, message, form=mine.corrected if mine else None)
 
         return handler
 
@@ -228,4 +238,7 @@ def create_case_tab(console: Console) -> CaseTab:
         (correct_btn, "correct"),
     ):
         button.click(act(action), review_inputs, outputs, api_visibility="private")
-    return CaseTab(outputs=outputs, open=open_pk, open_ref=open_case)
+    gated: list[tuple[Block, str]] = [
+        (approve_base, "approve"), (approve_ft, "approve"), (flag_btn, "flag"), (correction_form, "correct")
+    ]
+    return CaseTab(outputs=outputs, open=open_pk, open_ref=open_case, widgets=w, act=act, gated=gated)

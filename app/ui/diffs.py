@@ -36,6 +36,8 @@ def word_diff_html(old: str, new: str) -> str:
             continue
         if i2 > i1:
             out.append(f"<del style='{DEL_STYLE}'>{escape(''.join(a[i1:i2]))}</del>")
+        if i2 > i1 and j2 > j1:  # a replacement: keep the struck and the new words apart as words
+            out.append(" ")
         if j2 > j1:
             out.append(f"<ins style='{INS_STYLE}'>{escape(''.join(b[j1:j2]))}</ins>")
     return "".join(out)

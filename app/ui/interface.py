@@ -27,9 +27,15 @@ from app.ui.shortcuts import SHORTCUTS_JS, help_html
 from app.ui.state import Console, username_of
 from app.ui.try_tab import create_try_tab
 from db.store import Store
-from db.users import role_of_user
+from db.users import role_allows, role_of_user
 
 TITLE = "PolicyOps Console"
+
+
+def role_view(role: str | None, gated: list[tuple[Any, str]]) -> Updates:
+    """``{component: visibility}`` for a user of ``role``: each gated component is shown only when
+    the role allows the permission it needs."""
+    return {component: gr.update(visible=role_allows(role, need)) for component, need in gated}
 
 
 def make_auth(store: Store, *, clock: Clock | None = None) -> Callable[[str, str], bool]:
@@ -84,8 +90,13 @@ def build_app(
     # Gradio's temp files (none while uploads are refused) are deleted hourly once a day old
     with gr.Blocks(title=TITLE, delete_cache=(3600, 86400)) as demo:
         api.register(console)  # first, so the stable api_names are theirs
-        whoami = gr.Markdown(f"# {TITLE}")
+        with gr.Row(equal_height=True):
+            whoami = gr.Markdown(f"# {TITLE}")
+            # Gradio's login serves /logout (relative: the console may be mounted under a path)
+            gr.Button("Log out", link="logout", size="sm", scale=0, min_width=90, elem_id="logout")
         gr.HTML(help_html(), elem_id="shortcut-help")  # shown by the ? key, on every tab
+        # the tabs a role may not need start hidden: on load, each role is shown those it may use
+        # (Gradio 6.31's page shows a tab on an update, but does not hide one)
         with gr.Tabs() as tabs:
             with gr.Tab("Queue", id="queue"):
                 queue = create_queue_tab(console)
@@ -93,18 +104,21 @@ def build_app(
                 case = create_case_tab(console)
             with gr.Tab("Try a case", id="try"):
                 create_try_tab(console)
-            with gr.Tab("Batch run", id="batch"):
+            with gr.Tab("Batch run", id="batch", visible=False) as batch_tab:
                 create_batch_tab(console)
             with gr.Tab("Metrics", id="metrics"):
                 create_metrics_tab(console)
-            with gr.Tab("Export", id="export"):
+            with gr.Tab("Export", id="export", visible=False) as export_tab:
                 create_export_tab(console)
-            with gr.Tab("Models", id="models"):
+            with gr.Tab("Models", id="models", visible=False) as models_tab:
                 create_models_tab(console, runner or Runner(store))
-            with gr.Tab("Drift", id="drift"):
+            with gr.Tab("Drift", id="drift", visible=False) as drift_tab:
                 create_drift_tab(console)
-            with gr.Tab("Reviews", id="reviews"):
+            with gr.Tab("Reviews", id="reviews", visible=False) as reviews_tab:
                 create_review_tab(console)
+        # what a role must allow before it is shown (the handlers check the role all the same)
+        gated = [(batch_tab, "batch"), (export_tab, "export"), (models_tab, "retrain"),
+                 (drift_tab, "retrain"), (reviews_tab, "approve"), *queue.gated, *case.gated]
 
         def open_selected(evt: gr.SelectData, request: gr.Request) -> Updates:
             row = evt.row_value or []
@@ -121,6 +135,7 @@ def build_app(
             head = {
                 whoami: f"# {TITLE}\nSigned in as **{user}** ({role})",
                 queue.table: queue_frame(console, QueueFilter(), user),
+                **role_view(role, gated),  # each role sees the tabs and buttons it may use
             }
             link = dict(request.query_params).get("case") if request else None
             if not link:  # a link ``?case=C-000123`` opens that case
@@ -132,6 +147,7 @@ def build_app(
                 return head
 
         queue.table.select(open_selected, None, [*case.outputs, tabs], api_visibility="private")
-        demo.load(on_load, None, [whoami, queue.table, *case.outputs, tabs], api_visibility="private")
+        load_outputs = [whoami, queue.table, *case.outputs, tabs, *(c for c, _ in gated)]
+        demo.load(on_load, None, load_outputs, api_visibility="private")
         demo.load(None, None, None, js=SHORTCUTS_JS)  # keyboard-first review (app/shortcuts.py)
     return install_error_shape(demo)  # every handler: refusals name the field, one log line each

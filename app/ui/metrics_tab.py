@@ -16,6 +16,7 @@ from app.services.metrics import (  # noqa: E402
     model_metrics,
     reviewer_agreement,
 )
+from app.ui.render import readable_figures  # noqa: E402
 from app.ui.review_tab import agreement_frame  # noqa: E402
 from app.ui.state import Console, require  # noqa: E402
 
@@ -74,7 +75,7 @@ def create_metrics_tab(console: Console) -> None:
             model_figure(models),
             bar_figure(agreement, "variant", "agreement", "Final decision = model decision", ylim=1),
             bar_figure(rules, "rule", "corrections", "Corrected cases by deciding rule"),
-            models,
+            readable_figures(models, percent=("value",)),
             agreement_frame(console),
         )
 

@@ -4,6 +4,7 @@ Handlers only translate: the work is db.versions', db.jobs' and engine.champion'
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -22,6 +23,12 @@ from db.versions import VersionError, get_version, list_versions
 from engine.champion import comparison_markdown
 
 REFRESH_S = 2.0  # how often the page asks the Runner about the running job
+# what a job's status and progress stage read as on the page
+RUNNING_WORDS = {"starting": "starting", "training": "training", "evaluating": "evaluating",
+                 "done": "finishing (registering the new version)"}
+SETTLED_WORDS = {"succeeded": "finished", "failed": "failed", "cancelled": "cancelled"}
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")  # colours, cursor moves, titles
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # what is left of control characters, bar \t \n
 
 
 @dataclass
@@ -51,6 +58,23 @@ def export_choices(console: Console) -> list[tuple[str, int]]:
             for e in exports]
 
 
+def status_words(status: str, stage: str) -> str:
+    """A job's state in words: the stage while it runs ("training"), else how it ended ("finished")."""
+    if status == "running":
+        return RUNNING_WORDS.get(stage, stage)
+    return SETTLED_WORDS.get(status, status)
+
+
+def plain_log(text: str) -> str:
+    """A log tail as plain text: of a line a progress bar redrew with carriage returns only its last
+    state is kept (as a terminal shows it), and colour codes and other control characters go."""
+    lines = []
+    for line in _ANSI.sub("", text or "").split("\n"):
+        redrawn = [part for part in line.split("\r") if part.strip()]
+        lines.append(_CONTROL.sub("", redrawn[-1] if redrawn else "").rstrip())
+    return "\n".join(lines)
+
+
 def job_html(runner: Runner) -> tuple[str, pd.DataFrame, str]:
     """(status line, loss frame, log tail) of the running job, else of the latest one."""
     jobs = runner.jobs(limit=1)
@@ -58,19 +82,19 @@ def job_html(runner: Runner) -> tuple[str, pd.DataFrame, str]:
         return "No retraining job yet.", pd.DataFrame({"step": [], "loss": []}), ""
     view = runner.view(jobs[0])
     color = {"failed": "#b91c1c", "succeeded": "#15803d", "cancelled": "#92400e"}.get(view["status"], "")
-    stage = view["stage"]
-    if stage == "evaluating" and view["eval"]:
+    stage = status_words(view["status"], view["stage"])
+    if view["status"] == "running" and view["stage"] == "evaluating" and view["eval"]:
         stage += f" {view['eval'].get('eval_stage', '')} {view['eval'].get('eval_done', 0)}" \
                  f"/{view['eval'].get('eval_total', 0)}"
     last = f", loss {view['loss'][-1][1]:.4f}" if view["loss"] else ""
     html = (f"<div class='job-status' style='color:{color}'>Job #{view['id']} → <b>{escape(view['version'])}"
-            f"</b>: {escape(view['status'])} ({escape(stage)}), step {view['step']}/{view['max_steps']}"
+            f"</b>: {escape(stage)}, step {view['step']}/{view['max_steps']}"
             f"{escape(last)}</div>")
     if view["status"] == "failed":
         html += "<div>The champion is unchanged. Log tail below.</div>"
     loss = pd.DataFrame(view["loss"], columns=["step", "loss"]) if view["loss"] else \
         pd.DataFrame({"step": [], "loss": []})
-    return html, loss, view["error"] or view["log_tail"]
+    return html, loss, plain_log(view["error"] or view["log_tail"])
 
 
 def plan_markdown(plan: RetrainPlan) -> str:

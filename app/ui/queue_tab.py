@@ -36,6 +36,7 @@ class QueueTab:
     table: gr.Dataframe
     refresh: gr.Button
     filters: list[gr.components.Component]
+    gated: list[tuple[gr.blocks.Block, str]]  # (component, the permission it needs to be shown)
 
 
 def queue_frame(console: Console, qfilter: QueueFilter, viewer: str | None = None) -> pd.DataFrame:
@@ -97,5 +98,5 @@ def create_queue_tab(console: Console) -> QueueTab:
         widget.click(show, filters, table, api_visibility="private")
     for widget in filters:
         widget.change(show, filters, table, api_visibility="private")
-    create_queue_tools(console, filters, table, lambda f, user: queue_frame(console, f, user))
-    return QueueTab(table=table, refresh=refresh, filters=filters)
+    bulk = create_queue_tools(console, filters, table, lambda f, user: queue_frame(console, f, user))
+    return QueueTab(table=table, refresh=refresh, filters=filters, gated=[(bulk, "approve")])

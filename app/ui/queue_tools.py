@@ -59,8 +59,9 @@ def create_queue_tools(
     filters: list[gr.components.Component],
     table: gr.Dataframe,
     frame_of: Callable[[QueueFilter, str | None], pd.DataFrame],
-) -> None:
-    """Declare the bulk-action and saved-filter widgets under the queue and wire their events.
+) -> gr.Accordion:
+    """Declare the bulk-action and saved-filter widgets under the queue and wire their events; returns
+    the bulk-action panel (reviewers and above may use it).
 
     ``filters`` are the queue's filter widgets in FILTER_FIELDS order; ``table`` is refreshed with
     ``frame_of(filter, viewer)`` after a bulk action or its undo.
@@ -199,3 +200,4 @@ def create_queue_tools(
     save_btn.click(save, [name, *filters], [filter_msg, pick], **private)
     apply_btn.click(apply, [pick], [filter_msg, *filters], **private)
     gr.on([bulk_panel.expand, saved_panel.expand], refresh_choices, None, [undo_pick, pick], **private)
+    return bulk_panel

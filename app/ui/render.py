@@ -6,6 +6,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+import pandas as pd
+
 from db.cases import run_answer, run_guard
 from db.models import ModelRun
 from policies import Case, applicable_sections
@@ -99,3 +101,21 @@ def answer_html(title: str, run: ModelRun | None) -> str:
         f"<div class='answer answer-{_e(run.variant)}'><h3>{_e(title)}</h3><small>{figures}</small>"
         f"<dl>{body}</dl>{guard_html(run_guard(run))}</div>"
     )
+
+
+def _figure(value: Any, spec: str) -> str:
+    """``value`` formatted with ``spec``; a missing figure (None, NaN) is an empty cell."""
+    return "" if value is None or pd.isna(value) else format(float(value), spec)
+
+
+def readable_figures(
+    frame: pd.DataFrame, percent: tuple[str, ...] = (), decimals: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """A copy of ``frame`` for people to read: ``percent`` columns (shares 0..1) as percentages with one
+    decimal ("33.7%"), ``decimals`` columns with two decimals; columns the frame lacks are skipped."""
+    out = frame.copy()
+    for columns, spec in ((percent, ".1%"), (decimals, ".2f")):
+        for name in columns:
+            if name in out.columns:
+                out[name] = [_figure(v, spec) for v in out[name]]
+    return out

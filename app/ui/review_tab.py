@@ -21,6 +21,7 @@ from app.services.second_opinion import (
     set_second_opinion_share,
 )
 from app.ui.diffs import correction_diff_html
+from app.ui.render import readable_figures
 from app.ui.state import Console, require, user_errors
 from db.users import PermissionDenied
 
@@ -37,7 +38,7 @@ def log_html(console: Console, viewer: str) -> str:
     for e in entries:
         head = (
             f"#{e.entry_id} · {escape(e.at.strftime('%Y-%m-%d %H:%M:%S'))} · <b>{escape(e.actor)}</b> · "
-            f"{escape(e.action)} · review {e.review_id} · case #{e.case_pk}"
+            f"{escape(e.action)} · review {e.review_id} · case {escape(e.case_id or f'#{e.case_pk}')}"
         )
         diff = ""
         if e.correction is not None:
@@ -71,7 +72,8 @@ def agreement_frame(console: Console) -> pd.DataFrame:
         }
         for r in models.itertuples()
     ]
-    return pd.DataFrame(rows, columns=["who", "scope", "kappa", "agreement", "n"])
+    frame = pd.DataFrame(rows, columns=["who", "scope", "kappa", "agreement", "n"])
+    return readable_figures(frame, percent=("agreement",), decimals=("kappa",))
 
 
 def create_review_tab(console: Console) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.services.drift import drift_report, override_rates, plot_drift, psi, tvd
+from app.services.drift import PSI_THRESHOLD, drift_report, override_rates, plot_drift, psi, tvd
 from app.services.reviews import submit_review
 from db.cases import add_case, save_run
 from db.store import open_store
@@ -27,11 +27,11 @@ def test_drift_report_names_what_moved(tmp_path: Path) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", rows_for(("CAN-1", "FRD-1", "RET-3"), 30, 1, "C-TR"))
     store = open_store(tmp_path / "d.db")
     with store.session() as s:  # recent traffic: only fraud cases
-        for row in rows_for(("FRD-1",), 20, 2, "C-RE"):
+        for row in rows_for(("FRD-1",), 30, 2, "C-RE"):
             add_case(s, parse_case(row["input"]), "try", "system")
     with store.session() as s:
         n, report = drift_report(s, train, last_n=50)
-    assert n == 20
+    assert n == 30
     by = {d.dimension: d for d in report}
     assert set(by) == {"region", "request_type", "expected_decision", "guard_flags"}
     assert by["request_type"].drifted and by["request_type"].tvd > 0.5
@@ -61,3 +61,17 @@ def test_override_rates(tmp_path: Path) -> None:
     with store.session() as s:
         frame = override_rates(s)
     assert frame["reviewed"].sum() == 4 and frame["overridden"].sum() == 2
+
+
+def test_drift_needs_a_minimum_sample(tmp_path: Path) -> None:
+    """Three recent cases of one kind: the shares moved, but nothing is called drifted on so few."""
+    train = write_jsonl(tmp_path / "train.jsonl", rows_for(("CAN-1", "FRD-1", "RET-3"), 30, 1, "C-TR"))
+    store = open_store(tmp_path / "few.db")
+    with store.session() as s:
+        for row in rows_for(("FRD-1",), 3, 2, "C-RE"):
+            add_case(s, parse_case(row["input"]), "try", "system")
+    with store.session() as s:
+        n, report = drift_report(s, train, last_n=50)
+    assert n == 3 and report and not any(d.drifted for d in report)
+    assert all("too few recent cases" in d.note for d in report)
+    assert max(d.psi for d in report) > PSI_THRESHOLD  # it would have been marked drifted

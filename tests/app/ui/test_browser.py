@@ -103,3 +103,19 @@ def test_review_flow_in_browser(served, page):
     dataset = load_dataset("json", data_files=export.path, split="train")
     assert len(dataset) == 1 and is_conversational(dataset[0])
     assert [m["role"] for m in dataset[0]["messages"]] == ["system", "user", "assistant"]
+
+
+def test_agent_sees_only_their_tabs_and_can_log_out(served, page):
+    """An agent's page has no ops or reviewer tabs and no approve buttons; Log out ends the session."""
+    _login(page, served, "ann")
+    tabs = page.get_by_role("tab")
+    page.get_by_role("tab", name="Queue").wait_for()
+    page.wait_for_function("() => ![...document.querySelectorAll('[role=tab]')]"
+                           ".some((t) => t.textContent.trim() === 'Models')")
+    names = {t.strip() for t in tabs.all_inner_texts()}
+    assert {"Queue", "Case", "Try a case", "Metrics"} <= names
+    assert not names & {"Batch run", "Export", "Models", "Drift", "Reviews"}
+    page.get_by_role("tab", name="Case", exact=True).click()
+    assert page.locator("#flag-case").is_visible() and not page.locator("#approve-ft").is_visible()
+    page.locator("#logout").click()
+    page.get_by_role("button", name="Login").wait_for()

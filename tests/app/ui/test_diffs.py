@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from app.ui.diffs import changed_fields, correction_diff_html, model_diff_html, word_diff_html
 
 BASE = {
@@ -32,3 +34,9 @@ def test_model_diff_highlights_changed_decision():
 def test_correction_diff_names_reviewer_escaped():
     html = correction_diff_html(BASE, {**BASE, "next_action": "Close."}, "<rita>", 7)
     assert "Correction #7 by &lt;rita&gt;" in html and "Differs in: next_action" in html
+
+
+def test_word_diff_keeps_replaced_words_apart():
+    """A replaced word reads as two words once the tags are gone ("is your", not "isyour")."""
+    text = re.sub(r"<[^>]+>", "", word_diff_html("this is order", "this your order"))
+    assert text == "this is your order"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.services.jobs import RetrainPlan, Runner, RunnerConfig
-from app.ui.models_tab import job_html, plan_markdown, versions_frame
+from app.services.jobs import LOG_FILE, RetrainPlan, Runner, RunnerConfig
+from app.ui.models_tab import job_html, plan_markdown, status_words, versions_frame
 from app.ui.state import Console
 from db.models import TrainingJob
 from db.store import open_store
@@ -72,3 +72,22 @@ def test_plan_line_says_what_a_job_trains(tmp_path: Path) -> None:
     off = RetrainPlan(model="x", base="b", recipe=None, init="base", start="b", start_version=None,
                       settings={}, refusal="model x has no retrain recipe in data/models.toml")
     assert plan_markdown(off) == "**Retraining is off:** model x has no retrain recipe in data/models.toml"
+
+
+def test_job_status_in_words_and_log_tail_as_plain_text(tmp_path: Path) -> None:
+    """A job whose training is done but not yet registered reads "finishing", not "running (done)"; a
+    tqdm bar redrawn with carriage returns and colour codes shows as its last state only."""
+    store = open_store(tmp_path / "j.db")
+    run_dir = tmp_path / "runs" / "ft-v4"
+    run_dir.mkdir(parents=True)
+    (run_dir / "progress.json").write_text(json.dumps({"stage": "done", "step": 20, "max_steps": 20,
+                                                       "loss": [[20, 0.5]]}))
+    bar = "\r 10%|#         | 2/20\r 50%|#####     | 10/20\r100%|##########| 20/20"
+    (run_dir / LOG_FILE).write_text(f"\x1b[32mtraining\x1b[0m\n{bar}\nsaved adapter\n")
+    with store.session() as s:
+        s.add(TrainingJob(version_name="ft-v4", run_dir=str(run_dir), status="running", request_json="{}",
+                          command_json="[]", created_by="olga"))
+    html, _, log = job_html(Runner(store))
+    assert "finishing" in html and "running" not in html and "(done)" not in html
+    assert log == "training\n100%|##########| 20/20\nsaved adapter\n"
+    assert status_words("succeeded", "done") == "finished"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
+
 from app.ui.metrics_tab import model_figure
-from app.ui.render import answer_html, case_html
+from app.ui.render import answer_html, case_html, readable_figures
 from db.models import ModelRun
 from policies import parse_case
 from tests.conftest import tiny_cases
@@ -59,3 +61,11 @@ def test_metrics_figure_handles_empty_and_data():
         [{"model_version": "v1", "variant": "base", "metric": "JSON validity", "value": 0.5, "n": 2}]
     )
     assert model_figure(frame).axes
+
+
+def test_figures_read_as_percentages_with_one_decimal():
+    frame = pd.DataFrame({"metric": ["decision accuracy", "kappa"], "value": [0.33663366336633666, None],
+                          "psi": [3.3512, 0.0]})
+    shown = readable_figures(frame, percent=("value",), decimals=("psi", "absent"))
+    assert list(shown["value"]) == ["33.7%", ""] and list(shown["psi"]) == ["3.35", "0.00"]
+    assert frame["value"][0] == 0.33663366336633666  # the figures themselves are left alone
