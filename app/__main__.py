@@ -2,8 +2,10 @@
 
 Opens the store (``--db``, else DATABASE_URL, else SQLite at var/policyops.db), creates the first
 ops user on first start (a generated password goes to ``admin-password.txt`` beside the SQLite file,
-mode 0600, never to the terminal), loads the demo queue from the frozen eval set, loads the models
-and serves the console behind a login that is throttled per user name and client address.
+mode 0600, never to the terminal), loads the demo queue once (``data/generated/demo.jsonl``: generated
+cases outside every frozen set, so their reviews can be exported; :mod:`app.services.demo`), loads the
+models, answers pending cases in the background while nobody is asking (``--no-background-answers``
+turns it off) and serves the console behind a login that is throttled per user name and client address.
 """
 
 from __future__ import annotations
@@ -14,17 +16,16 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from app.services.exports import eval_fingerprints_of
+from app.services.demo import DEMO_QUEUE, EVAL_SET, seed_console
 from app.services.jobs import JobError, Runner, RunnerConfig
+from app.services.navigation import BackgroundAnswers
 from app.services.versions import serve_champion
 from app.ui.interface import build_app, serve_options
-from db.cases import load_eval_set, read_case_rows
 from db.store import DEFAULT_DB_URL, open_store
 from db.users import UserError, ensure_admin
 from db.versions import ensure_bundled_version
 from engine.registry import resolve_model
 
-EVAL_SET = Path("data/generated/eval.jsonl")
 ADMIN_PASSWORD_FILE = "admin-password.txt"
 
 
@@ -63,7 +64,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="SQLAlchemy URL or SQLite file (default: $DATABASE_URL or var/policyops.db)",
     )
     p.add_argument(
-        "--eval-set", type=Path, default=EVAL_SET, help="frozen eval set: demo queue, never exported"
+        "--eval-set", type=Path, default=EVAL_SET,
+        help="frozen eval set: never exported, evaluated on by retraining jobs",
+    )
+    p.add_argument(
+        "--demo-queue", type=Path, default=DEMO_QUEUE,
+        help="cases put in the queue on first start (outside every frozen set)",
+    )
+    p.add_argument(
+        "--no-background-answers", dest="background_answers", action="store_false",
+        help="answer a case only when it is opened (default: answer pending cases while idle)",
     )
     p.add_argument("--export-dir", type=Path, default=Path("var/exports"))
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="retraining jobs write ft-vN here")
@@ -87,13 +97,9 @@ def main(argv: list[str] | None = None) -> None:
             " (readable by you only; store it elsewhere and delete the file)",
             flush=True,
         )
-    fingerprints: set[str] = set()
-    if args.eval_set.is_file():
-        with store.session(immediate=True) as s:
-            added = load_eval_set(s, args.eval_set)
-        fingerprints = eval_fingerprints_of(read_case_rows(args.eval_set))
-        if added:
-            print(f"Demo queue: {added} cases from {args.eval_set}", flush=True)
+    seed = seed_console(store, args.demo_queue, args.eval_set)
+    if seed.demo_added:
+        print(f"Demo queue: {seed.demo_added} cases from {args.demo_queue}", flush=True)
     spec = resolve_model(args.model)
     try:  # retraining retrains what is served: the spec's base, retrain recipe and prompt format
         runner_config = RunnerConfig.for_spec(spec, runs_dir=args.runs_dir, eval_set=str(args.eval_set))
@@ -112,11 +118,17 @@ def main(argv: list[str] | None = None) -> None:
     if served:
         print(f"Serving champion {served} as finetuned", flush=True)
     runner = Runner(store, runner_config)
-    demo = build_app(engine, store, export_dir=args.export_dir, eval_fingerprints=fingerprints,
+    demo = build_app(engine, store, export_dir=args.export_dir, eval_fingerprints=seed.eval_fingerprints,
                      runner=runner)
-    demo.queue(default_concurrency_limit=4).launch(
-        server_name=args.host, server_port=args.port, **serve_options(store)
-    )
+    background = BackgroundAnswers(store, engine)
+    if args.background_answers:
+        background.start()
+    try:
+        demo.queue(default_concurrency_limit=4).launch(
+            server_name=args.host, server_port=args.port, **serve_options(store)
+        )
+    finally:  # launch returns on Ctrl-C: let a case being answered finish, then stop
+        background.stop()
 
 
 if __name__ == "__main__":

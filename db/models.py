@@ -113,6 +113,14 @@ class Review(SQLModel, table=True):
     answer_json: str | None = None  # the approved or corrected answer
     model_run_id: int | None = Field(default=None, foreign_key="model_runs.id")
     created_at: datetime = Field(default_factory=utcnow)
+    # The answer's consistency check when saved (issue 18): a JSON list of {"code", "message"}; "[]" when
+    # it passed; None when no answer was checked (a flag, a review from before the check, a bulk approval).
+    consistency_json: str | None = None
+
+    @property
+    def consistency_issues(self) -> list[dict[str, str]] | None:
+        """The recorded consistency issues ([] when none), or None when the answer was not checked."""
+        return json.loads(self.consistency_json) if self.consistency_json is not None else None
 
 
 class User(SQLModel, table=True):

@@ -20,8 +20,12 @@ def add_review(
     note: str = "",
     answer: dict[str, Any] | None = None,
     model_run_id: int | None = None,
+    consistency: list[dict[str, str]] | None = None,
 ) -> Review:
-    """Append a review row (audited). Low level: prefer :func:`submit_review`."""
+    """Append a review row (audited). Low level: prefer :func:`submit_review`.
+
+    ``consistency``: the answer's consistency issues (``{"code", "message"}`` each, [] when none), stored
+    as JSON; None when the answer was not checked."""
     review = Review(
         case_pk=case_pk,
         status=status,
@@ -29,6 +33,7 @@ def add_review(
         note=note,
         answer_json=canonical_json(answer) if answer is not None else None,
         model_run_id=model_run_id,
+        consistency_json=canonical_json(consistency) if consistency is not None else None,
     )
     session.add(review)
     session.flush()

@@ -116,7 +116,7 @@ def train_dpo(cfg: Any, callbacks: Any = ()) -> Any:
     from trl import DPOTrainer
 
     from engine.build import seed_everything
-    from engine.loading import load_tokenizer
+    from engine.loading import load_tokenizer, peft_wrapping
     from engine.registry import resolve_model
     from engine.sft_data import check_frozen_sets, mix
     from engine.train_setup import (
@@ -146,15 +146,16 @@ def train_dpo(cfg: Any, callbacks: Any = ()) -> Any:
         tokenizer = load_tokenizer(spec.base)
         tokenizer.padding_side = "right"
         model, quantization = load_model_for_training(spec, cfg)
-        trainer = DPOTrainer(
-            model=model,
-            args=dpo_config(cfg, has_eval=eval_examples is not None),
-            train_dataset=Dataset.from_list(train_examples),
-            eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
-            processing_class=tokenizer,
-            peft_config=None if spec.adapters else lora_config(cfg),  # an adapter dir: continue it
-            callbacks=list(callbacks),
-        )
+        with peft_wrapping():  # the trainer wraps the model in a PeftModel
+            trainer = DPOTrainer(
+                model=model,
+                args=dpo_config(cfg, has_eval=eval_examples is not None),
+                train_dataset=Dataset.from_list(train_examples),
+                eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
+                processing_class=tokenizer,
+                peft_config=None if spec.adapters else lora_config(cfg),  # an adapter dir: continue it
+                callbacks=list(callbacks),
+            )
         trainable, total = trainable_params(trainer.model)
         log_effective_batch(trainer.args)
         result = trainer.train()

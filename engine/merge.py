@@ -37,14 +37,15 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "fp
     """
     from peft import PeftModel
 
-    from engine.loading import load_base_model, load_tokenizer
+    from engine.loading import load_base_model, load_tokenizer, peft_wrapping
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     spec = resolve_model(str(adapter_dir))
     if not spec.adapters:
         raise ValueError(f"{adapter_dir}: not an adapter dir (no adapter_config.json)")
     base = load_base_model(spec, quantize="none", dtype=dtype)  # type: ignore[arg-type]
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    with peft_wrapping():
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out_dir, safe_serialization=True)
     tokenizer_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else spec.base

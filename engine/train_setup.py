@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from engine.loading import dtype_name, load_base_model, pick_dtype
+from engine.loading import dtype_name, load_base_model, peft_wrapping, pick_dtype
 from engine.registry import PROMPT_FORMAT_FILE, REPO_ROOT, ModelSpec
 from engine.sft_data import RunConfig
 from policies.prompt import PromptFormat
@@ -60,9 +60,10 @@ def trainer_args(cfg: RunConfig) -> dict[str, Any]:
         "per_device_eval_batch_size": cfg.per_device_eval_batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
         "max_length": cfg.max_length,
-        "gradient_checkpointing": cfg.gradient_checkpointing,
+        # transformers 5's names (``gradient_checkpointing*`` are deprecated aliases that warn)
+        "activation_checkpointing": cfg.gradient_checkpointing,
         # Non-reentrant checkpointing is the kind DDP and LoRA (frozen inputs) work with.
-        "gradient_checkpointing_kwargs": {"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        "activation_checkpointing_kwargs": {"use_reentrant": False} if cfg.gradient_checkpointing else None,
         "ddp_find_unused_parameters": False,  # every LoRA weight takes part in every step
         "logging_steps": cfg.logging_steps,
         "logging_first_step": True,
@@ -156,7 +157,8 @@ def load_model_for_training(spec: ModelSpec, cfg: RunConfig) -> tuple[Any, str]:
 
         name, adapter_dir = next(iter(spec.adapters.items()))
         log.info("continuing adapter %s from %s", name, adapter_dir)
-        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
     return model, quantization
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from engine.build import seed_everything
-from engine.loading import load_tokenizer
+from engine.loading import load_tokenizer, peft_wrapping
 from engine.registry import resolve_model
 from engine.sft_data import RunConfig, check_frozen_sets, load_examples, mix
 from engine.train_setup import (
@@ -156,17 +156,18 @@ def train(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Decision
         tokenizer = load_tokenizer(spec.base)
         tokenizer.padding_side = "right"  # training pads on the right; generation (load_tokenizer): left
         model, quantization = load_model_for_training(spec, cfg)
-        trainer = DecisionWeightedSFTTrainer(
-            model=model,
-            args=sft_config(cfg, has_eval=eval_examples is not None),
-            train_dataset=Dataset.from_list(train_examples),
-            eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
-            processing_class=tokenizer,
-            peft_config=None if spec.adapters else lora_config(cfg),  # an adapter dir: continue it
-            callbacks=list(callbacks),
-            decision_loss_weight=cfg.decision_loss_weight,
-            decision_tokens=cfg.decision_tokens,
-        )
+        with peft_wrapping():  # the trainer wraps the model in a PeftModel
+            trainer = DecisionWeightedSFTTrainer(
+                model=model,
+                args=sft_config(cfg, has_eval=eval_examples is not None),
+                train_dataset=Dataset.from_list(train_examples),
+                eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
+                processing_class=tokenizer,
+                peft_config=None if spec.adapters else lora_config(cfg),  # an adapter dir: continue it
+                callbacks=list(callbacks),
+                decision_loss_weight=cfg.decision_loss_weight,
+                decision_tokens=cfg.decision_tokens,
+            )
         trainable, total = trainable_params(trainer.model)
         log.info(
             "trainable params %d of %d (%.2f%%), quantization %s",

@@ -184,10 +184,11 @@ def independent_rows(n: int, seed: int, split: str, seen_messages: set[str] | No
 
 def write_stress_set(path: str | Path, seed: int, n: int = 300,
                      against: Collection[str | Path] = (),
-                     on_row: Callable[[], None] | None = None) -> dict[str, Any]:
+                     on_row: Callable[[], None] | None = None, split: str = "stress") -> dict[str, Any]:
     """Write the out-of-distribution test set: ``n`` independent cases from their own ``seed``, none
     sharing its deciding fields (so none its prompt, in any format) with a row of the ``against``
-    pools (generator JSONL files; missing ones are skipped). Out: a manifest of the file."""
+    pools (generator JSONL files; missing ones are skipped). Out: a manifest of the file.
+    ``split`` names the set in the case ids (``C-ST-00000``; the console's demo queue: ``demo``)."""
     frozen: set[str] = set()
     checked = []
     for pool in against:
@@ -195,7 +196,7 @@ def write_stress_set(path: str | Path, seed: int, n: int = 300,
             checked.append(str(pool))
             with open(pool, encoding="utf-8") as fh:
                 frozen.update(fields_key(json.loads(line)["input"]) for line in fh if line.strip())
-    rows = independent_rows(n, seed, "stress", frozen_fields=frozen, on_row=on_row)
+    rows = independent_rows(n, seed, split, frozen_fields=frozen, on_row=on_row)
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_bytes(data)

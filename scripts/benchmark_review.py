@@ -58,15 +58,16 @@ def parse_args(argv: list[str] | None = None) -> Config:
 def _launch(engine: Any, store: Any, prefetch: bool) -> tuple[Any, str]:
     import socket
 
-    from app.ui.interface import build_app, make_auth
+    from app.ui.interface import build_app, serve_options
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     demo = build_app(engine, store, prefetch=prefetch)
     demo.queue()
-    _, url, _ = demo.launch(
-        server_name="127.0.0.1", server_port=port, auth=make_auth(store), prevent_thread_lock=True, quiet=True
+    _, url, _ = demo.launch(  # served as `python -m app` serves it: login, limits, theme and CSS
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+        **serve_options(store),
     )
     return demo, url
 

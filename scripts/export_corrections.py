@@ -2,9 +2,11 @@
 
     uv run python scripts/export_corrections.py --user otto
     uv run python scripts/export_corrections.py --user otto --model default-ft --out var/exports
+    uv run python scripts/export_corrections.py --user otto --include-inconsistent
 
-The same function as the console's Export tab (db.export_reviews): eval-set cases are refused,
-duplicates dropped, a review is never exported twice. ``--user`` must be an ops user.
+The same function as the console's Export tab (app.services.exports.export_reviews): eval-set cases are
+refused, duplicates dropped, a review is never exported twice, answers with consistency issues are
+skipped (or, with ``--include-inconsistent``, exported and marked). ``--user`` must be an ops user.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", default=os.environ.get("DATABASE_URL", DEFAULT_DB_URL))
     p.add_argument("--out", type=Path, default=Path("var/exports"))
     p.add_argument("--eval-set", type=Path, default=Path("data/generated/eval.jsonl"))
+    p.add_argument("--include-inconsistent", action="store_true",
+                   help="also export answers whose consistency check found issues, each row marked with "
+                        "its issue codes (default: skip them)")
     args = p.parse_args(argv)
     fmt = resolve_model(args.model).prompt_format
     fingerprints = eval_fingerprints_of(read_case_rows(args.eval_set)) if args.eval_set.is_file() else set()
@@ -40,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with store.session() as s:
             authorize(s, args.user, "export")
-            result = export_reviews(s, args.user, args.out, fmt, fingerprints)
+            result = export_reviews(s, args.user, args.out, fmt, fingerprints,
+                                    include_inconsistent=args.include_inconsistent)
     except (PermissionDenied, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -52,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sha256": result.sha256,
                 "manifest": result.manifest_path,
                 "skipped": result.skipped,
+                "marked_inconsistent": result.marked,
                 "preferences": result.preferences_path,
                 "preference_count": result.preference_count,
             },

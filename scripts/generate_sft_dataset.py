@@ -13,6 +13,13 @@ out-of-distribution stress set.
     uv run python scripts/generate_sft_dataset.py --stress-out data/generated/stress.jsonl --seed 1000 \
         --against data/generated/train.jsonl data/generated/validation.jsonl data/generated/eval.jsonl
 
+    # The console's demo queue (data/generated/demo.jsonl): 48 independent cases from their own seed,
+    # none sharing its deciding fields with the committed splits or the stress set, so reviews of
+    # them can be exported and trained on:
+    uv run python scripts/generate_sft_dataset.py --demo-out data/generated/demo.jsonl --seed 2000 \
+        --against data/generated/train.jsonl data/generated/validation.jsonl data/generated/eval.jsonl \
+        data/generated/stress.jsonl data/generated/validation_independent.jsonl
+
 Same seed, mode and sizes -> byte-identical files. The logic lives in :mod:`policies.synth` and
 :mod:`policies.synth_independent`.
 """
@@ -41,13 +48,17 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=300, help="rows in eval.jsonl")
     parser.add_argument("--stress-out", default=None, help="write the stress set to this file instead")
     parser.add_argument("--stress-size", type=int, default=300, help="rows in the stress set")
+    parser.add_argument("--demo-out", default=None,
+                        help="write the console's demo queue to this file instead")
+    parser.add_argument("--demo-size", type=int, default=48, help="rows in the demo queue")
     parser.add_argument("--against", nargs="*", default=[],
-                        help="pools the stress set may not share a case with")
+                        help="pools the stress set or demo queue may not share a case with")
     args = parser.parse_args()
-    if args.stress_out:
-        with tqdm(total=args.stress_size, unit="row", desc="stress cases") as bar:
-            manifest = write_stress_set(args.stress_out, args.seed, args.stress_size, args.against,
-                                        on_row=bar.update)
+    if args.stress_out or args.demo_out:
+        split, out, size = ("demo", args.demo_out, args.demo_size) if args.demo_out else \
+            ("stress", args.stress_out, args.stress_size)
+        with tqdm(total=size, unit="row", desc=f"{split} cases") as bar:
+            manifest = write_stress_set(out, args.seed, size, args.against, on_row=bar.update, split=split)
         print(json.dumps({k: v for k, v in manifest.items() if k != "rules"}))
         print(json.dumps(manifest["rules"]))
         return

@@ -26,6 +26,7 @@ from db.users import create_user
 from engine.types import GuardVerdict, ModelAnswer
 from policies import Case, check, expected_decision, flags, parse_case
 from policies.prompt import PromptFormat
+from policies.synth_text import reference_answer
 
 TINY_FORMAT = PromptFormat(policy="titles", instructions="short", max_message_chars=60)
 
@@ -219,17 +220,10 @@ def make_answer(
     decisions: dict[str, str | None] | None = None,
 ) -> ModelAnswer:
     exp = expected_decision(case)
-    answer = (
-        None
-        if decision is None
-        else {
-            "decision": decision,
-            "reasoning": f"{exp.rule} applies.",
-            "customer_response": "Thank you.",
-            "next_action": "Send a label.",
-            "policy_refs": list(exp.policy_refs),
-        }
-    )
+    # The rule engine's whole answer with ``decision`` put in: consistent (engine.consistency) when the
+    # decision is the expected one, and two variants' answers differ in the decision only.
+    answer = None if decision is None else {**reference_answer(case).model_dump(mode="json"),
+                                            "decision": decision}
     violations = tuple(check(case, decision)) if decision else ()
     fl = tuple(flags(case, decisions))
     return ModelAnswer(

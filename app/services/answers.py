@@ -2,12 +2,15 @@
 
 The console and the batch runner call these instead of the engine directly, so a model answer
 is computed once and then served from ``model_runs``. Engine calls are serialised by a lock (one
-model in memory, shared by every browser tab and batch job; interactive calls go first).
+model in memory, shared by every browser tab and batch job; interactive calls go first, background
+ones — batch chunks and the idle answering of :class:`app.services.navigation.BackgroundAnswers` —
+take their turn only when no interactive call waits).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +35,7 @@ class EngineGate:
         self._cond = threading.Condition()
         self._busy = False
         self._interactive_waiting = 0
+        self._last_interactive = time.monotonic()  # when the latest interactive call ended
 
     @contextmanager
     def interactive(self) -> Iterator[None]:
@@ -47,7 +51,23 @@ class EngineGate:
         finally:
             with self._cond:
                 self._busy = False
+                self._last_interactive = time.monotonic()
                 self._cond.notify_all()
+
+    def wait_idle(self, idle_s: float, stop: threading.Event, poll_s: float = 0.5) -> bool:
+        """Block until the engine is free and no interactive call has run for ``idle_s`` seconds.
+
+        Out: True when idle, False as soon as ``stop`` is set (checked every ``poll_s`` seconds).
+        The caller then takes a :meth:`batch_turn`, which still yields to an interactive call that
+        arrived in between.
+        """
+        with self._cond:
+            while not stop.is_set():
+                quiet = time.monotonic() - self._last_interactive
+                if not self._busy and self._interactive_waiting == 0 and quiet >= idle_s:
+                    return True
+                self._cond.wait(timeout=min(poll_s, max(idle_s - quiet, 0.01)))
+        return False
 
     @contextmanager
     def batch_turn(self) -> Iterator[None]:
@@ -104,14 +124,20 @@ def cached_runs(store: Store, engine: Any, case_pk: int) -> dict[str, ModelRun] 
     return runs  # type: ignore[return-value]
 
 
-def compare_case(store: Store, engine: Any, case_pk: int, actor: str) -> dict[str, ModelRun]:
-    """Both variants' runs for stored case ``case_pk``: from the store, or computed now and stored."""
+def compare_case(
+    store: Store, engine: Any, case_pk: int, actor: str, background: bool = False
+) -> dict[str, ModelRun]:
+    """Both variants' runs for stored case ``case_pk``: from the store, or computed now and stored.
+
+    ``background``: wait for a batch turn (after every waiting interactive call) instead of an
+    interactive one. Raises KeyError naming ``case_id`` for an unknown case.
+    """
     runs = cached_runs(store, engine, case_pk)
     if runs is not None:
         return runs
     with store.session() as s:
         case = case_of(get_case(s, case_pk))
-    with ENGINE.interactive():
+    with ENGINE.batch_turn() if background else ENGINE.interactive():
         runs = cached_runs(store, engine, case_pk)  # another thread may have computed it meanwhile
         if runs is not None:
             return runs

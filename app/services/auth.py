@@ -24,6 +24,7 @@ them. Locks are refusals, never sleeps: Gradio runs the auth callable on its eve
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -38,6 +39,10 @@ from db.audit import audit
 from db.models import utcnow
 from db.store import Store
 from db.users import authenticate, clear_login_failures, login_attempt, save_login_failure
+
+log = logging.getLogger("policyops.requests")  # one line per refused request (app.ui.errors)
+LOGIN_REFUSALS = {"wrong": "wrong user name or password", "locked": "locked out",
+                  "throttled": "too many failures from this process"}
 
 MAX_FAILURES = 5  # consecutive failures of one user name before it is locked
 ADDRESS_MAX_FAILURES = 20  # failures from one client address (any user names) before it is locked
@@ -156,8 +161,26 @@ def login(
 
     ``address``: the client's address, when the caller knows it. ``clock``: returns the current UTC
     time (tests inject one). ``rate``: the per-process failure window, applied when ``address`` is
-    None.
+    None. A refused login also leaves one line in the log (the user name as audited, never the
+    password), like every other refused request.
     """
+    result = _login(store, username, password, address, clock=clock, rate=rate)
+    if not result.ok:
+        wait = f", retry after {result.retry_after_s:.0f} s" if result.retry_after_s else ""
+        log.info("request refused at login for %r from %s: %s%s", result.username,
+                 address or "an unknown address", LOGIN_REFUSALS.get(result.outcome, result.outcome), wait)
+    return result
+
+
+def _login(
+    store: Store,
+    username: str,
+    password: str,
+    address: str | None,
+    *,
+    clock: Clock | None,
+    rate: ProcessRate | None,
+) -> LoginResult:
     now = (clock or utcnow)()
     name = safe_actor(username)  # the counters' key and the audit actor
     subjects = _subjects(name, address)

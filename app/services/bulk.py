@@ -9,18 +9,19 @@ and so is ownership: a user undoes only their own bulk actions, ops anyone's (:f
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 
 from sqlmodel import Session, col, select
 
 from app.services.idempotency import keyed_write
-from app.services.queue import QueueFilter, QueueRow, queue_rows
+from app.services.queue import PRESETS, QueueFilter, QueueRow, queue_rows
 from db.audit import audit
-from db.cases import canonical_json, latest_by_variant, run_answer
+from db.cases import canonical_json, case_of, get_case, latest_by_variant, run_answer
 from db.models import BulkAction, BulkActionItem, ExportItem, ModelRun, Review
 from db.store import Store
 from db.users import authorize, role_allows, role_of_user
+from engine.consistency import consistency_issues
 
 BULK_VARIANT = "finetuned"
 
@@ -61,6 +62,34 @@ def bulk_candidates(
     ]
 
 
+def why_none_selected(
+    session: Session, qfilter: QueueFilter, versions: dict[str, str] | None = None
+) -> str:
+    """A sentence saying why ``qfilter`` selects no case to bulk-approve (call it when
+    :func:`bulk_candidates` is empty): nothing matches, nothing matching is pending, or nothing
+    pending has a fine-tuned answer yet (answers are computed when a case is opened, or by a batch run)."""
+    rows = queue_rows(session, qfilter, versions)
+    where = f"the preset '{PRESETS[qfilter.preset]}'" if qfilter.preset in PRESETS else "the filter"
+    later = "answers are computed when a case is opened, or by a batch run (Batch run tab)"
+    if not rows and qfilter.preset == "agreed_clean":  # the preset needs pending cases both models answered
+        pending = [r for r in queue_rows(session, replace(qfilter, preset=None), versions)
+                   if r.status == "pending"]
+        if not pending:
+            return f"No case matches {where}: none is pending, there is nothing to approve."
+        if all(len(r.decisions) < 2 for r in pending):
+            return f"No case matches {where}: a case qualifies once both models answered it; {later}."
+        return (f"No case matches {where}: each pending case both models answered has a disagreement, "
+                "a violation or a flag; review those one by one.")
+    if not rows:
+        return f"No case matches {where}."
+    pending = [r for r in rows if r.status == "pending"]
+    if not pending:
+        return f"{len(rows)} cases match {where}, but none is pending: there is nothing to approve."
+    return (
+        f"{len(pending)} pending cases match {where}, but none has a valid fine-tuned answer yet; {later}."
+    )
+
+
 def bulk_approve(
     session: Session, actor: str, qfilter: QueueFilter, versions: dict[str, str] | None = None
 ) -> BulkAction:
@@ -71,7 +100,7 @@ def bulk_approve(
     authorize(session, actor, "approve")
     rows = bulk_candidates(session, qfilter, versions)
     if not rows:
-        raise BulkError("filter: no pending case with a fine-tuned answer matches it")
+        raise BulkError(f"filter: {why_none_selected(session, qfilter, versions)}")
     pks = [r.case_pk for r in rows]
     runs_by_case: dict[int, list[ModelRun]] = {}
     for run in session.exec(
@@ -94,6 +123,10 @@ def bulk_approve(
             note=f"bulk action #{action.id}",
             answer_json=canonical_json(answer),
             model_run_id=run.id,
+            # checked like a one-by-one approval: the export skips or marks an inconsistent answer
+            consistency_json=canonical_json(
+                [i.to_dict() for i in consistency_issues(case_of(get_case(session, pk)), answer)]
+            ),
         )
         session.add(review)
         session.flush()

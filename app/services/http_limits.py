@@ -16,10 +16,12 @@ Refusals answer JSON ``{"error": "<field>: <problem>"}`` naming the field at fau
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+log = logging.getLogger("policyops.requests")  # one line per refused request (app.ui.errors)
 MAX_BODY_BYTES = 2_000_000  # a case or a corrected answer is a few kB; 2 MB: any field refused by name
 MAX_UPLOAD_BYTES = "1mb"  # Gradio's own max_file_size, a second fence should uploads ever be enabled
 Scope = MutableMapping[str, Any]
@@ -30,7 +32,11 @@ _API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.S)
 _NO_API_INFO = b'window.gradio_api_info = {"named_endpoints": {}, "unnamed_endpoints": {}};</script>'
 
 
-async def _answer(send: Send, status: int, field: str, problem: str) -> None:
+async def _answer(send: Send, status: int, field: str, problem: str, scope: Scope | None = None) -> None:
+    """Answer ``status`` with ``{"error": "<field>: <problem>"}``; the refusal is one line in the log."""
+    # the path as repr: a client's "%0a" must not start a forged log line
+    where = f" {scope.get('method', '')} {str(scope.get('path', ''))[:200]!r}" if scope is not None else ""
+    log.info("request refused at the door (%d)%s: %s: %s", status, where, field, problem)
     body = json.dumps({"error": f"{field}: {problem}"}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -65,10 +71,11 @@ class RequestLimits:
         if method not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
         if path.rstrip("/").endswith("/upload") and not self.uploads:
-            return await _answer(send, 403, "file", "uploads are off: no feature of this console needs one")
+            return await _answer(send, 403, "file", "uploads are off: no feature of this console needs one",
+                                 scope)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            return await _answer(send, 413, "body", f"at most {self.max_body_bytes} bytes")
+            return await _answer(send, 413, "body", f"at most {self.max_body_bytes} bytes", scope)
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -77,12 +84,12 @@ class RequestLimits:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                return await _answer(send, 413, "body", f"at most {self.max_body_bytes} bytes")
+                return await _answer(send, 413, "body", f"at most {self.max_body_bytes} bytes", scope)
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
         if body[:1] in (b"{", b"[") and _too_deep(body):
-            return await _answer(send, 400, "data", "nested too deeply")
+            return await _answer(send, 400, "data", "nested too deeply", scope)
         sent = False
 
         async def replay() -> Message:

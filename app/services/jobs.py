@@ -62,6 +62,10 @@ class JobBusy(JobError):
     """Another job is running (one at a time)."""
 
 
+class NoHoldout(JobError):
+    """No correction would be held out and the request did not confirm training without one."""
+
+
 @dataclass
 class RetrainRequest:
     """What ops picked in the console: exports to mix with the base training set, and how."""
@@ -72,6 +76,9 @@ class RetrainRequest:
     holdout_share: float = 0.2  # corrections held out of training, to evaluate on
     init: str = "base"  # base: a fresh adapter; champion: continue training the champion
     method: str = "sft"  # sft: learn the corrected answers; dpo: prefer them over the answers they replaced
+    # a job holding no correction out is compared with the champion on the frozen sets only, which a
+    # share of 0 (or a few corrections) does silently: it starts only when this is set
+    allow_no_holdout: bool = False
 
 
 @dataclass
@@ -227,6 +234,14 @@ def write_job_data(session: Session, request: RetrainRequest, run_dir: Path) -> 
     return {**counts, "skipped_without_pair": skipped} if dpo else counts
 
 
+def _discard_job_data(run_dir: Path, method: str) -> None:
+    """Undo :func:`write_job_data` in a run dir that was empty before it (a refused start)."""
+    for name in (training_file(method), "holdout.jsonl"):
+        (run_dir / name).unlink(missing_ok=True)
+    if not any(run_dir.iterdir()):
+        run_dir.rmdir()
+
+
 def training_file(method: str) -> str:
     """The file in the run dir a ``method`` job trains on."""
     return "preferences.jsonl" if method == "dpo" else "corrections.jsonl"
@@ -380,7 +395,8 @@ class Runner:
     def start(self, actor: str, request: RetrainRequest) -> TrainingJob:
         """Start a job training ``ft-vN`` on the base set + the picked exports; audited.
 
-        Raises :class:`JobBusy` when a job runs, :class:`JobError` for a bad request.
+        Raises :class:`JobBusy` when a job runs, :class:`NoHoldout` when no correction would be held
+        out and ``request.allow_no_holdout`` is not set, :class:`JobError` for another bad request.
         """
         if self.config.refusal:
             raise JobError(self.config.refusal)
@@ -401,6 +417,14 @@ class Runner:
                 if run_dir.exists() and any(run_dir.iterdir()):
                     raise JobError(f"run_dir: {run_dir} exists already and is not empty")
                 counts = write_job_data(s, request, run_dir)
+                if counts["holdout"] == 0 and not request.allow_no_holdout:
+                    _discard_job_data(run_dir, request.method)
+                    raise NoHoldout(
+                        f"holdout_share: no correction would be held out (share {request.holdout_share:g} "
+                        f"of {counts['train_corrections']} correction(s)), so the challenger would be "
+                        "compared on the frozen sets only; raise the share, or confirm training without "
+                        "a held-out slice"
+                    )
                 champ = champion(s)
                 cmd = self._command(run_dir, request, champ)
                 log = open(run_dir / LOG_FILE, "wb")  # noqa: SIM115 - handed to the child

@@ -6,19 +6,23 @@
   case; a run that is not ``ok`` counts as wrong, not JSON-valid and never as a violation.
 - :func:`reviewer_agreement`: share of approved/corrected cases whose final decision equals each model's.
 - :func:`corrections_per_rule`: corrected cases by the rule id that decides them.
+- :func:`evaluation_reports`: the frozen sets' figures (eval, and the out-of-distribution stress set)
+  as ``scripts/evaluate.py`` wrote them (its ``summary.json``), so the tab shows stress beside eval.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path
 
 import pandas as pd
 from sqlmodel import Session, col, select
 
 from db.cases import latest_by_variant, run_answer
 from db.models import DONE_STATUSES, CaseRecord, ModelRun, Review
-from engine.metrics import METRIC_LABELS, EvalRecord, make_record, summarize_variant
+from engine.metrics import METRIC_LABELS, EvalRecord, make_record, summarize_variant, targets_for
 from engine.types import ModelAnswer
 from policies import Case, expected_decision, parse_case
 
@@ -125,3 +129,57 @@ def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
     if expected == 1:
         return 1.0
     return (observed - expected) / (1 - expected)
+
+
+# Where scripts/evaluate.py's summaries are looked for: its --out folders under runs/ and the copies
+# kept in benchmarks/ (``eval_summary.json``, ``stress_summary.json``).
+REPORT_GLOBS = ("benchmarks/*summary.json", "runs/*/summary.json", "runs/*/*/summary.json")
+REPORT_COLUMNS = ["set", "model", "variant", "n", *METRIC_NAMES, "targets met", "report", "written"]
+
+
+def _report_rows(path: Path) -> list[dict[str, object]]:
+    """One row per variant of the summary at ``path`` when it is an evaluation of a frozen set."""
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        which = targets_for(summary["dataset"])
+        variants = summary["variants"]
+    except (OSError, ValueError, KeyError, TypeError):  # not an evaluate.py summary: not a report
+        return []
+    if which is None or not isinstance(variants, dict):
+        return []
+    targets = (summary.get("targets") or {}) if isinstance(summary.get("targets"), dict) else {}
+    written = pd.Timestamp(path.stat().st_mtime, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M")
+    rows = []
+    for variant, figures in variants.items():
+        checks = targets.get(variant) or []
+        rows.append({
+            "set": which,
+            "model": str((summary.get("model_versions") or {}).get(variant) or summary.get("model", "")),
+            "variant": variant,
+            "n": int(figures.get("n", 0)),
+            **{name: figures.get(key) for name, key in zip(METRIC_NAMES, _METRIC_KEYS, strict=True)},
+            "targets met": f"{sum(bool(c.get('met')) for c in checks)} of {len(checks)}" if checks else "",
+            "report": str(path),
+            "written": written,
+            "_mtime": path.stat().st_mtime,
+        })
+    return rows
+
+
+def evaluation_reports(root: str | Path = ".", globs: Iterable[str] = REPORT_GLOBS) -> pd.DataFrame:
+    """The frozen sets' figures from ``scripts/evaluate.py`` summaries under ``root``: one row per
+    report and variant, eval first then stress, newest report first within a set. Columns
+    :data:`REPORT_COLUMNS`: set ("eval" / "stress", from the summary's dataset file name), model
+    (the version string the summary recorded), variant, n, the three figures (0..1), targets met
+    (issue 15's, for the fine-tuned variant), report (the file read) and written (its modification
+    time, UTC). Files that are not evaluation summaries of a frozen set are skipped; none found: an
+    empty frame with these columns."""
+    base = Path(root)
+    paths = {path for pattern in globs for path in base.glob(pattern)}
+    rows = [row for path in sorted(paths) for row in _report_rows(path)]
+    if not rows:
+        return pd.DataFrame(columns=REPORT_COLUMNS)
+    frame = pd.DataFrame(rows)
+    frame["_newest"] = -frame.pop("_mtime")
+    frame = frame.sort_values(["set", "_newest", "variant"])  # "eval" sorts before "stress"
+    return frame[REPORT_COLUMNS].reset_index(drop=True)

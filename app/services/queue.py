@@ -158,3 +158,32 @@ def queue_rows(
     rows = [row for row in rows if _matches(row, qfilter)]
     rows.sort(key=lambda row: (row.status in DONE_STATUSES, -row.priority, row.case_pk))
     return rows
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """How many rows a filter selects, and how many of them still need something."""
+
+    matching: int
+    pending: int
+    flagged: int  # flagged ambiguous by a person
+    violations: int  # a model answer the guard found a violation in
+    disagree: int  # the models decided differently
+
+    def sentence(self) -> str:
+        """One line for the top of the queue, e.g. ``"12 matching · 9 pending · 1 flagged · ..."``."""
+        return (
+            f"**{self.matching}** matching · {self.pending} pending · {self.flagged} flagged · "
+            f"{self.violations} with violations · {self.disagree} models disagree"
+        )
+
+
+def queue_counts(rows: list[QueueRow]) -> QueueCounts:
+    """The counts of ``rows`` (what :func:`queue_rows` returned for the current filter)."""
+    return QueueCounts(
+        matching=len(rows),
+        pending=sum(r.status == "pending" for r in rows),
+        flagged=sum(r.status == "flagged_ambiguous" for r in rows),
+        violations=sum(bool(r.violations) for r in rows),
+        disagree=sum(r.disagree for r in rows),
+    )

@@ -4,6 +4,13 @@ A correction is validated with :func:`policies.parse_answer` and the note with
 :func:`policies.text.clean_text` (at most MAX_NOTE_CHARS, no control, bidi or zero-width character)
 before anything is written, so a bad review is refused with the field at fault and earlier reviews
 stay as they were.
+
+An approved or corrected answer is then checked against its case
+(:func:`engine.consistency.consistency_issues`: policy_refs against the reasoning, the rule engine and
+the decision, next_action against the decision, garbled or repeated text). The check never blocks
+the save: its issues are recorded with the review (``Review.consistency_json``), handed back to the
+caller as warnings, and keep the answer out of the training data unless an export asks for it
+(:func:`app.services.exports.export_reviews`).
 """
 
 from __future__ import annotations
@@ -13,9 +20,10 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from db.cases import get_case, run_answer
-from db.models import ModelRun, Review
+from db.cases import case_of, get_case, run_answer
+from db.models import CaseRecord, ModelRun, Review
 from db.reviews import add_review
+from engine.consistency import consistency_issues
 from policies import parse_answer
 from policies.text import TextError, clean_text
 
@@ -57,6 +65,8 @@ def submit_review(
     ``revision=False`` keeps one review per (case, reviewer): a second one is then refused (the API's
     default: a client must mark a revision as one). True (the default here, and the case view's
     buttons, each an explicit act on the case shown) appends it; the latest review is the status.
+    An approved or corrected answer is checked for consistency (never refused for it): the issues
+    are ``review.consistency_issues`` ([] when none).
     Raises :class:`ReviewError` or :class:`policies.InvalidAnswer` (fields named) and writes nothing then.
     Permissions are checked by the caller (:func:`db.users.authorize`).
     """
@@ -84,7 +94,8 @@ def submit_review(
             raise ReviewError(
                 f"action: the {variant} answer is {run.status}; correct it instead of approving"
             )
-        return add_review(session, case_pk, "approved", reviewer, note, approved, run.id)
+        return add_review(session, case_pk, "approved", reviewer, note, approved, run.id,
+                          _consistency(record, approved))
     if action == "correct":
         if isinstance(answer, str):
             if len(answer) > MAX_ANSWER_CHARS:
@@ -103,8 +114,14 @@ def submit_review(
         if from_run_id is None:
             start = correction_start(runs)
             from_run_id = start.id if start else None
-        return add_review(session, case_pk, "corrected", reviewer, note, corrected, from_run_id)
+        return add_review(session, case_pk, "corrected", reviewer, note, corrected, from_run_id,
+                          _consistency(record, corrected))
     raise ReviewError(f"action: must be one of {', '.join(REVIEW_ACTIONS)} (got {action!r})")
+
+
+def _consistency(record: CaseRecord, answer: dict[str, Any]) -> list[dict[str, str]]:
+    """The consistency issues of ``answer`` to the stored case, as stored with the review."""
+    return [issue.to_dict() for issue in consistency_issues(case_of(record), answer)]
 
 
 def _refuse_second_review(session: Session, case_pk: int, case_id: str, reviewer: str) -> None:

@@ -16,6 +16,7 @@ from app.services.reviews import REVIEW_ACTIONS, submit_review
 from app.ui.state import ACTION_PERMISSION, Console, require, user_errors
 from db.cases import get_case, resolve_case_ref, run_answer, run_guard
 from db.models import ModelRun
+from engine.consistency import ConsistencyIssue
 from policies import InvalidCase, parse_case
 
 MAX_CASE_JSON_CHARS = 2_000_000  # as the request-body limit: each field has its own bound, which names it
@@ -103,10 +104,23 @@ class Reviewed:
     status: str
     runs: dict[str, ModelRun]
     replayed: bool = False  # True when an idempotency key returned an earlier result
+    # The saved answer's consistency issues (issue 18): warnings, the review was saved all the same;
+    # () when it passed, or for a flag (no answer to check).
+    consistency_issues: tuple[ConsistencyIssue, ...] = ()
+
+    @property
+    def warning(self) -> str:
+        """The consistency issues as one message for the reviewer ("" when there are none)."""
+        if not self.consistency_issues:
+            return ""
+        return ("Consistency warnings (the answer stays out of training data unless an export includes "
+                "inconsistent answers): " + " ".join(i.message for i in self.consistency_issues))
 
     def payload(self) -> dict[str, Any]:
-        """What the API answers: ``{review_id, case_pk, status}``."""
-        return {"review_id": self.review_id, "case_pk": self.case_pk, "status": self.status}
+        """What the API answers: ``{review_id, case_pk, status, consistency_issues}`` (the issues as
+        ``{"code", "message"}`` objects, [] when none)."""
+        return {"review_id": self.review_id, "case_pk": self.case_pk, "status": self.status,
+                "consistency_issues": [i.to_dict() for i in self.consistency_issues]}
 
 
 def _reviewer(console: Console, request: gr.Request | None, action: str) -> str:
@@ -167,7 +181,8 @@ def _save(
         saved = submit_review(
             s, case_pk, action, user, runs=runs, answer=answer, note=note, revision=revision
         )
-        return Reviewed(saved.id or 0, case_pk, saved.status, runs).payload()
+        issues = tuple(ConsistencyIssue.from_dict(i) for i in saved.consistency_issues or ())
+        return Reviewed(saved.id or 0, case_pk, saved.status, runs, consistency_issues=issues).payload()
 
     arguments = {"case_pk": case_pk, "action": action, "answer": answer, "note": note, "revision": revision}
     with user_errors():
@@ -175,15 +190,18 @@ def _save(
         if not (key and key_is_known(console.store, user, key)):  # a retry spends no quota
             console.quotas.take(user, "review")
         first, replayed = keyed_write(console.store, user, key, "submit_review", arguments, write)
-    return Reviewed(first["review_id"], first["case_pk"], first["status"], runs, replayed)
+    issues = tuple(ConsistencyIssue.from_dict(i) for i in first.get("consistency_issues", ()))
+    return Reviewed(first["review_id"], first["case_pk"], first["status"], runs, replayed, issues)
 
 
-def export(console: Console, request: gr.Request | None) -> ExportResult:
-    """Export the reviewed answers not exported yet (ops only)."""
+def export(console: Console, request: gr.Request | None, include_inconsistent: bool = False) -> ExportResult:
+    """Export the reviewed answers not exported yet (ops only). ``include_inconsistent``: export the
+    answers with consistency issues too, marked in their rows (else they are skipped and counted)."""
     user = require(console, request, "export")
     with user_errors():
         # one export at a time, publishing its files included, across console processes too
         with console.store.exclusive("export"), console.store.session(immediate=True) as s:
             return export_reviews(
-                s, user, console.export_dir, prompt_format_of(console.engine), console.eval_fingerprints
+                s, user, console.export_dir, prompt_format_of(console.engine), console.eval_fingerprints,
+                include_inconsistent=include_inconsistent,
             )

@@ -47,7 +47,9 @@ def register(console: Console) -> None:
 
         ``idempotency_key`` (optional, up to 64 of A-Z a-z 0-9 . _ : -): a retry with the same key
         returns the first result and stores nothing. One review per case and reviewer: send
-        ``revision=true`` to replace your earlier review of the case."""
+        ``revision=true`` to replace your earlier review of the case. The answer saved by an approval
+        or a correction is checked for consistency: ``consistency_issues`` lists what was found
+        (``{"code", "message"}`` each; [] when none); the review is saved all the same."""
         case_id = text_param(case_id, "case_id", MAX_REF_CHARS)
         action = text_param(action, "action", MAX_REF_CHARS)
         answer = answer_json if isinstance(answer_json, dict) else text_param(
@@ -80,18 +82,24 @@ def register(console: Console) -> None:
                     "status": r.status,
                     "note": r.note,
                     "answer": json.loads(r.answer_json) if r.answer_json else None,
+                    "consistency_issues": r.consistency_issues,
                     "created_at": r.created_at.isoformat(),
                 }
                 for r in shown
             ],
         }
 
-    def export(request: gr.Request) -> dict[str, Any]:
+    def export(
+        include_inconsistent: bool = False, request: gr.Request = None,  # type: ignore[assignment]
+    ) -> dict[str, Any]:
         """Export approved and corrected answers not exported yet (ops only): export_path, count, sha256.
 
+        Answers with consistency issues are skipped (``skipped["inconsistent"]``) unless
+        ``include_inconsistent=true``: then exported, marked in their rows, their review ids in ``marked``.
         (The key is not ``path``: Gradio treats a dict with a ``path`` key as a file to serve.)
         """
-        result = actions.export(console, request)
+        include = flag_param(include_inconsistent, "include_inconsistent")
+        result = actions.export(console, request, include)
         return {
             "export_path": result.path,
             "count": result.count,
@@ -99,6 +107,7 @@ def register(console: Console) -> None:
             "manifest": result.manifest_path,
             "review_ids": result.review_ids,
             "skipped": result.skipped,
+            "marked": result.marked,
             "preferences_path": result.preferences_path,
             "preference_count": result.preference_count,
         }

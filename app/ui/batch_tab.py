@@ -6,12 +6,13 @@ file lands in a temp folder); put the file under the data folder instead."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
 from app.services.batches import start_batch
 from app.services.paths import UnsafePath, contained_path
-from app.ui.state import Console, require, user_errors
+from app.ui.state import Console, TabLoad, require, user_errors
 from db.cases import read_case_rows
 
 MAX_PATH_CHARS = 1000  # longer paths are refused unread
@@ -36,8 +37,9 @@ def resolve_batch_path(console: Console, upload: str | None, path_text: str) -> 
     return path
 
 
-def create_batch_tab(console: Console) -> None:
-    """Declare the Batch-run tab's widgets and wire its events."""
+def create_batch_tab(console: Console) -> TabLoad:
+    """Declare the Batch-run tab's widgets and wire its events; returns what opening the tab loads
+    (this user's latest batch runs)."""
     path_text = gr.Textbox(
         label="JSONL of cases under the data folder (one case, or a dataset row with 'input', per line)",
         placeholder="data/generated/validation.jsonl",
@@ -46,11 +48,14 @@ def create_batch_tab(console: Console) -> None:
         run = gr.Button("Run both variants", variant="primary")
         refresh = gr.Button("Refresh status")
         cancel = gr.Button("Cancel batch", variant="stop")
-    summary = gr.Markdown()
+    summary = gr.Markdown(elem_id="batch-summary")
 
     def _status(user: str) -> str:
         mine = [j for j in console.batch_jobs.values() if j.actor == user]
-        return "\n".join(f"- {j.summary()}" for j in reversed(mine[-5:])) or "No batch runs yet."
+        runs = "\n".join(f"- {j.summary()}" for j in reversed(mine[-5:]))
+        if not runs:
+            return "No batch runs yet: give a file under the data folder above and run it."
+        return f"Your latest batch runs:\n\n{runs}"
 
     def run_file(path_v: str, request: gr.Request) -> str:
         user = require(console, request, "batch")
@@ -63,8 +68,8 @@ def create_batch_tab(console: Console) -> None:
         started = f"Started batch {job.job_id}: {len(cases)} cases; answers land in the queue as they come."
         return f"{started}\n\n{_status(user)}"
 
-    def show(request: gr.Request) -> str:
-        return _status(require(console, request, "batch"))
+    def show(request: gr.Request) -> dict[Any, Any]:
+        return {summary: _status(require(console, request, "batch"))}
 
     def stop(request: gr.Request) -> str:
         user = require(console, request, "batch")
@@ -76,3 +81,4 @@ def create_batch_tab(console: Console) -> None:
     run.click(run_file, [path_text], [summary], api_visibility="private")
     refresh.click(show, None, [summary], api_visibility="private")
     cancel.click(stop, None, [summary], api_visibility="private")
+    return TabLoad(show=show, outputs=[summary], need="batch")

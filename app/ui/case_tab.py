@@ -1,5 +1,6 @@
 """Case tab: the case, its policy sections, base vs fine-tuned with the guard's verdicts, and the
-review actions (approve, flag as ambiguous, correct). Roles are checked in :mod:`app.ui.actions`.
+review actions (approve, flag as ambiguous, correct), laid out to fit one screen with the action
+bar always in view (CSS in :mod:`app.ui.look`). Roles are checked in :mod:`app.ui.actions`.
 
 Inside the page a case travels as its integer row id (``gr.State``); only the case box and links
 take text (``C-...`` id or ``#row``). Handlers return ``{component: value}``: what they leave out
@@ -20,6 +21,7 @@ from app.services.navigation import Prefetcher, neighbour_case
 from app.ui import actions
 from app.ui.diffs import correction_diff_html, model_diff_html
 from app.ui.render import answer_html, case_html, policy_markdown
+from app.ui.shortcuts import OPEN_CORRECTION_JS, REFUSAL_HTML
 from app.ui.state import Console, username_of
 from db.models import ModelRun
 from policies import DECISIONS, RULE_IDS
@@ -99,39 +101,56 @@ def render(w: CaseWidgets, cv: CaseView, message: str = "", form: dict[str, Any]
 
 
 def create_case_tab(console: Console) -> CaseTab:
-    """Declare the Case tab's widgets and wire its events."""
-    with gr.Row():
-        case_ref = gr.Textbox(label="Case (C-... id or #row)", scale=3, elem_id="case-ref")
-        open_btn = gr.Button("Open case", scale=1, elem_id="open-case")
-        prev_btn = gr.Button("← Previous (k)", scale=1, elem_id="case-prev")
-        next_btn = gr.Button("Next (j) →", scale=1, elem_id="case-next")
-    gr.HTML("<small>Press <kbd>?</kbd> for keyboard shortcuts.</small>")
+    """Declare the Case tab's widgets and wire its events. One case fits one screen (1440x900): the
+    facts strip and the customer message, both answers with their guard verdicts next to the
+    correction form, and the action bar; the diffs and the policy come below it (:mod:`app.ui.look`
+    bounds the panels and keeps the bar in view)."""
+    with gr.Row(elem_id="case-top", equal_height=True):
+        case_ref = gr.Textbox(
+            show_label=False, placeholder="Case: C-... id or #row", container=False, scale=0, min_width=280,
+            elem_id="case-ref",
+        )
+        open_btn = gr.Button("Open case", scale=0, min_width=110, elem_id="open-case")
+        gr.HTML("<small>Press <kbd>?</kbd> for keyboard shortcuts.</small>", scale=1, elem_id="case-hint")
     prefetcher = Prefetcher(console.store, console.engine, enabled=console.prefetch)
     case_pk = gr.State(None)
     from_run = gr.State(None)
-    status_msg = gr.HTML(elem_id="review-message")
     case_panel = gr.HTML(elem_id="case-panel")
-    with gr.Accordion("Applicable policy sections", open=False):
-        policy = gr.Markdown()
-    with gr.Row(elem_id="answers"):
+    with gr.Row(elem_id="case-work"):
         base_panel = gr.HTML(elem_id="base-answer")
         ft_panel = gr.HTML(elem_id="ft-answer")
+        with gr.Accordion("Correct the answer", open=True, elem_id="correction-form") as correction_form:
+            with gr.Row():
+                decision = gr.Dropdown(list(DECISIONS), label="Decision", elem_id="corr-decision")
+                refs = gr.Dropdown(list(RULE_IDS), multiselect=True, label="Policy refs", elem_id="corr-refs")
+            reasoning = gr.Textbox(label="Reasoning", lines=2, max_lines=3, elem_id="corr-reasoning")
+            customer_response = gr.Textbox(
+                label="Customer response", lines=2, max_lines=3, elem_id="corr-response"
+            )
+            next_action = gr.Textbox(label="Next action", elem_id="corr-next")
+            correct_btn = gr.Button("Save correction", variant="primary", elem_id="save-correction")
+    with gr.Column(elem_id="action-bar"):  # sticky (app/ui/look.py): always in view
+        with gr.Row(elem_id="action-buttons"):
+            note = gr.Textbox(
+                show_label=False, placeholder="Note (required to flag)", container=False, scale=3,
+                min_width=200, elem_id="review-note",
+            )
+            approve_base = gr.Button("Approve base", scale=0, min_width=120, elem_id="approve-base")
+            approve_ft = gr.Button("Approve fine-tuned", scale=0, min_width=150, elem_id="approve-ft")
+            flag_btn = gr.Button("Flag as ambiguous", scale=0, min_width=150, elem_id="flag-case")
+            # opens the form and focuses the reasoning, as the c key does (no server call)
+            correct_open = gr.Button("Correct the answer", scale=0, min_width=150, elem_id="correct-case")
+            prev_btn = gr.Button("← Previous (k)", scale=0, min_width=120, elem_id="case-prev")
+            next_btn = gr.Button("Next (j) →", scale=0, min_width=110, elem_id="case-next")
+        with gr.Row(elem_id="action-status"):
+            status_msg = gr.HTML(elem_id="review-message")
+            gr.HTML(REFUSAL_HTML, elem_id="shortcut-refusal-box")  # filled by the shortcuts' script
+    # below the bar, for a closer look (the bar stays pinned to the window's bottom edge)
     with gr.Accordion("Base vs fine-tuned", open=True):
         model_diff = gr.HTML(elem_id="model-diff")
-    gr.Markdown("### Review")
-    note = gr.Textbox(label="Note (required to flag)", elem_id="review-note")
-    with gr.Row():
-        approve_base = gr.Button("Approve base", elem_id="approve-base")
-        approve_ft = gr.Button("Approve fine-tuned", elem_id="approve-ft")
-        flag_btn = gr.Button("Flag as ambiguous", elem_id="flag-case")
-    with gr.Accordion("Correct the answer", open=True) as correction_form:
-        decision = gr.Dropdown(list(DECISIONS), label="Decision", elem_id="corr-decision")
-        reasoning = gr.Textbox(label="Reasoning", lines=2, elem_id="corr-reasoning")
-        customer_response = gr.Textbox(label="Customer response", lines=3, elem_id="corr-response")
-        next_action = gr.Textbox(label="Next action", elem_id="corr-next")
-        refs = gr.Dropdown(list(RULE_IDS), multiselect=True, label="Policy refs", elem_id="corr-refs")
-        correct_btn = gr.Button("Save correction", variant="primary", elem_id="save-correction")
     review_diff = gr.HTML(elem_id="review-diff")
+    with gr.Accordion("Applicable policy sections", open=False):
+        policy = gr.Markdown()
     w = CaseWidgets(
         case_pk=case_pk,
         case_panel=case_panel,
@@ -218,6 +237,8 @@ def create_case_tab(console: Console) -> CaseTab:
             except gr.Error as exc:  # refused: keep the form as typed, say why
                 return only_message(_message(f"Not saved: {exc.message}", ok=False))
             message = _message(f"Saved review #{saved.review_id} ({saved.status}).")
+            if saved.warning:  # saved all the same; the reviewer sees why it may stay out of training
+                message += f"<div class='review-warning' style='color:#b45309'>{escape(saved.warning)}</div>"
             # re-rendered from the runs the review was judged against: the case is opened once
             cv = case_view(console.store, pk, saved.runs, username_of(request))
             mine = cv.correction if cv.correction and cv.correction.review_id == saved.review_id else None
@@ -238,7 +259,10 @@ def create_case_tab(console: Console) -> CaseTab:
         (correct_btn, "correct"),
     ):
         button.click(act(action), review_inputs, outputs, api_visibility="private")
+    correct_open.click(None, js=OPEN_CORRECTION_JS)
+    # the bar's button and the form share the label "Correct the answer" and the permission
     gated: list[tuple[Block, str]] = [
-        (approve_base, "approve"), (approve_ft, "approve"), (flag_btn, "flag"), (correction_form, "correct")
+        (approve_base, "approve"), (approve_ft, "approve"), (flag_btn, "flag"), (correction_form, "correct"),
+        (correct_open, "correct"),
     ]
     return CaseTab(outputs=outputs, open=open_pk, open_ref=open_case, widgets=w, act=act, gated=gated)

@@ -25,19 +25,27 @@ def create_export_tab(console: Console) -> None:
     """Declare the Export tab's widgets and wire its events."""
     gr.Markdown(
         "Exports approved and corrected answers not exported yet, in TRL's conversational "
-        "`messages` format. Cases of the eval set are refused; duplicates are dropped."
+        "`messages` format. Cases of the eval set are refused; duplicates are dropped. Answers whose "
+        "consistency check found issues (policy refs that contradict the reasoning or the rule engine, "
+        "a next action that does not fit the decision, garbled text) are skipped unless included below."
+    )
+    include = gr.Checkbox(
+        False, label="Include answers with consistency issues (each marked in its row with its issue codes)",
+        elem_id="export-include-inconsistent",
     )
     run = gr.Button("Export corrections", variant="primary", elem_id="export-run")
     result = gr.HTML(elem_id="export-result")
     table = gr.Dataframe(interactive=False, label="Past exports")
 
-    def do_export(request: gr.Request) -> tuple[str, pd.DataFrame]:
+    def do_export(include_inconsistent: bool, request: gr.Request) -> tuple[str, pd.DataFrame]:
         try:
-            res = actions.export(console, request)
+            res = actions.export(console, request, bool(include_inconsistent))
         except gr.Error as exc:
             past = pd.DataFrame() if exc.title == "Not allowed" else history(console)  # ops only
             return f"<div class='export-error' style='color:#b91c1c'>{escape(exc.message)}</div>", past
         skipped = "; ".join(f"{len(v)} skipped as {k}" for k, v in res.skipped.items()) or "none skipped"
+        if res.marked:
+            skipped += f"; {len(res.marked)} with consistency issues included, marked in their rows"
         pairs = (f" {res.preference_count} corrections also as preference pairs (DPO) in "
                  f"<code>{escape(res.preferences_path)}</code>." if res.preferences_path else "")
         return (
@@ -50,5 +58,5 @@ def create_export_tab(console: Console) -> None:
         require(console, request, "export")
         return history(console)
 
-    run.click(do_export, None, [result, table], api_visibility="private")
+    run.click(do_export, include, [result, table], api_visibility="private")
     gr.Button("Show past exports").click(show_history, None, table, api_visibility="private")

@@ -19,12 +19,13 @@ from app.ui.case_tab import Updates, create_case_tab
 from app.ui.drift_tab import create_drift_tab
 from app.ui.errors import install as install_error_shape
 from app.ui.export_tab import create_export_tab
+from app.ui.look import look_options
 from app.ui.metrics_tab import create_metrics_tab
 from app.ui.models_tab import create_models_tab
-from app.ui.queue_tab import create_queue_tab, queue_frame
+from app.ui.queue_tab import create_queue_tab
 from app.ui.review_tab import create_review_tab
 from app.ui.shortcuts import SHORTCUTS_JS, help_html
-from app.ui.state import Console, username_of
+from app.ui.state import Console, TabLoad, username_of
 from app.ui.try_tab import create_try_tab
 from db.store import Store
 from db.users import role_allows, role_of_user
@@ -36,6 +37,20 @@ def role_view(role: str | None, gated: list[tuple[Any, str]]) -> Updates:
     """``{component: visibility}`` for a user of ``role``: each gated component is shown only when
     the role allows the permission it needs."""
     return {component: gr.update(visible=role_allows(role, need)) for component, need in gated}
+
+
+def shown(store: Store, load: TabLoad) -> Callable[[gr.Request], Updates]:
+    """The handler of a tab's ``select``: ``load.show`` for a role that may see the tab; for any
+    other caller (the tab is hidden from them) nothing changes and nothing is refused."""
+
+    def on_select(request: gr.Request) -> Updates:
+        with store.session() as s:
+            role = role_of_user(s, username_of(request))
+        if not role_allows(role, load.need):
+            return {component: gr.skip() for component in load.outputs}
+        return load.show(request)
+
+    return on_select
 
 
 def make_auth(store: Store, *, clock: Clock | None = None) -> Callable[[str, str], bool]:
@@ -61,6 +76,7 @@ def serve_options(store: Store, *, clock: Clock | None = None) -> dict[str, Any]
         "allowed_paths": [],
         "max_file_size": MAX_UPLOAD_BYTES,
         "app_kwargs": {"middleware": [Middleware(ClientAddressMiddleware), Middleware(RequestLimits)]},
+        **look_options(),  # theme (fonts served by the console itself) and CSS: app/ui/look.py
     }
 
 
@@ -105,20 +121,28 @@ def build_app(
             with gr.Tab("Try a case", id="try"):
                 create_try_tab(console)
             with gr.Tab("Batch run", id="batch", visible=False) as batch_tab:
-                create_batch_tab(console)
-            with gr.Tab("Metrics", id="metrics"):
-                create_metrics_tab(console)
+                batch = create_batch_tab(console)
+            with gr.Tab("Metrics", id="metrics") as metrics_tab:
+                metrics = create_metrics_tab(console)
             with gr.Tab("Export", id="export", visible=False) as export_tab:
                 create_export_tab(console)
             with gr.Tab("Models", id="models", visible=False) as models_tab:
-                create_models_tab(console, runner or Runner(store))
+                models = create_models_tab(console, runner or Runner(store))
             with gr.Tab("Drift", id="drift", visible=False) as drift_tab:
-                create_drift_tab(console)
+                drift = create_drift_tab(console)
             with gr.Tab("Reviews", id="reviews", visible=False) as reviews_tab:
-                create_review_tab(console)
+                reviews = create_review_tab(console)
         # what a role must allow before it is shown (the handlers check the role all the same)
         gated = [(batch_tab, "batch"), (export_tab, "export"), (models_tab, "retrain"),
                  (drift_tab, "retrain"), (reviews_tab, "approve"), *queue.gated, *case.gated]
+        # each of these tabs loads its figures when opened: never a placeholder table, never stale
+        loads = ((batch_tab, batch), (metrics_tab, metrics), (drift_tab, drift), (reviews_tab, reviews))
+        for tab, load in loads:
+            tab.select(shown(store, load), None, load.outputs, api_visibility="private")
+        # the Models tab brings its export list and versions up to date when opened (after an export)
+        models_tab.select(
+            models.refresh, models.refresh_inputs, models.refresh_outputs, api_visibility="private"
+        )
 
         def open_selected(evt: gr.SelectData, request: gr.Request) -> Updates:
             row = evt.row_value or []
@@ -134,7 +158,7 @@ def build_app(
                 role = role_of_user(s, user)
             head = {
                 whoami: f"# {TITLE}\nSigned in as **{user}** ({role})",
-                queue.table: queue_frame(console, QueueFilter(), user),
+                **queue.view(QueueFilter(), user),  # the table and its counts line
                 **role_view(role, gated),  # each role sees the tabs and buttons it may use
             }
             link = dict(request.query_params).get("case") if request else None
@@ -147,7 +171,7 @@ def build_app(
                 return head
 
         queue.table.select(open_selected, None, [*case.outputs, tabs], api_visibility="private")
-        load_outputs = [whoami, queue.table, *case.outputs, tabs, *(c for c, _ in gated)]
+        load_outputs = [whoami, queue.table, queue.counts, *case.outputs, tabs, *(c for c, _ in gated)]
         demo.load(on_load, None, load_outputs, api_visibility="private")
         demo.load(None, None, None, js=SHORTCUTS_JS)  # keyboard-first review (app/shortcuts.py)
     return install_error_shape(demo)  # every handler: refusals name the field, one log line each

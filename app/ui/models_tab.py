@@ -5,6 +5,7 @@ Handlers only translate: the work is db.versions', db.jobs' and engine.champion'
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -13,7 +14,7 @@ import gradio as gr
 import pandas as pd
 from gradio.blocks import Block
 
-from app.services.jobs import JobError, RetrainPlan, RetrainRequest, Runner
+from app.services.jobs import JobError, NoHoldout, RetrainPlan, RetrainRequest, Runner
 from app.services.versions import change_champion
 from app.ui.state import Console, require, username_of
 from db.exports import list_exports
@@ -23,6 +24,7 @@ from db.versions import VersionError, get_version, list_versions
 from engine.champion import comparison_markdown
 
 REFRESH_S = 2.0  # how often the page asks the Runner about the running job
+NOT_EVALUATED = "not evaluated yet"
 # what a job's status and progress stage read as on the page
 RUNNING_WORDS = {"starting": "starting", "training": "training", "evaluating": "evaluating",
                  "done": "finishing (registering the new version)"}
@@ -33,19 +35,49 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # what is left of control ch
 
 @dataclass
 class ModelsTab:
+    """The tab's widgets the page needs, and its refresh: ``tab.select(t.refresh, t.refresh_inputs,
+    t.refresh_outputs)`` brings the export list, the versions and the version dropdown up to date
+    when ops come back to the tab (after an export in the Export tab, say)."""
+
     versions: gr.Dataframe
     job_status: gr.HTML
+    refresh: Callable[..., dict[Block, Any]]
+    refresh_inputs: list[Block]
+    refresh_outputs: list[Block]
+
+
+def _eval_summary(evaluation: dict[str, Any] | None, side: str) -> dict[str, Any]:
+    """One side's (champion / challenger) eval-set summary of a stored comparison ({} when absent)."""
+    return ((evaluation or {}).get("datasets", {}).get("eval", {}).get("summary", {}) or {}).get(side) or {}
+
+
+def eval_headlines(versions: list[Any]) -> dict[str, dict[str, Any]]:
+    """Each version's eval-set summary: from its own evaluation (as the challenger), else from the
+    newest evaluation that compared a challenger against it (as the champion: how the bundled ft-v1
+    gets its figures). A version in neither has none."""
+    out: dict[str, dict[str, Any]] = {}
+    for v in versions:  # newest first: the newest comparison against a champion wins
+        evaluation = v.evaluation()
+        own = _eval_summary(evaluation, "challenger")
+        if own:
+            out[v.name] = own
+        against = (evaluation or {}).get("champion_version")
+        if against and against not in out and _eval_summary(evaluation, "champion"):
+            out[against] = _eval_summary(evaluation, "champion")
+    return out
 
 
 def versions_frame(console: Console) -> pd.DataFrame:
-    """One row per version, newest first, with its eval-set headline figures when evaluated."""
-    rows = []
+    """One row per version, newest first, with its eval-set headline figures ("not evaluated yet" for a
+    version no stored comparison measured, e.g. the bundled ft-v1 before its first challenger)."""
     with console.store.session() as s:
-        for v in list_versions(s):
-            ev = (v.evaluation() or {}).get("datasets", {}).get("eval", {}).get("summary", {})
-            ch = ev.get("challenger", {})
-            rows.append([v.name, v.status, f"{ch['decision_accuracy']:.1%}" if ch else "",
-                         f"{ch['violation_rate']:.1%}" if ch else "", v.created_by,
+        versions = list_versions(s)
+        figures = eval_headlines(versions)
+        rows = []
+        for v in versions:
+            ev = figures.get(v.name)
+            rows.append([v.name, v.status, f"{ev['decision_accuracy']:.1%}" if ev else NOT_EVALUATED,
+                         f"{ev['violation_rate']:.1%}" if ev else NOT_EVALUATED, v.created_by,
                          v.created_at.strftime("%Y-%m-%d %H:%M"), v.path])
     return pd.DataFrame(rows, columns=["version", "status", "eval accuracy", "violation rate", "by",
                                        "created", "path"])
@@ -97,6 +129,12 @@ def job_html(runner: Runner) -> tuple[str, pd.DataFrame, str]:
     return html, loss, plain_log(view["error"] or view["log_tail"])
 
 
+def latest_job_key(runner: Runner) -> str:
+    """``"id:status"`` of the latest job ("" when none): the tick compares it to see a job settle."""
+    jobs = runner.jobs(limit=1)
+    return f"{jobs[0].id}:{jobs[0].status}" if jobs else ""
+
+
 def plan_markdown(plan: RetrainPlan) -> str:
     """What a job would train (Runner.plan), in one line: base, recipe, its main settings, the start."""
     if plan.refusal:
@@ -134,6 +172,10 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
             base_weight = gr.Number(1.0, label="weight of the base training set", minimum=0)
             corr_weight = gr.Number(3.0, label="weight of the corrections", minimum=0)
             holdout = gr.Slider(0.0, 0.5, 0.2, step=0.05, label="share of corrections held out")
+            no_holdout = gr.Checkbox(False, label="train without a held-out slice",
+                                     elem_id="models-no-holdout",
+                                     info="needed when no correction would be held out: the challenger "
+                                          "is then compared on the frozen sets only")
             init = gr.Radio(["champion", "base"], value="champion",
                             label="start from (champion: continue it; base: a fresh adapter)")
             method = gr.Radio(["sft", "dpo"], value="sft", elem_id="models-method",
@@ -153,6 +195,8 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
             rollback_btn = gr.Button("Roll back to this version", elem_id="models-rollback")
         verdict = gr.HTML(elem_id="models-verdict")
         compare = gr.Markdown(elem_id="models-compare")
+    seen_job = gr.State("")  # "id:status" of the latest job this page has shown (a settled job
+    # refreshes the lists once)
     with gr.Accordion("Shadow mode", open=False):
         with gr.Row():
             share = gr.Slider(0.0, 1.0, 0.0, step=0.05, label="share of new cases also answered by the "
@@ -164,35 +208,44 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
         status_html, loss_frame, tail = job_html(runner)
         return {job_status: status_html, loss: loss_frame, log: tail}
 
+    def lists() -> dict[Block, Any]:
+        """The lists another tab or a finished job changes: versions, exports, the version dropdown."""
+        frame = versions_frame(console)
+        return {versions: frame, exports: gr.CheckboxGroup(choices=export_choices(console)),
+                pick: gr.Dropdown(choices=list(frame["version"]))}
+
     def refresh(how: str, meth: str, request: gr.Request) -> dict[Block, Any]:
         require(console, request, "retrain")
         runner.refresh()
-        frame = versions_frame(console)
-        return {versions: frame, exports: gr.CheckboxGroup(choices=export_choices(console)),
-                pick: gr.Dropdown(choices=list(frame["version"])),
-                plan: plan_markdown(runner.plan(how, meth)), **job_view()}
+        return {**lists(), plan: plan_markdown(runner.plan(how, meth)), **job_view(),
+                seen_job: latest_job_key(runner)}
 
     def show_plan(how: str, meth: str, request: gr.Request) -> str:
         require(console, request, "retrain")
         return plan_markdown(runner.plan(how, meth))
 
-    def tick(request: gr.Request) -> dict[Block, Any]:
+    def tick(seen: str, request: gr.Request) -> dict[Block, Any]:
         with console.store.session() as s:  # no require(): a refusal every tick would flood the audit log
             allowed = role_allows(role_of_user(s, username_of(request)), "retrain")
         if not allowed:
             return gr.skip()  # one skip() leaves every output as it is
         runner.refresh()  # settles a finished job: its version appears in the table
-        return {versions: versions_frame(console), **job_view()}
+        key = latest_job_key(runner)
+        if key != seen and not key.endswith(":running"):  # a job settled: its version can be picked
+            return {**lists(), **job_view(), seen_job: key}
+        return {versions: versions_frame(console), **job_view(), seen_job: key}
 
-    def do_start(ids: list[int], bw: float, cw: float, share: float, how: str, meth: str,
-                 request: gr.Request) -> dict[Block, Any]:
+    def do_start(ids: list[int], bw: float, cw: float, share: float, without_holdout: bool, how: str,
+                 meth: str, request: gr.Request) -> dict[Block, Any]:
         actor = require(console, request, "retrain")
         try:
             runner.start(actor, RetrainRequest([int(i) for i in ids or []], float(bw), float(cw),
-                                               float(share), how, meth))
+                                               float(share), how, meth, bool(without_holdout)))
+        except NoHoldout as exc:
+            raise gr.Error(f"{exc} (tick \"train without a held-out slice\")", print_exception=False) from exc
         except JobError as exc:
-            raise gr.Error(str(exc)) from exc
-        return job_view()
+            raise gr.Error(str(exc), print_exception=False) from exc
+        return {**job_view(), seen_job: latest_job_key(runner)}
 
     def do_cancel(request: gr.Request) -> dict[Block, Any]:
         actor = require(console, request, "retrain")
@@ -225,8 +278,8 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
         return f"<div class='models-ok'>{escape(name)} is the champion{escape(note)}.</div>", \
             versions_frame(console), plan_markdown(runner.plan(start_from, meth))  # a new champion to start
 
-    start.click(do_start, [exports, base_weight, corr_weight, holdout, init, method],
-                [job_status, loss, log], api_visibility="private")
+    start.click(do_start, [exports, base_weight, corr_weight, holdout, no_holdout, init, method],
+                [job_status, loss, log, seen_job], api_visibility="private")
     init.change(show_plan, [init, method], plan, api_visibility="private")
     method.change(show_plan, [init, method], plan, api_visibility="private")
     cancel.click(do_cancel, None, [job_status, loss, log], api_visibility="private")
@@ -248,9 +301,9 @@ def create_models_tab(console: Console, runner: Runner) -> ModelsTab:
     save_share.click(do_share, share, share_note, api_visibility="private")
     promote_btn.click(do_promote, [pick, init, method], [verdict, versions, plan], api_visibility="private")
     rollback_btn.click(do_rollback, [pick, init, method], [verdict, versions, plan], api_visibility="private")
-    gr.Button("Refresh").click(refresh, [init, method],
-                               [versions, exports, pick, plan, job_status, loss, log],
-                               api_visibility="private")
-    gr.Timer(REFRESH_S).tick(tick, None, [versions, job_status, loss, log], api_visibility="private",
-                             show_progress="hidden")
-    return ModelsTab(versions=versions, job_status=job_status)
+    refresh_outputs = [versions, exports, pick, plan, job_status, loss, log, seen_job]
+    gr.Button("Refresh").click(refresh, [init, method], refresh_outputs, api_visibility="private")
+    gr.Timer(REFRESH_S).tick(tick, seen_job, [versions, exports, pick, job_status, loss, log, seen_job],
+                             api_visibility="private", show_progress="hidden")
+    return ModelsTab(versions=versions, job_status=job_status, refresh=refresh,
+                     refresh_inputs=[init, method], refresh_outputs=refresh_outputs)

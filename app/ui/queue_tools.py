@@ -11,11 +11,17 @@ from dataclasses import asdict
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 from gradio.blocks import Block
 
 from app.services.answers import engine_versions
-from app.services.bulk import BulkError, bulk_approve_once, bulk_candidates, undo_bulk, undoable_bulk_actions
+from app.services.bulk import (
+    BulkError,
+    bulk_approve_once,
+    bulk_candidates,
+    undo_bulk,
+    undoable_bulk_actions,
+    why_none_selected,
+)
 from app.services.idempotency import IdempotencyError
 from app.services.queue import QueueFilter
 from app.services.saved_filters import SavedFilterError, load_filter, save_filter, saved_filters
@@ -57,14 +63,14 @@ def _filter_names(console: Console, user: str | None) -> list[str]:
 def create_queue_tools(
     console: Console,
     filters: list[gr.components.Component],
-    table: gr.Dataframe,
-    frame_of: Callable[[QueueFilter, str | None], pd.DataFrame],
+    queue_outputs: list[Block],
+    view_of: Callable[[QueueFilter, str | None], dict[Block, Any]],
 ) -> gr.Accordion:
     """Declare the bulk-action and saved-filter widgets under the queue and wire their events; returns
     the bulk-action panel (reviewers and above may use it).
 
-    ``filters`` are the queue's filter widgets in FILTER_FIELDS order; ``table`` is refreshed with
-    ``frame_of(filter, viewer)`` after a bulk action or its undo.
+    ``filters`` are the queue's filter widgets in FILTER_FIELDS order; ``queue_outputs`` (the table
+    and its counts line) are refreshed with ``view_of(filter, viewer)`` after a bulk action or its undo.
     """
     with gr.Accordion("Bulk actions", open=False, elem_id="bulk-panel") as bulk_panel:
         with gr.Row():
@@ -87,15 +93,23 @@ def create_queue_tools(
 
     def ask(
         status: Any, flag: Any, region: Any, rtype: Any, disagree: Any, preset: Any, request: gr.Request
-    ) -> tuple[Any, str, str]:
+    ) -> dict[Block, Any]:
         require(console, request, "approve")
         qfilter = queue_filter(status, flag, region, rtype, disagree, preset)
+        versions = engine_versions(console.engine)
         with console.store.session() as s:
-            n = len(bulk_candidates(s, qfilter, engine_versions(console.engine)))
-        if n == 0:
-            return gr.Group(visible=False), "No pending case with a fine-tuned answer matches the filter.", ""
+            n = len(bulk_candidates(s, qfilter, versions))
+            why = why_none_selected(s, qfilter, versions) if n == 0 else ""
+        if n == 0:  # said where it shows: the confirmation stays closed
+            nothing = f"Nothing to approve. {why}"
+            return {confirm_box: gr.Group(visible=False), bulk_msg: nothing, bulk_key: ""}
         # one idempotency key per confirmation: a double-clicked Confirm approves once
-        return gr.Group(visible=True), f"Approve the fine-tuned answer of **{n}** cases?", uuid.uuid4().hex
+        return {
+            confirm_box: gr.Group(visible=True),
+            confirm_text: f"Approve the fine-tuned answer of **{n}** cases?",
+            bulk_msg: "",
+            bulk_key: uuid.uuid4().hex,
+        }
 
     def confirm(
         status: Any,
@@ -119,7 +133,7 @@ def create_queue_tools(
             confirm_box: gr.Group(visible=False),
             bulk_msg: f"Bulk action #{done['bulk_action_id']}: approved {done['count']} cases.",
             undo_pick: gr.Dropdown(choices=_undo_choices(console, user), value=done["bulk_action_id"]),
-            table: frame_of(qfilter, user),
+            **view_of(qfilter, user),
         }
 
     def undo(
@@ -140,11 +154,10 @@ def create_queue_tools(
                 undo_bulk(s, int(bulk_id), user)  # refuses someone else's unless ops (NotOwner)
         except (BulkError, PermissionDenied) as exc:
             return {bulk_msg: f"Not undone: {exc}"}
-        frame = frame_of(queue_filter(status, flag, region, rtype, disagree, preset), user)
         return {
             bulk_msg: f"Undid bulk action #{bulk_id}.",
             undo_pick: gr.Dropdown(choices=_undo_choices(console, user), value=None),
-            table: frame,
+            **view_of(queue_filter(status, flag, region, rtype, disagree, preset), user),
         }
 
     def save(
@@ -193,10 +206,11 @@ def create_queue_tools(
 
     private = {"api_visibility": "private"}
     bulk_key = gr.State("")  # the open confirmation's idempotency key
-    bulk_btn.click(ask, filters, [confirm_box, confirm_text, bulk_key], **private)
+    bulk_btn.click(ask, filters, [confirm_box, confirm_text, bulk_msg, bulk_key], **private)
     cancel_btn.click(cancel, None, confirm_box, **private)
-    confirm_btn.click(confirm, [*filters, bulk_key], [confirm_box, bulk_msg, undo_pick, table], **private)
-    undo_btn.click(undo, [undo_pick, *filters], [bulk_msg, undo_pick, table], **private)
+    confirm_outputs = [confirm_box, bulk_msg, undo_pick, *queue_outputs]
+    confirm_btn.click(confirm, [*filters, bulk_key], confirm_outputs, **private)
+    undo_btn.click(undo, [undo_pick, *filters], [bulk_msg, undo_pick, *queue_outputs], **private)
     save_btn.click(save, [name, *filters], [filter_msg, pick], **private)
     apply_btn.click(apply, [pick], [filter_msg, *filters], **private)
     gr.on([bulk_panel.expand, saved_panel.expand], refresh_choices, None, [undo_pick, pick], **private)

@@ -30,10 +30,11 @@ def _e(value: Any) -> str:
 
 
 def case_html(case: Case, status: str, case_pk: int, in_eval_set: bool) -> str:
-    """The case's structured fields and the customer message (escaped, pre-wrapped)."""
+    """The case's structured fields as a compact strip of facts, next to the customer message
+    (escaped, pre-wrapped, scrolling inside its box when long)."""
     o, c = case.order, case.customer
     days = "null" if o.days_since_delivery is None else o.days_since_delivery
-    fields = [
+    facts = [
         ("Case", f"{case.case_id} (#{case_pk})"),
         ("Status", status),
         ("Eval set", "yes" if in_eval_set else "no"),
@@ -46,14 +47,11 @@ def case_html(case: Case, status: str, case_pk: int, in_eval_set: bool) -> str:
         ("Order status", f"{o.status} · days since delivery {days}"),
         ("Flags", f"final_sale={o.final_sale} opened={o.opened} signature_confirmed={o.signature_confirmed}"),
     ]
-    rows = "".join(
-        f"<tr><th style='text-align:left;padding-right:1em'>{_e(k)}</th><td>{_e(v)}</td></tr>"
-        for k, v in fields
-    )
+    items = "".join(f"<div class='fact'><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in facts)
     return (
-        f"<div class='case-fields'><table>{rows}</table>"
-        f"<h4>Customer message</h4><pre class='customer-message' style='white-space:pre-wrap'>"
-        f"{_e(case.message)}</pre></div>"
+        f"<div class='case-fields'><dl class='facts'>{items}</dl>"
+        f"<div class='message-box'><h4>Customer message</h4><pre class='customer-message' "
+        f"style='white-space:pre-wrap'>{_e(case.message)}</pre></div></div>"
     )
 
 
@@ -78,7 +76,8 @@ def guard_html(guard: dict[str, Any]) -> str:
 
 
 def answer_html(title: str, run: ModelRun | None) -> str:
-    """One model's answer card: the answer fields, its status and figures, and the guard panel."""
+    """One model's answer card: its title, status and figures, the guard panel (first, so it is in view
+    while the answer scrolls inside its bounded panel), then the answer fields."""
     if run is None:
         return f"<div class='answer'><h3>{_e(title)}</h3><p>No answer yet.</p></div>"
     answer = run_answer(run) or {}
@@ -99,7 +98,7 @@ def answer_html(title: str, run: ModelRun | None) -> str:
     )
     return (
         f"<div class='answer answer-{_e(run.variant)}'><h3>{_e(title)}</h3><small>{figures}</small>"
-        f"<dl>{body}</dl>{guard_html(run_guard(run))}</div>"
+        f"{guard_html(run_guard(run))}<dl>{body}</dl></div>"
     )
 
 

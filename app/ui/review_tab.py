@@ -1,6 +1,7 @@
 """Reviews tab: the audit log of reviews (a correction shows as a diff against the model answer it
 started from), and second opinions: the share ops set, the adjudication queue, inter-reviewer
-agreement (Cohen's kappa) next to each model's agreement with reviewers. Reviewer role or above."""
+agreement (Cohen's kappa) next to each model's agreement with reviewers. Reviewer role or above.
+Loads when the tab is opened."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ from app.services.second_opinion import (
 )
 from app.ui.diffs import correction_diff_html
 from app.ui.render import readable_figures
-from app.ui.state import Console, require, user_errors
+from app.ui.state import Console, TabLoad, require, user_errors
 from db.users import PermissionDenied
 
 LOG_LIMIT = 50
+AGREEMENT_COLUMNS = ["who", "scope", "kappa", "agreement", "n"]
+ADJUDICATION_COLUMNS = ["case_pk", "case_id", "rule", "first", "first_verdict", "second", "second_verdict"]
 
 
 def log_html(console: Console, viewer: str) -> str:
@@ -33,7 +36,7 @@ def log_html(console: Console, viewer: str) -> str:
     with console.store.session() as s:
         entries = review_log(s, viewer, LOG_LIMIT)
     if not entries:
-        return "<p>No review entries yet.</p>"
+        return "<p>No reviews yet: approvals, corrections and flags show here as they are made.</p>"
     items = []
     for e in entries:
         head = (
@@ -72,20 +75,32 @@ def agreement_frame(console: Console) -> pd.DataFrame:
         }
         for r in models.itertuples()
     ]
-    frame = pd.DataFrame(rows, columns=["who", "scope", "kappa", "agreement", "n"])
+    frame = pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
     return readable_figures(frame, percent=("agreement",), decimals=("kappa",))
 
 
-def create_review_tab(console: Console) -> None:
-    """Declare the Reviews tab's widgets and wire its events."""
-    refresh = gr.Button("Refresh", elem_id="reviews-refresh")
+def create_review_tab(console: Console) -> TabLoad:
+    """Declare the Reviews tab's widgets and wire its events; returns what opening the tab loads."""
+    refresh = gr.Button("Refresh", elem_id="reviews-refresh", size="sm")
     with gr.Accordion("Second opinions", open=True):
         with gr.Row():
             share = gr.Slider(0, 100, step=1, label="Cases reviewed twice (%) — ops", elem_id="so-share")
             save_share = gr.Button("Save share", elem_id="so-save")
         share_msg = gr.Markdown()
-        adjudication = gr.Dataframe(interactive=False, label="Adjudication queue (reviewers disagree)")
-        agreement = gr.Dataframe(interactive=False, label="Agreement: Cohen's kappa and model agreement")
+        adjudication_note = gr.Markdown(elem_id="adjudication-note")
+        adjudication = gr.Dataframe(
+            pd.DataFrame(columns=ADJUDICATION_COLUMNS),
+            interactive=False,
+            label="Adjudication queue (reviewers disagree)",
+            elem_id="adjudication",
+        )
+        agreement_note = gr.Markdown(elem_id="agreement-note")
+        agreement = gr.Dataframe(
+            pd.DataFrame(columns=AGREEMENT_COLUMNS),
+            interactive=False,
+            label="Agreement: Cohen's kappa and model agreement",
+            elem_id="agreement",
+        )
     gr.Markdown("### Audit log (reviews)")
     log = gr.HTML(elem_id="audit-log")
 
@@ -93,10 +108,14 @@ def create_review_tab(console: Console) -> None:
         user = require(console, request, "approve")
         with console.store.session() as s:
             pct, queue = second_opinion_share(s) * 100, adjudication_queue(s)
+        agreed = agreement_frame(console)
         return {
             share: pct,
+            adjudication_note: f"{len(queue)} cases wait for a third reviewer."
+            if len(queue) else "No case waits for adjudication: no two reviewers disagree.",
             adjudication: queue,
-            agreement: agreement_frame(console),
+            agreement_note: "" if len(agreed) else "No reviews yet: agreement shows once cases are reviewed.",
+            agreement: agreed,
             log: log_html(console, user),
         }
 
@@ -109,5 +128,7 @@ def create_review_tab(console: Console) -> None:
             raise gr.Error(str(exc)) from exc
         return f"Saved: {pct:.0f}% of cases get a second opinion."
 
-    refresh.click(show, None, [share, adjudication, agreement, log], api_visibility="private")
+    outputs = [share, adjudication_note, adjudication, agreement_note, agreement, log]
+    refresh.click(show, None, outputs, api_visibility="private")
     save_share.click(set_share, [share], [share_msg], api_visibility="private")
+    return TabLoad(show=show, outputs=outputs, need="approve")

@@ -3,7 +3,7 @@ and how domain errors become messages."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,17 @@ class Console:
     prefetch: bool = True  # answer the next queued case in the background while one is read
     quotas: Quotas = field(default_factory=Quotas)  # per-user write quotas (reviews, new cases, batches)
     batch_jobs: dict[int, BatchJob] = field(default_factory=dict)  # this process's batch runs, by id
+
+
+@dataclass
+class TabLoad:
+    """What a tab shows when it is opened: ``show(request)`` returns ``{component: value}`` for
+    ``outputs``; ``need`` is the permission the tab is shown for (the interface loads a tab only for
+    a role that may see it, so opening one never shows a refusal)."""
+
+    show: Callable[[gr.Request], dict[Any, Any]]
+    outputs: list[Any]
+    need: str
 
 
 def username_of(request: gr.Request | None) -> str | None:

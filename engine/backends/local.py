@@ -18,6 +18,7 @@ from transformers import LogitsProcessorList
 
 from engine.backends.base import BASE_VARIANT, Generation, GenerationSettings, UnknownVariant
 from engine.constrained import AnswerGrammar
+from engine.loading import peft_wrapping
 from policies import Case
 from policies.prompt import PromptFormat, render_prompt
 
@@ -98,8 +99,9 @@ class LocalPeftBackend:
             if isinstance(self.model, PeftModel):
                 self.model.load_adapter(path, adapter_name=name, is_trainable=False)
             else:
-                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name,
-                                                       is_trainable=False)
+                with peft_wrapping():
+                    self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name,
+                                                           is_trainable=False)
             tie_head_copies(self.model)
             self.model.eval()
         self.adapter_versions[name] = version or name

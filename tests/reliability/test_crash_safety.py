@@ -23,24 +23,20 @@ from db.models import AuditEntry, Export, ExportItem, Review
 from db.store import open_store
 from db.users import create_user
 from policies import parse_case
+from policies.synth_text import reference_answer
 from scripts.backup_db import main as backup_main
 from tests.conftest import tiny_cases
 
-ANSWER = {
-    "decision": "DENY",
-    "reasoning": "RET-10 applies.",
-    "customer_response": "Sorry, this is outside the window.",
-    "next_action": "Close the case.",
-    "policy_refs": ["RET-10"],
-}
-
 
 def _store_with_corrections(path: Path | str, n: int = 3):
+    """``n`` tiny cases, each corrected to the rule engine's whole answer (consistent: exported)."""
     store = open_store(path)
     store.write(lambda s: create_user(s, "otto", "ops", "ops-pass-12"))
     for data in tiny_cases()[:n]:
-        pk = store.write(lambda s, d=data: add_case(s, parse_case(d), "batch", "otto").id)
-        store.write(lambda s, pk=pk: submit_review(s, pk, "correct", "otto", runs={}, answer=ANSWER))
+        case = parse_case(data)
+        pk = store.write(lambda s, c=case: add_case(s, c, "batch", "otto").id)
+        answer = reference_answer(case).model_dump(mode="json")
+        store.write(lambda s, pk=pk, a=answer: submit_review(s, pk, "correct", "otto", runs={}, answer=a))
     return store
 
 

@@ -58,3 +58,25 @@ def test_create_user_and_export_cli(tmp_path, capsys):
     assert out["count"] == 1 and Path(out["path"]).is_file()
     assert export.main(args) == 2  # nothing new: never exported twice
     assert "nothing to export" in capsys.readouterr().err
+
+
+def test_export_cli_skips_inconsistent_answers_unless_included(tmp_path, capsys):
+    db = str(tmp_path / "cli.db")
+    assert _script("create_user").main(["--username", "otto", "--role", "ops", "--password", "ops-pass-12",
+                                        "--db", db]) == 0
+    case = make_case("C-CLI2")  # RET-11: the base answer's DENY contradicts its refs and names no item
+    with open_store(db).session() as s:
+        pk = add_case(s, case, "batch", "otto").id
+        save_run(s, pk, make_answer(case, "base", "DENY"), "otto")
+        review_id = submit_review(s, pk, "approve_base", "otto", runs=runs_for_case(s, pk)).id
+    export = _script("export_corrections")
+    args = ["--user", "otto", "--model", "default-base", "--db", db, "--out", str(tmp_path / "out"),
+            "--eval-set", str(tmp_path / "none.jsonl")]
+    assert export.main(args) == 2
+    assert "1 refused as inconsistent" in capsys.readouterr().err
+    assert export.main([*args, "--include-inconsistent"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["count"] == 1 and out["marked_inconsistent"] == [review_id]
+    row = json.loads(Path(out["path"]).read_text())
+    assert "refs_contradict_decision" in row["consistency_issues"]
+    assert json.loads(Path(out["manifest"]).read_text())["consistency"]["marked"] == 1

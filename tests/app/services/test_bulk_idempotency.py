@@ -31,7 +31,8 @@ def test_the_confirm_handler_uses_the_confirmations_key(store, tmp_path):
     fns = {dep.fn.__name__: dep.fn for dep in demo.fns.values() if dep.fn is not None}
     rita = SimpleNamespace(username="rita", query_params={}, headers={})
     filters = (ANY, ANY, ANY, ANY, False, "agreed_clean")
-    _, question, key = fns["ask"](*filters, request=rita)
+    _, question, message, key = fns["ask"](*filters, request=rita).values()  # box, question, message, key
+    assert message == ""
     assert "2" in question and key
     outs = [fns["confirm"](*filters, key, request=rita) for _ in range(2)]  # a double click
     messages = [next(v for k, v in out.items() if isinstance(v, str)) for out in outs]

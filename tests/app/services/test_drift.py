@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from app.services.drift import PSI_THRESHOLD, drift_report, override_rates, plot_drift, psi, tvd
 from app.services.reviews import submit_review
 from db.cases import add_case, save_run
@@ -75,3 +77,40 @@ def test_drift_needs_a_minimum_sample(tmp_path: Path) -> None:
     assert n == 3 and report and not any(d.drifted for d in report)
     assert all("too few recent cases" in d.note for d in report)
     assert max(d.psi for d in report) > PSI_THRESHOLD  # it would have been marked drifted
+
+
+def test_confidence_tells_chance_from_a_move() -> None:
+    """A sample drawn like the training data is within chance (large p, interval around its TVD);
+    a sample of one kind only is far outside it (the smallest p the draws can give)."""
+    from app.services.drift import DRAWS, tvd_confidence
+
+    training = [("UK",)] * 50 + [("US",)] * 50
+    same = tvd_confidence(training, [("UK",)] * 15 + [("US",)] * 15)
+    assert same.p_value > 0.5 and 0 < same.chance_tvd < 0.3
+    assert same.tvd_low <= 0.0 + 1e-9 <= same.tvd_high
+    moved = tvd_confidence(training, [("UK",)] * 30)
+    assert moved.p_value == round(1 / (DRAWS + 1), 4) and moved.tvd_low == moved.tvd_high == 0.5
+    assert tvd_confidence(training, [("UK",)] * 30) == moved  # seeded: the same look twice agrees
+    flags = tvd_confidence([("A", "B"), ("(no flag)",)] * 20, [("A", "B")] * 40)  # several values per case
+    assert flags.p_value < 0.01
+    with pytest.raises(ValueError, match="at least one case"):
+        tvd_confidence(training, [])
+
+
+def test_drift_table_shows_confidence(tmp_path: Path) -> None:
+    from app.services.drift import drift_table
+
+    train = write_jsonl(tmp_path / "train.jsonl", rows_for(("CAN-1", "FRD-1", "RET-3"), 30, 1, "C-TR"))
+    store = open_store(tmp_path / "t.db")
+    with store.session() as s:
+        for row in rows_for(("FRD-1",), 30, 2, "C-RE"):
+            add_case(s, parse_case(row["input"]), "try", "system")
+    with store.session() as s:
+        n, report = drift_report(s, train, last_n=50)
+    frame = drift_table(n, report)
+    columns = ["dimension", "TVD", "TVD 95% CI", "chance TVD", "p-value", "PSI", "drifted"]
+    assert list(frame.columns) == columns
+    row = frame.set_index("dimension").loc["request_type"]
+    assert row["drifted"] == "yes" and row["p-value"] < 0.01 and row["chance TVD"] < row["TVD"]
+    assert "p = 0.001" in next(d.note for d in report if d.dimension == "request_type")
+    assert set(drift_table(3, report)["drifted"]) == {"too few cases"}

@@ -81,3 +81,44 @@ def test_a_run_without_a_stored_verdict_is_judged_by_the_rule_engine(store) -> N
     stored = _stored_figures(store, answers, [case])
     assert stored["base"]["violation rate"] == 1.0 and stored["base"]["decision accuracy"] == 0.0
     assert stored["finetuned"]["decision accuracy"] == 1.0 and stored["finetuned"]["violation rate"] == 0.0
+
+
+def _summary(dataset: str, figures: dict[str, float], **extra) -> dict:
+    variant = {"n": 300, "decision_accuracy": figures["acc"], "violation_rate": figures["viol"],
+               "json_validity": 1.0}
+    return {"dataset": dataset, "model": "default-ft", "model_versions": {"finetuned": "ft@2"},
+            "variants": {"finetuned": variant}, **extra}
+
+
+def test_evaluation_reports_put_stress_beside_eval(tmp_path) -> None:
+    """Issue 15: the Metrics tab reports the stress set beside eval, from scripts/evaluate.py's
+    summaries: each row names its set, model and report file; other summaries are left out."""
+    import json
+    import os
+
+    from app.services.metrics import REPORT_COLUMNS, evaluation_reports
+
+    def write(rel: str, data: object, mtime: float) -> None:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data) if not isinstance(data, str) else data)
+        os.utime(path, (mtime, mtime))
+
+    assert list(evaluation_reports(tmp_path).columns) == REPORT_COLUMNS  # none yet: headers, no rows
+    targets = {"set": "stress", "finetuned": [{"figure": "decision_accuracy", "met": False},
+                                              {"figure": "json_validity", "met": True}]}
+    gen = "data/generated"
+    write("runs/eval-stress/summary.json",
+          _summary(f"{gen}/stress.jsonl", {"acc": 0.93, "viol": 0.027}, targets=targets), 2_000)
+    write("benchmarks/eval_summary.json", _summary(f"{gen}/eval.jsonl", {"acc": 0.957, "viol": 0.007}), 1_000)
+    write("runs/eval-new/summary.json", _summary(f"{gen}/eval.jsonl", {"acc": 0.91, "viol": 0.047}), 3_000)
+    write("runs/val/summary.json", _summary(f"{gen}/validation.jsonl", {"acc": 0.9, "viol": 0.0}), 4_000)
+    write("runs/broken/summary.json", "{not json", 5_000)
+    frame = evaluation_reports(tmp_path)
+    assert list(frame["set"]) == ["eval", "eval", "stress"]  # eval first, the newest report first
+    assert list(frame["report"]) == [str(tmp_path / p) for p in (
+        "runs/eval-new/summary.json", "benchmarks/eval_summary.json", "runs/eval-stress/summary.json")]
+    stress = frame.iloc[2]
+    assert stress["decision accuracy"] == 0.93 and stress["violation rate"] == 0.027
+    assert stress["model"] == "ft@2" and stress["n"] == 300 and stress["targets met"] == "1 of 2"
+    assert frame.iloc[0]["targets met"] == ""  # no targets recorded

@@ -46,7 +46,7 @@ def _corrections(store: Store, n: int = 6, approve_one: bool = True) -> list[int
 def test_export_writes_preference_pairs_beside_the_sft_file(store: Store, tmp_path: Path) -> None:
     _corrections(store)
     with store.session() as s:
-        result = export_reviews(s, "otto", tmp_path / "exports", TINY_FORMAT)
+        result = export_reviews(s, "otto", tmp_path / "exports", TINY_FORMAT, include_inconsistent=True)
     assert result.count == 7 and result.preference_count == 6  # the approval gives no pair
     assert result.preferences_path == str(preferences_path(result.path))
     pairs = [json.loads(ln) for ln in Path(result.preferences_path).read_text().splitlines()]
@@ -65,13 +65,14 @@ def test_export_writes_preference_pairs_beside_the_sft_file(store: Store, tmp_pa
 def test_dpo_job_trains_on_pairs_only(store: Store, tmp_path: Path) -> None:
     pks = _corrections(store)
     with store.session() as s:
-        export_reviews(s, "otto", tmp_path / "exports", TINY_FORMAT)
+        export_reviews(s, "otto", tmp_path / "exports", TINY_FORMAT, include_inconsistent=True)
         export_id = s.exec(select(Export.id)).one()
     runner = Runner(store, RunnerConfig(repo_root=REPO_ROOT, runs_dir=tmp_path / "runs",
                                         python=fake_python(tmp_path)))
     plan = runner.plan("base", "dpo")
     assert plan.method == "dpo" and plan.recipe == "data/models/default-ft-retrain-dpo.yaml"
-    job = runner.start("otto", RetrainRequest([export_id], holdout_share=0.0, method="dpo"))
+    job = runner.start("otto", RetrainRequest([export_id], holdout_share=0.0, method="dpo",
+                                              allow_no_holdout=True))
     runner.cancel("otto", job.id or 0)
     cmd = json.loads(job.command_json)
     train_args = cmd[cmd.index("--") + 1:]
@@ -98,7 +99,7 @@ def test_dpo_is_refused_without_pairs_or_recipe(store: Store, tmp_path: Path) ->
             pk = add_case(s, case, "try", "rita").id or 0
             submit_review(s, pk, "correct", "rita", runs={}, answer=short_answer(case))
     with store.session() as s:
-        export_reviews(s, "otto", tmp_path / "exports", TINY_FORMAT)
+        export_reviews(s, "otto", tmp_path / "exports", TINY_FORMAT, include_inconsistent=True)
         export_id = s.exec(select(Export.id)).one()
         with pytest.raises(JobError, match="DPO needs pairs"):
             write_job_data(s, RetrainRequest([export_id], holdout_share=0.0, method="dpo"), tmp_path / "r1")

@@ -142,7 +142,8 @@ def test_started_job_records_the_spec_command(registry: dict[str, ModelSpec], st
                                               other_base_dir: Path) -> None:
     export_id = export_corrections(store, tmp_path, 4, seed=4, prefix="C-RR")
     runner = _runner(store, registry["b"], tmp_path, python=fake_python(tmp_path))
-    job = runner.start("olga", RetrainRequest([export_id], holdout_share=0.0, init="champion"))  # no champion
+    job = runner.start("olga", RetrainRequest([export_id], holdout_share=0.0, init="champion",
+                                              allow_no_holdout=True))  # no champion
     runner.cancel("olga", job.id or 0)
     argv = _train_argv(json.loads(job.command_json))
     assert _flag(argv, "--model") == str(other_base_dir)

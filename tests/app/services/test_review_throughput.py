@@ -64,7 +64,7 @@ def test_bulk_approve_and_undo(store):
             e for e in audit_entries(s, action="review_approved") if '"bulk_action_id": ' in e.after_json
         ]
         assert len(tagged) == 3
-        with pytest.raises(BulkError, match="no pending case"):
+        with pytest.raises(BulkError, match="each pending case both models answered has a disagreement"):
             bulk_approve(s, "rita", AGREED)  # nothing left
     with store.session() as s:
         undo_bulk(s, action.id, "rita")

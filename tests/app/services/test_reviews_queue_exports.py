@@ -237,3 +237,42 @@ def test_saved_filter_names_are_one_printable_line(store):
         assert saved_filters(s, "rita") == []
         saved = save_filter(s, "rita", "  Retours – UK «vip»  ", QueueFilter(region="UK"))
         assert saved.name == "Retours – UK «vip»"
+
+
+def test_queue_counts_follow_the_filter(store):
+    """The line over the queue counts what the filter selects: matching, pending, flagged, ..."""
+    from app.services.queue import queue_counts
+
+    case_with_runs(store, "C-calm", base="APPROVE_REFUND_WITH_FEE", ft="APPROVE_REFUND_WITH_FEE")
+    case_with_runs(store, "C-split", base="DENY", ft="APPROVE_REFUND_WITH_FEE")
+    flagged, runs = case_with_runs(
+        store, "C-flag", base="APPROVE_REFUND_WITH_FEE", ft="APPROVE_REFUND_WITH_FEE", price=77.0
+    )
+    with store.session() as s:
+        submit_review(s, flagged, "flag", "ann", runs=runs, note="customer says two items")
+        every = queue_counts(queue_rows(s))
+        split = queue_counts(queue_rows(s, QueueFilter(disagree_only=True)))
+        none = queue_counts(queue_rows(s, QueueFilter(region="UK")))
+    assert (every.matching, every.pending, every.flagged, every.disagree) == (3, 2, 1, 1)
+    assert (split.matching, split.pending, split.flagged, split.disagree) == (1, 1, 0, 1)
+    assert every.sentence().startswith("**3** matching · 2 pending · 1 flagged · ")
+    assert none.matching == 0 and none.sentence().startswith("**0** matching")
+
+
+def test_bulk_with_nothing_selected_says_why(store):
+    """Issue 18: a bulk approve that selects nothing says so, and why (no answers yet: they are
+    computed when a case is opened or by a batch run)."""
+    from app.services.bulk import BulkError, bulk_approve, bulk_candidates, why_none_selected
+
+    with store.session() as s:
+        add_case(s, make_case("C-unanswered"), "batch", "otto")
+    clean = QueueFilter(preset="agreed_clean")
+    with store.session() as s:
+        assert bulk_candidates(s, clean) == []
+        why = why_none_selected(s, clean)
+        assert why.startswith("No case matches the preset 'both models agree with the guard")
+        assert "when a case is opened, or by a batch run" in why
+        assert why_none_selected(s, QueueFilter(region="UK")) == "No case matches the filter."
+        assert "none has a valid fine-tuned answer yet" in why_none_selected(s, QueueFilter())
+        with pytest.raises(BulkError, match="^filter: No case matches the preset"):
+            bulk_approve(s, "otto", clean)

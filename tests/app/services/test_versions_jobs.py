@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from app.services.jobs import JobBusy, JobError, RetrainRequest, Runner, RunnerConfig
+from app.services.jobs import JobBusy, JobError, NoHoldout, RetrainRequest, Runner, RunnerConfig
 from app.services.versions import PromotionRefused, promote, rollback
 from db.audit import audit_entries
 from db.models import CaseRecord, Export, Review
@@ -170,10 +170,10 @@ def test_runner_trains_corrections_as_cases_not_as_rendered_prompts(store: Store
     with store.session() as s:
         export_path = Path(s.exec(select(Export.path)).one())
     exported = [json.loads(ln) for ln in export_path.read_text(encoding="utf-8").splitlines()]
-    assert all(set(r) == {"messages"} for r in exported)
+    assert all(set(r) == {"messages", "consistency_issues"} for r in exported)  # terse answers, marked
     runner = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=tmp_path / "runs",
                                         python=fake_python(tmp_path, "sleep 30")))
-    job = runner.start("olga", RetrainRequest([export_id], holdout_share=0.0))
+    job = runner.start("olga", RetrainRequest([export_id], holdout_share=0.0, allow_no_holdout=True))
     runner.cancel("olga", job.id or 0)
     rows = [json.loads(ln) for ln in (Path(job.run_dir) / "corrections.jsonl").read_text().splitlines()]
     assert len(rows) == len(exported) == 6
@@ -202,10 +202,26 @@ def test_runner_busy_cancel_and_failure(store: Store, tmp_path: Path) -> None:
 
     failing = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=tmp_path / "runs",
                                          python=fake_python(tmp_path, "echo 'Traceback: boom' >&2; exit 3")))
-    job = failing.wait(failing.start("olga", RetrainRequest([export_id])).id or 0, timeout_s=30)
+    job = failing.wait(failing.start("olga", RetrainRequest([export_id], allow_no_holdout=True)).id or 0,
+                       timeout_s=30)
     assert job.status == "failed" and job.exit_code == 3 and "boom" in (job.error or "")
     assert job.version_name == "ft-v3"  # ft-v2 went to the cancelled job
     with store.session() as s:
         assert champion(s).name == "ft-v1"  # type: ignore[union-attr]
         actions = [e.action for e in audit_entries(s, entity="training_job")]
     assert actions == ["retrain_start", "retrain_cancel", "retrain_start", "retrain_failed"]
+
+
+def test_a_job_without_held_out_corrections_needs_confirming(store: Store, tmp_path: Path) -> None:
+    """Issue 18: a share of 0 (or too few corrections for the share) holds nothing out; the start is
+    refused naming holdout_share, leaves no run dir behind, and goes ahead once confirmed."""
+    export_id = _export(store, tmp_path)
+    runner = Runner(store, RunnerConfig(repo_root=REPO, runs_dir=tmp_path / "runs",
+                                        python=fake_python(tmp_path, "sleep 30")))
+    with pytest.raises(NoHoldout, match=r"^holdout_share: no correction would be held out \(share 0 of 6"):
+        runner.start("olga", RetrainRequest([export_id], holdout_share=0.0))
+    assert not (tmp_path / "runs" / "ft-v2").exists() and runner.active() is None
+    job = runner.start("olga", RetrainRequest([export_id], holdout_share=0.0, allow_no_holdout=True))
+    assert job.version_name == "ft-v2"
+    assert json.loads(job.request_json)["allow_no_holdout"] is True
+    runner.cancel("olga", job.id or 0)

@@ -11,6 +11,8 @@ from sqlmodel import select
 
 from db.audit import audit_entries
 from db.models import ExportItem, Review
+from policies import parse_case
+from policies.synth_text import reference_answer
 from tests.conftest import tiny_cases
 
 GOOD_ANSWER = {
@@ -24,6 +26,12 @@ GOOD_ANSWER = {
 
 def _client(served, user: str) -> Client:
     return Client(served.url, auth=served.auth(user), verbose=False)
+
+
+def _reference(case_id: str) -> dict:
+    """The rule engine's whole answer to a tiny case: a correction that passes the consistency check."""
+    case = next(parse_case(c) for c in tiny_cases() if c["case_id"] == case_id)
+    return reference_answer(case).model_dump(mode="json")
 
 
 def test_compare_returns_both_answers_and_guard(served):
@@ -78,9 +86,11 @@ def test_submit_review_roles_and_errors(served):
 
 def test_export_ops_only_and_no_double_export(served):
     reviewer, ops = _client(served, "rita"), _client(served, "otto")
-    reviewer.predict(
-        served.batch_case_ids[0], "correct", json.dumps(GOOD_ANSWER), "", api_name="/submit_review"
+    good = _reference(served.batch_case_ids[0])
+    saved = reviewer.predict(
+        served.batch_case_ids[0], "correct", json.dumps(good), "", api_name="/submit_review"
     )
+    assert saved["consistency_issues"] == []
     reviewer.predict(
         served.eval_case_ids[0], "correct", json.dumps(GOOD_ANSWER), "", api_name="/submit_review"
     )
@@ -91,7 +101,7 @@ def test_export_ops_only_and_no_double_export(served):
     rows = [json.loads(line) for line in open(out["export_path"])]
     assert rows[0]["messages"][-1] == {
         "role": "assistant",
-        "content": json.dumps(GOOD_ANSWER, separators=(",", ":")),
+        "content": json.dumps(good, separators=(",", ":"), ensure_ascii=False),
     }
     with pytest.raises(AppError, match="nothing to export"):
         ops.predict(api_name="/export")
@@ -106,3 +116,23 @@ def test_login_required(served):
     assert httpx.get(served.url + "gradio_api/info").status_code == 401
     with pytest.raises(Exception):  # noqa: B017 - bad password: the client cannot even connect
         Client(served.url, auth=("otto", "wrong-password"), verbose=False)
+
+
+def test_an_inconsistent_correction_is_saved_with_warnings_and_exported_only_when_included(served):
+    """GOOD_ANSWER (DENY by RET-10) on an EU cancellation of a shipped order (CAN-2): refs against the
+    rule engine and the decision, the item, the next action; saved, kept out of the default export."""
+    reviewer, ops = _client(served, "rita"), _client(served, "otto")
+    case_id = served.batch_case_ids[0]
+    saved = reviewer.predict(case_id, "correct", json.dumps(GOOD_ANSWER), "", api_name="/submit_review")
+    assert saved["status"] == "corrected"
+    codes = [i["code"] for i in saved["consistency_issues"]]
+    assert codes == ["refs_not_expected", "rule_not_cited", "item_not_named"]
+    assert "CAN-2" in saved["consistency_issues"][0]["message"]
+    shown = reviewer.predict(case_id, api_name="/reviews")["reviews"]
+    assert shown[-1]["consistency_issues"] == saved["consistency_issues"]
+    with pytest.raises(AppError, match="1 refused as inconsistent"):
+        ops.predict(api_name="/export")
+    out = ops.predict(True, api_name="/export")
+    assert out["count"] == 1 and out["marked"] == [saved["review_id"]]
+    rows = [json.loads(line) for line in open(out["export_path"])]
+    assert rows[0]["consistency_issues"] == codes

@@ -83,10 +83,13 @@ def test_review_flow_in_browser(served, page):
     _pick(page, "corr-refs", "RET-10")
     page.locator("#save-correction").click()
     page.locator("#review-message").get_by_text("corrected").wait_for()
-    # export
+    # export: the correction cites RET-10 on a CAN-3 case (and names no item), so its consistency
+    # check found issues; it is exported only with the box ticked, marked in its row
     page.get_by_role("tab", name="Export").click()
+    page.locator("#export-include-inconsistent input").check()
     page.locator("#export-run").click()
     page.locator("#export-result").get_by_text("Exported").wait_for()
+    assert "1 with consistency issues included" in page.locator("#export-result").inner_text()
 
     with served.store.session() as s:
         reviews = {r.status: r for r in s.exec(select(Review)).all()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app.ui.case_tab import create_case_tab
+from app.ui.shortcuts import OPEN_CORRECTION_JS
 from app.ui.state import Console
 from db.cases import add_case
 from tests.app.services.test_navigation import CountingEngine
@@ -34,3 +35,17 @@ def test_note_and_form_reset_when_the_case_changes(store) -> None:
         list(corrected.values())  # what was saved, not the model's answer again
     back = tab.open(first, rita)
     assert back[w.reasoning] != corrected["reasoning"] and back[w.note] == ""
+
+
+def test_review_buttons_are_gated_and_correct_only_opens_the_form(store) -> None:
+    """Each review button is shown only to roles allowed its action; the action bar's "Correct the
+    answer" runs no handler: like the c key, it opens the form and focuses the reasoning in the page."""
+    with gr.Blocks() as demo:
+        tab = create_case_tab(Console(engine=CountingEngine(), store=store, prefetch=False))
+    assert {block.elem_id: need for block, need in tab.gated} == {
+        "approve-base": "approve", "approve-ft": "approve", "flag-case": "flag",
+        "correction-form": "correct", "correct-case": "correct",
+    }
+    button = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "correct-case")
+    deps = [d for d in demo.fns.values() if (button._id, "click") in [tuple(t) for t in d.targets]]
+    assert len(deps) == 1 and deps[0].fn is None and deps[0].js == OPEN_CORRECTION_JS

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
 
 from app.services.jobs import LOG_FILE, RetrainPlan, Runner, RunnerConfig
-from app.ui.models_tab import job_html, plan_markdown, status_words, versions_frame
+from app.ui.models_tab import (
+    NOT_EVALUATED,
+    create_models_tab,
+    job_html,
+    plan_markdown,
+    status_words,
+    versions_frame,
+)
 from app.ui.state import Console
 from db.models import TrainingJob
 from db.store import open_store
+from db.users import create_user
 from db.versions import ensure_bundled_version, register_version
 from engine.champion import comparison_markdown
 from engine.registry import REPO_ROOT, load_registry
@@ -32,6 +44,9 @@ def test_versions_and_job_views(tmp_path: Path) -> None:
     frame = versions_frame(console)
     assert list(frame["version"]) == ["ft-v2", "ft-v1"]
     assert list(frame["status"]) == ["challenger", "champion"]
+    # the champion's cells come from the comparison that measured it (issue 18: they were blank)
+    assert list(frame["eval accuracy"]) == ["50.0%", "50.0%"]
+    assert list(frame["violation rate"]) == ["25.0%", "25.0%"]
     md = comparison_markdown(evaluation, "ft-v2")
     assert "| FRD-1 | 2 | 0% | 100% | +100% |" in md and "1 cases got worse" in md
 
@@ -91,3 +106,69 @@ def test_job_status_in_words_and_log_tail_as_plain_text(tmp_path: Path) -> None:
     assert "finishing" in html and "running" not in html and "(done)" not in html
     assert log == "training\n100%|##########| 20/20\nsaved adapter\n"
     assert status_words("succeeded", "done") == "finished"
+
+
+def test_unmeasured_champion_says_so(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "u.db")
+    with store.session() as s:
+        ensure_bundled_version(s, "data/models/default-ft", "default-base")
+    frame = versions_frame(Console(engine=None, store=store))
+    assert list(frame["eval accuracy"]) == list(frame["violation rate"]) == [NOT_EVALUATED]
+
+
+def test_refresh_brings_exports_and_versions_up_to_date(tmp_path: Path) -> None:
+    """Issue 18: the tab's refresh (wired to the tab's select by the page) lists an export made
+    elsewhere and a version registered since the page loaded; only ops may call it."""
+    from tests.app.services.loop_fixtures import export_corrections
+
+    store = open_store(tmp_path / "r.db")
+    with store.session() as s:
+        create_user(s, "olga", "ops", "ops-password-1")
+        create_user(s, "rita", "reviewer", "reviewer-password-1")
+        ensure_bundled_version(s, "data/models/default-ft", "default-base")
+    console = Console(engine=None, store=store)
+    with gr.Blocks():
+        tab = create_models_tab(console, Runner(store, RunnerConfig(runs_dir=tmp_path / "runs")))
+    assert len(tab.refresh_inputs) == 2 and tab.versions in tab.refresh_outputs
+    ops = SimpleNamespace(username="olga")
+    first = tab.refresh("champion", "sft", ops)
+    exports, pick = (first[c] for c in tab.refresh_outputs[1:3])
+    assert exports.choices == [] and [c[0] for c in pick.choices] == ["ft-v1"]
+    export_id = export_corrections(store, tmp_path, 2, seed=4, prefix="C-MT")
+    with store.session() as s:
+        register_version(s, "olga", "ft-v2", tmp_path, "default-base")
+    later = tab.refresh("champion", "sft", ops)
+    exports, pick = (later[c] for c in tab.refresh_outputs[1:3])
+    assert [value for _, value in exports.choices] == [export_id]
+    assert [c[0] for c in pick.choices] == ["ft-v2", "ft-v1"]
+    with pytest.raises(gr.Error, match="retrain"):
+        tab.refresh("champion", "sft", SimpleNamespace(username="rita"))
+
+
+def test_a_settled_job_refreshes_the_lists_once(tmp_path: Path) -> None:
+    """The page's timer: while a job runs only the table and the job view change; the first tick
+    that sees it settled also refreshes the export list and the version dropdown."""
+    store = open_store(tmp_path / "t.db")
+    with store.session() as s:
+        create_user(s, "olga", "ops", "ops-password-1")
+        ensure_bundled_version(s, "data/models/default-ft", "default-base")
+    with gr.Blocks() as demo:
+        tab = create_models_tab(Console(engine=None, store=store), Runner(store))
+    tick = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "tick")
+    ops = SimpleNamespace(username="olga")
+    exports, pick = tab.refresh_outputs[1:3]
+    run_dir = tmp_path / "runs" / "ft-v2"
+    run_dir.mkdir(parents=True)
+    with store.session() as s:
+        job = TrainingJob(version_name="ft-v2", run_dir=str(run_dir), status="running", request_json="{}",
+                          command_json="[]", created_by="olga", pid=None)
+        s.add(job)
+        s.flush()
+        job_id = job.id
+    (run_dir / "exit_code").write_text("1\n")  # the next refresh settles it as failed
+    running = tick(f"{job_id}:running", ops)
+    assert exports in running and pick in running  # it settled on this tick: the lists come along
+    seen = running[tab.refresh_outputs[-1]]
+    assert seen == f"{job_id}:failed"
+    quiet = tick(seen, ops)
+    assert exports not in quiet and pick not in quiet and tab.versions in quiet

@@ -69,3 +69,19 @@ def test_figures_read_as_percentages_with_one_decimal():
     shown = readable_figures(frame, percent=("value",), decimals=("psi", "absent"))
     assert list(shown["value"]) == ["33.7%", ""] and list(shown["psi"]) == ["3.35", "0.00"]
     assert frame["value"][0] == 0.33663366336633666  # the figures themselves are left alone
+
+
+def test_case_facts_are_a_strip_and_the_guard_verdict_heads_each_answer():
+    case = parse_case({**tiny_cases()[0], "message": "line one\nline two"})
+    html = case_html(case, "pending", 7, True)
+    assert "<table" not in html and html.count("<div class='fact'>") == 11
+    assert f"{case.case_id} (#7)" in html and ">line one\nline two</pre>" in html
+    run = ModelRun(
+        case_pk=1, variant="finetuned", model_version="v", status="ok", decision="DENY",
+        answer_json=json.dumps({"decision": "DENY", "reasoning": "r", "customer_response": "c",
+                                "next_action": "n", "policy_refs": ["RET-10"]}),
+        guard_json=json.dumps({"expected_decision": "DENY", "expected_refs": ["RET-10"], "violations": [],
+                               "flags": [], "auto_send": True}),
+    )
+    card = answer_html("Fine-tuned", run)
+    assert card.index("class='guard'") < card.index("<dl>")  # in view while the answer scrolls

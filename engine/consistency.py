@@ -1,0 +1,209 @@
+"""Whether an answer holds together against its case: the guard rail an approved or corrected answer
+passes before it becomes training data (issue 18).
+
+The whole-answer text checks are :func:`engine.metrics.text_problems`' (the deciding rule cited in the
+reasoning, the item named in the customer response, no repeated fragment); this module adds the checks
+between the fields and against the rule engine:
+
+- ``policy_refs`` against the rule engine's (:func:`policies.expected_decision`), against the rule ids
+  the reasoning cites, and against the answer's own decision (policy-spec.md section 4: which decision
+  each rule gives);
+- ``next_action`` against the decision (an approval whose next step closes the request, a denial that
+  issues a refund, the spec's tracking for NRC-1 and cancel-instead for RET-1);
+- text that is not prose: a field whose whole text is a field name, a decision or a rule id
+  (``"next_action": "reasoning"``), JSON leaking into the text, stray brackets, mangled rule ids
+  (``"not-3:"``).
+
+:func:`consistency_issues` returns the problems found, each a code and a sentence; [] when the answer
+is consistent. Pure functions of a validated case and answer: no I/O, no model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from engine.metrics import cites_rule, repeated_fragment, text_problems
+from policies import DECISIONS, RULE_IDS, Answer, Case, expected_decision, parse_answer
+
+# What each deciding rule of policy-spec.md section 4 decides (before LIM-1), request type aside.
+RULE_DECISIONS: dict[str, frozenset[str]] = {
+    "GEN-1": frozenset({"REQUEST_INFO"}),
+    **{rule: frozenset({"ESCALATE"}) for rule in ("FRD-1", "FRD-2", "FRD-3", "NRC-2", "WAR-5", "RET-2")},
+    **{rule: frozenset({"APPROVE_CANCELLATION"}) for rule in ("CAN-1", "CAN-2")},
+    **{rule: frozenset({"DENY"}) for rule in ("CAN-3", "NRC-1", "WAR-1", "WAR-2", "WAR-3", "WAR-6", "RET-1",
+                                               "RET-5", "RET-6", "RET-7", "RET-9", "RET-10")},
+    "NRC-3": frozenset({"APPROVE_REFUND"}),
+    **{rule: frozenset({"APPROVE_REPLACEMENT"}) for rule in ("WAR-4", "RET-4")},
+    **{rule: frozenset({"APPROVE_REFUND", "APPROVE_EXCHANGE"}) for rule in ("RET-3", "RET-8", "RET-12")},
+    "RET-11": frozenset({"APPROVE_REFUND_WITH_FEE", "APPROVE_EXCHANGE"}),
+}
+LIMIT_RULE = "LIM-1"  # applied last: turns a refund above AUTO_LIMIT into ESCALATE
+
+# The codes, in the order they are reported. Three are engine.metrics.text_problems' own.
+CONSISTENCY_CODES: tuple[str, ...] = (
+    "refs_not_expected", "refs_contradict_decision", "refs_disagree_with_reasoning", "rule_not_cited",
+    "item_not_named", "next_action_mismatch", "repeated_fragment", "garbled_text",
+)
+ANSWER_FIELDS: tuple[str, ...] = tuple(Answer.model_fields)
+PROSE_FIELDS: tuple[str, ...] = ("reasoning", "customer_response", "next_action")
+
+# next_action: (the step, words one of which names it) per decision, case aside. DENY has none: a
+# denial's next step varies (explain, share tracking, close, offer to cancel).
+NEXT_ACTION_NEEDS: dict[str, tuple[str, re.Pattern[str]]] = {
+    "APPROVE_REFUND": ("a refund", re.compile(r"\brefund", re.IGNORECASE)),
+    "APPROVE_REFUND_WITH_FEE": ("a refund", re.compile(r"\brefund", re.IGNORECASE)),
+    "APPROVE_EXCHANGE": ("an exchange", re.compile(r"\b(exchange|replace|replacement|swap|ship|send)",
+                                                   re.IGNORECASE)),
+    "APPROVE_REPLACEMENT": ("a replacement", re.compile(r"\b(replace|replacement|ship|send)", re.IGNORECASE)),
+    "APPROVE_CANCELLATION": ("a cancellation", re.compile(r"\bcancel", re.IGNORECASE)),
+    "ESCALATE": ("a hand-over", re.compile(r"\b(hand|escalat|supervisor|specialist|fraud|investigat|agent|"
+                                           r"review|team|colleague|manager|refer|forward)", re.IGNORECASE)),
+    "REQUEST_INFO": ("asking for information", re.compile(
+        r"\b(ask|request|confirm|find out|obtain|collect|date|details|information)", re.IGNORECASE)),
+}
+# ... and a next step the decision rules out: an approval that closes or denies the request; a denial
+# or a request for information that pays out or ships.
+_CLOSES = re.compile(r"\b(close the (request|claim|case)|deny|decline|reject)\b", re.IGNORECASE)
+_PAYS_OUT = re.compile(r"\b(issue|process|pay|grant|approve)\w*\s+(a\s+|the\s+)?(full\s+)?refund\b|"
+                       r"\bship\w*\s+(a\s+|the\s+)?(replacement|exchange)\b|\brefund on receipt\b",
+                       re.IGNORECASE)
+NEXT_ACTION_RULES_OUT: dict[str, re.Pattern[str]] = {
+    **{d: _CLOSES for d in DECISIONS if d.startswith("APPROVE_")},
+    "DENY": _PAYS_OUT,
+    "REQUEST_INFO": _PAYS_OUT,
+}
+# The spec's own next actions (section 4): NRC-1 "still on its way: next action is tracking",
+# RET-1 "next action: cancel instead".
+SPEC_NEXT_ACTIONS: dict[str, tuple[str, re.Pattern[str]]] = {
+    "NRC-1": ("tracking", re.compile(r"\btrack", re.IGNORECASE)),
+    "RET-1": ("to cancel instead", re.compile(r"\bcancel", re.IGNORECASE)),
+}
+
+# Garbled text: JSON of the answer leaking into a field, a bare field name opening a customer-facing
+# field ("reasoning warranty delivered."), and a word fused to a rule number ("not-3:").
+_JSON_LEAK = re.compile(r"[{}]|\"\s*:|\b(customer_response|next_action|policy_refs)\b")
+_FIELD_OPENER = re.compile(rf"^({'|'.join(ANSWER_FIELDS)})\b(?!\s*:)")
+_RULE_LIKE = re.compile(r"(?<![\w-])([A-Za-z]+-\d+)\s*:")
+_LIST_MARKER = re.compile(r"(^|\s)(\d{1,2}|[a-z])\)")  # "1) ..." or "a) ..." is a list, not a stray bracket
+
+
+@dataclass(frozen=True)
+class ConsistencyIssue:
+    """One problem: ``code`` (one of :data:`CONSISTENCY_CODES`) and a sentence a reviewer reads."""
+
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConsistencyIssue:
+        return cls(str(data["code"]), str(data["message"]))
+
+
+def _ids(refs: Any) -> str:
+    return ", ".join(refs) or "none"
+
+
+def _refs_issues(case: Case, answer: Answer) -> list[ConsistencyIssue]:
+    expected = expected_decision(case)
+    refs = list(dict.fromkeys(answer.policy_refs))
+    out = []
+    if set(refs) != set(expected.policy_refs):
+        out.append(ConsistencyIssue(
+            "refs_not_expected", f"policy_refs cite {_ids(refs)}, but the rule engine decides this case by "
+                                 f"{_ids(expected.policy_refs)} ({expected.decision})."))
+    deciding = [r for r in refs if r != LIMIT_RULE]
+    gives = set().union(*(RULE_DECISIONS[r] for r in deciding)) if deciding else set()
+    if not deciding:
+        why = "name no deciding rule"
+    elif LIMIT_RULE in refs and answer.decision != "ESCALATE":
+        why = f"cite {LIMIT_RULE}, which escalates, not {answer.decision}"
+    elif LIMIT_RULE in refs and not gives & {"APPROVE_REFUND", "APPROVE_REFUND_WITH_FEE"}:
+        why = f"cite {LIMIT_RULE}, but none of {_ids(deciding)} gives a refund for it to escalate"
+    elif LIMIT_RULE not in refs and answer.decision not in gives:
+        why = f"cite {_ids(deciding)}, which give {_ids(sorted(gives))}, not {answer.decision}"
+    else:
+        why = ""
+    if why:
+        out.append(ConsistencyIssue("refs_contradict_decision", f"policy_refs {why}."))
+    cited = [r for r in RULE_IDS if cites_rule(answer.reasoning, r)]
+    unlisted, uncited = [r for r in cited if r not in refs], [r for r in refs if r not in cited]
+    if unlisted or uncited:
+        parts = [f"policy_refs list {_ids(uncited)}, which the reasoning does not cite"] if uncited else []
+        if unlisted:
+            parts.append(f"the reasoning cites {_ids(unlisted)}, which policy_refs do not list")
+        out.append(ConsistencyIssue("refs_disagree_with_reasoning", "; ".join(parts) + "."))
+    return out
+
+
+def _next_action_issue(case: Case, answer: Answer) -> ConsistencyIssue | None:
+    text, decision = answer.next_action, answer.decision
+    needs, rules_out = NEXT_ACTION_NEEDS.get(decision), NEXT_ACTION_RULES_OUT.get(decision)
+    expected = expected_decision(case)
+    spec = SPEC_NEXT_ACTIONS.get(expected.rule) if decision == expected.decision else None
+    if needs is not None and not needs[1].search(text):
+        why = f"does not name the step {decision} takes ({needs[0]})"
+    elif rules_out is not None and (found := rules_out.search(text)):
+        why = f"says {found.group(0)!r}, which {decision} rules out"
+    elif spec is not None and not spec[1].search(text):
+        why = f"should be {spec[0]} ({expected.rule}, policy-spec section 4)"
+    else:
+        return None
+    return ConsistencyIssue("next_action_mismatch", f"next_action {text[:60]!r} {why}.")
+
+
+def _garbled(field: str, text: str) -> str | None:
+    """Why ``text`` (the answer's ``field``) is not prose, or None."""
+    bare = text.strip().strip(".:;,!? ").casefold()
+    if bare in ANSWER_FIELDS or bare.upper() in DECISIONS or bare.upper() in RULE_IDS:
+        return f"is just {text.strip()!r}"
+    if (leak := _JSON_LEAK.search(text)) is not None:
+        return f"holds answer JSON ({leak.group(0)!r})"
+    if field != "reasoning" and (opener := _FIELD_OPENER.match(text.strip())) is not None:
+        return f"opens with the field name {opener.group(1)!r}"
+    if (fused := next((m.group(1) for m in _RULE_LIKE.finditer(text) if m.group(1) not in RULE_IDS), None)):
+        return f"holds {fused!r}, not a rule id"
+    prose = _LIST_MARKER.sub(" ", text)
+    if prose.count("(") != prose.count(")") or prose.count("[") != prose.count("]"):
+        return "has unmatched brackets"
+    return None
+
+
+def _text_issues(case: Case, answer: Answer) -> list[ConsistencyIssue]:
+    body = answer.model_dump(mode="json")
+    problems = text_problems(case, body)
+    out = []
+    if "rule_not_cited" in problems:
+        out.append(ConsistencyIssue("rule_not_cited", f"The reasoning does not cite "
+                                                      f"{expected_decision(case).rule}, the deciding rule."))
+    if "item_not_named" in problems:
+        out.append(ConsistencyIssue("item_not_named", f"The customer response does not name the item "
+                                                      f"({case.order.item})."))
+    if "repeated_fragment" in problems:
+        fields = [(k, frag) for k in ("reasoning", "customer_response")
+                  if (frag := repeated_fragment(body[k]))]
+        where = "; ".join(f"{k} repeats {frag!r}" for k, frag in fields)
+        out.append(ConsistencyIssue("repeated_fragment", f"Repeated text: {where}."))
+    return out
+
+
+def consistency_issues(case: Case, answer: Answer | Mapping[str, Any]) -> list[ConsistencyIssue]:
+    """The problems of ``answer`` (an :class:`Answer`, or a dict valid for :func:`policies.parse_answer`)
+    as an answer to ``case``, in :data:`CONSISTENCY_CODES` order; [] when it is consistent.
+
+    Raises :class:`policies.InvalidAnswer` for a dict that is not a valid answer.
+    """
+    if not isinstance(answer, Answer):
+        answer = parse_answer(dict(answer))
+    found = _refs_issues(case, answer) + _text_issues(case, answer)
+    if (action := _next_action_issue(case, answer)) is not None:
+        found.append(action)
+    garbled = [f"{k} {why}" for k in PROSE_FIELDS if (why := _garbled(k, getattr(answer, k)))]
+    if garbled:
+        found.append(ConsistencyIssue("garbled_text", f"Garbled text: {'; '.join(garbled)}."))
+    return sorted(found, key=lambda issue: CONSISTENCY_CODES.index(issue.code))

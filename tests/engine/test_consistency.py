@@ -1,0 +1,135 @@
+"""engine.consistency: the rule engine's reference answers pass; each problem code fires on an answer
+crafted to have that one problem (issue 18); a real garbled answer of the fine-tuned model is caught."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from engine.consistency import CONSISTENCY_CODES, RULE_DECISIONS, consistency_issues
+from policies import Case, expected_decision
+from policies.catalog import TARGETS
+from policies.synth import sample_case
+from policies.synth_text import reference_answer
+from tests.conftest import make_case
+
+# US, changed_mind, opened electronics, 12 days, 129.99 USD: RET-11, APPROVE_REFUND_WITH_FEE.
+CASE = make_case("C-CONSIST")
+
+
+def _good(case: Case = CASE) -> dict[str, Any]:
+    return reference_answer(case).model_dump(mode="json")
+
+
+def _codes(answer: dict[str, Any], case: Case = CASE) -> list[str]:
+    return [issue.code for issue in consistency_issues(case, answer)]
+
+
+def test_every_reference_answer_is_consistent():
+    rng = random.Random(18)
+    for i, target in enumerate(TARGETS * 6):
+        case = sample_case(rng, target, f"C-{i:06d}")
+        expected = expected_decision(case)
+        assert expected.before_limit in RULE_DECISIONS[expected.rule], target  # the map matches the engine
+        assert consistency_issues(case, reference_answer(case)) == [], (target, reference_answer(case))
+
+
+def test_a_human_correction_in_its_own_words_is_consistent():
+    answer = {"decision": "APPROVE_REFUND_WITH_FEE",
+              "reasoning": "RET-11 applies: opened electronics returned on day 12 (window 15 days).",
+              "customer_response": "We can take the Wireless headphones back; a 15% restocking fee applies.",
+              "next_action": "1) Email a return label 2) refund minus the fee on receipt.",
+              "policy_refs": ["RET-11"]}
+    assert consistency_issues(CASE, answer) == []
+
+
+# (the problem, the change to a consistent answer that makes it, every code that change sets off)
+CRAFTED = [
+    ("refs_not_expected", {"policy_refs": ["RET-11", "RET-3"],
+                           "reasoning": "RET-11: opened electronics; RET-3 would have covered a defect."},
+     ["refs_not_expected"]),
+    ("refs_contradict_decision", {"decision": "DENY", "next_action": "Close the request."},
+     ["refs_contradict_decision"]),
+    ("refs_disagree_with_reasoning", {"reasoning": "RET-11 applies, not RET-10 (day 12 is in the window)."},
+     ["refs_disagree_with_reasoning"]),
+    ("rule_not_cited", {"reasoning": "Opened electronics returned within the window."},
+     ["refs_disagree_with_reasoning", "rule_not_cited"]),
+    ("item_not_named", {"customer_response": "Your return is approved, minus a 15% restocking fee."},
+     ["item_not_named"]),
+    ("next_action_mismatch", {"next_action": "Close the request; nothing to do."}, ["next_action_mismatch"]),
+    ("repeated_fragment", {"customer_response": "Your Wireless headphones return is approved. Your "
+                                                "Wireless headphones return is approved."},
+     ["repeated_fragment"]),
+    ("garbled_text", {"next_action": "reasoning"}, ["next_action_mismatch", "garbled_text"]),
+]
+
+
+def test_every_code_is_crafted():
+    assert [code for code, _, _ in CRAFTED] == list(CONSISTENCY_CODES)
+
+
+@pytest.mark.parametrize(("code", "change", "found"), CRAFTED, ids=[c for c, _, _ in CRAFTED])
+def test_each_problem_code_fires(code: str, change: dict[str, Any], found: list[str]):
+    issues = consistency_issues(CASE, {**_good(), **change})
+    assert [i.code for i in issues] == found
+    assert all(i.message.endswith(".") and len(i.message) > 20 for i in issues)  # a sentence each
+
+
+def test_refs_that_contradict_the_reasoning_and_the_guard_are_all_named():
+    answer = {**_good(), "decision": "DENY", "policy_refs": ["RET-12"], "next_action": "Close the request.",
+              "reasoning": "RET-11: opened electronics within the window."}
+    issues = {i.code: i.message for i in consistency_issues(CASE, answer)}
+    assert set(issues) == {"refs_not_expected", "refs_contradict_decision", "refs_disagree_with_reasoning"}
+    assert "RET-11" in issues["refs_not_expected"]
+    assert "APPROVE_REFUND_WITH_FEE" in issues["refs_not_expected"]
+    assert "give APPROVE_EXCHANGE, APPROVE_REFUND, not DENY" in issues["refs_contradict_decision"]
+    assert "RET-12, which the reasoning does not cite" in issues["refs_disagree_with_reasoning"]
+    assert "RET-11, which policy_refs do not list" in issues["refs_disagree_with_reasoning"]
+
+
+@pytest.mark.parametrize(("decision", "next_action"), [
+    ("DENY", "Issue the full refund to the card."),  # a denial that pays out
+    ("APPROVE_REFUND_WITH_FEE", "Ship a replacement."),  # the step the decision takes is missing
+])
+def test_next_action_against_the_decision(decision: str, next_action: str):
+    refs = {"DENY": ["RET-10"], "APPROVE_REFUND_WITH_FEE": ["RET-11"]}[decision]
+    answer = {**_good(), "decision": decision, "policy_refs": refs, "next_action": next_action,
+              "reasoning": f"{refs[0]} applies."}
+    assert "next_action_mismatch" in _codes(answer)
+
+
+def test_the_specs_next_action_for_not_delivered_is_tracking():
+    case = make_case("C-NRC1", status="shipped", days_since_delivery=None)
+    case = case.model_copy(update={"request_type": "not_received", "reason": "not_received"})
+    assert expected_decision(case).rule == "NRC-1"
+    good = _good(case)
+    assert consistency_issues(case, good) == []
+    assert _codes({**good, "next_action": "Close the request."}, case) == ["next_action_mismatch"]
+
+
+@pytest.mark.parametrize("field_text", [
+    {"next_action": "reasoning"},  # a field name as a field's whole text
+    {"next_action": "ESCALATE"},  # a decision
+    {"customer_response": "reasoning warranty delivered. Wireless headphones returned"},
+    {"customer_response": 'Wireless headphones approved", "next_action": "refund'},
+    {"reasoning": "RET-11: opened electronics, not-3: already delivered."},  # a word fused to a rule number
+    {"customer_response": "Wireless headphones: refund approved ); UK, w of an order"},
+])
+def test_garbled_text(field_text: dict[str, str]):
+    assert "garbled_text" in _codes({**_good(), **field_text})
+
+
+def test_a_garbled_answer_of_the_model_is_caught():
+    """The fine-tuned model's answer that reached training data before issue 18 (stress set)."""
+    case = make_case("C-ST-00026", price=1299.0)
+    answer = {"decision": "APPROVE_REFUND",
+              "reasoning": "RET-3: defective item, 8 claims in the last 12: apparel is not of order is "
+                           "not-3: not-2: return an an is already that, w that is already delivered is "
+                           "already that that that that that that that that that that is already that is "
+                           "already delivered.",
+              "customer_response": "reasoning warranty delivered. ", "next_action": "reasoning",
+              "policy_refs": ["CAN-2", "RET-3", "CAN-3"]}
+    # CAN-2, RET-3, CAN-3 can give APPROVE_REFUND (RET-3): the one check it passes
+    assert set(_codes(answer, case)) == set(CONSISTENCY_CODES) - {"refs_contradict_decision"}

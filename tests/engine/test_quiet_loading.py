@@ -1,0 +1,40 @@
+"""Issue 18: starting the console prints no warning a user cannot act on. Loading the engine (the tiny
+model, base + adapter) emits no Python warning and logs nothing at WARNING; bitsandbytes' notice about
+the optional Hub kernel is dropped, and only that message."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from engine.loading import _BNB_CPU_LOGGER, _BNB_KERNEL_NOTICE, peft_wrapping
+
+
+def test_loading_the_engine_warns_nothing(tiny_base_dir: Path, tiny_ft_dir: Path, caplog) -> None:
+    from engine import Engine
+
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")  # a warning shown once before in this process shows again
+        engine = Engine.load(str(tiny_base_dir), adapters={"finetuned": str(tiny_ft_dir)}, device="cpu")
+    assert engine.variants == ["base", "finetuned"]
+    assert [str(w.message) for w in caught] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_only_the_hub_kernel_notice_is_dropped(caplog) -> None:
+    logger = logging.getLogger(_BNB_CPU_LOGGER)
+    with caplog.at_level(logging.WARNING, logger=_BNB_CPU_LOGGER):
+        logger.warning(_BNB_KERNEL_NOTICE + ": %s. Please make sure ...", "No module named 'kernels'")
+        logger.warning("something else went wrong")
+    assert [r.getMessage() for r in caplog.records] == ["something else went wrong"]
+
+
+def test_peft_wrapping_keeps_other_warnings() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with peft_wrapping():
+            warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.",
+                          FutureWarning, stacklevel=1)
+            warnings.warn("another deprecation", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["another deprecation"]
