@@ -30,7 +30,7 @@ SCREEN = {"width": 1440, "height": 900}
 
 
 def main() -> None:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     OUT.mkdir(parents=True, exist_ok=True)
     engine = Engine.load("default-ft")
@@ -50,20 +50,26 @@ def main() -> None:
                 page.locator("input[type=password]").first.fill(PASSWORD)
                 page.get_by_role("button", name="Login").click()
                 page.get_by_text(f"Signed in as {USER}").wait_for()
-                page.keyboard.press("j")  # open the top of the queue, approve the fine-tuned answer
-                page.locator("#ft-answer .guard").wait_for()
+                shown: list[str] = []  # the case panel's text of each case opened
+
+                def next_case() -> None:  # j, then wait for another case with both answers
+                    page.keyboard.press("j")
+                    if shown:
+                        expect(page.locator("#case-panel")).not_to_have_text(shown[-1])
+                    shown.append(page.locator("#case-panel").inner_text())
+                    page.locator("#base-answer .guard").wait_for()
+                    page.locator("#ft-answer .guard").wait_for()
+
+                next_case()  # the top of the queue: approve the fine-tuned answer
                 page.keyboard.press("a")
-                page.locator("#review-message").get_by_text("Saved review").wait_for()
-                page.keyboard.press("j")  # the next: flag it with a note
-                page.locator("#ft-answer .guard").wait_for()
+                expect(page.locator("#review-message")).to_contain_text("approved")
+                next_case()  # the next: flag it with a note
                 page.keyboard.press("f")
                 page.keyboard.type("customer mentions a second order; check which one")
                 page.keyboard.press("Control+Enter")
-                page.locator("#review-message").get_by_text("flagged").wait_for()
+                expect(page.locator("#review-message")).to_contain_text("flagged")
                 page.keyboard.press("Escape")
-                page.keyboard.press("j")
-                page.locator("#base-answer .guard").wait_for()
-                page.locator("#ft-answer .guard").wait_for()
+                next_case()
                 page.wait_for_timeout(500)
                 page.screenshot(path=str(OUT / "case_view.png"))  # the first screen, as a reviewer sees it
                 page.get_by_role("tab", name="Queue").click()

@@ -1,23 +1,27 @@
-"""Dev tool (needs a CUDA GPU): the 4-bit path on CUDA and GPU timings at Qwen2.5-1.5B's shape.
+"""Dev tool (needs a CUDA GPU): issue 21's speed targets at Qwen2.5-1.5B's shape, in one run.
 
-    python scripts/device_check.py --work /tmp/qwen-shape --out runs/device_check.json
-    python scripts/device_check.py --tiny --cases 4 --train-steps 3   # CPU dry run of this script
-
-The figures in README "On a GPU" (benchmarks/gpu_check.json) came from ``--parts engine --cases 16
---batch-size 16 --one-by-one 3 --per-token 2 --max-new-tokens 96`` and ``--parts train
---train-steps 20`` on an H200.
+    python scripts/device_check.py                       # on the GPU: writes benchmarks/gpu_check.json
+    python scripts/device_check.py --tiny --out /tmp/gpu_check_tiny.json --one-by-one 2 --per-token 1
+    # ^ a CPU dry run of this script (~2 min); add --baseline-runs 1 --match-cases 8 on a busy machine
+    python scripts/device_check.py --parts train --train-steps 20          # the QLoRA script on CUDA
 
 No weights can be downloaded on our machines, so the model has Qwen2.5-1.5B-Instruct's config
 (28 layers, hidden 1536, GQA 12/2 heads, vocab 151,936) with random weights, and the embedded
-tokenizer (its prompts: ~1,070 tokens in the full policy format, a little above Qwen's own
-tokenizer). A LoRA r=16 adapter on all linear layers, with random non-zero B, sits on top. The
-answers are nonsense; the timings, memory and the code path are those of the real model:
+tokenizer (its prompts: ~1,070 tokens in the full policy format). A LoRA r=16 adapter on all linear
+layers, with random non-zero B, sits on top. The answers are nonsense; the timings, memory and the
+code path are those of the real model. The engine part, in bf16 and then NF4:
 
-1. ``Engine.load`` in bf16 and in NF4 4-bit on CUDA: load time, GPU memory, cases/s one at a time
-   and batched (constrained, greedy), seconds per generated token constrained vs unconstrained,
-   JSON validity (the grammar must hold even for a random model).
-2. ``scripts/train_qlora_sft.py`` (the bundled QLoRA script, NF4 double-quant, bf16) for a few steps
-   on the same shape: seconds per step, that the loss is finite and falls, and the artefacts.
+1. the baseline we must beat: plain ``model.generate`` with the adapter merged, eager, 72 tokens;
+2. ``Engine`` with the local backend's fast path (``FastPath``: grammar masks on a worker thread,
+   the system turn's KV cache reused, and with ``--static-cache`` transformers' compiled decoding
+   over a static cache), each figure after a warm-up of every shape it times:
+   ``ft_constrained_s_per_answer_p50`` (fine-tuned, constrained, one case at a time),
+   ``ft_vs_base_per_token``, ``constrained_vs_free_per_token`` and ``batch64_answers_per_s``
+   (suffix ``_nf4`` for NF4), each beside its target;
+3. bf16 only: how many of 32 greedy answers are the same with and without the fast path.
+
+Every part is written to ``--out`` as it ends, so a run stopped at its time limit keeps what it
+measured. ``--out`` defaults to benchmarks/gpu_check.json on a GPU only; a CPU run never touches it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -97,46 +102,122 @@ def _gib(n: int) -> float:
     return round(n / 2**30, 3)
 
 
-def time_engine(adapter_dir: Path, quantize: str, cases: list, batch_size: int, one_by_one: int,
-                per_token: int, max_new_tokens: int) -> dict:
+def plain_generate_baseline(model_dir: Path, adapter_dir: Path, prompt: str, tokens: int, runs: int) -> dict:
+    """Plain ``model.generate``: the adapter merged into the base, eager, greedy, ``tokens`` tokens."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from engine.loading import load_tokenizer
+
+    dtype = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(DEVICE)
+    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload().eval()
+    enc = load_tokenizer(adapter_dir)(prompt, return_tensors="pt", add_special_tokens=False).to(DEVICE)
+    kwargs = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, temperature=None, top_p=None,
+                  top_k=None, pad_token_id=0)
+    with torch.inference_mode():
+        model.generate(**enc, **kwargs)  # warm-up
+        times = []
+        for _ in range(runs):
+            _sync()
+            t = time.perf_counter()
+            model.generate(**enc, **kwargs)
+            _sync()
+            times.append(time.perf_counter() - t)
+    del model
+    _empty_cache()
+    p50 = statistics.median(times)
+    return {"prompt_tokens": int(enc["input_ids"].shape[1]), "new_tokens": tokens, "runs": runs,
+            "s_per_answer_p50": round(p50, 4), "ms_per_token": round(1000 * p50 / tokens, 3)}
+
+
+def _timed(engine: Engine, cases: list, variant: str, batch_size: int, constrained: bool = True) -> dict:
+    """decide_many, timed; out: wall, answers/s, tokens, s per token, per-answer latencies and the texts."""
+    _sync()
+    t = time.perf_counter()
+    answers = []
+    latencies = []
+    for start in range(0, len(cases), batch_size):  # one batch at a time: each batch's own latency
+        t_batch = time.perf_counter()
+        answers += engine.decide_many(cases[start:start + batch_size], variant=variant, batch_size=batch_size,
+                                      constrained=constrained)
+        _sync()
+        latencies.append(time.perf_counter() - t_batch)
+    wall = time.perf_counter() - t
+    tokens = sum(a.output_tokens for a in answers)
+    return {"cases": len(cases), "batch_size": batch_size, "wall_s": round(wall, 3),
+            "answers_per_s": round(len(cases) / wall, 3), "output_tokens": tokens,
+            "tokens_per_answer_p50": statistics.median(a.output_tokens for a in answers),
+            "s_per_token": round(wall / max(tokens, 1), 6),
+            "s_per_batch_p50": round(statistics.median(latencies), 4),
+            "json_ok": sum(a.status == "ok" for a in answers),
+            "truncated": sum(a.status == "truncated" for a in answers),
+            "texts": [a.raw_text for a in answers]}
+
+
+def _warm_up(engine: Engine, cases: list, shapes: list[tuple[str, int]]) -> float:
+    """A few tokens for every (variant, batch size) timed later: compiles graphs, fills the prefix cache."""
+    t = time.perf_counter()
+    short = GenerationSettings(max_new_tokens=4)
+    for variant, batch_size in shapes:
+        engine.decide_many(cases[:batch_size], variant=variant, batch_size=batch_size, settings=short)
+        if batch_size == 1:  # the prefix cache holds each case's system turn from here on
+            engine.decide_many(cases[1:3], variant=variant, batch_size=1, settings=short)
+    _sync()
+    return round(time.perf_counter() - t, 1)
+
+
+def time_engine(adapter_dir: Path, quantize: str, cases: list, args: argparse.Namespace,
+                static_cache: bool = False) -> dict:
+    """Load the engine with the fast path and time the four targets' figures (+ the answers' texts)."""
+    from engine.backends.local import FastPath
+
     if DEVICE == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     engine = Engine.load(str(adapter_dir), device=DEVICE, quantize=quantize,
-                         settings=GenerationSettings(max_new_tokens=max_new_tokens))
-    load_s = time.perf_counter() - t0
-    mem_loaded = torch.cuda.memory_allocated() if DEVICE == "cuda" else 0
-    engine.decide_many(cases[:2], variant="finetuned", batch_size=2)  # warm-up (kernels, grammar)
-
-    def run(n: int, bs: int, constrained: bool, variant: str = "finetuned") -> dict:
-        _sync()
-        t = time.perf_counter()
-        answers = engine.decide_many(cases[:n], variant=variant, batch_size=bs, constrained=constrained)
-        _sync()
-        wall = time.perf_counter() - t
-        tokens = sum(a.output_tokens for a in answers)
-        return {"cases": n, "batch_size": bs, "wall_s": round(wall, 3), "cases_per_s": round(n / wall, 3),
-                "output_tokens": tokens, "s_per_token": round(wall / max(tokens, 1), 5),
-                "json_ok": sum(a.status == "ok" for a in answers),
-                "truncated": sum(a.status == "truncated" for a in answers)}
-
-    single = run(one_by_one, 1, True)
-    batched = run(len(cases), batch_size, True)
-    free = run(per_token, 1, False)
-    constrained = run(per_token, 1, True)
-    base_single = run(per_token, 1, True, variant="base")
-    out = {
-        "quantize": quantize,
-        "linear4bit_modules": engine.figures()["linear4bit_modules"],
-        "load_s": round(load_s, 2), "gpu_mem_loaded_gib": _gib(mem_loaded),
-        "gpu_mem_peak_gib": _gib(torch.cuda.max_memory_allocated()) if DEVICE == "cuda" else 0,
-        "one_by_one": single, "batched": batched,
-        "batched_speedup": round(batched["cases_per_s"] / single["cases_per_s"], 2),
-        "unconstrained_per_token": free, "constrained_per_token": constrained,
-        "constrained_cost_per_token": round(constrained["s_per_token"] / free["s_per_token"], 3),
-        "base_variant_one_by_one": base_single,
+                         settings=GenerationSettings(max_new_tokens=args.max_new_tokens))
+    engine.backend.fast = FastPath(overlap_grammar=True, prefix_cache=True, static_cache=static_cache,
+                                   merged="finetuned" if args.merged else None)
+    figures = engine.figures()
+    out: dict = {"quantize": quantize, "fast": figures["fast"], "load_s": round(time.perf_counter() - t0, 2),
+                 "linear4bit_modules": figures["linear4bit_modules"],
+                 "gpu_mem_loaded_gib": _gib(torch.cuda.memory_allocated()) if DEVICE == "cuda" else 0}
+    one = cases[:args.one_by_one]
+    out["warm_up_s"] = _warm_up(engine, cases, [("finetuned", 1), ("base", 1), ("finetuned", 64)])
+    out["ft_constrained"] = _timed(engine, one, "finetuned", 1)
+    out["base_constrained"] = _timed(engine, one, "base", 1)
+    out["ft_free"] = _timed(engine, cases[:args.per_token], "finetuned", 1, constrained=False)
+    out["batch64"] = _timed(engine, cases[:64], "finetuned", 64)
+    per_token = {name: out[name]["s_per_token"] for name in ("ft_constrained", "base_constrained", "ft_free")}
+    out["targets"] = {
+        "ft_constrained_s_per_answer_p50": out["ft_constrained"]["s_per_batch_p50"],  # batches of 1
+        "ft_vs_base_per_token": round(per_token["ft_constrained"] / per_token["base_constrained"], 3),
+        "constrained_vs_free_per_token": round(per_token["ft_constrained"] / per_token["ft_free"], 3),
+        "batch64_answers_per_s": out["batch64"]["answers_per_s"],
     }
+    if args.match and quantize == "none" and not static_cache:
+        out["match"] = match_fast_and_plain(engine, cases[:args.match_cases], args.match_batch_size)
+    figures = engine.figures()
+    out["prefix_hits"], out["merged_copy_gib"] = figures["prefix_hits"], _gib(figures["merged_copy_bytes"])
+    out["gpu_mem_peak_gib"] = _gib(torch.cuda.max_memory_allocated()) if DEVICE == "cuda" else 0
     return out  # the engine goes with this frame; main() then empties the CUDA cache
+
+
+def match_fast_and_plain(engine: Engine, cases: list, batch_size: int) -> dict:
+    """Greedy answers to ``cases`` with the fast path and without it (plain generate, grammar in step)."""
+    from engine.backends.local import FastPath
+
+    fast_options = engine.backend.fast
+    fast = _timed(engine, cases, "finetuned", batch_size)
+    engine.backend.fast = FastPath(overlap_grammar=False, prefix_cache=False, static_cache=False)
+    try:
+        plain = _timed(engine, cases, "finetuned", batch_size)
+    finally:
+        engine.backend.fast = fast_options
+    same = sum(a == b for a, b in zip(fast["texts"], plain["texts"], strict=True))
+    return {"cases": len(cases), "batch_size": batch_size, "same_answers": same,
+            "fast_answers_per_s": fast["answers_per_s"], "plain_answers_per_s": plain["answers_per_s"]}
 
 
 def train_steps(model_dir: Path, work: Path, steps: int, max_length: int) -> dict:
@@ -162,46 +243,115 @@ def train_steps(model_dir: Path, work: Path, steps: int, max_length: int) -> dic
 
 def _write(path: Path, report: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1))
+    path.write_text(json.dumps(_without_texts(report), indent=1))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--work", type=Path, default=Path("/tmp/qwen-shape"))
-    ap.add_argument("--out", type=Path, default=Path("runs/device_check.json"))
-    ap.add_argument("--cases", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--one-by-one", type=int, default=8)
-    ap.add_argument("--per-token", type=int, default=4)
+TARGETS = {"ft_constrained_s_per_answer_p50": ("<=", 0.5), "ft_vs_base_per_token": ("<=", 1.2),
+           "constrained_vs_free_per_token": ("<=", 1.15), "batch64_answers_per_s": (">=", 40.0)}
+
+
+def summary(report: dict) -> dict:
+    """The issue's keys (``_nf4`` for NF4), the baseline beside them, the match count and each target."""
+    out: dict = {}
+    for part, suffix in (("none", ""), ("nf4", "_nf4"), ("none_compiled", "_compiled")):
+        figures = report.get(f"engine_{part}", {}).get("targets", {})
+        out.update({key + suffix: value for key, value in figures.items()})
+    out["plain_generate_merged_eager"] = report.get("baseline")
+    match = report.get("engine_none", {}).get("match")
+    out["fast_vs_plain_same_answers"] = f"{match['same_answers']}/{match['cases']}" if match else None
+    out["targets"] = {key: f"{op} {v}" for key, (op, v) in TARGETS.items()}
+    out["meets_targets"] = {name: (out[name] >= v if op == ">=" else out[name] <= v)
+                            for key, (op, v) in TARGETS.items()
+                            for name in (key, key + "_nf4", key + "_compiled") if name in out}
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=None, help="model dirs (default /tmp/qwen-shape[-tiny])")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: benchmarks/gpu_check.json on a GPU, runs/device_check_cpu.json elsewhere")
+    ap.add_argument("--one-by-one", type=int, default=8, help="cases answered one at a time (p50, per token)")
+    ap.add_argument("--per-token", type=int, default=4, help="cases answered unconstrained (per-token cost)")
     ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--baseline-runs", type=int, default=3)
+    ap.add_argument("--merged", action=argparse.BooleanOptionalAction, default=True,
+                    help="serve the fine-tuned variant from a merged copy of the base (bf16 only)")
+    ap.add_argument("--match", action=argparse.BooleanOptionalAction, default=True,
+                    help="count the same answers of 32 cases with and without the fast path (bf16)")
+    ap.add_argument("--match-cases", type=int, default=32)
+    ap.add_argument("--match-batch-size", type=int, default=8)
+    ap.add_argument("--quantize", nargs="+", choices=("none", "nf4"), default=["none", "nf4"])
     ap.add_argument("--train-steps", type=int, default=20)
     ap.add_argument("--train-max-length", type=int, default=1600)
-    ap.add_argument("--parts", nargs="+", choices=("engine", "train"), default=["engine", "train"])
+    ap.add_argument("--parts", nargs="+", choices=("engine", "compiled", "train"),
+                    default=["engine", "compiled"],
+                    help="compiled: bf16 again with a static KV cache, which transformers compiles on a GPU")
     ap.add_argument("--tiny", action="store_true", help="a tiny random shape: a CPU dry run of this script")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    args.work = args.work or Path("/tmp/qwen-shape-tiny" if args.tiny else "/tmp/qwen-shape")
+    on_gpu_full = DEVICE == "cuda" and not args.tiny
+    args.out = args.out or Path("benchmarks/gpu_check.json" if on_gpu_full else "runs/device_check_cpu.json")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     shape = TINY if args.tiny else QWEN25_15B
     report: dict = {"device": torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu",
-                    "torch": torch.__version__, "shape": shape}
+                    "torch": torch.__version__, "shape": shape,
+                    "args": {k: str(v) for k, v in vars(args).items()}}
     t0 = time.perf_counter()
     model_dir, adapter_dir = build_shape(args.work, shape)
     report["build_s"] = round(time.perf_counter() - t0, 1)
     _write(args.out, report)
-    cases = [case for case, _ in load_rows(REPO / "data" / "generated" / "validation.jsonl", args.cases)]
-    for quantize in ("none", "nf4") if "engine" in args.parts else ():
-        try:
-            report[f"engine_{quantize}"] = time_engine(adapter_dir, quantize, cases, args.batch_size,
-                                                       args.one_by_one, args.per_token, args.max_new_tokens)
-        except Exception as exc:  # noqa: BLE001 - report and go on to the next check
-            report[f"engine_{quantize}"] = {"error": f"{type(exc).__name__}: {exc}"}
+    cases = [case for case, _ in load_rows(REPO / "data" / "generated" / "validation.jsonl", 64)]
+    if "engine" in args.parts:
+        prompt = _prompt_text(adapter_dir, cases[0])
+        report["baseline"] = _part(lambda: plain_generate_baseline(model_dir, adapter_dir, prompt, 72,
+                                                                   args.baseline_runs))
+        print(json.dumps({"baseline": report["baseline"]}), flush=True)
+        _write(args.out, report)
+    for quantize in args.quantize if "engine" in args.parts else ():
+        report[f"engine_{quantize}"] = _part(lambda q=quantize: time_engine(adapter_dir, q, cases, args))
         _empty_cache()
-        print(json.dumps({quantize: report[f"engine_{quantize}"]}, indent=1), flush=True)
+        print(json.dumps({quantize: _without_texts(report[f"engine_{quantize}"])}, indent=1), flush=True)
+        report["summary"] = summary(report)
         _write(args.out, report)  # each part as it ends: a run stopped at its time limit keeps it
+    if "compiled" in args.parts:
+        report["engine_none_compiled"] = _part(lambda: time_engine(adapter_dir, "none", cases, args, True))
+        print(json.dumps({"compiled": _without_texts(report["engine_none_compiled"])}, indent=1), flush=True)
+        report["summary"] = summary(report)
+        _write(args.out, report)
     if "train" in args.parts:
         report["qlora_train"] = train_steps(model_dir, args.work, args.train_steps, args.train_max_length)
-    _write(args.out, report)
-    print(json.dumps({k: v for k, v in report.items() if k != "qlora_train"}, indent=1))
-    if "qlora_train" in report:
+        _write(args.out, report)
         print(json.dumps({k: v for k, v in report["qlora_train"].items() if k != "stderr_tail"}, indent=1))
+    if "summary" in report:
+        print(json.dumps(report["summary"], indent=1))
+    print(f"wrote {args.out}")
+
+
+def _prompt_text(adapter_dir: Path, case: object) -> str:
+    """The engine's prompt for ``case`` without loading the model (tokenizer + prompt format only)."""
+    from engine.loading import load_tokenizer
+    from engine.registry import resolve_model
+    from policies.prompt import render_prompt
+
+    return render_prompt(load_tokenizer(adapter_dir), case, resolve_model(str(adapter_dir)).prompt_format)
+
+
+def _part(measure: object) -> dict:
+    try:
+        return measure()  # type: ignore[operator]
+    except Exception as exc:  # noqa: BLE001 - report and go on to the next part
+        import traceback
+
+        return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
+
+
+def _without_texts(figures: dict) -> dict:
+    return {k: (_without_texts(v) if isinstance(v, dict) else v) for k, v in figures.items() if k != "texts"}
 
 
 if __name__ == "__main__":

@@ -8,21 +8,24 @@ import gradio as gr
 import pandas as pd
 
 from app.ui import actions
-from app.ui.state import Console, require
+from app.ui.state import Console, TabLoad, require
 from db.exports import list_exports
+
+HISTORY_COLUMNS = ["#", "created_at", "by", "count", "path", "sha256"]
 
 
 def history(console: Console) -> pd.DataFrame:
+    """Past exports, newest first, as the tab's table (real headers when there are none)."""
     with console.store.session() as s:
         rows = list_exports(s)
     return pd.DataFrame(
-        [[e.id, e.created_at, e.created_by, e.count, e.path, e.sha256] for e in rows],
-        columns=["#", "created_at", "by", "count", "path", "sha256"],
+        [[e.id, e.created_at, e.created_by, e.count, e.path, e.sha256] for e in rows], columns=HISTORY_COLUMNS
     )
 
 
-def create_export_tab(console: Console) -> None:
-    """Declare the Export tab's widgets and wire its events."""
+def create_export_tab(console: Console) -> TabLoad:
+    """Declare the Export tab's widgets and wire its events; returns what the tab shows when opened
+    (its past exports)."""
     gr.Markdown(
         "Exports approved and corrected answers not exported yet, in TRL's conversational "
         "`messages` format. Cases of the eval set are refused; duplicates are dropped. Answers whose "
@@ -35,13 +38,14 @@ def create_export_tab(console: Console) -> None:
     )
     run = gr.Button("Export corrections", variant="primary", elem_id="export-run")
     result = gr.HTML(elem_id="export-result")
-    table = gr.Dataframe(interactive=False, label="Past exports")
+    table = gr.Dataframe(pd.DataFrame(columns=HISTORY_COLUMNS), interactive=False, label="Past exports",
+                         elem_id="export-history")
 
     def do_export(include_inconsistent: bool, request: gr.Request) -> tuple[str, pd.DataFrame]:
         try:
             res = actions.export(console, request, bool(include_inconsistent))
         except gr.Error as exc:
-            past = pd.DataFrame() if exc.title == "Not allowed" else history(console)  # ops only
+            past = pd.DataFrame(columns=HISTORY_COLUMNS) if exc.title == "Not allowed" else history(console)
             return f"<div class='export-error' style='color:#b91c1c'>{escape(exc.message)}</div>", past
         skipped = "; ".join(f"{len(v)} skipped as {k}" for k, v in res.skipped.items()) or "none skipped"
         if res.marked:
@@ -60,3 +64,4 @@ def create_export_tab(console: Console) -> None:
 
     run.click(do_export, include, [result, table], api_visibility="private")
     gr.Button("Show past exports").click(show_history, None, table, api_visibility="private")
+    return TabLoad(show=lambda request: {table: show_history(request)}, outputs=[table], need="export")

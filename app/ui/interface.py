@@ -114,7 +114,7 @@ def build_app(
         # the tabs a role may not need start hidden: on load, each role is shown those it may use
         # (Gradio 6.31's page shows a tab on an update, but does not hide one)
         with gr.Tabs() as tabs:
-            with gr.Tab("Queue", id="queue"):
+            with gr.Tab("Queue", id="queue") as queue_tab:
                 queue = create_queue_tab(console)
             with gr.Tab("Case", id="case"):
                 case = create_case_tab(console)
@@ -125,7 +125,7 @@ def build_app(
             with gr.Tab("Metrics", id="metrics") as metrics_tab:
                 metrics = create_metrics_tab(console)
             with gr.Tab("Export", id="export", visible=False) as export_tab:
-                create_export_tab(console)
+                export = create_export_tab(console)
             with gr.Tab("Models", id="models", visible=False) as models_tab:
                 models = create_models_tab(console, runner or Runner(store))
             with gr.Tab("Drift", id="drift", visible=False) as drift_tab:
@@ -136,9 +136,12 @@ def build_app(
         gated = [(batch_tab, "batch"), (export_tab, "export"), (models_tab, "retrain"),
                  (drift_tab, "retrain"), (reviews_tab, "approve"), *queue.gated, *case.gated]
         # each of these tabs loads its figures when opened: never a placeholder table, never stale
-        loads = ((batch_tab, batch), (metrics_tab, metrics), (drift_tab, drift), (reviews_tab, reviews))
+        loads = ((batch_tab, batch), (metrics_tab, metrics), (export_tab, export), (drift_tab, drift),
+                 (reviews_tab, reviews))
         for tab, load in loads:
             tab.select(shown(store, load), None, load.outputs, api_visibility="private")
+        # back to the queue: the reviews just saved show (status, counts), with the filters as set
+        queue_tab.select(queue.show, queue.filters, [queue.table, queue.counts], api_visibility="private")
         # the Models tab brings its export list and versions up to date when opened (after an export)
         models_tab.select(
             models.refresh, models.refresh_inputs, models.refresh_outputs, api_visibility="private"

@@ -142,8 +142,9 @@ def create_metrics_tab(console: Console, reports_root: Path = REPORTS_ROOT) -> T
         elem_id="metrics-sets",
     )
     gr.Markdown(
-        "### This console's stored runs\nEvery answer the console stored, by model version (the demo "
-        "queue is the eval set; tried and batch cases count too). Label: the rule engine's expected decision."
+        "### This console's stored runs\nEvery answer the console stored, by model version: the cases "
+        "of its queue (the demo queue on a fresh console), tried and batch cases. These are not a frozen "
+        "set: compare models on the reports above. Label: the rule engine's expected decision."
     )
     models_note = gr.Markdown(elem_id="metrics-models-note")
     models_plot = gr.Plot(show_label=False)

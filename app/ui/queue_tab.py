@@ -48,6 +48,7 @@ class QueueTab:
     filters: list[gr.components.Component]
     gated: list[tuple[gr.blocks.Block, str]]  # (component, the permission it needs to be shown)
     view: Callable[[QueueFilter, str | None], dict[Block, Any]]  # {table: rows, counts: line}
+    show: Callable[..., dict[Block, Any]]  # (filter values, request) -> {table, counts}: Refresh
 
 
 def _cells(r: QueueRow) -> list[Any]:
@@ -135,5 +136,6 @@ def create_queue_tab(console: Console) -> QueueTab:
         widget.change(show, filters, [table, counts], api_visibility="private")
     bulk = create_queue_tools(console, filters, [table, counts], view)
     return QueueTab(
-        table=table, counts=counts, refresh=refresh, filters=filters, gated=[(bulk, "approve")], view=view
+        table=table, counts=counts, refresh=refresh, filters=filters, gated=[(bulk, "approve")], view=view,
+        show=show,
     )

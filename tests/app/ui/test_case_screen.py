@@ -131,6 +131,11 @@ def test_ten_cases_by_keyboard_on_one_screen(ten_cases, tiny_engine, screen):
         if i % 4 == 2:
             assert f"Checked {c} by hand." in reviews[c].answer_json
 
+    # back to the queue: it shows the reviews just saved, never the list from before them
+    page.get_by_role("tab", name="Queue").click()
+    expect(page.locator("#queue-counts")).to_contain_text(f"{sum(i % 4 == 1 for i in range(CASES))} flagged")
+    expect(page.locator("#queue-table")).to_contain_text("flagged_ambiguous")
+
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(ten_cases.url))
     foreign = [u for u in page.requests if not u.startswith((origin + "/", "data:", "blob:"))]
     assert not foreign, foreign

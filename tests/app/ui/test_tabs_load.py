@@ -107,3 +107,19 @@ def test_tabs_load_in_browser_and_the_queue_reads_at_a_glance(served, page) -> N
     page.get_by_role("tab", name="Metrics", exact=True).click()
     headers = page.locator("#metrics-models th").all_inner_texts()
     assert any("decision accuracy" in h for h in headers), headers
+
+
+def test_export_and_queue_tabs_load_when_opened(demo, store) -> None:
+    """The Export tab shows its past exports with real headers (none yet) when opened; going back
+    to the Queue shows what changed meanwhile (a case added after the page loaded)."""
+    show, outputs = _on_open(demo, "Export")
+    (table,) = _tables(show(request=_request("otto")))
+    assert list(table.columns) == ["#", "created_at", "by", "count", "path", "sha256"] and table.empty
+    assert [v.get("__type__") for v in show(request=_request("ann")).values()] == ["update"]  # hidden
+    with store.session() as s:
+        add_case(s, make_case("C-900002"), "batch", "otto")
+    show, outputs = _on_open(demo, "Queue")
+    updates = show("(any)", "(any)", "(any)", "(any)", False, "(any)", request=_request("otto"))
+    (queue,) = _tables(updates)
+    assert {"C-900001", "C-900002"} <= set(queue["case"])
+    assert any("**2** matching" in v for v in updates.values() if isinstance(v, str))

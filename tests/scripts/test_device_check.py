@@ -1,0 +1,29 @@
+"""scripts/device_check.py: its summary holds issue 21's keys; a CPU run never overwrites the GPU figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scripts.device_check import TARGETS, parse_args, summary
+
+ISSUE_KEYS = ["ft_constrained_s_per_answer_p50", "ft_vs_base_per_token", "constrained_vs_free_per_token",
+              "batch64_answers_per_s"]
+
+
+def test_summary_has_the_issue_keys_for_bf16_and_nf4() -> None:
+    targets = {"ft_constrained_s_per_answer_p50": 0.4, "ft_vs_base_per_token": 1.1,
+               "constrained_vs_free_per_token": 1.3, "batch64_answers_per_s": 41.0}
+    report = {"engine_none": {"targets": targets, "match": {"same_answers": 31, "cases": 32}},
+              "engine_nf4": {"targets": targets}, "baseline": {"s_per_answer_p50": 1.4}}
+    out = summary(report)
+    assert list(TARGETS) == ISSUE_KEYS
+    assert all(key in out and key + "_nf4" in out for key in ISSUE_KEYS)
+    assert out["plain_generate_merged_eager"] == {"s_per_answer_p50": 1.4}
+    assert out["fast_vs_plain_same_answers"] == "31/32"
+    assert out["meets_targets"]["batch64_answers_per_s_nf4"] is True
+    assert out["meets_targets"]["constrained_vs_free_per_token"] is False
+
+
+def test_cpu_run_writes_elsewhere() -> None:
+    args = parse_args(["--tiny"])
+    assert args.out != Path("benchmarks/gpu_check.json") and "tiny" in str(args.work)
