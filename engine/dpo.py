@@ -112,18 +112,16 @@ def train_dpo(cfg: Any, callbacks: Any = ()) -> Any:
     import time
 
     import torch
-    from datasets import Dataset
     from trl import DPOTrainer
 
     from engine.build import seed_everything
-    from engine.loading import load_tokenizer, peft_wrapping
+    from engine.loading import peft_wrapping
     from engine.registry import resolve_model
     from engine.sft_data import check_frozen_sets, mix
     from engine.train_setup import (
+        build_trainer,
         finish_run,
-        load_model_for_training,
         log_effective_batch,
-        lora_config,
         train_log,
         trainable_params,
     )
@@ -143,22 +141,14 @@ def train_dpo(cfg: Any, callbacks: Any = ()) -> Any:
         seed_everything(cfg.seed)
         log.info("DPO: model %s (base %s), beta %s, %d pairs / %d eval pairs", spec.name, spec.base,
                  cfg.dpo_beta, len(train_examples), len(eval_examples or []))
-        tokenizer = load_tokenizer(spec.base)
-        tokenizer.padding_side = "right"
-        model, quantization = load_model_for_training(spec, cfg)
-        with peft_wrapping():  # the trainer wraps the model in a PeftModel
-            trainer = DPOTrainer(
-                model=model,
-                args=dpo_config(cfg, has_eval=eval_examples is not None),
-                train_dataset=Dataset.from_list(train_examples),
-                eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
-                processing_class=tokenizer,
-                peft_config=None if spec.adapters else lora_config(cfg),  # an adapter dir: continue it
-                callbacks=list(callbacks),
-            )
+        trainer, tokenizer, quantization = build_trainer(
+            DPOTrainer, spec, cfg, dpo_config(cfg, has_eval=eval_examples is not None),
+            train_examples, eval_examples, callbacks,
+        )
         trainable, total = trainable_params(trainer.model)
         log_effective_batch(trainer.args)
-        result = trainer.train()
+        with peft_wrapping():  # TRL's DPO step reads the same deprecated alias through PEFT
+            result = trainer.train()
         if "ref" in getattr(trainer.model, "peft_config", {}):  # TRL's frozen reference copy: not saved
             trainer.model.delete_adapter("ref")
         metrics = finish_run(trainer, tokenizer, cfg, spec, fmt, quantization, result, started,

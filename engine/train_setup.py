@@ -162,6 +162,34 @@ def load_model_for_training(spec: ModelSpec, cfg: RunConfig) -> tuple[Any, str]:
     return model, quantization
 
 
+def build_trainer(trainer_cls: Any, spec: ModelSpec, cfg: RunConfig, args: Any,
+                  train_examples: list[dict[str, Any]], eval_examples: list[dict[str, Any]] | None,
+                  callbacks: Any, **extra: Any) -> tuple[Any, Any, str]:
+    """A TRL trainer (``trainer_cls``: SFT or DPO) over ``spec``'s base, the way every recipe starts:
+    the tokenizer padding on the right, the model loaded for training (4-bit or not), a fresh LoRA
+    adapter from ``cfg`` or, when ``spec`` names an adapter dir, that adapter continued. ``extra``:
+    the trainer's own arguments. Returns (trainer, tokenizer, quantization)."""
+    from datasets import Dataset
+
+    from engine.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(spec.base)
+    tokenizer.padding_side = "right"  # training pads on the right; generation (load_tokenizer): left
+    model, quantization = load_model_for_training(spec, cfg)
+    with peft_wrapping():  # the trainer wraps the model in a PeftModel
+        trainer = trainer_cls(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(train_examples),
+            eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
+            processing_class=tokenizer,
+            peft_config=None if spec.adapters else lora_config(cfg),  # an adapter dir: continue it
+            callbacks=list(callbacks),
+            **extra,
+        )
+    return trainer, tokenizer, quantization
+
+
 def system_info() -> dict[str, Any]:
     """Versions, device and memory of the machine the run used."""
     import peft

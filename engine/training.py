@@ -19,14 +19,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from engine.build import seed_everything
-from engine.loading import load_tokenizer, peft_wrapping
 from engine.registry import resolve_model
 from engine.sft_data import RunConfig, check_frozen_sets, load_examples, mix
 from engine.train_setup import (
+    build_trainer,
     finish_run,
-    load_model_for_training,
     log_effective_batch,
-    lora_config,
     train_log,
     trainable_params,
     trainer_args,
@@ -115,7 +113,6 @@ def train(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Decision
         from engine.dpo import train_dpo
 
         return train_dpo(cfg, callbacks)
-    from datasets import Dataset
 
     from engine.decision_loss import DecisionWeightedSFTTrainer
 
@@ -153,21 +150,11 @@ def train(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Decision
                 leak_check["status"],
             )
 
-        tokenizer = load_tokenizer(spec.base)
-        tokenizer.padding_side = "right"  # training pads on the right; generation (load_tokenizer): left
-        model, quantization = load_model_for_training(spec, cfg)
-        with peft_wrapping():  # the trainer wraps the model in a PeftModel
-            trainer = DecisionWeightedSFTTrainer(
-                model=model,
-                args=sft_config(cfg, has_eval=eval_examples is not None),
-                train_dataset=Dataset.from_list(train_examples),
-                eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
-                processing_class=tokenizer,
-                peft_config=None if spec.adapters else lora_config(cfg),  # an adapter dir: continue it
-                callbacks=list(callbacks),
-                decision_loss_weight=cfg.decision_loss_weight,
-                decision_tokens=cfg.decision_tokens,
-            )
+        trainer, tokenizer, quantization = build_trainer(
+            DecisionWeightedSFTTrainer, spec, cfg, sft_config(cfg, has_eval=eval_examples is not None),
+            train_examples, eval_examples, callbacks,
+            decision_loss_weight=cfg.decision_loss_weight, decision_tokens=cfg.decision_tokens,
+        )
         trainable, total = trainable_params(trainer.model)
         log.info(
             "trainable params %d of %d (%.2f%%), quantization %s",
