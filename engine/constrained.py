@@ -14,23 +14,33 @@ Usage::
     grammar = AnswerGrammar.for_tokenizer(tokenizer, model_vocab_size=model.config.vocab_size)
     processor = grammar.processor(batch_size=len(prompts))
     model.generate(..., logits_processor=LogitsProcessorList([processor]))
+
+    # overlapped (on a GPU): the next mask is filled on a thread while the model runs
+    processor = grammar.processor(batch_size=len(prompts), overlap=True)
+    model.generate(..., logits_processor=LogitsProcessorList([processor]),
+                   stopping_criteria=StoppingCriteriaList([processor.next_mask_hook()]))
+    processor.finish()
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import llguidance
 import llguidance.hf
 import llguidance.torch
 import torch
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, StoppingCriteria
 
 from policies import answer_json_schema
+
+log = logging.getLogger(__name__)
 
 # Compact JSON, exactly like policies.prompt.answer_json (separators "," and ":", no spaces or newlines).
 JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
@@ -69,7 +79,9 @@ class AnswerGrammar:
     stop_ids: list[int]
     executor: Any  # llguidance.LLExecutor: computes the masks of a batch's rows in parallel
     stop_mask: torch.Tensor  # the bitmask row that admits only the stop tokens
-    closers: torch.Tensor  # bool per token id: its bytes hold '"', ']' or '}'
+    closer_words: torch.Tensor  # bitmask row: tokens whose bytes hold '"', ']' or '}', and the padding bits
+    _worker: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _worker_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def for_tokenizer(cls, tokenizer: Any, model_vocab_size: int | None = None,
@@ -95,42 +107,70 @@ class AnswerGrammar:
         stop_mask = torch.zeros(n_words, dtype=torch.int32)
         for stop in stop_ids:
             stop_mask[stop // 32] |= _bit(stop % 32)
-        closers = torch.tensor([any(c in ll_tok.decode_bytes([i]) for c in b'"]}')
-                                for i in range(ll_tok.vocab_size)], dtype=torch.bool)
-        return cls(ll_tok, grammar, stop_ids, llguidance.LLExecutor(num_threads=1), stop_mask, closers)
+        closers = [any(c in ll_tok.decode_bytes([i]) for c in b'"]}') for i in range(ll_tok.vocab_size)]
+        closers += [True] * (32 * n_words - len(closers))  # bits past the vocab: left as the grammar set them
+        bits = torch.tensor(closers, dtype=torch.int64).view(n_words, 32) << torch.arange(32)
+        closer_words = bits.sum(dim=1).to(torch.uint32).view(torch.int32)
+        return cls(ll_tok, grammar, stop_ids, llguidance.LLExecutor(num_threads=1), stop_mask, closer_words)
 
     def matcher(self) -> Any:
         return llguidance.LLMatcher(self.ll_tokenizer, self.grammar, log_level=0)
 
-    def processor(self, batch_size: int, max_new_tokens: int | None = None) -> JsonSchemaLogitsProcessor:
+    def processor(self, batch_size: int, max_new_tokens: int | None = None,
+                  overlap: bool = False) -> JsonSchemaLogitsProcessor:
         """A fresh processor (one matcher per row) for one ``generate`` call of ``batch_size`` rows.
 
         With ``max_new_tokens``, rows start closing their answer :data:`CLOSING_RESERVE_TOKENS` before it.
+        ``overlap``: fill each next mask on :meth:`worker` while the model runs (see the processor).
         """
-        return JsonSchemaLogitsProcessor(self, batch_size, max_new_tokens)
+        return JsonSchemaLogitsProcessor(self, batch_size, max_new_tokens, overlap)
+
+    def worker(self) -> ThreadPoolExecutor:
+        """The thread that fills this grammar's masks in the overlapped schedule (started on first use)."""
+        with self._worker_lock:
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar-mask")
+            return self._worker
 
 
 class JsonSchemaLogitsProcessor(LogitsProcessor):
     """Masks every token the grammar does not allow next, row by row.
 
-    One matcher per batch row. At each step the processor first feeds each row's previous token to
-    its matcher (the prompt is never fed: the grammar starts at the assistant turn), then fills a
-    token bitmask and sets the disallowed logits to -inf. A row whose matcher has stopped (it
-    accepted a stop token) is finished; ``generate`` pads it from then on, so its mask is left open.
-    A matcher in an error state (should not happen) is allowed only the stop tokens, so the row ends
-    and the extractor reports it as invalid instead of the whole batch crashing.
+    One matcher per batch row. Before each step's mask the matchers are fed each row's previous
+    token (the prompt is never fed: the grammar starts at the assistant turn); then a packed token
+    bitmask is filled on the host and applied to the logits on their own device, in place. A row
+    whose matcher has stopped (it accepted a stop token) is finished; ``generate`` pads it from
+    then on, so its mask is left open. A matcher in an error state (should not happen) is allowed
+    only the stop tokens, so the row ends and the extractor reports it as invalid instead of the
+    whole batch crashing.
+
+    Two schedules, one computation. Plain: each call reads the last tokens on the host (a device
+    sync on a GPU) and fills the next mask while the device waits. Overlapped (``overlap=True`` and
+    :meth:`next_mask_hook` passed to ``generate`` as a stopping criterion): the hook, which
+    ``generate`` calls right after appending a token, hands that token to a worker thread that
+    consumes it and fills the next mask while the main thread launches the next forward pass; the
+    next call only waits for the worker and applies the mask. Both give the same masks, so greedy
+    answers are identical. Call :meth:`finish` after ``generate`` (the last hook leaves a job).
     """
 
-    def __init__(self, grammar: AnswerGrammar, batch_size: int, max_new_tokens: int | None = None):
+    def __init__(self, grammar: AnswerGrammar, batch_size: int, max_new_tokens: int | None = None,
+                 overlap: bool = False):
         self.grammar = grammar
         self.max_new_tokens = max_new_tokens
+        self.overlap = overlap
         self.matchers = [grammar.matcher() for _ in range(batch_size)]
         self.prompt_len: int | None = None
         n_words = llguidance.torch.get_bitmask_shape(batch_size, grammar.ll_tokenizer.vocab_size)[1]
-        self.bitmask = torch.full((batch_size, n_words), -1, dtype=torch.int32)
-        self._bits = torch.arange(32, dtype=torch.int32)
+        # Pinned host memory lets the copies to and from a GPU run without blocking the host.
+        pinned = overlap and torch.cuda.is_available()
+        self.bitmask = torch.full((batch_size, n_words), -1, dtype=torch.int32, pin_memory=pinned)
+        self._host_tokens = torch.zeros(batch_size, dtype=torch.long, pin_memory=pinned)
+        self._device_mask: torch.Tensor | None = None  # the bitmask's copy on the logits' device
+        self._mask_copied: Any = None  # CUDA event: the bitmask's copy has left host memory
+        self._pending: Future[None] | None = None  # the worker's job: the next step's mask
         self.errors: list[str | None] = [None] * batch_size
-        self.seconds = 0.0  # time spent in this processor (grammar + masking), for the benchmark
+        self.seconds = 0.0  # time this processor held up generate (grammar + masking), for the benchmark
+        self.mask_seconds = 0.0  # time spent consuming tokens and filling masks, wherever it ran
         self.calls = 0
         self._lock = threading.Lock()  # one processor serves one generate call; the lock documents that
 
@@ -146,10 +186,55 @@ class JsonSchemaLogitsProcessor(LogitsProcessor):
     def _step(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         if self.prompt_len is None:
             self.prompt_len = input_ids.shape[1]
+            self._next_mask(None, input_ids.shape[1])
+        elif self._pending is not None:  # overlapped: the worker has been filling this mask
+            self.finish()
         elif input_ids.shape[1] > self.prompt_len:
-            self._consume(input_ids[:, -1].tolist())
+            self._next_mask(input_ids[:, -1].tolist(), input_ids.shape[1])
+        return self._apply(scores)
+
+    def next_mask_hook(self) -> StoppingCriteria:
+        """A stopping criterion (it never stops a row) that starts the next mask on the worker thread."""
+        return _StartNextMask(self)
+
+    def start_next_mask(self, input_ids: torch.LongTensor) -> None:
+        """Hand the tokens just appended to ``input_ids`` to the worker, without waiting for the device."""
+        if self.prompt_len is None:
+            return
+        self.finish()
+        last = input_ids[:, -1]
+        ready = None
+        if last.is_cuda:
+            self._host_tokens.copy_(last, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record(torch.cuda.current_stream(last.device))
+        else:
+            self._host_tokens.copy_(last)
+        self._pending = self.grammar.worker().submit(self._worker_step, ready, input_ids.shape[1])
+
+    def finish(self) -> None:
+        """Wait for the worker's pending job, if any; re-raises what it raised."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    @torch.inference_mode()  # thread-local: the buffers may be inference tensors made by generate's thread
+    def _worker_step(self, tokens_ready: Any, length: int) -> None:
+        if tokens_ready is not None:
+            tokens_ready.synchronize()
+        self._next_mask(self._host_tokens.tolist(), length)
+
+    def _next_mask(self, last_tokens: list[int] | None, length: int) -> None:
+        """Feed ``last_tokens`` (None at the first step) and fill :attr:`bitmask` for the next token."""
+        t0 = time.perf_counter()
+        if self._mask_copied is not None:  # the previous mask must have left before it is overwritten
+            self._mask_copied.synchronize()
+        if last_tokens is not None:
+            self._consume(last_tokens)
         self._fill_masks()
-        return self._apply(scores, closing=self._closing(input_ids.shape[1]))
+        if self._closing(length):
+            self._narrow_to_closers()
+        self.mask_seconds += time.perf_counter() - t0
 
     def _closing(self, length: int) -> bool:
         if self.max_new_tokens is None or self.prompt_len is None:
@@ -175,21 +260,60 @@ class JsonSchemaLogitsProcessor(LogitsProcessor):
         if live:
             llguidance.torch.fill_next_token_bitmask_par(self.grammar.executor, live, self.bitmask)
 
-    def _apply(self, scores: torch.Tensor, closing: bool = False) -> torch.Tensor:
-        # Unpack the int32 words to one bool per token id (no torch.compile: plain ops on CPU).
-        allowed = ((self.bitmask.unsqueeze(-1) >> self._bits) & 1).bool().flatten(1)
-        if closing:
-            closers = self.grammar.closers[: allowed.shape[1]]
-            narrowed = allowed.clone()
-            narrowed[:, : closers.shape[0]] &= closers
-            keep = narrowed.any(dim=1)  # rows with no closing token allowed keep the grammar's mask
-            allowed = torch.where(keep.unsqueeze(1), narrowed, allowed)
-        vocab = scores.shape[1]
-        if allowed.shape[1] < vocab:  # logits wider than the grammar's vocab: the tail is never allowed
-            pad = torch.zeros(allowed.shape[0], vocab - allowed.shape[1], dtype=torch.bool)
-            allowed = torch.cat([allowed, pad], dim=1)
-        allowed = allowed[:, :vocab].to(scores.device)
-        return scores.masked_fill(~allowed, float("-inf"))
+    def _narrow_to_closers(self) -> None:
+        # Among the allowed tokens keep those holding '"', ']' or '}'; rows that allow none keep theirs.
+        narrowed = self.bitmask & self.grammar.closer_words
+        keep = (narrowed != 0).any(dim=1)
+        self.bitmask[keep] = narrowed[keep]
+
+    def _apply(self, scores: torch.Tensor) -> torch.Tensor:
+        mask = self.bitmask
+        if scores.device != mask.device:
+            if self._device_mask is None:
+                self._device_mask = torch.empty_like(mask, device=scores.device)
+                self._mask_copied = torch.cuda.Event() if scores.is_cuda else None
+            self._device_mask.copy_(mask, non_blocking=True)
+            if self._mask_copied is not None:
+                self._mask_copied.record(torch.cuda.current_stream(scores.device))
+            mask = self._device_mask
+        apply_token_bitmask(scores, mask)
+        return scores
+
+
+class _StartNextMask(StoppingCriteria):
+    """``generate`` calls its stopping criteria right after appending each token: the moment to start
+    the next mask. Never stops a row."""
+
+    def __init__(self, processor: JsonSchemaLogitsProcessor):
+        self.processor = processor
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        self.processor.start_next_mask(input_ids)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+_BITS = torch.arange(32, dtype=torch.int32)
+_gpu_kernel_failed = False  # set when llguidance's compiled kernel cannot run here: eager from then on
+
+
+def apply_token_bitmask(scores: torch.Tensor, mask: torch.Tensor) -> None:
+    """Set to -inf, in place, every logit whose bit in the packed int32 ``mask`` is 0 (and any column
+    past the mask). ``mask`` is on ``scores``' device. On a GPU: llguidance's fused kernel (compiled on
+    first use); elsewhere, or if that kernel fails to compile, the same operation eagerly."""
+    global _gpu_kernel_failed
+    if scores.is_cuda and not _gpu_kernel_failed:
+        try:
+            llguidance.torch.apply_token_bitmask_inplace(scores, mask)
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. no Triton: the eager path below is exact too
+            log.warning("llguidance's GPU mask kernel failed (%s: %s); masking eagerly",
+                        type(exc).__name__, exc)
+            _gpu_kernel_failed = True
+    vocab, cutoff = scores.shape[1], 32 * mask.shape[1]
+    if vocab > cutoff:  # logits wider than the grammar's vocab: the tail is never allowed
+        scores[:, cutoff:] = float("-inf")
+    allowed = ((mask.unsqueeze(-1) >> _BITS.to(mask.device)) & 1).bool().flatten(1)[:, :vocab]
+    scores[:, : allowed.shape[1]].masked_fill_(~allowed, float("-inf"))
 
 
 def _bit(i: int) -> int:

@@ -9,8 +9,10 @@ Three measurements, each against its target:
 - cost per generated token, constrained vs unconstrained, one case at a time: <= 1.3x
   (also the time the grammar processor itself takes per decode step);
 - memory of base + adapter vs base alone (parameter + buffer bytes; RSS for information): <= 1.15x.
-Writes benchmarks/results.json (figures, targets, machine, model versions) and results.md (the
-Markdown table it prints).
+``--fast on|off`` forces the local backend's fast path (engine.backends.local.FastPath: grammar
+masks on a worker thread, the system turn's KV cache reused); by default it is on only on a GPU.
+Writes benchmarks/results.json (figures, targets, machine, model versions, the fast path's options)
+and results.md (the Markdown table it prints).
 """
 
 from __future__ import annotations
@@ -108,8 +110,9 @@ def reference_memory_ratio() -> dict[str, Any]:
 
 
 def run(model: str, dataset: str, max_examples: int, batch_size: int, max_new_tokens: int,
-        per_token_examples: int) -> dict[str, Any]:
-    """Run the three measurements; returns the results dict (also the content of results.json)."""
+        per_token_examples: int, fast: str = "auto") -> dict[str, Any]:
+    """Run the three measurements; returns the results dict (also the content of results.json).
+    ``fast``: auto (the backend's default for its device), on or off (engine.backends.local.FastPath)."""
     cases = [c for c, _ in load_rows(dataset, max_examples)]
     spec = resolve_model(model)
     rss0 = psutil.Process().memory_info().rss
@@ -121,6 +124,10 @@ def run(model: str, dataset: str, max_examples: int, batch_size: int, max_new_to
     for name, path in spec.adapters.items():
         engine.add_adapter(name, path, version=f"{Path(path).name}@{spec.version}")
     variant = engine.default_variant
+    if fast != "auto":
+        from engine.backends.local import FastPath
+
+        engine.backend.fast = FastPath(overlap_grammar=fast == "on", prefix_cache=fast == "on")
     memory = memory_figures(engine, base_bytes, rss0, rss_base)
     memory["reference"] = reference_memory_ratio()
     engine.decide_many(cases[:2], variant=variant, batch_size=2)  # warm-up: first-call allocations
@@ -142,7 +149,7 @@ def run(model: str, dataset: str, max_examples: int, batch_size: int, max_new_to
         "batch_size": batch_size, "max_new_tokens": max_new_tokens, "per_token_examples": len(sub),
         "throughput": {"batched": batched, "one_by_one": single},
         "per_token": {"constrained": constrained, "unconstrained": free},
-        "memory": memory, "ratios": ratios,
+        "memory": memory, "ratios": ratios, "fast": engine.figures().get("fast"),
         "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
         "note": "constrained_cost_per_token is wall time per generated token (load-sensitive); "
                 "grammar_overhead_per_token adds only the time spent in the grammar processor",
@@ -199,9 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--per-token-examples", type=int, default=8, help="cases for the per-token comparison")
+    p.add_argument("--fast", choices=("auto", "on", "off"), default="auto",
+                   help="the local backend's fast path: auto = on a GPU only")
     p.add_argument("--out", default="benchmarks/results.json")
     a = p.parse_args(argv)
-    results = run(a.model, a.dataset, a.max_examples, a.batch_size, a.max_new_tokens, a.per_token_examples)
+    results = run(a.model, a.dataset, a.max_examples, a.batch_size, a.max_new_tokens, a.per_token_examples,
+                  a.fast)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2), encoding="utf-8")

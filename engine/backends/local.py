@@ -7,22 +7,55 @@ The ``base`` variant runs with every adapter disabled; every other variant is an
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
-from transformers import LogitsProcessorList
+from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from engine.backends.base import BASE_VARIANT, Generation, GenerationSettings, UnknownVariant
-from engine.constrained import AnswerGrammar
+from engine.constrained import AnswerGrammar, JsonSchemaLogitsProcessor
 from engine.loading import peft_wrapping
 from policies import Case
 from policies.prompt import PromptFormat, render_prompt
 
+log = logging.getLogger(__name__)
+
 GRAMMAR_CACHE_SIZE = 4  # compiled grammars kept for schemas other than the answer's (engine.serve)
+PREFIX_TURN_END = "<|im_end|>"  # the shared prompt prefix runs through the first turn's end (the system turn)
+
+
+@dataclass
+class FastPath:
+    """Speed options of the local backend; None means "on where it helps": on a GPU, off on the CPU.
+
+    Each computes the same answers (greedy: identical in tests/engine/test_fast_path.py on the CPU;
+    on a GPU, compiled kernels and a prefix computed apart may round differently, which
+    scripts/device_check.py counts), except ``merged``, whose weights differ from base + adapter
+    by rounding (``engine.merge.verify_merge`` counts the changes).
+    """
+
+    overlap_grammar: bool | None = None  # fill the next grammar mask on a thread while the model runs
+    prefix_cache: bool | None = None  # reuse the system turn's keys and values across prompts that share it
+    prefix_cache_size: int = 8  # prefixes kept (per variant and adapter version), least recently used dropped
+    static_cache: bool = False  # a static KV cache: transformers compiles the forward pass with it on a GPU
+    static_cache_len: int = 2048  # its length in tokens (longer calls grow it): one length, no recompiles
+    # Serve this adapter from a copy of the base with it merged in (one kernel per layer instead of
+    # three); the shared base still serves every other variant. Costs one more base in memory, so
+    # it is built only when that much is free, and never from a 4-bit base (NF4 cannot absorb the delta).
+    merged: str | None = None
+
+    def resolve(self, device: torch.device) -> FastPath:
+        """These options with every None decided for ``device``."""
+        on_gpu = device.type == "cuda"
+        return replace(self, overlap_grammar=on_gpu if self.overlap_grammar is None else self.overlap_grammar,
+                       prefix_cache=on_gpu if self.prefix_cache is None else self.prefix_cache)
 
 
 def tie_head_copies(model: Any) -> None:
@@ -55,11 +88,13 @@ class LocalPeftBackend:
 
     ``model`` is the base model, or a ``PeftModel`` already holding adapters. Generation runs under
     a lock: adapter switching (``set_adapter`` / ``disable_adapter``) mutates the shared model, so
-    two threads must never interleave.
+    two threads must never interleave. ``fast`` holds the speed options (:class:`FastPath`); set it
+    at any time between calls.
     """
 
     def __init__(self, tokenizer: Any, model: Any, prompt_format: PromptFormat | None = None,
-                 base_version: str = "base", adapter_versions: dict[str, str] | None = None):
+                 base_version: str = "base", adapter_versions: dict[str, str] | None = None,
+                 fast: FastPath | None = None):
         self.tokenizer = tokenizer
         self.model = model
         self.prompt_format = prompt_format or PromptFormat()
@@ -74,6 +109,11 @@ class LocalPeftBackend:
         self.stop_ids = self.grammar.stop_ids
         self.last_processor: Any = None  # the constrained decoder of the latest batch (its timing)
         self._grammars: OrderedDict[str, AnswerGrammar] = OrderedDict()  # other schemas, newest last
+        self.fast = fast or FastPath()
+        # (variant, its version, merged, prefix ids) -> the prefix's KV cache, most recently used last
+        self._prefixes: OrderedDict[tuple[str, str, bool, tuple[int, ...]], Any] = OrderedDict()
+        self.prefix_hits = 0  # prompts whose prefix came from the cache, for the benchmark
+        self._merged: tuple[str, str, Any] | None = None  # (variant, version, merged copy of the base)
 
     # --- adapters --------------------------------------------------------------------------------
     @property
@@ -104,6 +144,8 @@ class LocalPeftBackend:
                                                            is_trainable=False)
             tie_head_copies(self.model)
             self.model.eval()
+            self._prefixes.clear()
+            self._merged = None
         self.adapter_versions[name] = version or name
 
     def replace_adapter(self, name: str, path: str, version: str | None = None) -> None:
@@ -123,6 +165,8 @@ class LocalPeftBackend:
             self.model.delete_adapter(staging)
             tie_head_copies(self.model)
             self.model.eval()
+            self._prefixes.clear()
+            self._merged = None
         self.adapter_versions.pop(staging, None)
         self.adapter_versions[name] = version or name
 
@@ -186,41 +230,124 @@ class LocalPeftBackend:
             enc = self._encode(prompts)
             return self.model(**enc).logits[:, -1, :].float().cpu()
 
-    def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+    def _encode(self, prompts: list[str], device: torch.device | None = None) -> dict[str, torch.Tensor]:
         # The chat template already holds any special tokens; adding more would change the ids.
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        return {k: v.to(self._device()) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        device = device or self._device()
+        return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], variant: str, constrained: bool,
                  settings: GenerationSettings, grammar: AnswerGrammar | None = None) -> list[Generation]:
         """Complete ``prompts`` as one left-padded batch. Out: one :class:`Generation` per prompt, in order.
 
-        ``constrained`` decodes under ``grammar`` (default: the answer schema's). Errors:
-        :class:`UnknownVariant`; torch errors (e.g. out of memory) propagate.
+        ``constrained`` decodes under ``grammar`` (default: the answer schema's). :attr:`fast` decides
+        the grammar's schedule and the prefix cache. Errors: :class:`UnknownVariant`; torch errors
+        (e.g. out of memory) propagate.
         """
+        fast = self.fast.resolve(self._device())
         grammar = grammar or self.grammar
-        processor = grammar.processor(len(prompts), settings.max_new_tokens) if constrained else None
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample,
-            "eos_token_id": self.stop_ids, "pad_token_id": self.tokenizer.pad_token_id,
-            "logits_processor": LogitsProcessorList([processor] if processor else []),
-        }
-        if settings.do_sample:
-            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
-        else:  # silence the generation_config's sampling defaults under greedy decoding
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        with self.lock, self._variant(variant):
-            if settings.seed is not None:
-                torch.manual_seed(settings.seed)
-            enc = self._encode(prompts)
-            out = self.model.generate(**enc, **kwargs)
+        processor = (grammar.processor(len(prompts), settings.max_new_tokens, overlap=fast.overlap_grammar)
+                     if constrained else None)
+        kwargs = self._generate_kwargs(settings, processor, fast)
+        with self.lock:
+            merged = self._merged_model(variant) if fast.merged == variant else None
+            model = merged if merged is not None else self.model
+            with contextlib.nullcontext() if merged is not None else self._variant(variant):
+                if settings.seed is not None:
+                    torch.manual_seed(settings.seed)
+                enc = self._encode(prompts, torch.device("cpu"))
+                reuse = fast.prefix_cache and not fast.static_cache  # a static cache is made by generate
+                cache = self._prefix_cache(model, enc, variant) if reuse else None
+                enc = {k: v.to(self._device()) for k, v in enc.items()}
+                out = self._run(model, enc, kwargs, cache, processor)
             self.last_processor = processor
         new_tokens = out[:, enc["input_ids"].shape[1]:].cpu()
         input_counts = enc["attention_mask"].sum(dim=1).tolist()
         errors = processor.errors if processor else [None] * len(prompts)
         rows = zip(new_tokens, input_counts, errors, strict=True)
         return [self._one(row, n_in, err) for row, n_in, err in rows]
+
+    @staticmethod
+    def _run(model: Any, enc: dict[str, torch.Tensor], kwargs: dict[str, Any], cache: Any,
+             processor: JsonSchemaLogitsProcessor | None) -> torch.Tensor:
+        try:
+            return model.generate(**enc, **kwargs, **({"cache": cache} if cache is not None else {}))
+        finally:
+            if processor is not None:
+                processor.finish()  # the hook of the last token leaves a job on the worker
+
+    def _merged_model(self, variant: str) -> Any:
+        """The copy of the base with ``variant``'s adapter merged in (built on first use), or None when it
+        cannot be built: the variant is ``base`` or unknown, the base is 4-bit, or one more base does not
+        fit in free memory (each logged once per adapter version)."""
+        version = self.model_version(variant)
+        if self._merged is not None and self._merged[:2] == (variant, version):
+            return self._merged[2]
+        self._merged = None  # drop the previous copy before building the next
+        why = None
+        if variant not in self.adapter_names:
+            why = "it is not an adapter"
+        elif getattr(self.model, "policyops_quantize", "none") != "none" or any(
+                type(m).__name__ == "Linear4bit" for m in self.model.modules()):
+            why = "the base is 4-bit"
+        elif (need := self.memory_bytes()["total"]) > _free_bytes(self._device()):
+            why = f"{need / 2**30:.2f} GiB are not free"
+        if why is not None:
+            log.warning("serving %s unmerged: %s", variant, why)
+            self._merged = (variant, version, None)
+            return None
+        with self._variant(variant):
+            merged = copy.deepcopy(self.model).merge_and_unload(adapter_names=[variant]).eval()
+        self._merged = (variant, version, merged)
+        return merged
+
+    def _generate_kwargs(self, settings: GenerationSettings, processor: JsonSchemaLogitsProcessor | None,
+                         fast: FastPath) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample,
+            "eos_token_id": self.stop_ids, "pad_token_id": self.tokenizer.pad_token_id,
+            "logits_processor": LogitsProcessorList([processor] if processor else []),
+        }
+        if processor is not None and processor.overlap:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([processor.next_mask_hook()])
+        if fast.static_cache:
+            kwargs.update(cache_implementation="static", max_cache_len=fast.static_cache_len)
+        if settings.do_sample:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+        else:  # silence the generation_config's sampling defaults under greedy decoding
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def _prefix_cache(self, model: Any, enc: dict[str, torch.Tensor], variant: str) -> Any:
+        """A copy of the KV cache of the prompts' shared system turn, or None when it cannot be reused.
+
+        Reused only when every row is unpadded (left padding would shift the prefix's positions row
+        by row) and starts with the same system turn; the cache is computed on first use under the
+        active ``variant`` by ``model`` and kept per (variant, version, merged or not, prefix ids), at most
+        ``fast.prefix_cache_size`` of them. ``enc`` is the batch encoded on the CPU.
+        """
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        end_id = self.tokenizer.convert_tokens_to_ids(PREFIX_TURN_END)
+        first = ids[0].tolist()
+        if not bool(mask.all()) or end_id not in first:
+            return None
+        n = first.index(end_id) + 1
+        if n >= len(first) or not bool((ids[:, :n] == ids[:1, :n]).all()):
+            return None
+        key = (variant, self.model_version(variant), model is not self.model, tuple(first[:n]))
+        if key in self._prefixes:
+            self._prefixes.move_to_end(key)
+            self.prefix_hits += ids.shape[0]
+        else:
+            prefix = ids[:1, :n].to(self._device())
+            self._prefixes[key] = model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
+        while len(self._prefixes) > max(self.fast.prefix_cache_size, 1):
+            self._prefixes.popitem(last=False)
+        cache = copy.deepcopy(self._prefixes[key])  # generate extends the cache it is given
+        if ids.shape[0] > 1:
+            cache.batch_repeat_interleave(ids.shape[0])
+        return cache
 
     def _one(self, row: torch.Tensor, n_in: int, grammar_error: str | None) -> Generation:
         ids = row.tolist()
@@ -232,11 +359,22 @@ class LocalPeftBackend:
                           hit_token_limit=stop_at is None, grammar_error=grammar_error)
 
     def figures(self) -> dict[str, Any]:
-        """``backend``, ``memory`` (:meth:`memory_bytes`), ``linear4bit_modules`` and ``last_decoder``."""
+        """``backend``, ``memory`` (:meth:`memory_bytes`), ``linear4bit_modules``, ``last_decoder``
+        ((seconds the grammar held up generate, steps) of the latest constrained batch), ``fast`` (the
+        options as resolved on this device), ``prefix_hits`` (prompts that reused a cached prefix) and
+        ``merged_copy_bytes`` (the merged copy of ``fast.merged``, 0 when none is held)."""
         proc = self.last_processor
         return {"backend": "local", "memory": self.memory_bytes(),
                 "linear4bit_modules": sum(type(m).__name__ == "Linear4bit" for m in self.model.modules()),
-                "last_decoder": (proc.seconds, proc.calls) if proc is not None else None}
+                "last_decoder": (proc.seconds, proc.calls) if proc is not None else None,
+                "fast": asdict(self.fast.resolve(self._device())), "prefix_hits": self.prefix_hits,
+                "merged_copy_bytes": self._merged_bytes()}
+
+    def _merged_bytes(self) -> int:
+        merged = self._merged[2] if self._merged is not None else None
+        if merged is None:
+            return 0
+        return sum(t.numel() * t.element_size() for t in [*merged.parameters(), *merged.buffers()])
 
     def memory_bytes(self) -> dict[str, int]:
         """Bytes of parameters + buffers: all of them, and the adapters' share.
@@ -249,3 +387,12 @@ class LocalPeftBackend:
         adapters = sum(p.numel() * p.element_size() for n, p in self.model.named_parameters()
                        if "lora_" in n or ".modules_to_save." in n)
         return {"total": total, "adapters": adapters, "base": total - adapters}
+
+
+def _free_bytes(device: torch.device) -> int:
+    """Memory free for one more copy of the weights on ``device`` (GPU memory, or RAM for the CPU)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)

@@ -136,8 +136,7 @@ def test_train_refuses_a_pool_with_a_leaked_row_before_loading_the_model(
     def no_model(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(engine.training, "load_tokenizer", no_model)
-    monkeypatch.setattr(engine.training, "load_model_for_training", no_model)
+    monkeypatch.setattr(engine.training, "build_trainer", no_model)  # loads the tokenizer and model
     pool, frozen = _leaky_pool(tmp_path)
     cfg = RunConfig(model="default-base", dataset=[str(pool)], eval_dataset=None,
                     output_dir=str(tmp_path / "out"),

@@ -1,0 +1,149 @@
+"""The local backend's fast path (engine.backends.local.FastPath): the same greedy answers as the plain one.
+
+Forced on here on the CPU (by default it is on only on a GPU): the overlapped grammar schedule with
+the shared-prefix KV cache, and both with a static KV cache; batch 1 and 4, a budget the answers
+close within, one that makes them close early (the processor's closing reserve) and one they hit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import Engine, GenerationSettings
+from engine.backends.local import FastPath
+from engine.constrained import apply_token_bitmask
+from policies import parse_case
+from tests.conftest import tiny_cases
+
+PLAIN = FastPath(overlap_grammar=False, prefix_cache=False)
+FAST = {"both": FastPath(overlap_grammar=True, prefix_cache=True),
+        "static": FastPath(overlap_grammar=True, prefix_cache=True, static_cache=True)}
+CASES = [parse_case(c) for c in tiny_cases()[:4]]
+
+
+@pytest.fixture
+def engine(random_engine: Engine) -> Iterator[Engine]:
+    """The session's random-weight engine, its fast-path options restored afterwards."""
+    before = random_engine.backend.fast
+    yield random_engine
+    random_engine.backend.fast = before
+
+
+@pytest.fixture(scope="module")
+def ft_engine(tiny_ft_dir: Path) -> Engine:
+    return Engine.load(str(tiny_ft_dir), device="cpu")
+
+
+def _answers(engine: Engine, fast: FastPath, variant: str, batch_size: int, max_new_tokens: int,
+             constrained: bool = True) -> list[tuple[str, int, str]]:
+    engine.backend.fast = fast
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    answers = engine.decide_many(CASES, variant=variant, batch_size=batch_size, constrained=constrained,
+                                 settings=settings)
+    return [(a.raw_text, a.output_tokens, a.status) for a in answers]
+
+
+@pytest.mark.parametrize(("batch_size", "max_new_tokens"), [(1, 400), (4, 400), (1, 110), (4, 110), (4, 30)])
+def test_fast_path_answers_are_identical(engine: Engine, batch_size: int, max_new_tokens: int) -> None:
+    plain = _answers(engine, PLAIN, "base", batch_size, max_new_tokens)
+    for name, fast in FAST.items():
+        assert _answers(engine, fast, "base", batch_size, max_new_tokens) == plain, name
+    if max_new_tokens == 400:  # the answers close, at different lengths: rows of a batch finish early
+        assert {s for _, _, s in plain} == {"ok"} and len({n for _, n, _ in plain}) > 1
+    if max_new_tokens == 30:
+        assert {s for _, _, s in plain} == {"truncated"}
+
+
+def test_unconstrained_answers_are_identical(engine: Engine) -> None:
+    plain = _answers(engine, PLAIN, "base", 4, 40, constrained=False)
+    assert _answers(engine, FAST["both"], "base", 4, 40, constrained=False) == plain
+
+
+@pytest.mark.parametrize("variant", ["base", "finetuned"])
+def test_adapter_variants_identical_and_prefix_reused(ft_engine: Engine, variant: str) -> None:
+    plain = _answers(ft_engine, PLAIN, variant, 1, 120)
+    backend = ft_engine.backend
+    hits = backend.prefix_hits
+    assert _answers(ft_engine, FAST["both"], variant, 1, 120) == plain
+    assert _answers(ft_engine, FAST["both"], variant, 1, 120) == plain
+    assert backend.prefix_hits >= hits + len(CASES)  # the second pass reuses every system turn
+    assert {key[0] for key in backend._prefixes} >= {variant}
+
+
+def test_prefix_cache_is_bounded_and_cleared_on_adapter_change(ft_engine: Engine, tiny_ft_dir: Path) -> None:
+    backend = ft_engine.backend
+    backend.fast = FastPath(prefix_cache=True, prefix_cache_size=2)
+    short = GenerationSettings(max_new_tokens=8)
+    ft_engine.decide_many(CASES, variant="finetuned", batch_size=1, settings=short)
+    assert 0 < len(backend._prefixes) <= 2
+    backend.replace_adapter("finetuned", str(tiny_ft_dir), version="again")
+    assert not backend._prefixes  # the adapter's weights may have changed: no stale keys and values
+    backend.fast = PLAIN
+
+
+def test_padded_batch_skips_the_prefix_cache(engine: Engine) -> None:
+    backend = engine.backend
+    prompts = [backend.prompt(c) for c in CASES[:2]]
+    enc = backend._encode(prompts, torch.device("cpu"))
+    assert not bool(enc["attention_mask"].all())  # the two prompts differ in length
+    assert backend._prefix_cache(backend.model, enc, "base") is None
+    one = backend._encode(prompts[:1], torch.device("cpu"))
+    assert backend._prefix_cache(backend.model, one, "base") is not None
+
+
+def test_overlapped_processor_needs_its_hook_only_for_speed(engine: Engine) -> None:
+    # Without the hook the overlapped processor computes each mask in its own call, as the plain one.
+    grammar = engine.backend.grammar
+    width = engine.backend._logits_width()
+    plain, overlapped = grammar.processor(2), grammar.processor(2, overlap=True)
+    hook = overlapped.next_mask_hook()
+    ids = torch.zeros(2, 3, dtype=torch.long)
+    a, b = plain(ids, torch.zeros(2, width)), overlapped(ids, torch.zeros(2, width))
+    assert torch.equal(a, b)
+    token = int((~torch.isinf(a[0])).nonzero()[0])
+    ids = torch.cat([ids, torch.full((2, 1), token)], dim=1)
+    assert not hook(ids, None).any()  # never stops a row
+    a, b = plain(ids, torch.zeros(2, width)), overlapped(ids, torch.zeros(2, width))
+    assert torch.equal(a, b) and overlapped._pending is None
+    overlapped.finish()
+    assert overlapped.errors == [None, None]
+
+
+def test_eager_bitmask_matches_unpacking_bit_by_bit() -> None:
+    torch.manual_seed(0)
+    mask = torch.randint(-(2**31), 2**31 - 1, (3, 4), dtype=torch.int32)
+    scores = torch.randn(3, 140)  # wider than the mask's 128 bits: the tail is never allowed
+    expected = scores.clone()
+    for row in range(3):
+        for token in range(140):
+            word, bit = divmod(token, 32)
+            if token >= 128 or not (int(mask[row, word]) >> bit) & 1:
+                expected[row, token] = float("-inf")
+    apply_token_bitmask(scores, mask)
+    assert torch.equal(scores, expected)
+
+
+def test_merged_copy_serves_the_adapter_and_base_stays_shared(ft_engine: Engine) -> None:
+    backend = ft_engine.backend
+    prompt = [backend.prompt(CASES[0])]
+    backend.fast = PLAIN
+    unmerged, base = backend.logits(prompt, "finetuned"), backend.logits(prompt, "base")
+    plain = _answers(ft_engine, PLAIN, "base", 1, 60)
+    backend.fast = FastPath(overlap_grammar=False, prefix_cache=False, merged="finetuned")
+    answers = ft_engine.decide_many(CASES, variant="finetuned", batch_size=1,
+                                    settings=GenerationSettings(max_new_tokens=120))
+    merged = backend._merged[2]
+    assert merged is not None and backend.figures()["merged_copy_bytes"] > 0
+    with torch.inference_mode():  # the merged weights answer as base + adapter did, up to rounding
+        enc = backend._encode(prompt)
+        assert torch.allclose(merged(**enc).logits[:, -1, :].float(), unmerged, atol=1e-4)
+    assert all(a.status in ("ok", "truncated") for a in answers)
+    assert _answers(ft_engine, backend.fast, "base", 1, 60) == plain  # base: the shared, unmerged model
+    assert torch.equal(backend.logits(prompt, "base"), base)
+    backend.replace_adapter("finetuned", ft_engine.adapter_paths["finetuned"], "v3")
+    assert backend._merged is None  # a new adapter version gets a new merged copy on first use
+    backend.fast = PLAIN
