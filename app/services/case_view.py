@@ -17,6 +17,7 @@ from db.cases import case_of, get_case, run_answer
 from db.models import CaseRecord, ModelRun
 from db.shadow import shadow_run
 from db.store import Store
+from engine.consistency import ConsistencyIssue, consistency_issues
 from policies import Case
 
 
@@ -43,6 +44,12 @@ class CaseView:
         """The parsed answer of ``variant`` (None when it has no run or no valid answer)."""
         run = self.runs.get(variant)
         return run_answer(run) if run is not None else None
+
+    def consistency(self, variant: str) -> list[ConsistencyIssue] | None:
+        """What the training-data check would record if ``variant``'s answer were approved (shown
+        before the reviewer approves); None when there is no valid answer to check."""
+        answer = self.answer(variant)
+        return consistency_issues(self.case, answer) if answer is not None else None
 
 
 def case_view(store: Store, case_pk: int, runs: dict[str, ModelRun], viewer: str | None) -> CaseView:

@@ -74,14 +74,14 @@ def render(w: CaseWidgets, cv: CaseView, message: str = "", form: dict[str, Any]
     and the viewer's latest visible correction vs the model answer it started from. Every per-case
     input is filled here, so nothing typed for one case carries over to the next."""
     draft, shadow, correction = form or cv.draft, cv.shadow, cv.correction
-    ft_html = answer_html("Fine-tuned", cv.runs.get("finetuned"))
+    ft_html = answer_html("Fine-tuned", cv.runs.get("finetuned"), cv.consistency("finetuned"))
     if shadow:
         ft_html += answer_html(f"Challenger (shadow, {shadow.model_version})", shadow)
     return {
         w.case_pk: cv.case_pk,
         w.case_panel: case_html(cv.case, cv.status, cv.case_pk, cv.record.in_eval_set),
         w.policy: policy_markdown(cv.case),
-        w.base_panel: answer_html("Base", cv.runs.get("base")),
+        w.base_panel: answer_html("Base", cv.runs.get("base"), cv.consistency("base")),
         w.ft_panel: ft_html,
         w.note: "",
         w.decision: draft.get("decision"),

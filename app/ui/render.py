@@ -3,6 +3,7 @@ the console shows it as text, never as markup."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
 from typing import Any
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from db.cases import run_answer, run_guard
 from db.models import ModelRun
+from engine.consistency import ConsistencyIssue
 from policies import Case, applicable_sections
 
 VIOLATION_STYLE = "color:#b91c1c;font-weight:600"  # red
@@ -75,9 +77,25 @@ def guard_html(guard: dict[str, Any]) -> str:
     )
 
 
-def answer_html(title: str, run: ModelRun | None) -> str:
+def consistency_html(issues: Sequence[ConsistencyIssue] | None) -> str:
+    """The training-data check of an answer, shown before anyone approves it: its issues in amber, or
+    a one-word "consistent"; nothing when there is no valid answer to check (None)."""
+    if issues is None:
+        return ""
+    if not issues:
+        return "<div class='consistency consistency-ok'>Consistency: ok</div>"
+    items = "".join(f"<li>{_e(i.message)}</li>" for i in issues)
+    return (
+        f"<details class='consistency'><summary style='{FLAG_STYLE}'>Consistency: {len(issues)} "
+        f"issue{'s' if len(issues) != 1 else ''} — approved as is, it stays out of training data unless an "
+        f"export includes it</summary><ul>{items}</ul></details>"
+    )
+
+
+def answer_html(title: str, run: ModelRun | None, issues: Sequence[ConsistencyIssue] | None = None) -> str:
     """One model's answer card: its title, status and figures, the guard panel (first, so it is in view
-    while the answer scrolls inside its bounded panel), then the answer fields."""
+    while the answer scrolls inside its bounded panel), the consistency check of the answer (``issues``,
+    as :func:`engine.consistency.consistency_issues` found them; None: not shown), then the fields."""
     if run is None:
         return f"<div class='answer'><h3>{_e(title)}</h3><p>No answer yet.</p></div>"
     answer = run_answer(run) or {}
@@ -98,7 +116,7 @@ def answer_html(title: str, run: ModelRun | None) -> str:
     )
     return (
         f"<div class='answer answer-{_e(run.variant)}'><h3>{_e(title)}</h3><small>{figures}</small>"
-        f"{guard_html(run_guard(run))}<dl>{body}</dl></div>"
+        f"{guard_html(run_guard(run))}{consistency_html(issues)}<dl>{body}</dl></div>"
     )
 
 

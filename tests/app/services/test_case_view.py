@@ -84,3 +84,26 @@ def test_second_opinion_viewer_does_not_see_another_reviewers_verdict(store):
 def test_unknown_case_names_the_field(store):
     with pytest.raises(KeyError, match="case_id"):
         case_view(store, 999, {}, "rita")
+
+
+def test_each_answer_shows_its_consistency_check_before_anyone_approves(store):
+    """Issue 18: the reviewer sees the training-data check of each answer before approving it: the
+    base answer (the rule engine's whole answer) passes, the fine-tuned one (another decision, the
+    same text) does not; an answer that is not valid JSON is not checked."""
+    from app.ui.render import answer_html
+
+    pk, runs, exp, other = _case_with_runs(store)
+    view = case_view(store, pk, runs, "rita")
+    assert view.consistency("base") == []
+    issues = view.consistency("finetuned")
+    assert issues and {i.code for i in issues} & {"refs_contradict_decision", "next_action_mismatch"}
+    assert "Consistency: ok" in answer_html("Base", runs["base"], view.consistency("base"))
+    card = answer_html("Fine-tuned", runs["finetuned"], issues)
+    assert f"Consistency: {len(issues)} issue" in card and issues[0].message.split()[0] in card
+    assert card.index("class='guard'") < card.index("class='consistency'") < card.index("<dl>")
+    with store.session() as s:
+        case = make_case("C-000125")
+        pk2 = add_case(s, case, "batch", "otto").id
+        invalid = {"finetuned": save_run(s, pk2, make_answer(case, "finetuned", None), "otto")}
+    assert case_view(store, pk2, invalid, "rita").consistency("finetuned") is None
+    assert "Consistency" not in answer_html("Fine-tuned", invalid["finetuned"], None)
