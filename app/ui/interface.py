@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +54,24 @@ def shown(store: Store, load: TabLoad) -> Callable[[gr.Request], Updates]:
     return on_select
 
 
-def make_auth(store: Store, *, clock: Clock | None = None) -> Callable[[str, str], bool]:
+def make_auth(store: Store, *, clock: Clock | None = None) -> Callable[[str, str], Awaitable[bool]]:
     """The ``launch(auth=...)`` callable: :func:`app.services.auth.login` (scrypt check, throttling,
     lockout, audit). Gradio passes only the user name and password; the client address is known when
     the app runs :class:`~app.services.auth.ClientAddressMiddleware`, else failures are also limited
-    per process (one :class:`~app.services.auth.ProcessRate` per callable)."""
+    per process (one :class:`~app.services.auth.ProcessRate` per callable).
+
+    A coroutine: Gradio awaits it on its event loop, and the check (scrypt, database writes) runs in a
+    worker thread with the request's context (its client address), so a sign-in never stalls the
+    other users' requests."""
     rate = ProcessRate()
 
     def check(username: str, password: str) -> bool:
         return login(store, username, password, CLIENT_ADDRESS.get(), clock=clock, rate=rate).ok
 
-    return check
+    async def check_off_the_loop(username: str, password: str) -> bool:
+        return await asyncio.to_thread(check, username, password)  # copies the context: the address
+
+    return check_off_the_loop
 
 
 def serve_options(store: Store, *, clock: Clock | None = None) -> dict[str, Any]:

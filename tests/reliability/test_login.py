@@ -330,3 +330,41 @@ def test_the_client_address_reaches_login_through_gradio(tmp_path, db_url):
         failed = audit_entries(s, action="login_failed")
         assert json.loads(failed[0].after_json)["address"] == "127.0.0.1"
         assert login_attempt(s, "address", "127.0.0.1").failures == 1
+
+
+def test_a_sign_in_in_progress_does_not_stall_other_requests(tmp_path, db_url, monkeypatch):
+    """The password check (scrypt, database writes) runs off Gradio's event loop: while one sign-in
+    is held inside it, the server still answers another request, and the sign-in then completes."""
+    import threading
+
+    import app.ui.interface as interface
+
+    entered, release = threading.Event(), threading.Event()
+    real_login = interface.login
+
+    def held_login(*args, **kwargs):
+        entered.set()
+        assert release.wait(30), "never released"
+        return real_login(*args, **kwargs)
+
+    monkeypatch.setattr(interface, "login", held_login)
+    store = open_store(db_url)
+    with store.session() as s:
+        create_user(s, "rita", "reviewer", RITA[1])
+    with gr.Blocks() as demo:
+        gr.Markdown("hello")
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), auth=make_auth(store),
+                            prevent_thread_lock=True, quiet=True)
+    try:
+        result: list[int] = []
+        signing_in = threading.Thread(target=lambda: result.append(_post_login(url, *RITA).status_code))
+        signing_in.start()
+        assert entered.wait(30), "the sign-in never reached the check"
+        other = httpx.get(url, timeout=10)  # the sign-in page, served while the check waits
+        assert other.status_code == 200
+        release.set()
+        signing_in.join(30)
+        assert result == [200]
+    finally:
+        release.set()
+        demo.close()
