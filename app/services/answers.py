@@ -46,13 +46,8 @@ class EngineGate:
             finally:
                 self._interactive_waiting -= 1
             self._busy = True
-        try:
+        with self._held(interactive=True):
             yield
-        finally:
-            with self._cond:
-                self._busy = False
-                self._last_interactive = time.monotonic()
-                self._cond.notify_all()
 
     def wait_idle(self, idle_s: float, stop: threading.Event, poll_s: float = 0.5) -> bool:
         """Block until the engine is free and no interactive call has run for ``idle_s`` seconds.
@@ -74,11 +69,20 @@ class EngineGate:
         with self._cond:
             self._cond.wait_for(lambda: not self._busy and self._interactive_waiting == 0)
             self._busy = True
+        with self._held(interactive=False):
+            yield
+
+    @contextmanager
+    def _held(self, interactive: bool) -> Iterator[None]:
+        """The body of a turn the caller has taken: afterwards the engine is free again (an
+        interactive turn also restarts the idle clock of :meth:`wait_idle`) and every waiter wakes."""
         try:
             yield
         finally:
             with self._cond:
                 self._busy = False
+                if interactive:
+                    self._last_interactive = time.monotonic()
                 self._cond.notify_all()
 
 

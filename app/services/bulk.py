@@ -16,12 +16,12 @@ from sqlmodel import Session, col, select
 
 from app.services.idempotency import keyed_write
 from app.services.queue import PRESETS, QueueFilter, QueueRow, queue_rows
+from app.services.reviews import consistency_record
 from db.audit import audit
-from db.cases import canonical_json, case_of, get_case, latest_by_variant, run_answer
-from db.models import BulkAction, BulkActionItem, ExportItem, ModelRun, Review
+from db.cases import canonical_json, latest_by_variant, run_answer
+from db.models import BulkAction, BulkActionItem, CaseRecord, ExportItem, ModelRun, Review
 from db.store import Store
 from db.users import authorize, role_allows, role_of_user
-from engine.consistency import consistency_issues
 
 BULK_VARIANT = "finetuned"
 
@@ -107,6 +107,7 @@ def bulk_approve(
         select(ModelRun).where(col(ModelRun.case_pk).in_(pks)).order_by(col(ModelRun.id))
     ):
         runs_by_case.setdefault(run.case_pk, []).append(run)
+    records = {r.id: r for r in session.exec(select(CaseRecord).where(col(CaseRecord.id).in_(pks)))}
     action = BulkAction(actor=actor, kind="approve_finetuned", filter_json=json.dumps(asdict(qfilter)))
     session.add(action)
     session.flush()
@@ -124,9 +125,7 @@ def bulk_approve(
             answer_json=canonical_json(answer),
             model_run_id=run.id,
             # checked like a one-by-one approval: the export skips or marks an inconsistent answer
-            consistency_json=canonical_json(
-                [i.to_dict() for i in consistency_issues(case_of(get_case(session, pk)), answer)]
-            ),
+            consistency_json=canonical_json(consistency_record(records[pk], answer)),
         )
         session.add(review)
         session.flush()

@@ -95,7 +95,7 @@ def submit_review(
                 f"action: the {variant} answer is {run.status}; correct it instead of approving"
             )
         return add_review(session, case_pk, "approved", reviewer, note, approved, run.id,
-                          _consistency(record, approved))
+                          consistency_record(record, approved))
     if action == "correct":
         if isinstance(answer, str):
             if len(answer) > MAX_ANSWER_CHARS:
@@ -115,12 +115,13 @@ def submit_review(
             start = correction_start(runs)
             from_run_id = start.id if start else None
         return add_review(session, case_pk, "corrected", reviewer, note, corrected, from_run_id,
-                          _consistency(record, corrected))
+                          consistency_record(record, corrected))
     raise ReviewError(f"action: must be one of {', '.join(REVIEW_ACTIONS)} (got {action!r})")
 
 
-def _consistency(record: CaseRecord, answer: dict[str, Any]) -> list[dict[str, str]]:
-    """The consistency issues of ``answer`` to the stored case, as stored with the review."""
+def consistency_record(record: CaseRecord, answer: dict[str, Any]) -> list[dict[str, str]]:
+    """The consistency issues of ``answer`` to the stored case, as stored with the review (every
+    approval and correction, one by one or in bulk)."""
     return [issue.to_dict() for issue in consistency_issues(case_of(record), answer)]
 
 

@@ -60,6 +60,8 @@ def test_bulk_approve_and_undo(store):
         reviews = s.exec(select(Review)).all()
         assert sorted(r.case_pk for r in reviews) == sorted(clean)
         assert {r.status for r in reviews} == {"approved"}
+        # checked like one-by-one approvals (recorded, not None): these answers are consistent
+        assert [r.consistency_issues for r in reviews] == [[], [], []]
         tagged = [
             e for e in audit_entries(s, action="review_approved") if '"bulk_action_id": ' in e.after_json
         ]
