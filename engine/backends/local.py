@@ -288,8 +288,7 @@ class LocalPeftBackend:
         why = None
         if variant not in self.adapter_names:
             why = "it is not an adapter"
-        elif getattr(self.model, "policyops_quantize", "none") != "none" or any(
-                type(m).__name__ == "Linear4bit" for m in self.model.modules()):
+        elif getattr(self.model, "policyops_quantize", "none") != "none" or _linear4bit_count(self.model):
             why = "the base is 4-bit"
         elif (need := self.memory_bytes()["total"]) > _free_bytes(self._device()):
             why = f"{need / 2**30:.2f} GiB are not free"
@@ -365,7 +364,7 @@ class LocalPeftBackend:
         ``merged_copy_bytes`` (the merged copy of ``fast.merged``, 0 when none is held)."""
         proc = self.last_processor
         return {"backend": "local", "memory": self.memory_bytes(),
-                "linear4bit_modules": sum(type(m).__name__ == "Linear4bit" for m in self.model.modules()),
+                "linear4bit_modules": _linear4bit_count(self.model),
                 "last_decoder": (proc.seconds, proc.calls) if proc is not None else None,
                 "fast": asdict(self.fast.resolve(self._device())), "prefix_hits": self.prefix_hits,
                 "merged_copy_bytes": self._merged_bytes()}
@@ -374,7 +373,7 @@ class LocalPeftBackend:
         merged = self._merged[2] if self._merged is not None else None
         if merged is None:
             return 0
-        return sum(t.numel() * t.element_size() for t in [*merged.parameters(), *merged.buffers()])
+        return _weight_bytes(merged)
 
     def memory_bytes(self) -> dict[str, int]:
         """Bytes of parameters + buffers: all of them, and the adapters' share.
@@ -382,11 +381,20 @@ class LocalPeftBackend:
         The adapters' share is the LoRA matrices plus any ``modules_to_save`` copies (e.g. trained
         embeddings), which PEFT keeps beside the base's own module for every adapter.
         """
-        total = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        total += sum(b.numel() * b.element_size() for b in self.model.buffers())
+        total = _weight_bytes(self.model)
         adapters = sum(p.numel() * p.element_size() for n, p in self.model.named_parameters()
                        if "lora_" in n or ".modules_to_save." in n)
         return {"total": total, "adapters": adapters, "base": total - adapters}
+
+
+def _weight_bytes(model: Any) -> int:
+    """Bytes of ``model``'s parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+def _linear4bit_count(model: Any) -> int:
+    """How many of ``model``'s layers are bitsandbytes 4-bit linears."""
+    return sum(type(m).__name__ == "Linear4bit" for m in model.modules())
 
 
 def _free_bytes(device: torch.device) -> int:
