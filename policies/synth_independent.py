@@ -189,13 +189,7 @@ def write_stress_set(path: str | Path, seed: int, n: int = 300,
     sharing its deciding fields (so none its prompt, in any format) with a row of the ``against``
     pools (generator JSONL files; missing ones are skipped). Out: a manifest of the file.
     ``split`` names the set in the case ids (``C-ST-00000``; the console's demo queue: ``demo``)."""
-    frozen: set[str] = set()
-    checked = []
-    for pool in against:
-        if Path(pool).is_file():
-            checked.append(str(pool))
-            with open(pool, encoding="utf-8") as fh:
-                frozen.update(fields_key(json.loads(line)["input"]) for line in fh if line.strip())
+    frozen, checked = _frozen_keys(against)
     rows = independent_rows(n, seed, split, frozen_fields=frozen, on_row=on_row)
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -204,3 +198,74 @@ def write_stress_set(path: str | Path, seed: int, n: int = 300,
     return {"path": str(path), "rows": len(rows), "seed": seed, "mode": "independent",
             "sha256": hashlib.sha256(data).hexdigest(), "checked_against": checked,
             "rules": dict(sorted(chains.items()))}
+
+
+def _frozen_keys(against: Collection[str | Path]) -> tuple[set[str], list[str]]:
+    """Deciding-field keys of every row in the ``against`` pools (missing files are skipped)."""
+    frozen: set[str] = set()
+    checked = []
+    for pool in against:
+        if Path(pool).is_file():
+            checked.append(str(pool))
+            with open(pool, encoding="utf-8") as fh:
+                frozen.update(fields_key(json.loads(line)["input"]) for line in fh if line.strip())
+    return frozen, checked
+
+
+def capped_pool(seed: int, quota: int, draws: int, against: Collection[str | Path] = (),
+                on_draw: Callable[[int], None] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """A training pool of independent draws with a fixed cost: at most ``quota`` rows per rule chain,
+    stopped after ``draws`` draws (the exactly balanced :func:`independent_rows` waits for the
+    rarest chain, 1 draw in ~50,000). Out: ``{"common": rows, "rare": rows}``: the chains that
+    filled their quota and those too rare to fill it in the budget (train them with a higher mixing
+    weight). No row shares its deciding fields (so its prompt) or message with a row of ``against``
+    or with another row. ``on_draw(k)`` reports progress every 10,000 draws. Deterministic in
+    (seed, quota, draws, against)."""
+    frozen, _ = _frozen_keys(against)
+    rng = random.Random(f"policyops-synth-independent:{seed}:train-capped")
+    picked: dict[str, list[Case]] = {t: [] for t in TARGETS}
+    seen: set[str] = set()
+    for i in range(draws):
+        if on_draw and i and i % 10_000 == 0:
+            on_draw(10_000)
+        fields = independent_fields(rng, "C-0")
+        chain = _chain(fields)
+        if len(picked.get(chain, ())) >= quota:
+            continue
+        fields["message"] = customer_message(parse_case(fields), rng)
+        case = parse_case(fields)
+        key = fields_key(case)
+        if key in frozen or key in seen or case.message in seen:
+            continue
+        seen |= {key, case.message}
+        picked[chain].append(case)
+    full = [t for t in TARGETS if len(picked[t]) >= quota]
+    pools: dict[str, list[dict[str, Any]]] = {}
+    for name, chains in (("common", full), ("rare", [t for t in TARGETS if t not in full])):
+        cases = [case for t in chains for case in picked[t]]
+        rng.shuffle(cases)
+        pools[name] = []
+        for i, case in enumerate(cases):
+            case = case.model_copy(update={"case_id": f"C-TR-{name[0].upper()}{i:05d}"})
+            pools[name].append({"id": case.case_id, "instruction": INSTRUCTIONS, "input": case.to_json_dict(),
+                                "output": reference_answer(case).model_dump(mode="json")})
+    return pools
+
+
+def write_capped_pool(prefix: str | Path, seed: int, quota: int, draws: int,
+                      against: Collection[str | Path] = (),
+                      on_draw: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Write :func:`capped_pool` as ``PREFIX-common.jsonl`` and ``PREFIX-rare.jsonl``; out: a manifest."""
+    pools = capped_pool(seed, quota, draws, against, on_draw)
+    _, checked = _frozen_keys(against)
+    files = {}
+    for name, rows in pools.items():
+        path = Path(f"{prefix}-{name}.jsonl")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+        path.write_bytes(data)
+        chains = Counter("+".join(r["output"]["policy_refs"]) for r in rows)
+        files[name] = {"path": str(path), "rows": len(rows), "sha256": hashlib.sha256(data).hexdigest(),
+                       "rules": dict(sorted(chains.items()))}
+    return {"seed": seed, "quota": quota, "draws": draws, "mode": "independent-capped",
+            "checked_against": checked, "files": files}

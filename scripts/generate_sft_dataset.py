@@ -20,6 +20,12 @@ out-of-distribution stress set.
         --against data/generated/train.jsonl data/generated/validation.jsonl data/generated/eval.jsonl \
         data/generated/stress.jsonl data/generated/validation_independent.jsonl
 
+    # A capped training pool (fixed cost; issue 15's stage 5 and 6): independent draws, at most QUOTA
+    # rows per rule chain, stopped after DRAWS draws; chains too rare to fill go to PREFIX-rare.jsonl:
+    uv run python scripts/generate_sft_dataset.py --pool-out runs/data/ind-s62/pool --seed 62 \
+        --quota 1000 --draws 6000000 --against data/generated/eval.jsonl data/generated/stress.jsonl \
+        data/generated/validation_independent.jsonl data/generated/validation.jsonl
+
 Same seed, mode and sizes -> byte-identical files. The logic lives in :mod:`policies.synth` and
 :mod:`policies.synth_independent`.
 """
@@ -32,7 +38,7 @@ import json
 from tqdm import tqdm
 
 from policies.synth import write_splits
-from policies.synth_independent import write_stress_set
+from policies.synth_independent import write_capped_pool, write_stress_set
 
 
 def main() -> None:
@@ -52,8 +58,21 @@ def main() -> None:
                         help="write the console's demo queue to this file instead")
     parser.add_argument("--demo-size", type=int, default=48, help="rows in the demo queue")
     parser.add_argument("--against", nargs="*", default=[],
-                        help="pools the stress set or demo queue may not share a case with")
+                        help="pools the stress set, demo queue or capped pool may not share a case with")
+    parser.add_argument("--pool-out", default=None,
+                        help="write a capped training pool as POOL_OUT-common.jsonl and POOL_OUT-rare.jsonl")
+    parser.add_argument("--quota", type=int, default=500, help="capped pool: rows per rule chain at most")
+    parser.add_argument("--draws", type=int, default=3_000_000, help="capped pool: independent draws")
     args = parser.parse_args()
+    if args.pool_out:
+        for name in ("quota", "draws"):
+            if not 1 <= getattr(args, name) <= 100_000_000:
+                parser.error(f"--{name} must be between 1 and 100000000")
+        with tqdm(total=args.draws, unit="draw", desc="independent draws") as bar:
+            manifest = write_capped_pool(args.pool_out, args.seed, args.quota, args.draws, args.against,
+                                         on_draw=bar.update)
+        print(json.dumps(manifest))
+        return
     if args.stress_out or args.demo_out:
         split, out, size = ("demo", args.demo_out, args.demo_size) if args.demo_out else \
             ("stress", args.stress_out, args.stress_size)

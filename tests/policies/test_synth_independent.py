@@ -15,7 +15,12 @@ from policies.correlation import correlation_report, mutual_information
 from policies.leakage import fields_key
 from policies.rules import AUTO_LIMIT
 from policies.synth import generate_rows, write_splits
-from policies.synth_independent import independent_fields, independent_rows, write_stress_set
+from policies.synth_independent import (
+    independent_fields,
+    independent_rows,
+    write_capped_pool,
+    write_stress_set,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,3 +110,29 @@ def test_committed_stress_set_is_independent_balanced_and_disjoint() -> None:
         path = REPO / f"data/generated/{split}.jsonl"
         frozen |= {fields_key(json.loads(line)["input"]) for line in path.open()}
     assert not {fields_key(r["input"]) for r in rows} & frozen
+
+
+def test_capped_pool_caps_each_chain_keeps_rare_ones_apart_and_skips_frozen_cases(tmp_path: Path) -> None:
+    frozen = tmp_path / "frozen.jsonl"
+    first = write_capped_pool(tmp_path / "a", seed=3, quota=4, draws=20_000)
+    common = [json.loads(line) for line in (tmp_path / "a-common.jsonl").open()]
+    rare = [json.loads(line) for line in (tmp_path / "a-rare.jsonl").open()]
+    chains = Counter("+".join(r["output"]["policy_refs"]) for r in common)
+    rare_chains = Counter("+".join(r["output"]["policy_refs"]) for r in rare)
+    assert set(chains.values()) == {4}  # every common chain filled its quota exactly
+    assert all(n < 4 for n in rare_chains.values()) and not set(chains) & set(rare_chains)
+    assert set(chains) | set(rare_chains) <= set(TARGETS) and len(chains) >= 20
+    for row in common + rare:  # labelled by the rule engine
+        expected = expected_decision(parse_case(row["input"]))
+        assert tuple(row["output"]["policy_refs"]) == tuple(expected.policy_refs)
+    keys = [fields_key(r["input"]) for r in common + rare]
+    assert len(set(keys)) == len(keys)
+    assert first["files"]["common"]["rows"] == len(common)
+    # deterministic; and against a pool holding half its rows, none of those comes back
+    frozen.write_text("".join(json.dumps(r) + "\n" for r in common[::2]))
+    again = write_capped_pool(tmp_path / "b", seed=3, quota=4, draws=20_000, against=[frozen])
+    assert again["checked_against"] == [str(frozen)]
+    redrawn = [json.loads(line) for p in ("b-common", "b-rare") for line in (tmp_path / f"{p}.jsonl").open()]
+    assert not {fields_key(r["input"]) for r in redrawn} & {fields_key(r["input"]) for r in common[::2]}
+    assert write_capped_pool(tmp_path / "c", seed=3, quota=4, draws=20_000) == first | {
+        "files": {k: {**v, "path": v["path"].replace("/a-", "/c-")} for k, v in first["files"].items()}}
