@@ -314,7 +314,7 @@ def rule_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 def write_splits(out_dir: str | Path, seed: int = 0, n_train: int = 3000, n_val: int = 300,
                  n_eval: int = 300, on_row: Callable[[], None] | None = None,
-                 mode: str = "recipe") -> dict[str, Any]:
+                 mode: str = "recipe", frozen_fields: Collection[str] = ()) -> dict[str, Any]:
     """Write ``train.jsonl``, ``validation.jsonl``, ``eval.jsonl`` and ``manifest.json``; return the manifest.
 
     Eval is drawn first, then validation, then train, each deduplicated against the ones before
@@ -328,7 +328,7 @@ def write_splits(out_dir: str | Path, seed: int = 0, n_train: int = 3000, n_val:
     out.mkdir(parents=True, exist_ok=True)
     seen_messages: set[str] = set()
     seen_cases: set[str] = set()
-    earlier_fields: set[str] = set()
+    earlier_fields: set[str] = set(frozen_fields)
     splits: dict[str, list[dict[str, Any]]] = {}
     for split, n in (("eval", n_eval), ("validation", n_val), ("train", n_train)):
         rows = generate_rows(n, seed, split, seen_messages, seen_cases, on_row,

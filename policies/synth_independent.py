@@ -200,6 +200,12 @@ def write_stress_set(path: str | Path, seed: int, n: int = 300,
             "rules": dict(sorted(chains.items()))}
 
 
+def frozen_keys_of(against: Collection[str | Path]) -> set[str]:
+    """Deciding-field keys (:func:`policies.leakage.fields_key`) of every row of the ``against``
+    generator files (missing files are skipped)."""
+    return _frozen_keys(against)[0]
+
+
 def _frozen_keys(against: Collection[str | Path]) -> tuple[set[str], list[str]]:
     """Deciding-field keys of every row in the ``against`` pools (missing files are skipped)."""
     frozen: set[str] = set()

@@ -4,6 +4,12 @@ out-of-distribution stress set.
     # A training pool: every field drawn on its own (the default, --mode independent):
     uv run python scripts/generate_sft_dataset.py --out runs/data/ind-s5-24k --seed 5 --train 24000
 
+    # A recipe-drawn training pool that shares no case with the frozen sets:
+    uv run python scripts/generate_sft_dataset.py --out runs/data/rec-s63 --seed 63 --mode recipe \
+        --train 12000 --validation 0 --eval 0 \
+        --against data/generated/eval.jsonl data/generated/stress.jsonl \
+        data/generated/validation.jsonl data/generated/validation_independent.jsonl
+
     # The frozen splits in data/generated/ (recipe mode, seed 0):
     uv run python scripts/generate_sft_dataset.py --out data/generated --seed 0 --mode recipe \
         --train 3000 --validation 300 --eval 300
@@ -38,7 +44,7 @@ import json
 from tqdm import tqdm
 
 from policies.synth import write_splits
-from policies.synth_independent import write_capped_pool, write_stress_set
+from policies.synth_independent import frozen_keys_of, write_capped_pool, write_stress_set
 
 
 def main() -> None:
@@ -58,7 +64,7 @@ def main() -> None:
                         help="write the console's demo queue to this file instead")
     parser.add_argument("--demo-size", type=int, default=48, help="rows in the demo queue")
     parser.add_argument("--against", nargs="*", default=[],
-                        help="pools the stress set, demo queue or capped pool may not share a case with")
+                        help="pools the new rows may not share a case with (deciding fields, so prompts)")
     parser.add_argument("--pool-out", default=None,
                         help="write a capped training pool as POOL_OUT-common.jsonl and POOL_OUT-rare.jsonl")
     parser.add_argument("--quota", type=int, default=500, help="capped pool: rows per rule chain at most")
@@ -83,7 +89,8 @@ def main() -> None:
         return
     with tqdm(total=args.train + args.validation + args.eval, unit="row", desc="cases") as bar:
         manifest = write_splits(args.out, seed=args.seed, n_train=args.train, n_val=args.validation,
-                                n_eval=args.eval, on_row=bar.update, mode=args.mode)
+                                n_eval=args.eval, on_row=bar.update, mode=args.mode,
+                                frozen_fields=frozen_keys_of(args.against))
     for split, info in manifest["files"].items():
         print(f"{split}: {info['rows']} rows, sha256 {info['sha256'][:16]}...")
     print(json.dumps(manifest["files"]["train"]["rules"]))

@@ -16,6 +16,7 @@ from policies.leakage import fields_key
 from policies.rules import AUTO_LIMIT
 from policies.synth import generate_rows, write_splits
 from policies.synth_independent import (
+    frozen_keys_of,
     independent_fields,
     independent_rows,
     write_capped_pool,
@@ -136,3 +137,15 @@ def test_capped_pool_caps_each_chain_keeps_rare_ones_apart_and_skips_frozen_case
     assert not {fields_key(r["input"]) for r in redrawn} & {fields_key(r["input"]) for r in common[::2]}
     assert write_capped_pool(tmp_path / "c", seed=3, quota=4, draws=20_000) == first | {
         "files": {k: {**v, "path": v["path"].replace("/a-", "/c-")} for k, v in first["files"].items()}}
+
+
+def test_splits_skip_the_cases_of_frozen_pools(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    write_splits(first, seed=4, n_train=66, n_val=0, n_eval=0, mode="recipe")
+    taken = frozen_keys_of([first / "train.jsonl", tmp_path / "missing.jsonl"])
+    assert len(taken) == 66
+    # the same seed draws the same cases: against the first pool, every one of them is redrawn
+    write_splits(tmp_path / "again", seed=4, n_train=66, n_val=0, n_eval=0, mode="recipe",
+                 frozen_fields=taken)
+    again = {fields_key(json.loads(line)["input"]) for line in (tmp_path / "again" / "train.jsonl").open()}
+    assert len(again) == 66 and not again & taken
