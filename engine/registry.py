@@ -72,7 +72,8 @@ class ServerSpec:
 RETRAIN_KEYS = ("config", "overrides", "dpo")  # the keys of an entry's ``retrain`` table
 # Set by the Runner for every job (base, data, output) or by the spec (prompt format): never by a recipe.
 RUNNER_KEYS = ("model", "dataset", "mix_weights", "output_dir")
-PROMPT_KEYS = ("prompt_policy", "prompt_instructions", "prompt_max_message_chars", "prompt_case")
+PROMPT_KEYS = ("prompt_policy", "prompt_instructions", "prompt_max_message_chars", "prompt_case",
+               "prompt_policy_facts")
 
 
 def read_run_config_file(path: str | Path) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class RunConfig:
     prompt_instructions: Literal["full", "short"] | None = None
     prompt_max_message_chars: int | None = None
     prompt_case: Literal["json", "fields"] | None = None
+    prompt_policy_facts: bool | None = None  # the policy's numbers beside the case's (fields format)
     # LoRA
     lora_r: int = 16
     lora_alpha: int = 32
@@ -105,7 +106,7 @@ class RunConfig:
     def prompt_format(self, spec: ModelSpec) -> PromptFormat:
         """The run's prompt format: the model's own, with any option given on the command line."""
         fmt = spec.prompt_format.to_dict()
-        for key in ("policy", "instructions", "max_message_chars", "case"):
+        for key in ("policy", "instructions", "max_message_chars", "case", "policy_facts"):
             value = getattr(self, f"prompt_{key}")
             if value is not None:
                 fmt[key] = value

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from policies.documents import applicable_sections
+from policies.rules import AUTO_LIMIT, WARRANTY_DAYS, return_window
 from policies.schema import Answer, Case
 
 INSTRUCTIONS = (
@@ -45,6 +46,11 @@ class PromptFormat:
     whose decisions rest on the structured fields); None keeps it whole.
     ``case="fields"``: the case as ``key=value`` lines instead of JSON, ids left out, the
     (cut) message last (tiny models: a third of the tokens, the same facts).
+    ``policy_facts`` (``case="fields"`` only): the policy's numbers for this case beside the facts
+    they bound, ``auto_limit`` after the price and ``return_window_days`` and ``warranty_days``
+    after the day count (the region's AUTO_LIMIT, the category's and tier's RETURN_WINDOW, the
+    region's WARRANTY_DAYS): a tiny model then compares two numbers on neighbouring lines
+    instead of recalling a table. Facts only, never a rule's outcome ("over the limit").
     The format an adapter was trained with is saved beside it and reused at inference.
     """
 
@@ -52,6 +58,7 @@ class PromptFormat:
     instructions: Literal["full", "short"] = "full"
     max_message_chars: int | None = None
     case: Literal["json", "fields"] = "json"
+    policy_facts: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,11 +93,25 @@ def case_fields(case: Case, fmt: PromptFormat = PromptFormat()) -> str:
     flat = {**{k: data[k] for k in ("region", "request_type", "reason")},
             "tier": data["customer"]["tier"], "claims_last_12m": data["customer"]["claims_last_12m"],
             **{k: v for k, v in data["order"].items() if k != "id"}}
+    if fmt.policy_facts:
+        flat = _with_policy_facts(case, flat)
     lines = [f"{key}={json.dumps(value, ensure_ascii=False).strip(chr(34))}" for key, value in flat.items()]
     message = data["message"] if fmt.max_message_chars is None else data["message"][: fmt.max_message_chars]
     if message:
         lines.append(f"message={message}")
     return "\n".join(lines)
+
+
+def _with_policy_facts(case: Case, flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` with the policy's numbers for ``case`` inserted after the fields they bound."""
+    after = {"price": {"auto_limit": AUTO_LIMIT[case.region]},
+             "days_since_delivery": {"return_window_days": return_window(case),
+                                     "warranty_days": WARRANTY_DAYS[case.region]}}
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        out[key] = value
+        out.update(after.get(key, {}))
+    return out
 
 
 def answer_json(answer: Answer) -> str:
