@@ -23,7 +23,7 @@ import torch
 
 from engine.loading import dtype_name, load_base_model, peft_wrapping, pick_dtype
 from engine.registry import PROMPT_FORMAT_FILE, REPO_ROOT, ModelSpec
-from engine.sft_data import RunConfig
+from engine.sft_data import ConfigError, RunConfig
 from policies.prompt import PromptFormat
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,24 @@ def build_trainer(trainer_cls: Any, spec: ModelSpec, cfg: RunConfig, args: Any,
             callbacks=list(callbacks),
             **extra,
         )
+    check_kept(len(trainer.train_dataset), len(train_examples), cfg.max_length, "training")
+    if eval_examples:
+        check_kept(len(trainer.eval_dataset), len(eval_examples), cfg.max_length, "evaluation")
     return trainer, tokenizer, quantization
+
+
+def check_kept(kept: int, given: int, max_length: int, what: str) -> None:
+    """TRL drops the examples whose prompt alone fills ``max_length`` (no answer token left to
+    train): warn when some went, raise ConfigError naming max_length when all did. A longer prompt
+    format (say ``prompt_policy_facts``) with an old recipe's ``max_length`` would otherwise train
+    on the few short prompts left, silently."""
+    if kept >= given:
+        return
+    message = (f"max_length {max_length}: {given - kept} of {given} {what} examples have no answer token "
+               f"within it (the prompt fills it) and were dropped")
+    if kept == 0:
+        raise ConfigError(f"{message}; raise max_length")
+    log.warning("%s; raise max_length to train on them", message)
 
 
 def system_info() -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 import transformers.trainer as hf_trainer
 from transformers import TrainerCallback
 
-from engine.sft_data import RunConfig, TrainingPoolLeak
+from engine.sft_data import ConfigError, RunConfig, TrainingPoolLeak
 from engine.training import merge_repeated_flags, parse_run_config, train
 from tests.conftest import tiny_rows, write_jsonl
 
@@ -212,3 +212,26 @@ def test_lm_corpus_leaves_out_a_held_out_case_whatever_its_ids_and_message(tmp_p
     assert prompt in unchecked  # the tiny format drops ids and message: the same prompt
     texts = lm_texts(cfg, seed=0)
     assert prompt not in texts and len(texts) == len(unchecked)  # redrawn, not dropped
+
+
+def test_a_max_length_the_prompts_fill_is_refused_by_name(tiny_base_dir: Path, tmp_path: Path,
+                                                          root_logging: None) -> None:
+    train_file = write_jsonl(tmp_path / "train.jsonl", tiny_rows())
+    cfg = RunConfig(model=str(tiny_base_dir), dataset=[str(train_file)], eval_dataset=None,
+                    output_dir=str(tmp_path / "out"), quantization="none", lora_r=4, lora_alpha=8,
+                    max_steps=1, per_device_train_batch_size=4, max_length=16, logging_steps=1,
+                    eval_each_epoch=False, seed=0, num_threads=1)
+    with pytest.raises(ConfigError, match=r"max_length 16: \d+ of \d+ training examples .*raise max_length"):
+        train(cfg)
+    assert not (tmp_path / "out" / "adapter_model.safetensors").exists()
+
+
+def test_dropped_examples_are_counted_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from engine.train_setup import check_kept
+
+    with caplog.at_level(logging.WARNING, logger="engine.train_setup"):
+        check_kept(46 * 64, 32000, 156, "training")
+        check_kept(300, 300, 156, "evaluation")  # all kept: nothing said
+    assert [r.getMessage() for r in caplog.records] == [
+        "max_length 156: 29056 of 32000 training examples have no answer token within it (the prompt "
+        "fills it) and were dropped; raise max_length to train on them"]
