@@ -245,6 +245,8 @@ def capped_pool(seed: int, quota: int, draws: int, against: Collection[str | Pat
             continue
         seen |= {key, case.message}
         picked[chain].append(case)
+    if on_draw and draws:
+        on_draw(draws - 10_000 * ((draws - 1) // 10_000))  # the draws since the last report
     full = [t for t in TARGETS if len(picked[t]) >= quota]
     pools: dict[str, list[dict[str, Any]]] = {}
     for name, chains in (("common", full), ("rare", [t for t in TARGETS if t not in full])):

@@ -115,7 +115,9 @@ def test_committed_stress_set_is_independent_balanced_and_disjoint() -> None:
 
 def test_capped_pool_caps_each_chain_keeps_rare_ones_apart_and_skips_frozen_cases(tmp_path: Path) -> None:
     frozen = tmp_path / "frozen.jsonl"
-    first = write_capped_pool(tmp_path / "a", seed=3, quota=4, draws=20_000)
+    reported: list[int] = []
+    first = write_capped_pool(tmp_path / "a", seed=3, quota=4, draws=20_005, on_draw=reported.append)
+    assert sum(reported) == 20_005  # progress adds up to the draws
     common = [json.loads(line) for line in (tmp_path / "a-common.jsonl").open()]
     rare = [json.loads(line) for line in (tmp_path / "a-rare.jsonl").open()]
     chains = Counter("+".join(r["output"]["policy_refs"]) for r in common)
@@ -131,11 +133,11 @@ def test_capped_pool_caps_each_chain_keeps_rare_ones_apart_and_skips_frozen_case
     assert first["files"]["common"]["rows"] == len(common)
     # deterministic; and against a pool holding half its rows, none of those comes back
     frozen.write_text("".join(json.dumps(r) + "\n" for r in common[::2]))
-    again = write_capped_pool(tmp_path / "b", seed=3, quota=4, draws=20_000, against=[frozen])
+    again = write_capped_pool(tmp_path / "b", seed=3, quota=4, draws=20_005, against=[frozen])
     assert again["checked_against"] == [str(frozen)]
     redrawn = [json.loads(line) for p in ("b-common", "b-rare") for line in (tmp_path / f"{p}.jsonl").open()]
     assert not {fields_key(r["input"]) for r in redrawn} & {fields_key(r["input"]) for r in common[::2]}
-    assert write_capped_pool(tmp_path / "c", seed=3, quota=4, draws=20_000) == first | {
+    assert write_capped_pool(tmp_path / "c", seed=3, quota=4, draws=20_005) == first | {
         "files": {k: {**v, "path": v["path"].replace("/a-", "/c-")} for k, v in first["files"].items()}}
 
 
