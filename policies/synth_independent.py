@@ -9,8 +9,8 @@ status; a day count from 0 to 1,100 (well past the 730-day warranty); any tier, 
 flags. Boundaries are over-sampled, each on its own: window and warranty days (a coin, not the
 rule, decides a boundary day), prices just around the case's own region's AUTO_LIMIT (the comparison
 LIM-1 makes, whatever the item), and claim counts around the fraud thresholds.
-:func:`sample_independent_case` balances over deciding rule chains by rejection: draws are kept
-only when the rule engine's chain is the target, so the fields that do not decide a case keep their
+:func:`independent_cases` balances over deciding rule chains by rejection: a draw is kept only
+while the rule engine's chain for it still needs cases, so the fields that do not decide a case keep their
 independent distribution given the chain.
 """
 
@@ -104,16 +104,61 @@ def _chain(fields: dict[str, Any]) -> str:
     return "+".join(expected_decision(case).policy_refs)
 
 
-def sample_independent_case(rng: random.Random, target: str, case_id: str) -> Case:
-    """A valid case, fields drawn independently, whose deciding rule chain is ``target``
-    (``"RET-3"``, ``"RET-3+LIM-1"``), with a customer message. RuntimeError after MAX_TRIES draws."""
-    for _ in range(MAX_TRIES):
-        fields = independent_fields(rng, case_id)
-        if _chain(fields) == target:
-            case = parse_case(fields)  # validated once, when kept
-            fields["message"] = customer_message(case, rng)
-            return parse_case(fields)
-    raise RuntimeError(f"could not draw an independent case for {target!r} in {MAX_TRIES} tries")
+def _draw_by_chain(
+    rng: random.Random,
+    quota: dict[str, int],
+    keep: Callable[[Case], bool],
+    max_draws: int,
+    stop_when_full: bool = True,
+    on_case: Callable[[], None] | None = None,
+    on_draws: Callable[[int], None] | None = None,
+) -> dict[str, list[Case]]:
+    """Independent draws kept by their deciding rule chain: at most ``quota[chain]`` cases per chain
+    (a draw of a full or unlisted chain is dropped, so common chains cost nothing extra), each with
+    a customer message, ``keep(case)`` refusing a draw (deduplication). Stops after ``max_draws``
+    draws, or earlier once every quota is met when ``stop_when_full``. ``on_case()`` after each kept
+    case; ``on_draws(k)`` every 10,000 draws and once at the end, so the k add up to the draws."""
+    picked: dict[str, list[Case]] = {t: [] for t in quota}
+    missing, tries = sum(quota.values()), 0
+    while tries < max_draws and (missing or not stop_when_full):
+        tries += 1
+        if on_draws and tries % 10_000 == 0:
+            on_draws(10_000)
+        fields = independent_fields(rng, "C-0")
+        chain = _chain(fields)
+        if len(picked.get(chain, ())) >= quota.get(chain, 0):
+            continue
+        case = parse_case(fields)
+        fields["message"] = customer_message(case, rng)
+        case = parse_case(fields)
+        if not keep(case):
+            continue
+        picked[chain].append(case)
+        missing -= 1
+        if on_case:
+            on_case()
+    if on_draws and tries % 10_000:
+        on_draws(tries % 10_000)
+    return picked
+
+
+def _unseen(frozen_fields: Collection[str] = (),
+            seen_messages: set[str] | None = None) -> Callable[[Case], bool]:
+    """A ``keep`` for :func:`_draw_by_chain`: refuses a case whose message was seen (``seen_messages``,
+    updated) or whose deciding fields (:func:`policies.leakage.fields_key`) are frozen or were kept
+    already; remembers each case it keeps."""
+    seen_messages = set() if seen_messages is None else seen_messages
+    seen_fields: set[str] = set()
+
+    def keep(case: Case) -> bool:
+        key = fields_key(case)
+        if case.message in seen_messages or key in frozen_fields or key in seen_fields:
+            return False
+        seen_messages.add(case.message)
+        seen_fields.add(key)
+        return True
+
+    return keep
 
 
 def independent_cases(
@@ -129,26 +174,11 @@ def independent_cases(
     rarest sets the pace. ``keep(case)`` may refuse a draw (deduplication). Deterministic in ``rng``.
     """
     quota = {t: n // len(targets) + (i < n % len(targets)) for i, t in enumerate(targets)}
-    picked: dict[str, list[Case]] = {t: [] for t in targets}
-    missing, tries = n, 0
-    while missing:
-        tries += 1
-        if tries > MAX_TRIES * max(1, n):
-            short = {t: quota[t] - len(c) for t, c in picked.items() if len(c) < quota[t]}
-            raise RuntimeError(f"could not draw enough independent cases in {tries - 1} tries: {short}")
-        fields = independent_fields(rng, "C-0")
-        chain = _chain(fields)
-        if len(picked.get(chain, ())) >= quota.get(chain, 0):
-            continue
-        case = parse_case(fields)
-        fields["message"] = customer_message(case, rng)
-        case = parse_case(fields)
-        if not keep(case):
-            continue
-        picked[chain].append(case)
-        missing -= 1
-        if on_case:
-            on_case()
+    budget = MAX_TRIES * max(1, n)
+    picked = _draw_by_chain(rng, quota, keep, budget, on_case=on_case)
+    short = {t: quota[t] - len(c) for t, c in picked.items() if len(c) < quota[t]}
+    if short:
+        raise RuntimeError(f"could not draw enough independent cases in {budget} tries: {short}")
     cases = [case for t in targets for case in picked[t]]
     rng.shuffle(cases)
     return [case.model_copy(update={"case_id": f"C-{i}"}) for i, case in enumerate(cases)]
@@ -162,19 +192,9 @@ def independent_rows(n: int, seed: int, split: str, seen_messages: set[str] | No
     is in ``seen_messages`` (updated) or whose deciding fields (:func:`policies.leakage.fields_key`)
     are in ``frozen_fields`` or already in the rows is dropped. Deterministic in (n, seed, split, sets).
     """
-    seen_messages = set() if seen_messages is None else seen_messages
-    seen_fields: set[str] = set()
-
-    def keep(case: Case) -> bool:
-        key = fields_key(case)
-        if case.message in seen_messages or key in frozen_fields or key in seen_fields:
-            return False
-        seen_messages.add(case.message)
-        seen_fields.add(key)
-        return True
-
     rng = random.Random(f"policyops-synth-independent:{seed}:{split}")
     rows = []
+    keep = _unseen(frozen_fields, seen_messages)
     for i, case in enumerate(independent_cases(rng, TARGETS, n, keep, on_row)):
         case = case.model_copy(update={"case_id": f"C-{split[:2].upper()}-{i:05d}"})
         rows.append({"id": case.case_id, "instruction": INSTRUCTIONS, "input": case.to_json_dict(),
@@ -218,35 +238,18 @@ def _frozen_keys(against: Collection[str | Path]) -> tuple[set[str], list[str]]:
     return frozen, checked
 
 
-def capped_pool(seed: int, quota: int, draws: int, against: Collection[str | Path] = (),
+def capped_pool(seed: int, quota: int, draws: int, frozen_fields: Collection[str] = (),
                 on_draw: Callable[[int], None] | None = None) -> dict[str, list[dict[str, Any]]]:
     """A training pool of independent draws with a fixed cost: at most ``quota`` rows per rule chain,
     stopped after ``draws`` draws (the exactly balanced :func:`independent_rows` waits for the
     rarest chain, 1 draw in ~50,000). Out: ``{"common": rows, "rare": rows}``: the chains that
     filled their quota and those too rare to fill it in the budget (train them with a higher mixing
-    weight). No row shares its deciding fields (so its prompt) or message with a row of ``against``
-    or with another row. ``on_draw(k)`` reports progress every 10,000 draws. Deterministic in
-    (seed, quota, draws, against)."""
-    frozen, _ = _frozen_keys(against)
+    weight). No row shares its deciding fields (so its prompt) with ``frozen_fields``
+    (:func:`frozen_keys_of` other pools) nor its fields or message with another row. ``on_draw(k)``
+    reports progress every 10,000 draws. Deterministic in (seed, quota, draws, frozen_fields)."""
     rng = random.Random(f"policyops-synth-independent:{seed}:train-capped")
-    picked: dict[str, list[Case]] = {t: [] for t in TARGETS}
-    seen: set[str] = set()
-    for i in range(draws):
-        if on_draw and i and i % 10_000 == 0:
-            on_draw(10_000)
-        fields = independent_fields(rng, "C-0")
-        chain = _chain(fields)
-        if len(picked.get(chain, ())) >= quota:
-            continue
-        fields["message"] = customer_message(parse_case(fields), rng)
-        case = parse_case(fields)
-        key = fields_key(case)
-        if key in frozen or key in seen or case.message in seen:
-            continue
-        seen |= {key, case.message}
-        picked[chain].append(case)
-    if on_draw and draws:
-        on_draw(draws - 10_000 * ((draws - 1) // 10_000))  # the draws since the last report
+    picked = _draw_by_chain(rng, dict.fromkeys(TARGETS, quota), _unseen(frozen_fields), draws,
+                            stop_when_full=False, on_draws=on_draw)
     full = [t for t in TARGETS if len(picked[t]) >= quota]
     pools: dict[str, list[dict[str, Any]]] = {}
     for name, chains in (("common", full), ("rare", [t for t in TARGETS if t not in full])):
@@ -264,8 +267,8 @@ def write_capped_pool(prefix: str | Path, seed: int, quota: int, draws: int,
                       against: Collection[str | Path] = (),
                       on_draw: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Write :func:`capped_pool` as ``PREFIX-common.jsonl`` and ``PREFIX-rare.jsonl``; out: a manifest."""
-    pools = capped_pool(seed, quota, draws, against, on_draw)
-    _, checked = _frozen_keys(against)
+    frozen, checked = _frozen_keys(against)
+    pools = capped_pool(seed, quota, draws, frozen, on_draw)
     files = {}
     for name, rows in pools.items():
         path = Path(f"{prefix}-{name}.jsonl")
