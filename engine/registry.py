@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +72,8 @@ class ServerSpec:
 RETRAIN_KEYS = ("config", "overrides", "dpo")  # the keys of an entry's ``retrain`` table
 # Set by the Runner for every job (base, data, output) or by the spec (prompt format): never by a recipe.
 RUNNER_KEYS = ("model", "dataset", "mix_weights", "output_dir")
-PROMPT_KEYS = ("prompt_policy", "prompt_instructions", "prompt_max_message_chars", "prompt_case",
-               "prompt_policy_facts")
+# One RunConfig option per PromptFormat field ("prompt_" + its name).
+PROMPT_KEYS = tuple(f"prompt_{f.name}" for f in fields(PromptFormat))
 
 
 def read_run_config_file(path: str | Path) -> dict[str, Any]:

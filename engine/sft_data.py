@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from engine.registry import ModelSpec
+from engine.registry import PROMPT_KEYS, ModelSpec
 from policies import InvalidInput, parse_answer, parse_case
 from policies.leakage import DEFAULT_FROZEN_SETS, FrozenSetError, find_leaks, frozen_keys, iter_jsonl
 from policies.leakage import TrainingPoolLeak as TrainingPoolLeak  # re-exported: a data error of a run
@@ -106,10 +106,10 @@ class RunConfig:
     def prompt_format(self, spec: ModelSpec) -> PromptFormat:
         """The run's prompt format: the model's own, with any option given on the command line."""
         fmt = spec.prompt_format.to_dict()
-        for key in ("policy", "instructions", "max_message_chars", "case", "policy_facts"):
-            value = getattr(self, f"prompt_{key}")
+        for key in PROMPT_KEYS:
+            value = getattr(self, key)
             if value is not None:
-                fmt[key] = value
+                fmt[key.removeprefix("prompt_")] = value
         return PromptFormat.from_dict(fmt)
 
 

@@ -59,3 +59,4 @@ def test_a_training_run_can_switch_it_on_and_the_registry_guards_it() -> None:
     assert RunConfig(prompt_policy_facts=True).prompt_format(spec) == FACTS
     assert RunConfig().prompt_format(spec) == TINY
     assert "prompt_policy_facts" in PROMPT_KEYS  # a retrain recipe may not change it behind the spec
+    assert all(hasattr(RunConfig(), key) for key in PROMPT_KEYS)  # every format field has its option
