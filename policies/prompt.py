@@ -21,9 +21,9 @@ INSTRUCTIONS = (
     "You decide e-commerce customer-service cases by the policy below. Check the rules in order; "
     "the first that applies decides. Answer with one JSON object: "
     '{"decision": one of APPROVE_REFUND, APPROVE_REFUND_WITH_FEE, APPROVE_EXCHANGE, APPROVE_REPLACEMENT, '
-    'APPROVE_CANCELLATION, DENY, ESCALATE, REQUEST_INFO; "reasoning": why, citing rule ids; '
-    '"customer_response": a polite, empathetic message to the customer; "next_action": what happens next; '
-    '"policy_refs": the deciding rule id, plus LIM-1 where it applied}.'
+    'APPROVE_CANCELLATION, DENY, ESCALATE, REQUEST_INFO; "policy_refs": the deciding rule id, plus LIM-1 '
+    'where it applied; "next_action": what happens next; "reasoning": why, citing rule ids; '
+    '"customer_response": a polite, empathetic message to the customer}.'
 )
 # For tiny embedded models: they learn the answer's shape from data, and every prompt token
 # costs CPU training time.

@@ -142,14 +142,21 @@ class Case(BaseModel):
 
 
 class Answer(BaseModel):
-    """The model's answer (policy-spec.md section 3)."""
+    """The model's answer (policy-spec.md section 3).
+
+    Field order is the order the model writes them (the JSON schema of constrained decoding and
+    the SFT targets follow it): the decision, then the short structured fields that follow from
+    the deciding rule (policy_refs, next_action), then the free text. A JSON object's keys are
+    unordered, so this is the handbook's answer; putting the rule ids right after the decision lets
+    a small model learn them within a short training length, before the long text.
+    """
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
     decision: Decision
+    policy_refs: list[RuleId] = Field(min_length=1, max_length=MAX_POLICY_REFS)  # type: ignore[valid-type]
+    next_action: Annotated[str, TextRule(MAX_NEXT_ACTION_CHARS, min_chars=1)]
     reasoning: Annotated[str, TextRule(MAX_REASONING_CHARS, min_chars=1)]
     customer_response: Annotated[str, TextRule(MAX_CUSTOMER_RESPONSE_CHARS, min_chars=1)]
-    next_action: Annotated[str, TextRule(MAX_NEXT_ACTION_CHARS, min_chars=1)]
-    policy_refs: list[RuleId] = Field(min_length=1, max_length=MAX_POLICY_REFS)  # type: ignore[valid-type]
 
 
 class _FieldError(ValueError):
