@@ -47,7 +47,7 @@ JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": 
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")  # chat-turn end first; the tokenizer's eos is added too
 # Tokens left at which a row starts closing its answer: from then on, among the tokens the grammar
 # allows, only those holding a '"', ']' or '}' are kept (when there are any), which ends the open
-# string or list at once. The rest of the answer is then mostly forced key text (about 70 bytes),
+# string or list at once. The rest of the answer is then mostly forced key text (at most ~80 bytes),
 # so a budget of at least this many tokens always ends in a complete object instead of "truncated".
 CLOSING_RESERVE_TOKENS = 96
 

@@ -14,12 +14,14 @@ uv run python scripts/evaluate.py --dataset data/generated/validation.jsonl --va
 # uv run python -m engine.serve --model default-ft --port 8011); the figures match the local engine's:
 uv run python scripts/evaluate.py --model served-ft --dataset data/generated/eval.jsonl --variant both
 
-# A quick decision probe: constrained decoding with a small budget. The grammar starts closing the
-# answer 96 tokens before --max-new-tokens (engine.constrained.CLOSING_RESERVE_TOKENS), so 128 leaves
-# the decision free, cuts the prose short and still ends in a valid answer (default-ft, 60 eval cases:
-# same accuracy as 512, 3.3x the throughput). Much below that, answers end truncated, i.e. invalid.
+# A quick probe: constrained decoding with a small budget. The grammar starts closing the answer 96
+# tokens before --max-new-tokens (engine.constrained.CLOSING_RESERVE_TOKENS), so 192 leaves the
+# decision, policy_refs and next_action (the answer's first ~80 tokens) free, cuts the prose short and
+# still ends in a valid answer (how stages 8-10 of default-ft were chosen). 128 leaves only the
+# decision free (the probe of stages 1-7: on 60 eval cases the same accuracy as 512, 3.3x the
+# throughput). Much below that, answers end truncated, i.e. invalid.
 uv run python scripts/evaluate.py --dataset data/generated/validation.jsonl --variant finetuned \
-    --max-new-tokens 128
+    --max-new-tokens 192
 
 Writes OUT/summary.json (``variants``: per variant, n, decision_accuracy, violation_rate, violations per code,
 json_validity, the whole-answer figures policy_refs_exact, next_action_match and text_check (with
