@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.catalog import BOUNDARY_DAYS, ITEMS, TARGETS
-from policies.leakage import fields_key
+from policies.leakage import fields_key, frozen_keys
 from policies.prompt import INSTRUCTIONS
 from policies.rules import AUTO_LIMIT, expected_decision
 from policies.schema import (
@@ -227,15 +227,10 @@ def frozen_keys_of(against: Collection[str | Path]) -> set[str]:
 
 
 def _frozen_keys(against: Collection[str | Path]) -> tuple[set[str], list[str]]:
-    """Deciding-field keys of every row in the ``against`` pools (missing files are skipped)."""
-    frozen: set[str] = set()
-    checked = []
-    for pool in against:
-        if Path(pool).is_file():
-            checked.append(str(pool))
-            with open(pool, encoding="utf-8") as fh:
-                frozen.update(fields_key(json.loads(line)["input"]) for line in fh if line.strip())
-    return frozen, checked
+    """Deciding-field keys of every row in the ``against`` pools and the files read (missing ones
+    are skipped); a bad row raises :class:`policies.leakage.FrozenSetError` naming ``path:line``."""
+    frozen = frozen_keys(against)
+    return set(frozen.fields), frozen.paths
 
 
 def capped_pool(seed: int, quota: int, draws: int, frozen_fields: Collection[str] = (),

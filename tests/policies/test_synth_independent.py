@@ -12,7 +12,7 @@ import pytest
 from policies import expected_decision, parse_case
 from policies.catalog import BOUNDARY_DAYS, TARGETS
 from policies.correlation import correlation_report, mutual_information
-from policies.leakage import fields_key
+from policies.leakage import FrozenSetError, fields_key
 from policies.rules import AUTO_LIMIT
 from policies.synth import generate_rows, write_splits
 from policies.synth_independent import (
@@ -151,3 +151,10 @@ def test_splits_skip_the_cases_of_frozen_pools(tmp_path: Path) -> None:
                  frozen_fields=taken)
     again = {fields_key(json.loads(line)["input"]) for line in (tmp_path / "again" / "train.jsonl").open()}
     assert len(again) == 66 and not again & taken
+
+
+def test_a_bad_row_of_a_pool_to_avoid_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "pool.jsonl"
+    bad.write_text('{"input": {"region": "EU"}}\n')
+    with pytest.raises(FrozenSetError, match=r"pool\.jsonl:1"):
+        frozen_keys_of([bad])
