@@ -16,6 +16,7 @@ independent distribution given the chain.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import random
@@ -258,12 +259,55 @@ def capped_pool(seed: int, quota: int, draws: int, frozen_fields: Collection[str
     return pools
 
 
+def _price_at_or_under(rng: random.Random, limit: float) -> float:
+    """A price at or just under ``limit``: the mirror of :func:`_price`'s prices just over it (a
+    third exactly at the limit, a third a few cents to a unit under it, a third down to 0.9x)."""
+    roll = rng.random()
+    if roll < 1 / 3:
+        return float(limit)
+    if roll < 2 / 3:
+        return round(limit - rng.choice((0.01, 0.5, 0.99, 1.0)), 2)
+    return round(rng.uniform(0.9 * limit, limit), 2)
+
+
+def limit_twins(rows: list[dict[str, Any]], seed: int,
+                frozen_fields: Collection[str] = ()) -> list[dict[str, Any]]:
+    """One twin per row that LIM-1 decides (a refund over its region's AUTO_LIMIT, escalated): the
+    same case at a price at or just under the limit, with a new customer message and the rule
+    engine's answer (the refund the limit stopped). Independent draws put most refund-eligible cases
+    near the limit on the escalated side (LIM-1's chains fill their quota from prices just over it),
+    and a model taught that way answers ESCALATE at 0.99x and at exactly the limit; the twins give it
+    as many refunds just under the limit as escalations just over it. Only the price moves, so no
+    other field is tied to the decision. A twin whose deciding fields are in ``frozen_fields`` or in
+    ``rows`` (or another twin's) is dropped. Ids ``C-TR-T00000``, ...; deterministic in (rows, seed)."""
+    rng = random.Random(f"policyops-synth-independent:{seed}:limit-twins")
+    keep = _unseen({*frozen_fields, *(fields_key(row["input"]) for row in rows)})
+    twins: list[dict[str, Any]] = []
+    for row in rows:
+        if "LIM-1" not in row["output"]["policy_refs"]:
+            continue
+        fields = copy.deepcopy(row["input"])
+        fields["order"]["price"] = _price_at_or_under(rng, AUTO_LIMIT[fields["region"]])
+        fields["message"] = customer_message(parse_case({**fields, "message": ""}), rng)
+        case = parse_case(fields)
+        if not keep(case):
+            continue
+        case = case.model_copy(update={"case_id": f"C-TR-T{len(twins):05d}"})
+        twins.append({"id": case.case_id, "instruction": INSTRUCTIONS, "input": case.to_json_dict(),
+                      "output": reference_answer(case).model_dump(mode="json")})
+    return twins
+
+
 def write_capped_pool(prefix: str | Path, seed: int, quota: int, draws: int,
                       against: Collection[str | Path] = (),
-                      on_draw: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Write :func:`capped_pool` as ``PREFIX-common.jsonl`` and ``PREFIX-rare.jsonl``; out: a manifest."""
+                      on_draw: Callable[[int], None] | None = None,
+                      twins: bool = False) -> dict[str, Any]:
+    """Write :func:`capped_pool` as ``PREFIX-common.jsonl`` and ``PREFIX-rare.jsonl`` (with ``twins``,
+    also :func:`limit_twins` of both as ``PREFIX-twins.jsonl``); out: a manifest."""
     frozen, checked = _frozen_keys(against)
     pools = capped_pool(seed, quota, draws, frozen, on_draw)
+    if twins:
+        pools["twins"] = limit_twins(pools["common"] + pools["rare"], seed, frozen)
     files = {}
     for name, rows in pools.items():
         path = Path(f"{prefix}-{name}.jsonl")

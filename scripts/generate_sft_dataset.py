@@ -31,6 +31,8 @@ out-of-distribution stress set.
     uv run python scripts/generate_sft_dataset.py --pool-out runs/data/ind-s62/pool --seed 62 \
         --quota 1000 --draws 6000000 --against data/generated/eval.jsonl data/generated/stress.jsonl \
         data/generated/validation_independent.jsonl data/generated/validation.jsonl
+    # ... with --limit-twins: also PREFIX-twins.jsonl, every LIM-1 case (a refund over the region's
+    # AUTO_LIMIT, escalated) again at or just under the limit, answered as the refund it then is.
 
 Same seed, mode and sizes -> byte-identical files. The logic lives in :mod:`policies.synth` and
 :mod:`policies.synth_independent`.
@@ -69,6 +71,9 @@ def main() -> None:
                         help="write a capped training pool as POOL_OUT-common.jsonl and POOL_OUT-rare.jsonl")
     parser.add_argument("--quota", type=int, default=500, help="capped pool: rows per rule chain at most")
     parser.add_argument("--draws", type=int, default=3_000_000, help="capped pool: independent draws")
+    parser.add_argument("--limit-twins", action="store_true",
+                        help="capped pool: also write PREFIX-twins.jsonl, each LIM-1 case again at or "
+                             "just under its region's AUTO_LIMIT (policies.synth_independent.limit_twins)")
     args = parser.parse_args()
     if args.pool_out:
         for name in ("quota", "draws"):
@@ -76,7 +81,7 @@ def main() -> None:
                 parser.error(f"--{name} must be between 1 and 100000000")
         with tqdm(total=args.draws, unit="draw", desc="independent draws") as bar:
             manifest = write_capped_pool(args.pool_out, args.seed, args.quota, args.draws, args.against,
-                                         on_draw=bar.update)
+                                         on_draw=bar.update, twins=args.limit_twins)
         print(json.dumps(manifest))
         return
     if args.stress_out or args.demo_out:

@@ -19,6 +19,7 @@ from policies.synth_independent import (
     frozen_keys_of,
     independent_fields,
     independent_rows,
+    limit_twins,
     write_capped_pool,
     write_stress_set,
 )
@@ -158,3 +159,31 @@ def test_a_bad_row_of_a_pool_to_avoid_is_named(tmp_path: Path) -> None:
     bad.write_text('{"input": {"region": "EU"}}\n')
     with pytest.raises(FrozenSetError, match=r"pool\.jsonl:1"):
         frozen_keys_of([bad])
+
+
+def test_limit_twins_mirror_each_escalation_over_the_limit_just_under_it(tmp_path: Path) -> None:
+    manifest = write_capped_pool(tmp_path / "p", seed=5, quota=6, draws=30_000, twins=True)
+    pool = [json.loads(line) for p in ("p-common", "p-rare") for line in (tmp_path / f"{p}.jsonl").open()]
+    twins = [json.loads(line) for line in (tmp_path / "p-twins.jsonl").open()]
+    over = [r for r in pool if "LIM-1" in r["output"]["policy_refs"]]
+    assert over and len(twins) == len(over) == manifest["files"]["twins"]["rows"]
+    for row, twin in zip(over, twins, strict=True):
+        case, original = parse_case(twin["input"]), parse_case(row["input"])
+        limit = AUTO_LIMIT[case.region]
+        assert 0.9 * limit <= case.order.price <= limit < original.order.price
+        # only the price (and so the message) moved; the answer is the refund the limit stopped
+        moved = {**twin["input"], "case_id": row["input"]["case_id"], "message": row["input"]["message"]}
+        assert moved == {**row["input"], "order": {**row["input"]["order"], "price": case.order.price}}
+        refund = expected_decision(case).decision
+        assert twin["output"]["decision"] == refund in ("APPROVE_REFUND", "APPROVE_REFUND_WITH_FEE")
+        assert "LIM-1" not in twin["output"]["policy_refs"]
+        assert twin["id"].startswith("C-TR-T") and twin["input"]["message"]
+    # a third exactly at the limit, and no twin shares its deciding fields with the pool or the frozen sets
+    at_limit = sum(parse_case(t["input"]).order.price == AUTO_LIMIT[t["input"]["region"]] for t in twins)
+    assert 0.15 < at_limit / len(twins) < 0.5
+    keys = {fields_key(r["input"]) for r in pool}
+    assert not keys & {fields_key(t["input"]) for t in twins}
+    frozen = tmp_path / "frozen.jsonl"
+    frozen.write_text("".join(json.dumps(t) + "\n" for t in twins[:3]))
+    again = limit_twins(pool, seed=5, frozen_fields=frozen_keys_of([frozen]))
+    assert len(again) == len(twins) - 3 and again[0]["input"]["order"] == twins[3]["input"]["order"]
