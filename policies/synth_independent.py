@@ -185,6 +185,12 @@ def independent_cases(
     return [case.model_copy(update={"case_id": f"C-{i}"}) for i, case in enumerate(cases)]
 
 
+def _row(case: Case) -> dict[str, Any]:
+    """A generator row ``{"id", "instruction", "input", "output"}``: the case, answered by the rule engine."""
+    return {"id": case.case_id, "instruction": INSTRUCTIONS, "input": case.to_json_dict(),
+            "output": reference_answer(case).model_dump(mode="json")}
+
+
 def independent_rows(n: int, seed: int, split: str, seen_messages: set[str] | None = None,
                      frozen_fields: Collection[str] = (),
                      on_row: Callable[[], None] | None = None) -> list[dict[str, Any]]:
@@ -197,9 +203,7 @@ def independent_rows(n: int, seed: int, split: str, seen_messages: set[str] | No
     rows = []
     keep = _unseen(frozen_fields, seen_messages)
     for i, case in enumerate(independent_cases(rng, TARGETS, n, keep, on_row)):
-        case = case.model_copy(update={"case_id": f"C-{split[:2].upper()}-{i:05d}"})
-        rows.append({"id": case.case_id, "instruction": INSTRUCTIONS, "input": case.to_json_dict(),
-                     "output": reference_answer(case).model_dump(mode="json")})
+        rows.append(_row(case.model_copy(update={"case_id": f"C-{split[:2].upper()}-{i:05d}"})))
     return rows
 
 
@@ -253,15 +257,14 @@ def capped_pool(seed: int, quota: int, draws: int, frozen_fields: Collection[str
         rng.shuffle(cases)
         pools[name] = []
         for i, case in enumerate(cases):
-            case = case.model_copy(update={"case_id": f"C-TR-{name[0].upper()}{i:05d}"})
-            pools[name].append({"id": case.case_id, "instruction": INSTRUCTIONS, "input": case.to_json_dict(),
-                                "output": reference_answer(case).model_dump(mode="json")})
+            pools[name].append(_row(case.model_copy(update={"case_id": f"C-TR-{name[0].upper()}{i:05d}"})))
     return pools
 
 
 def _price_at_or_under(rng: random.Random, limit: float) -> float:
-    """A price at or just under ``limit``: the mirror of :func:`_price`'s prices just over it (a
-    third exactly at the limit, a third a few cents to a unit under it, a third down to 0.9x)."""
+    """A price at or just under ``limit``, in the shapes of :func:`_price`'s near-limit prices (there
+    a fifth at the limit, a fifth a few cents to a unit over it, the rest within 10% either side;
+    here a third exactly at it, a third a few cents to a unit under it, a third down to 0.9x)."""
     roll = rng.random()
     if roll < 1 / 3:
         return float(limit)
@@ -292,9 +295,7 @@ def limit_twins(rows: list[dict[str, Any]], seed: int,
         case = parse_case(fields)
         if not keep(case):
             continue
-        case = case.model_copy(update={"case_id": f"C-TR-T{len(twins):05d}"})
-        twins.append({"id": case.case_id, "instruction": INSTRUCTIONS, "input": case.to_json_dict(),
-                      "output": reference_answer(case).model_dump(mode="json")})
+        twins.append(_row(case.model_copy(update={"case_id": f"C-TR-T{len(twins):05d}"})))
     return twins
 
 
