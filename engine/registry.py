@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from engine.backends.base import FastPath
 from policies.prompt import PromptFormat
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +123,7 @@ class ModelSpec:
     prompt_format: PromptFormat = PromptFormat()
     retrain: RetrainRecipe | None = None  # None: the console refuses to retrain this model
     server: ServerSpec | None = None  # set for backend "openai": the variants are served there
+    fast: FastPath | None = None  # the local backend's speed options (None: its defaults for the device)
 
     @property
     def backend(self) -> str:
@@ -138,6 +140,7 @@ class ModelSpec:
             "retrain": self.retrain.to_dict() if self.retrain else None,
             "backend": self.backend,
             "server": self.server.to_dict() if self.server else None,
+            "fast": asdict(self.fast) if self.fast else None,
         }
 
 
@@ -254,6 +257,19 @@ def _parse_server(entry: dict[str, Any], where: str) -> ServerSpec | None:
                       max_concurrency=int(bounds.get("max_concurrency", 8)))
 
 
+def _parse_fast(entry: dict[str, Any], where: str, adapters: list[str],
+                server: ServerSpec | None) -> FastPath | None:
+    """An entry's ``fast`` table -> :class:`FastPath` (local backend only); RegistryError naming the field."""
+    if "fast" not in entry:
+        return None
+    if server is not None:
+        raise RegistryError(f"{where}: fast applies only to backend = \"local\" (a server has its own)")
+    try:
+        return FastPath.from_dict(entry["fast"], adapters)
+    except ValueError as exc:
+        raise RegistryError(f"{where}: fast: {exc}") from None
+
+
 def load_registry(path: str | Path = REGISTRY_PATH) -> dict[str, ModelSpec]:
     """Parse the registry file. Out: name -> ModelSpec. Raises :class:`RegistryError` naming the entry."""
     path = Path(path)
@@ -280,12 +296,13 @@ def load_registry(path: str | Path = REGISTRY_PATH) -> dict[str, ModelSpec]:
         unserved = sorted(set(adapters) - set(server.served_models)) if server else []
         if unserved:
             raise RegistryError(f"{path}: model {name!r}: adapters {unserved} have no served_models name")
+        fast = _parse_fast(entry, f"{path}: model {name!r}", list(adapters), server)
         retrain = None
         if "retrain" in entry:
             retrain = _parse_retrain(entry["retrain"], f"{path}: model {name!r}", root, base, fmt)
         specs[name] = ModelSpec(
             name=name, base=base, adapters=adapters, version=str(entry.get("version", "1")),
-            prompt_format=fmt, retrain=retrain, server=server,
+            prompt_format=fmt, retrain=retrain, server=server, fast=fast,
         )
     return specs
 

@@ -253,7 +253,8 @@ TARGETS = {"ft_constrained_s_per_answer_p50": ("<=", 0.5), "ft_vs_base_per_token
 def summary(report: dict) -> dict:
     """The issue's keys (``_nf4`` for NF4), the baseline beside them, the match count and each target."""
     out: dict = {}
-    for part, suffix in (("none", ""), ("nf4", "_nf4"), ("none_compiled", "_compiled")):
+    parts = (("none", ""), ("nf4", "_nf4"), ("none_compiled", "_compiled"), ("nf4_compiled", "_nf4_compiled"))
+    for part, suffix in parts:
         figures = report.get(f"engine_{part}", {}).get("targets", {})
         out.update({key + suffix: value for key, value in figures.items()})
     out["plain_generate_merged_eager"] = report.get("baseline")
@@ -262,7 +263,8 @@ def summary(report: dict) -> dict:
     out["targets"] = {key: f"{op} {v}" for key, (op, v) in TARGETS.items()}
     out["meets_targets"] = {name: (out[name] >= v if op == ">=" else out[name] <= v)
                             for key, (op, v) in TARGETS.items()
-                            for name in (key, key + "_nf4", key + "_compiled") if name in out}
+                            for suffix in ("", "_nf4", "_compiled", "_nf4_compiled")
+                            if (name := key + suffix) in out}
     return out
 
 
@@ -286,7 +288,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--train-max-length", type=int, default=1600)
     ap.add_argument("--parts", nargs="+", choices=("engine", "compiled", "train"),
                     default=["engine", "compiled"],
-                    help="compiled: bf16 again with a static KV cache, which transformers compiles on a GPU")
+                    help="compiled: each --quantize again, static KV cache (compiled on a GPU)")
     ap.add_argument("--tiny", action="store_true", help="a tiny random shape: a CPU dry run of this script")
     args = ap.parse_args(argv)
     args.work = args.work or Path("/tmp/qwen-shape-tiny" if args.tiny else "/tmp/qwen-shape")
@@ -318,9 +320,11 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({quantize: _without_texts(report[f"engine_{quantize}"])}, indent=1), flush=True)
         report["summary"] = summary(report)
         _write(args.out, report)  # each part as it ends: a run stopped at its time limit keeps it
-    if "compiled" in args.parts:
-        report["engine_none_compiled"] = _part(lambda: time_engine(adapter_dir, "none", cases, args, True))
-        print(json.dumps({"compiled": _without_texts(report["engine_none_compiled"])}, indent=1), flush=True)
+    for quantize in args.quantize if "compiled" in args.parts else ():
+        key = f"engine_{quantize}_compiled"
+        report[key] = _part(lambda q=quantize: time_engine(adapter_dir, q, cases, args, True))
+        _empty_cache()
+        print(json.dumps({key: _without_texts(report[key])}, indent=1), flush=True)
         report["summary"] = summary(report)
         _write(args.out, report)
     if "train" in args.parts:

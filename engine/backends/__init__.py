@@ -10,13 +10,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_BASE = ("AdapterLoadError", "BASE_VARIANT", "Backend", "BackendError", "Generation", "GenerationSettings",
-         "Prompt", "UnknownVariant")
+_BASE = ("AdapterLoadError", "BASE_VARIANT", "Backend", "BackendError", "FastPath", "Generation",
+         "GenerationSettings", "Prompt", "UnknownVariant")
 _WHERE = {**dict.fromkeys(_BASE, "engine.backends.base"),
           "LocalPeftBackend": "engine.backends.local", "tie_head_copies": "engine.backends.local",
           "OpenAIBackend": "engine.backends.openai"}
-__all__ = ["BASE_VARIANT", "AdapterLoadError", "Backend", "BackendError", "Generation", "GenerationSettings",
-           "LocalPeftBackend", "OpenAIBackend", "Prompt", "UnknownVariant", "tie_head_copies"]
+__all__ = ["BASE_VARIANT", "AdapterLoadError", "Backend", "BackendError", "FastPath", "Generation",
+           "GenerationSettings", "LocalPeftBackend", "OpenAIBackend", "Prompt", "UnknownVariant",
+           "tie_head_copies"]
 
 if TYPE_CHECKING:
     from engine.backends.base import (
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
         AdapterLoadError,
         Backend,
         BackendError,
+        FastPath,
         Generation,
         GenerationSettings,
         Prompt,

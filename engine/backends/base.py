@@ -10,8 +10,8 @@ constrained or not, name each variant's version, and load or replace adapters. I
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar, Protocol
 
 from policies import Case
 
@@ -40,6 +40,60 @@ class BackendError(RuntimeError):
 
 class AdapterLoadError(RuntimeError):
     """An adapter could not be loaded or replaced; the message says why and what to do instead."""
+
+
+@dataclass
+class FastPath:
+    """Speed options of the local backend; None means "on where it helps": on a GPU, off on the CPU.
+
+    Each computes the same answers (greedy: identical in tests/engine/test_fast_path.py on the CPU;
+    on a GPU, compiled kernels and a prefix computed apart may round differently, which
+    scripts/device_check.py counts), except ``merged``, whose weights differ from base + adapter
+    by rounding (``engine.merge.verify_merge`` counts the changes). A registry entry sets them with
+    ``fast = { ... }`` (:meth:`from_dict`).
+    """
+
+    overlap_grammar: bool | None = None  # fill the next grammar mask on a thread while the model runs
+    prefix_cache: bool | None = None  # reuse the system turn's keys and values across prompts that share it
+    prefix_cache_size: int = 8  # prefixes kept (per variant and adapter version), least recently used dropped
+    static_cache: bool = False  # a static KV cache: transformers compiles the forward pass with it on a GPU
+    static_cache_len: int = 2048  # its length in tokens (longer calls grow it): one length, no recompiles
+    # Serve this adapter from a copy of the base with it merged in (one kernel per layer instead of
+    # three); the shared base still serves every other variant. Costs one more base in memory, so
+    # it is built only when that much is free, and never from a 4-bit base (NF4 cannot absorb the delta).
+    merged: str | None = None
+
+    BOUNDS: ClassVar[dict[str, tuple[int, int]]] = {"prefix_cache_size": (1, 64),
+                                                     "static_cache_len": (128, 131072)}
+
+    @classmethod
+    def from_dict(cls, value: Any, adapters: list[str]) -> FastPath:
+        """Options from a registry table; ValueError naming the field when one is unknown or out of bounds.
+        ``merged`` must name one of ``adapters``."""
+        if not isinstance(value, dict):
+            raise ValueError("expected a table like { static_cache = true, merged = \"finetuned\" }")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+        for key in ("overlap_grammar", "prefix_cache", "static_cache"):
+            if key in value and not isinstance(value[key], bool):
+                raise ValueError(f"{key}: expected true or false, got {value[key]!r}")
+        for key, (low, high) in cls.BOUNDS.items():
+            v = value.get(key, low)
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                raise ValueError(f"{key}: expected a whole number from {low} to {high}, got {v!r}")
+        if "merged" in value and value["merged"] not in adapters:
+            names = ", ".join(adapters) or "none"
+            got = value["merged"]
+            raise ValueError(f"merged: expected one of this model's adapters ({names}), got {got!r}")
+        return cls(**value)
+
+    def resolve(self, device: Any) -> FastPath:
+        """These options with every None decided for ``device`` (a ``torch.device``)."""
+        on_gpu = device.type == "cuda"
+        return replace(self, overlap_grammar=on_gpu if self.overlap_grammar is None else self.overlap_grammar,
+                       prefix_cache=on_gpu if self.prefix_cache is None else self.prefix_cache)
 
 
 @dataclass(frozen=True)

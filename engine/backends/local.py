@@ -13,13 +13,13 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from typing import Any
 
 import torch
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
-from engine.backends.base import BASE_VARIANT, Generation, GenerationSettings, UnknownVariant
+from engine.backends.base import BASE_VARIANT, FastPath, Generation, GenerationSettings, UnknownVariant
 from engine.constrained import AnswerGrammar, JsonSchemaLogitsProcessor
 from engine.loading import peft_wrapping
 from policies import Case
@@ -29,33 +29,6 @@ log = logging.getLogger(__name__)
 
 GRAMMAR_CACHE_SIZE = 4  # compiled grammars kept for schemas other than the answer's (engine.serve)
 PREFIX_TURN_END = "<|im_end|>"  # the shared prompt prefix runs through the first turn's end (the system turn)
-
-
-@dataclass
-class FastPath:
-    """Speed options of the local backend; None means "on where it helps": on a GPU, off on the CPU.
-
-    Each computes the same answers (greedy: identical in tests/engine/test_fast_path.py on the CPU;
-    on a GPU, compiled kernels and a prefix computed apart may round differently, which
-    scripts/device_check.py counts), except ``merged``, whose weights differ from base + adapter
-    by rounding (``engine.merge.verify_merge`` counts the changes).
-    """
-
-    overlap_grammar: bool | None = None  # fill the next grammar mask on a thread while the model runs
-    prefix_cache: bool | None = None  # reuse the system turn's keys and values across prompts that share it
-    prefix_cache_size: int = 8  # prefixes kept (per variant and adapter version), least recently used dropped
-    static_cache: bool = False  # a static KV cache: transformers compiles the forward pass with it on a GPU
-    static_cache_len: int = 2048  # its length in tokens (longer calls grow it): one length, no recompiles
-    # Serve this adapter from a copy of the base with it merged in (one kernel per layer instead of
-    # three); the shared base still serves every other variant. Costs one more base in memory, so
-    # it is built only when that much is free, and never from a 4-bit base (NF4 cannot absorb the delta).
-    merged: str | None = None
-
-    def resolve(self, device: torch.device) -> FastPath:
-        """These options with every None decided for ``device``."""
-        on_gpu = device.type == "cuda"
-        return replace(self, overlap_grammar=on_gpu if self.overlap_grammar is None else self.overlap_grammar,
-                       prefix_cache=on_gpu if self.prefix_cache is None else self.prefix_cache)
 
 
 def tie_head_copies(model: Any) -> None:

@@ -8,6 +8,7 @@ close within, one that makes them close early (the processor's closing reserve) 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import torch
 from engine import Engine, GenerationSettings
 from engine.backends.local import FastPath
 from engine.constrained import apply_token_bitmask
+from engine.registry import resolve_model
 from policies import parse_case
 from tests.conftest import tiny_cases
 
@@ -147,3 +149,10 @@ def test_merged_copy_serves_the_adapter_and_base_stays_shared(ft_engine: Engine)
     backend.replace_adapter("finetuned", ft_engine.adapter_paths["finetuned"], "v3")
     assert backend._merged is None  # a new adapter version gets a new merged copy on first use
     backend.fast = PLAIN
+
+
+def test_registry_fast_options_reach_the_backend(tiny_ft_dir: Path) -> None:
+    spec = replace(resolve_model(str(tiny_ft_dir)), fast=FastPath(static_cache=True, merged="finetuned"))
+    loaded = Engine.load(spec, device="cpu")
+    assert loaded.backend.fast == FastPath(static_cache=True, merged="finetuned")
+    assert loaded.figures()["fast"]["overlap_grammar"] is False  # None decided for the CPU

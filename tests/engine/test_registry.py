@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.backends import FastPath
 from engine.registry import REPO_ROOT, RegistryError, UnknownModel, load_registry, resolve_model
 from policies.prompt import PromptFormat
 from tests.conftest import TINY_FORMAT
@@ -173,3 +174,28 @@ def test_served_entry_without_base_names_the_served_base(tmp_path: Path) -> None
                     'served_models = { base = "Qwen/Qwen2.5-1.5B-Instruct" }\n', encoding="utf-8")
     spec = load_registry(path)["m"]
     assert spec.base == "Qwen/Qwen2.5-1.5B-Instruct" and spec.server.base_url == "https://gpu.example/v1"
+
+
+def test_fast_options_parsed(tmp_path: Path) -> None:
+    path = _registry(tmp_path, 'adapters = { ft = "runs/ft" }\n'
+                               'fast = { static_cache = true, static_cache_len = 4096, merged = "ft" }', None)
+    spec = load_registry(path)["m"]
+    assert spec.fast == FastPath(static_cache=True, static_cache_len=4096, merged="ft")
+    assert spec.to_dict()["fast"]["merged"] == "ft"
+    assert load_registry()["default-ft"].fast is None  # the device's defaults
+
+
+@pytest.mark.parametrize("entry,message", [
+    ('fast = { compile = true }', r"fast: unknown key\(s\) compile \(known: overlap_grammar"),
+    ('fast = { static_cache = "yes" }', "fast: static_cache: expected true or false"),
+    ('fast = { prefix_cache_size = 0 }', "fast: prefix_cache_size: expected a whole number from 1 to 64"),
+    ('fast = { static_cache_len = 1e9 }', "fast: static_cache_len: expected a whole number"),
+    ('fast = { merged = "ft" }', r"fast: merged: expected one of this model's adapters \(none\), got 'ft'"),
+    ('fast = "on"', "fast: expected a table"),
+    ('backend = "openai"\nbase_url = "http://h/v1"\nserved_models = { base = "b" }\nfast = {}',
+     'fast applies only to backend = "local"'),
+])
+def test_bad_fast_options(tmp_path: Path, entry: str, message: str) -> None:
+    with pytest.raises(RegistryError, match=message) as err:
+        load_registry(_registry(tmp_path, entry, None))
+    assert "model 'm'" in str(err.value)

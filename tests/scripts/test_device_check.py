@@ -10,14 +10,18 @@ ISSUE_KEYS = ["ft_constrained_s_per_answer_p50", "ft_vs_base_per_token", "constr
               "batch64_answers_per_s"]
 
 
-def test_summary_has_the_issue_keys_for_bf16_and_nf4() -> None:
+def test_summary_has_the_issue_keys_for_bf16_and_nf4_eager_and_compiled() -> None:
     targets = {"ft_constrained_s_per_answer_p50": 0.4, "ft_vs_base_per_token": 1.1,
                "constrained_vs_free_per_token": 1.3, "batch64_answers_per_s": 41.0}
     report = {"engine_none": {"targets": targets, "match": {"same_answers": 31, "cases": 32}},
-              "engine_nf4": {"targets": targets}, "baseline": {"s_per_answer_p50": 1.4}}
+              "engine_nf4": {"targets": targets}, "baseline": {"s_per_answer_p50": 1.4},
+              "engine_none_compiled": {"targets": targets},
+              "engine_nf4_compiled": {"targets": dict(targets, batch64_answers_per_s=6.0)}}
     out = summary(report)
     assert list(TARGETS) == ISSUE_KEYS
-    assert all(key in out and key + "_nf4" in out for key in ISSUE_KEYS)
+    suffixes = ("", "_nf4", "_compiled", "_nf4_compiled")
+    assert all(key + suffix in out for key in ISSUE_KEYS for suffix in suffixes)
+    assert out["meets_targets"]["batch64_answers_per_s_nf4_compiled"] is False
     assert out["plain_generate_merged_eager"] == {"s_per_answer_p50": 1.4}
     assert out["fast_vs_plain_same_answers"] == "31/32"
     assert out["meets_targets"]["batch64_answers_per_s_nf4"] is True

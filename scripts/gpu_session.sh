@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Dev tool: a lent GPU's checks for issues 20 and 21 in one command, each part under its own time limit.
+#
+#     OUT=runs/gpu_session bash scripts/gpu_session.sh        # ~9 min on an H200
+#
+# Wheels in .whl/ (the packages the GPU image lacks: transformers 5.24, peft, llguidance, bitsandbytes,
+# trl, datasets, fastapi, uvicorn, openai, ...) are installed to /tmp/site first when the folder exists
+# (WHEELS=DIR for another folder, WHEELS=none for none).
+# Parts, in the order of what they are worth:
+#   1. issue 21: scripts/device_check.py --parts engine (baseline, bf16 and NF4 fast path, 32-answer match)
+#   2. issue 20: engine.serve on CUDA, then scripts/evaluate.py through it (served-ft) and locally
+#      (default-ft) on the same 64 eval cases: the same figures and raw answers?
+#   3. issue 20: accelerate launch, one process, QLoRA (NF4) at Qwen2.5-1.5B's shape on CUDA with
+#      gradient checkpointing: the per-rank device map on a GPU
+#   4. issue 21: scripts/device_check.py --parts compiled (static KV cache, transformers' compiled decoding),
+#      in bf16 and NF4
+# PARTS="serve train compiled" runs a subset, in this order. Everything lands in $OUT; a part stopped at
+# its limit keeps what it wrote.
+set -u
+OUT=${OUT:-runs/gpu_session}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+WHEELS=${WHEELS:-.whl}  # WHEELS=none: use the packages already installed
+if [ -d "$WHEELS" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        "$WHEELS"/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD  # the scripts import the repo's packages
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+start=$SECONDS
+stamp() { echo "== $1 at $((SECONDS - start)) s" | tee -a "$OUT/parts.txt"; }
+
+PARTS=" ${PARTS:-engine serve train compiled} "
+if [[ $PARTS == *" engine "* ]]; then
+stamp "engine"
+timeout "${ENGINE_S:-320}" python3 scripts/device_check.py --parts engine --one-by-one 6 --per-token 3 \
+    --out "$OUT/gpu_check.json" > "$OUT/engine.log" 2>&1
+echo "rc $?" >> "$OUT/parts.txt"
+fi
+
+if [[ $PARTS == *" serve "* ]]; then
+stamp "serve"
+python3 -m engine.serve --model default-ft --device "${SERVE_DEVICE:-cuda}" --port 8011 > "$OUT/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 60); do
+    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8011/v1/models', timeout=2)" \
+        2>/dev/null && break
+    sleep 1
+done
+for model in served-ft default-ft; do
+    timeout 60 python3 scripts/evaluate.py --model "$model" --variant both --dataset data/generated/eval.jsonl \
+        --max-examples "${EVAL_N:-64}" --batch-size 16 --max-new-tokens 256 --out "runs/eval-$model" > "$OUT/eval-$model.log" 2>&1
+    echo "rc $? ($model)" >> "$OUT/parts.txt"
+done
+kill $server
+python3 - "$OUT/serve_vs_local.json" <<'EOF' >> "$OUT/parts.txt" 2>&1
+import json, sys
+def load(name):
+    summary = json.load(open(f"runs/eval-{name}/summary.json"))
+    answers = [json.loads(line) for line in open(f"runs/eval-{name}/predictions.jsonl")]
+    return summary, answers
+(s, a), (l, b) = load("served-ft"), load("default-ft")
+keys = ("decision_accuracy", "violation_rate", "json_validity", "throughput_cases_per_s", "latency_p50_s")
+out = {v: {"served": {k: s["variants"][v][k] for k in keys}, "local": {k: l["variants"][v][k] for k in keys}}
+       for v in s["variants"]}
+raw = lambda r: (r["case_id"], r["variant"], r["raw_text"])
+out["same_raw_rows"] = f"{sum(raw(x) == raw(y) for x, y in zip(a, b))}/{len(a)}"
+json.dump(out, open(sys.argv[1], "w"), indent=1)
+print(json.dumps(out))
+EOF
+fi
+
+if [[ $PARTS == *" train "* ]]; then
+stamp "train"
+python3 -c "import sys; sys.path.insert(0, 'scripts'); import device_check as d; \
+d.build_shape(d.Path('/tmp/qwen-shape'), d.QWEN25_15B)" >> "$OUT/parts.txt" 2>&1
+timeout "${TRAIN_S:-100}" python3 -m accelerate.commands.launch --num_processes 1 --num_machines 1 \
+    --mixed_precision no --dynamo_backend no scripts/train_qlora_sft.py --model /tmp/qwen-shape/model \
+    --dataset data/generated/train.jsonl --eval_dataset data/generated/validation.jsonl --max_eval_examples 16 \
+    --output_dir /tmp/qlora-accelerate --quantization nf4 --max_steps 12 --per_device_train_batch_size 4 \
+    --max_length 1600 --logging_steps 3 --learning_rate 2e-4 --gradient_checkpointing true \
+    > "$OUT/train.log" 2>&1
+echo "rc $?" >> "$OUT/parts.txt"
+cp /tmp/qlora-accelerate/metrics.json "$OUT/train_metrics.json" 2>/dev/null
+ls /tmp/qlora-accelerate >> "$OUT/parts.txt" 2>&1
+fi
+
+if [[ $PARTS == *" compiled "* ]]; then
+stamp "compiled"
+timeout "${COMPILED_S:-260}" python3 scripts/device_check.py --parts compiled --one-by-one 6 --per-token 3 \
+    --out "$OUT/gpu_check_compiled.json" > "$OUT/compiled.log" 2>&1
+echo "rc $?" >> "$OUT/parts.txt"
+fi
+stamp "done"
