@@ -225,7 +225,7 @@ def _local_backend(spec: Any, adapters: dict[str, str], device: str, quantize: s
         if getattr(base_model, "policyops_quantize", "none") == "none":
             base_model = base_model.to(target)
     backend = LocalPeftBackend(tokenizer, base_model, prompt_format=spec.prompt_format,
-                               base_version=_base_version(spec), fast=getattr(spec, "fast", None))
+                               base_version=_base_version(spec), fast=spec.fast)
     for name, path in adapters.items():
         backend.add_adapter(name, path, version=_tag(Path(path).name, spec.version))
     return backend
