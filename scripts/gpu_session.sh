@@ -16,7 +16,41 @@
 #      in bf16 and NF4
 # PARTS="serve train compiled" runs a subset, in this order. Everything lands in $OUT; a part stopped at
 # its limit keeps what it wrote.
+#
+#     bash scripts/gpu_session.sh wheels        # HERE, before the GPU run: fills .whl/ (~32 MB)
+#
+# downloads those wheels for the GPU image's Python 3.12 (pinned to what was run on 2026-11-30) and
+# repacks bitsandbytes with its CUDA 13 libraries only, so that the tree fits the 64 MiB that travels.
 set -u
+if [ "${1:-}" = wheels ]; then
+    mkdir -p .whl
+    for p in transformers==5.24.0 peft==0.21.2 llguidance==1.9.1 pydantic==2.14.4 pydantic-core==2.50.5 \
+            annotated-types typing-inspection bitsandbytes==0.50.2 trl==1.16.0 datasets==5.2.0 dill==0.4.1 \
+            multiprocess==0.70.19 fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 openai==3.57.0 \
+            jiter==0.19.0 sniffio==1.3.1 httpx2==2.16.2 httpcore2==2.16.2 truststore==0.10.5 \
+            opentelemetry-api==1.45.2 anyio==4.16.0 h11==0.16.0 idna==3.20 typing-extensions; do
+        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+            --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_24_x86_64 \
+            --platform manylinux_2_28_x86_64 --platform manylinux_2_31_x86_64 -d .whl "$p" || exit 1
+    done
+    python3 - <<'PY'
+import glob, os, re, zipfile
+src = glob.glob(".whl/bitsandbytes-*.whl")[0]
+drop = re.compile(r"bitsandbytes/libbitsandbytes_(cuda1(18|21|24|26|28)|rocm\d+|xpu\d+)\.so")
+with zipfile.ZipFile(src) as zin, zipfile.ZipFile(src + ".tmp", "w", zipfile.ZIP_DEFLATED) as zout:
+    for item in zin.infolist():
+        if drop.fullmatch(item.filename):
+            continue
+        data = zin.read(item.filename)
+        if item.filename.endswith("RECORD"):  # pip reads every row: no empty ones, none for dropped files
+            rows = [r for r in data.split(b"\n") if r.strip() and not drop.match(r.split(b",")[0].decode())]
+            data = b"\n".join(rows) + b"\n"
+        zout.writestr(item, data)
+os.replace(src + ".tmp", src)
+PY
+    du -sh .whl
+    exit 0
+fi
 OUT=${OUT:-runs/gpu_session}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
