@@ -250,11 +250,14 @@ TARGETS = {"ft_constrained_s_per_answer_p50": ("<=", 0.5), "ft_vs_base_per_token
            "constrained_vs_free_per_token": ("<=", 1.15), "batch64_answers_per_s": (">=", 40.0)}
 
 
+# report part ``engine_<name>`` -> the suffix its figures carry in the summary
+ENGINE_PARTS = {"none": "", "nf4": "_nf4", "none_compiled": "_compiled", "nf4_compiled": "_nf4_compiled"}
+
+
 def summary(report: dict) -> dict:
     """The issue's keys (``_nf4`` for NF4), the baseline beside them, the match count and each target."""
     out: dict = {}
-    parts = (("none", ""), ("nf4", "_nf4"), ("none_compiled", "_compiled"), ("nf4_compiled", "_nf4_compiled"))
-    for part, suffix in parts:
+    for part, suffix in ENGINE_PARTS.items():
         figures = report.get(f"engine_{part}", {}).get("targets", {})
         out.update({key + suffix: value for key, value in figures.items()})
     out["plain_generate_merged_eager"] = report.get("baseline")
@@ -263,8 +266,7 @@ def summary(report: dict) -> dict:
     out["targets"] = {key: f"{op} {v}" for key, (op, v) in TARGETS.items()}
     out["meets_targets"] = {name: (out[name] >= v if op == ">=" else out[name] <= v)
                             for key, (op, v) in TARGETS.items()
-                            for suffix in ("", "_nf4", "_compiled", "_nf4_compiled")
-                            if (name := key + suffix) in out}
+                            for suffix in ENGINE_PARTS.values() if (name := key + suffix) in out}
     return out
 
 
@@ -314,19 +316,15 @@ def main(argv: list[str] | None = None) -> None:
                                                                    args.baseline_runs))
         print(json.dumps({"baseline": report["baseline"]}), flush=True)
         _write(args.out, report)
-    for quantize in args.quantize if "engine" in args.parts else ():
-        report[f"engine_{quantize}"] = _part(lambda q=quantize: time_engine(adapter_dir, q, cases, args))
-        _empty_cache()
-        print(json.dumps({quantize: _without_texts(report[f"engine_{quantize}"])}, indent=1), flush=True)
-        report["summary"] = summary(report)
-        _write(args.out, report)  # each part as it ends: a run stopped at its time limit keeps it
-    for quantize in args.quantize if "compiled" in args.parts else ():
-        key = f"engine_{quantize}_compiled"
-        report[key] = _part(lambda q=quantize: time_engine(adapter_dir, q, cases, args, True))
+    engine_runs = [(q, compiled) for compiled, part in ((False, "engine"), (True, "compiled"))
+                   if part in args.parts for q in args.quantize]
+    for quantize, compiled in engine_runs:
+        key = f"engine_{quantize}" + ("_compiled" if compiled else "")
+        report[key] = _part(lambda q=quantize, c=compiled: time_engine(adapter_dir, q, cases, args, c))
         _empty_cache()
         print(json.dumps({key: _without_texts(report[key])}, indent=1), flush=True)
         report["summary"] = summary(report)
-        _write(args.out, report)
+        _write(args.out, report)  # each part as it ends: a run stopped at its time limit keeps it
     if "train" in args.parts:
         report["qlora_train"] = train_steps(model_dir, args.work, args.train_steps, args.train_max_length)
         _write(args.out, report)
