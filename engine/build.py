@@ -168,8 +168,10 @@ def _one_cycle(step: int, total: int, warmup: float) -> float:
 def train_language_model(
     model: Qwen2ForCausalLM, blocks: torch.Tensor, config: BaseModelConfig, seed: int
 ) -> list[float]:
-    """Train ``model`` on ``blocks`` with next-token loss; out: the loss of every step."""
+    """Train ``model`` on ``blocks`` with next-token loss, on the model's device; out: the loss of every
+    step. The batches are drawn on the CPU, so a seed picks the same batches on any device."""
     gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -183,7 +185,7 @@ def train_language_model(
     bar = tqdm(range(config.steps), desc="base LM", unit="step")
     for _ in bar:
         idx = torch.randint(0, blocks.size(0), (min(config.batch_size, blocks.size(0)),), generator=gen)
-        batch = blocks[idx]
+        batch = blocks[idx].to(device)
         loss = model(input_ids=batch, labels=batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -203,12 +205,14 @@ def build_base_model(
     seed: int = 0,
     tokenizer_texts: Sequence[str] | None = None,
     extra_files: dict[str, Any] | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train tokenizer + base language model on ``texts`` and save both to ``out_dir``.
 
     In: the language-model texts (no answers: this is the untuned baseline), the shape and
     schedule, a seed, optional separate tokenizer texts, and optional extra JSON files to save
-    beside the model (e.g. ``{"prompt_format.json": {...}}``). Out: build figures (params,
+    beside the model (e.g. ``{"prompt_format.json": {...}}``), and the ``device`` to train on (cpu,
+    cuda, cuda:N; the weights are saved from the CPU in fp32 either way). Out: build figures (params,
     losses, seconds), also written to ``build_info.json``. Raises :class:`BuildError` on empty input.
     """
     config = config or BaseModelConfig()
@@ -222,10 +226,11 @@ def build_base_model(
     tokenizer = train_tokenizer(tokenizer_texts or texts, config.vocab_size)
     blocks = pack_texts(tokenizer, texts, config.block_size)
     seed_everything(seed)
-    model = Qwen2ForCausalLM(config.qwen2_config(tokenizer))
+    model = Qwen2ForCausalLM(config.qwen2_config(tokenizer)).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("base model: %d params, %d blocks of %d tokens", n_params, blocks.size(0), config.block_size)
     losses = train_language_model(model, blocks, config, seed)
+    model = model.to("cpu")
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
@@ -233,6 +238,7 @@ def build_base_model(
     info = {
         "config": asdict(config),
         "seed": seed,
+        "device": str(device),
         "params": n_params,
         "n_texts": len(texts),
         "n_tokens": int(blocks.numel()),

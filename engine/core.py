@@ -57,12 +57,13 @@ class Engine:
     @classmethod
     def load(cls, model: Any, adapters: dict[str, str] | None = None, device: str = "auto",
              quantize: str = "none", settings: GenerationSettings | None = None,
-             check: bool = True) -> Engine:
+             check: bool = True, dtype: str = "auto") -> Engine:
         """Load a model once, with its LoRA adapters on top, on the backend its spec names.
 
         In: ``model``, a registry name, a model/adapter dir, an HF id or a ``ModelSpec``;
         ``adapters``, extra ``{name: adapter_dir}`` loaded after the spec's own; ``device``
-        (auto | cpu | cuda[:n]) and ``quantize`` (none | nf4 | auto: NF4 on a GPU), local models only;
+        (auto | cpu | cuda[:n]), ``quantize`` (none | nf4 | auto: NF4 on a GPU) and ``dtype`` (auto: bf16 on
+        a GPU that has it, else fp32 | bf16 | fp16 | fp32), local models only;
         ``check``: for a served model, ask the server for its models first (fail fast).
         Out: an Engine whose variants are ``base`` plus every adapter name.
         Errors: ``engine.registry.UnknownModel``; OSError/ValueError from transformers or PEFT (local);
@@ -79,7 +80,7 @@ class Engine:
             if check:
                 backend.check()  # type: ignore[attr-defined]
         else:
-            backend = _local_backend(spec, {**spec.adapters, **(adapters or {})}, device, quantize)
+            backend = _local_backend(spec, {**spec.adapters, **(adapters or {})}, device, quantize, dtype)
         engine = cls(backend, settings, spec)
         for name, path in (adapters or {}).items():
             if spec.server is not None:
@@ -211,7 +212,8 @@ class Engine:
         return results
 
 
-def _local_backend(spec: Any, adapters: dict[str, str], device: str, quantize: str) -> Backend:
+def _local_backend(spec: Any, adapters: dict[str, str], device: str, quantize: str,
+                   dtype: str = "auto") -> Backend:
     """The in-process backend of ``spec``: tokenizer, base model on ``device``, ``adapters`` on top."""
     from engine.backends.local import LocalPeftBackend
     from engine.loading import load_base_model, load_tokenizer
@@ -219,7 +221,7 @@ def _local_backend(spec: Any, adapters: dict[str, str], device: str, quantize: s
     # The tokenizer saved with the adapter is the one it was trained with; else the base's.
     with_tokenizer = [p for p in adapters.values() if (Path(p) / "tokenizer_config.json").is_file()]
     tokenizer = load_tokenizer(with_tokenizer[0] if with_tokenizer else spec.base)
-    base_model = load_base_model(spec, quantize=quantize)  # type: ignore[arg-type]
+    base_model = load_base_model(spec, quantize=quantize, dtype=dtype)  # type: ignore[arg-type]
     if device != "auto" or _has_gpu():
         target = _pick_device(device)
         if getattr(base_model, "policyops_quantize", "none") == "none":
@@ -252,6 +254,6 @@ def _has_gpu() -> bool:
 
 
 def _pick_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if _has_gpu() else "cpu"
-    return device
+    from engine.loading import pick_device
+
+    return pick_device(device)

@@ -33,6 +33,12 @@ class CorpusConfig:
     prompt_instructions: str = "short"
     prompt_max_message_chars: int | None = 0  # the tiny model decides on the structured fields
     prompt_case: str = "fields"  # key=value lines: a third of the JSON's tokens
+    prompt_policy_facts: bool = False  # the policy's numbers beside the case's (PromptFormat.policy_facts)
+    messages: bool = field(
+        default=False,
+        metadata={"help": "also read each case's customer message as a text of its own: everyday English "
+                          "and the items' names in lower case, which the tokenizer then learns as words"},
+    )
     exclude: list[str] = field(
         default_factory=lambda: [
             "data/generated/validation.jsonl", "data/generated/eval.jsonl", "data/generated/stress.jsonl",
@@ -47,6 +53,7 @@ class CorpusConfig:
                 "instructions": self.prompt_instructions,
                 "max_message_chars": self.prompt_max_message_chars,
                 "case": self.prompt_case,
+                "policy_facts": self.prompt_policy_facts,
             }
         )
 
@@ -66,16 +73,17 @@ def held_out_keys(cfg: CorpusConfig) -> FrozenKeys:
 
 def lm_texts(cfg: CorpusConfig, seed: int) -> list[str]:
     """The shuffled corpus: documents x doc_repeats + n_cases rendered prompts (no answers), none of
-    them a held-out case by deciding fields or by prompt (:func:`held_out_keys`)."""
+    them a held-out case by deciding fields or by prompt (:func:`held_out_keys`), and with
+    ``cfg.messages`` those cases' customer messages."""
     from policies.synth import iter_lm_texts  # the generator's case-only stream
 
     fmt = cfg.prompt_format()
     held_out = held_out_keys(cfg)
     docs = [section.render() for section in all_sections()] * cfg.doc_repeats
-    prompts = [
-        render_turns(build_messages(parse_case(json.loads(text)), fmt))
-        for text in iter_lm_texts(cfg.n_cases, seed, exclude=held_out.match_case)
-    ]
-    texts = docs + prompts
+    stream = iter_lm_texts(cfg.n_cases, seed, exclude=held_out.match_case)
+    cases = [parse_case(json.loads(text)) for text in stream]
+    prompts = [render_turns(build_messages(case, fmt)) for case in cases]
+    messages = [case.message for case in cases if case.message] if cfg.messages else []
+    texts = docs + prompts + messages
     random.Random(seed).shuffle(texts)
     return texts

@@ -89,6 +89,13 @@ def load_tokenizer(path_or_id: str | Path) -> PreTrainedTokenizerBase:
     return tok
 
 
+def pick_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; any other name (cpu, cuda:N) as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def pick_dtype(device: str | None = None) -> torch.dtype:
     """The compute dtype: bf16 on a GPU that supports it, else fp16 on a GPU, else fp32 (CPU)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

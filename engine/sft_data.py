@@ -102,6 +102,9 @@ class RunConfig:
     num_threads: int | None = field(
         default=None, metadata={"help": "torch CPU threads (None: torch's choice)"}
     )
+    dataset_num_proc: int | None = field(
+        default=None, metadata={"help": "processes that tokenize the dataset (None: this one)"}
+    )
 
     def prompt_format(self, spec: ModelSpec) -> PromptFormat:
         """The run's prompt format: the model's own, with any option given on the command line."""

@@ -89,7 +89,7 @@ def sft_config(cfg: RunConfig, has_eval: bool) -> Any:
         greater_is_better=False,
         save_total_limit=2,
         save_only_model=True,
-        dataset_num_proc=None,
+        dataset_num_proc=cfg.dataset_num_proc,
     )
 
 

@@ -19,12 +19,16 @@ from transformers import HfArgumentParser
 
 from engine.build import BaseModelConfig, build_base_model
 from engine.lm_corpus import CorpusConfig, lm_texts
+from engine.loading import pick_device
 
 
 def main() -> None:
     parser = HfArgumentParser([BaseModelConfig, CorpusConfig])
     parser.add_argument("--out", default="data/models/default-base", help="output model directory")
     parser.add_argument("--seed", type=int, default=0, help="random seed (data, init, batches)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu | cuda | cuda:N | auto (a GPU when there is one); the same seed draws the "
+                             "same batches on any device, the weights differ by rounding")
     model_cfg, corpus_cfg, extra = parser.parse_args_into_dataclasses()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     texts = lm_texts(corpus_cfg, extra.seed)
@@ -33,6 +37,7 @@ def main() -> None:
         texts,
         model_cfg,
         seed=extra.seed,
+        device=pick_device(extra.device),
         extra_files={
             "prompt_format.json": corpus_cfg.prompt_format().to_dict(),
             "corpus_config.json": {f.name: getattr(corpus_cfg, f.name) for f in fields(corpus_cfg)},

@@ -78,6 +78,7 @@ class EvalConfig:
     unconstrained: bool = False
     max_new_tokens: int = 512
     quantize: str = "none"
+    dtype: str = "auto"  # auto: bf16 on a GPU that has it, else fp32; fp32 on a GPU answers as the CPU does
     registry: str | None = None  # a models.toml other than data/models.toml (e.g. a served entry)
 
 
@@ -87,7 +88,7 @@ def run(config: EvalConfig) -> dict[str, Any]:
     cases = [case for case, _ in rows]
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens)
     model = resolve_model(config.model, config.registry) if config.registry else config.model
-    engine = Engine.load(model, quantize=config.quantize, settings=settings)
+    engine = Engine.load(model, quantize=config.quantize, settings=settings, dtype=config.dtype)
     variants = ["base", engine.default_variant] if config.variant == "both" else [config.variant]
     if config.variant == "finetuned":
         variants = [engine.default_variant]
@@ -141,12 +142,15 @@ def parse_args(argv: Sequence[str] | None = None) -> EvalConfig:
     p.add_argument("--batch-size", type=int, default=EvalConfig.batch_size)
     p.add_argument("--max-new-tokens", type=int, default=EvalConfig.max_new_tokens)
     p.add_argument("--quantize", choices=("none", "nf4", "auto"), default=EvalConfig.quantize)
+    p.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default=EvalConfig.dtype,
+                   help="weights' dtype (auto: bf16 on a GPU that has it, else fp32)")
     p.add_argument("--unconstrained", action="store_true", help="free decoding + extraction (no grammar)")
     p.add_argument("--registry", default=None, help="models.toml for --model (default: data/models.toml)")
     a = p.parse_args(argv)
     return EvalConfig(dataset=a.dataset, out=a.out, model=a.model, variant=a.variant,
                       max_examples=a.max_examples, batch_size=a.batch_size, unconstrained=a.unconstrained,
-                      max_new_tokens=a.max_new_tokens, quantize=a.quantize, registry=a.registry)
+                      max_new_tokens=a.max_new_tokens, quantize=a.quantize, dtype=a.dtype,
+                      registry=a.registry)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

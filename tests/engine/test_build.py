@@ -93,3 +93,19 @@ def test_training_and_inference_tokenize_the_prompt_alike(tiny_base_dir: Path, t
     ]
     assert ids[n_prompt:] == answer_ids and labels[n_prompt:] == answer_ids
     assert build_messages(case, TINY_FORMAT)[0]["content"] == example["prompt"][0]["content"]
+
+
+def test_build_base_model_trains_on_the_device_it_is_given_and_saves_fp32(tmp_path: Path) -> None:
+    """``device`` moves the training, not the result: the saved weights are fp32 on the CPU, the batches
+    are drawn on the CPU (one seed, the same batches on any device), and build_info names the device."""
+    from engine.build import BaseModelConfig, build_base_model
+
+    texts = [json.dumps(case) for case in tiny_cases()] * 3
+    config = BaseModelConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                             intermediate_size=64, block_size=32, batch_size=4, steps=3)
+    a = build_base_model(tmp_path / "a", texts, config, seed=1, device="cpu")
+    b = build_base_model(tmp_path / "b", texts, config, seed=1)
+    assert a["device"] == "cpu" and a["final_loss"] == b["final_loss"]
+    model = load_base_model(str(tmp_path / "a"), quantize="none", dtype="fp32")
+    assert next(model.parameters()).dtype == torch.float32
+    assert json.loads((tmp_path / "a" / "build_info.json").read_text())["device"] == "cpu"

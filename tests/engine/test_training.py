@@ -235,3 +235,29 @@ def test_dropped_examples_are_counted_in_a_warning(caplog: pytest.LogCaptureFixt
     assert [r.getMessage() for r in caplog.records] == [
         "max_length 156: 29056 of 32000 training examples have no answer token within it (the prompt "
         "fills it) and were dropped; raise max_length to train on them"]
+
+
+def test_lm_corpus_reads_the_messages_of_its_own_cases_only_when_asked() -> None:
+    """``messages``: each corpus case's customer message is a text of its own (the items in lower case),
+    and the prompts stay what they were; ``prompt_policy_facts`` renders the prompts with the facts."""
+    from engine.lm_corpus import CorpusConfig, lm_texts
+    from policies import parse_case
+    from policies.synth import iter_lm_texts
+
+    plain = lm_texts(CorpusConfig(n_cases=12, doc_repeats=1, exclude=[]), seed=3)
+    with_messages = lm_texts(CorpusConfig(n_cases=12, doc_repeats=1, exclude=[], messages=True), seed=3)
+    cases = [parse_case(json.loads(t)) for t in iter_lm_texts(12, seed=3)]
+    assert set(with_messages) - set(plain) == {case.message for case in cases}
+    assert set(plain) < set(with_messages)
+    assert not any(case.message in text for case in cases for text in plain)
+    assert any(case.order.item.lower() in case.message.lower() for case in cases)
+    facts = lm_texts(CorpusConfig(n_cases=12, doc_repeats=1, exclude=[], prompt_policy_facts=True), seed=3)
+    assert any("auto_limit=" in text for text in set(facts) - set(plain))
+    assert CorpusConfig(prompt_policy_facts=True).prompt_format().policy_facts
+
+
+def test_dataset_num_proc_reaches_the_trainer() -> None:
+    from engine.training import sft_config
+
+    assert sft_config(RunConfig(dataset_num_proc=3), has_eval=False).dataset_num_proc == 3
+    assert sft_config(RunConfig(), has_eval=False).dataset_num_proc is None
