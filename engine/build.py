@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -115,6 +115,11 @@ class BaseModelConfig:
     lr: float = 3e-3  # one-cycle peak learning rate
     warmup: float = 0.1  # share of steps spent warming up
     weight_decay: float = 0.1
+    # On a GPU: fp32 maths, tf32 (fp32 weights, TF32 matrix products) or bf16 (autocast; fp32 weights,
+    # which are what is saved). On the CPU every value trains in fp32, so one config builds anywhere.
+    precision: str = "fp32"
+
+    PRECISIONS: ClassVar[tuple[str, ...]] = ("fp32", "tf32", "bf16")
 
     def qwen2_config(self, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
         return Qwen2Config(
@@ -170,8 +175,15 @@ def train_language_model(
 ) -> list[float]:
     """Train ``model`` on ``blocks`` with next-token loss, on the model's device; out: the loss of every
     step. The batches are drawn on the CPU, so a seed picks the same batches on any device."""
+    if config.precision not in config.PRECISIONS:
+        allowed = ", ".join(config.PRECISIONS)
+        raise BuildError(f"precision: expected one of {allowed}, got {config.precision!r}")
     gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
+    on_gpu = device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and config.precision == "bf16")
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = on_gpu and config.precision == "tf32" or tf32
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -186,7 +198,8 @@ def train_language_model(
     for _ in bar:
         idx = torch.randint(0, blocks.size(0), (min(config.batch_size, blocks.size(0)),), generator=gen)
         batch = blocks[idx].to(device)
-        loss = model(input_ids=batch, labels=batch).loss
+        with autocast:
+            loss = model(input_ids=batch, labels=batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # tiny models spike early
@@ -194,6 +207,7 @@ def train_language_model(
         sched.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{loss.item():.3f}")
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     model.eval()
     return losses
 

@@ -79,6 +79,11 @@ class RunConfig:
         default="nf4", metadata={"help": "NF4 4-bit double-quant base"}
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    tf32: bool = field(
+        default=False,
+        metadata={"help": "on a GPU that has it, TF32 matrix products under fp32 weights (ignored on a CPU, "
+                          "so one config trains anywhere)"},
+    )
     # optimisation
     learning_rate: float = 2e-4
     lr_scheduler_type: str = "cosine"
@@ -105,6 +110,10 @@ class RunConfig:
     dataset_num_proc: int | None = field(
         default=None, metadata={"help": "processes that tokenize the dataset (None: this one)"}
     )
+
+    def __post_init__(self) -> None:
+        if self.eval_dataset is not None and self.eval_dataset.strip().lower() in ("", "none"):
+            self.eval_dataset = None  # `--eval_dataset none` on the command line: no validation set
 
     def prompt_format(self, spec: ModelSpec) -> PromptFormat:
         """The run's prompt format: the model's own, with any option given on the command line."""

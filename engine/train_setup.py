@@ -71,6 +71,7 @@ def trainer_args(cfg: RunConfig) -> dict[str, Any]:
         "dataloader_num_workers": 0,
         "use_cpu": not torch.cuda.is_available(),
         **precision_flags(cfg.precision),
+        "tf32": True if cfg.tf32 and torch.cuda.is_available() else None,
     }
 
 

@@ -1,42 +1,100 @@
 #!/usr/bin/env bash
-# Dev tool (issue 15): rebuild the embedded default on a lent GPU in one command: two bases, four
-# adapters, the choice on validation by the rule in benchmarks/issue15_targets.md ("Stage 14"), then
-# the chosen one on eval and stress (reporting only).
+# Dev tool (issue 15, stage 14): train the candidates for a new embedded default on a lent GPU, then
+# choose here on the CPU, by the rule in benchmarks/issue15_targets.md ("Stage 14"), written first.
 #
-#     bash scripts/gpu_default.sh pack          # HERE: the training pools, xz-compressed, into .gpu_data/
-#     OUT=runs/gpu_default bash scripts/gpu_default.sh     # on the GPU (~8 min on an H200)
+#     bash scripts/gpu_default.sh pack        # HERE: the training pools, xz-compressed, into .gpu_data/ (7 MB)
+#     # on the GPU (`run`, carry [".whl", ".gpu_data"]; ~7.5 min on an H200):
+#     bash scripts/gpu_default.sh
+#     bash scripts/gpu_default.sh unpack DIR  # HERE: the files that came back (DIR) into runs/gd/
+#     bash scripts/gpu_default.sh choose      # HERE: both candidates on both validation sets (CPU, fp32,
+#                                             # 512 new tokens), the rule, then the first on eval and stress
 #
-# Every step is one of the project's own command lines, which run the same on a CPU (only slower: see
-# the README's "Measured quality" for what it would cost there):
-#   1. scripts/build_base_model.py, twice in parallel: the base (BASE_ARGS) reading the case prompts in
-#      the tiny format, without and with the policy's numbers beside the case's (policy_facts);
-#   2. scripts/train_qlora_sft.py, four runs in parallel: each base x learning rate 1e-3 and 2e-3, the
-#      whole answer (max_length 512), 1.5 epochs over ~136k pool rows (SFT_ARGS);
-#   3. scripts/evaluate.py on both validation sets for each adapter (fp32, as on the CPU), 512 new tokens;
-#   4. the rule picks one; it alone is evaluated on eval.jsonl and stress.jsonl.
-# $OUT gets: results.json (every figure), logs.tgz (logs, summaries, the chosen one's predictions),
-# model.tar.NN (the chosen base and adapter, in pieces under 16 MiB: cat model.tar.* | tar x).
+# Every step is one of the project's own command lines, which run the same on a CPU, only slower
+# (a candidate's base and adapter would take ~8 h and ~6 h on this 2-core box; see issue15_targets.md):
+#   1. scripts/build_base_model.py, the two bases one after the other (two side by side ran 3x slower
+#      each): 320 wide, 6 layers, a 3,000-piece tokenizer, 3,000 steps of 64 x 256 tokens (tf32) over
+#      40,000 case prompts in the tiny format + their customer messages + the documents, one reading the
+#      prompts without and one with the policy's numbers beside the case's (policy_facts);
+#   2. scripts/train_qlora_sft.py, one fresh r=16 adapter on each base, side by side: the whole answer
+#      (max_length 512), one epoch of batch 128 over ~136k pool rows, lr 2e-3;
+#   3. (here) scripts/evaluate.py and the rule.
+# Step rates measured on the H200 (2026-11-30, `calibrate`): base 62 steps/s alone (tf32; bf16 56,
+# fp32 two side by side 18.8 each); adapter 7.0 steps/s alone (tf32; fp32 6.3, bf16 4.0), 2.1-2.9
+# each four side by side. The GPU is not the bound at this size: Python's per-step work is.
+# $OUT gets (at most 8 files come back): base-facts-{false,true}.tar.NN (pieces under 16 MiB),
+# adapters.tgz, logs.tgz, parts.txt.
 set -u
 POOLS=${POOLS:-"ind-s72/pool-common ind-s72/pool-rare ind-s74/pool-common ind-s74/pool-rare ind-s76/pool-common \
 ind-s76/pool-rare ind-s76/pool-twins rec-s73/train rec-s75/train rec-s77/train"}
-WEIGHTS=${WEIGHTS:-"[1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0]"}  # the rare chains' rows twice, as stages 5-10
-if [ "${1:-}" = pack ]; then
+WEIGHTS=${WEIGHTS:-"[1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0]"}  # rare chains twice, as stages 5-10
+W=${WORK:-runs/gd}
+HELD="data/generated/validation.jsonl data/generated/validation_independent.jsonl data/generated/eval.jsonl \
+data/generated/stress.jsonl"
+case "${1:-train}" in
+pack)
     mkdir -p .gpu_data
     for p in $POOLS; do xz -T2 -6 -c "runs/data/$p.jsonl" > ".gpu_data/${p//\//__}.jsonl.xz" || exit 1; done
     du -sh .gpu_data
-    exit 0
-fi
+    exit 0 ;;
+unpack)
+    mkdir -p "$W"
+    for base in "$2"/base-*.tar.00; do cat "${base%.00}".* | tar x -C "$W" || exit 1; done
+    tar xzf "$2/adapters.tgz" -C "$W" && tar xzf "$2/logs.tgz" -C "$W" && ls "$W"
+    exit 0 ;;
+choose)
+    for a in "$W"/ft-*/; do
+        a=${a%/}
+        [ -f "$a/adapter_model.safetensors" ] || continue
+        for set in validation validation_independent; do
+            python3 scripts/evaluate.py --model "$a" --variant finetuned --dataset "data/generated/$set.jsonl" \
+                --batch-size 32 --max-new-tokens 512 --out "$a-$set" ${EVAL_ARGS:-} > "$a-$set.log" 2>&1
+        done
+    done
+    python3 - "$W" "${MIN_REFS:-0.8}" "${MIN_JSON:-1.0}" <<'EOF' || exit 1
+# The rule of benchmarks/issue15_targets.md, "Stage 14": on both validation sets together (600 cases),
+# eligible with JSON validity 100% and policy_refs exact >= 80%; then accuracy, fewer hard violations,
+# text check. (MIN_REFS / MIN_JSON are lowered only in a dry run.)
+import glob, json, sys
+work, min_refs, min_json = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+rows = []
+for adapter in sorted(glob.glob(f"{work}/ft-*/adapter_model.safetensors")):
+    a = adapter.rsplit("/", 1)[0]
+    parts = [json.load(open(f"{a}-{s}/summary.json"))["variants"]["finetuned"]
+             for s in ("validation", "validation_independent")]
+    n = sum(p["n"] for p in parts)
+    avg = lambda k: sum(p[k] * p["n"] for p in parts) / n
+    rows.append({"adapter": a, "n": n, "accuracy": avg("decision_accuracy"),
+                 "hard_violations": round(avg("violation_rate") * n), "json_validity": avg("json_validity"),
+                 "refs_exact": avg("policy_refs_exact"), "next_action": avg("next_action_match"),
+                 "text_check": avg("text_check"), "mean_output_tokens": avg("mean_output_tokens")})
+eligible = [r for r in rows if r["json_validity"] >= min_json and r["refs_exact"] >= min_refs]
+eligible.sort(key=lambda r: (-r["accuracy"], r["hard_violations"], -r["text_check"]))
+choice = {"candidates": rows, "first": eligible[0]["adapter"] if eligible else None}
+json.dump(choice, open(f"{work}/choice.json", "w"), indent=2)
+for r in rows:
+    print({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})
+print("first:", choice["first"])
+EOF
+    first=$(python3 -c "import json; print(json.load(open('$W/choice.json'))['first'] or '')")
+    [ -n "$first" ] || exit 0
+    for set in eval stress; do  # reporting only: after the choice
+        python3 scripts/evaluate.py --model "$first" --variant finetuned --dataset "data/generated/$set.jsonl" \
+            --batch-size 32 --max-new-tokens 512 --out "$first-$set" ${EVAL_ARGS:-} > "$first-$set.log" 2>&1
+    done
+    exit 0 ;;
+train|calibrate) ;;
+*) echo "usage: $0 [pack | train | calibrate | unpack DIR | choose]" >&2; exit 2 ;;
+esac
+
 OUT=${OUT:-runs/gpu_default}
-W=${WORK:-runs/gd}
 mkdir -p "$OUT" "$W"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1  # fp32 weights, TF32 matrix maths on the GPU
 if [ -d "${WHEELS:-.whl}" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         "${WHEELS:-.whl}"/*.whl || exit 1
     export PYTHONPATH=/tmp/site:$PWD
 fi
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt" 2>&1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$OUT/parts.txt" 2>&1
 start=$SECONDS
 stamp() { echo "== $1 at $((SECONDS - start)) s" | tee -a "$OUT/parts.txt"; }
 for f in .gpu_data/*.jsonl.xz; do
@@ -46,31 +104,50 @@ for f in .gpu_data/*.jsonl.xz; do
         "$f" "runs/data/${name//__//}.jsonl" &
 done
 wait
-HELD="data/generated/validation.jsonl data/generated/validation_independent.jsonl data/generated/eval.jsonl \
-data/generated/stress.jsonl"
-BASE_ARGS=${BASE_ARGS:-"--vocab_size 3000 --hidden_size 320 --num_layers 6 --num_heads 10 --num_kv_heads 2 \
---intermediate_size 864 --block_size 256 --batch_size 64 --steps 3000 --lr 0.002 --n_cases 40000 --messages true"}
-SFT_ARGS=${SFT_ARGS:-""}
 
-stamp "bases"
+if [ "${1:-train}" = calibrate ]; then  # step rates, one run at a time (~3 min)
+    for prec in tf32 bf16; do
+        stamp "base $prec"
+        python3 scripts/build_base_model.py --out "$W/cal-base-$prec" --device auto --vocab_size 3000 \
+            --hidden_size 320 --num_layers 6 --num_heads 10 --num_kv_heads 2 --intermediate_size 864 \
+            --batch_size 64 --steps "${CAL_BASE_STEPS:-300}" --n_cases 4000 --messages true --precision $prec \
+            > "$W/cal-base-$prec.log" 2>&1
+    done
+    sft() {  # name, extra args
+        timeout 70 python3 scripts/train_qlora_sft.py --model "$W/cal-base-tf32" \
+            --dataset runs/data/rec-s77/train.jsonl --eval_dataset none --output_dir "$W/cal-$1" \
+            --quantization none --max_steps "${CAL_SFT_STEPS:-60}" --per_device_train_batch_size 128 \
+            --max_length 512 --logging_steps 10 --learning_rate 0.001 "${@:2}" > "$W/cal-sft-$1.log" 2>&1
+    }
+    for prec in fp32 tf32 bf16; do
+        stamp "sft $prec"
+        case $prec in tf32) sft tf32 --precision fp32 --tf32 true ;; *) sft $prec --precision $prec ;; esac
+    done
+    stamp "done"
+    tar czf "$OUT/cal.tgz" "$W"/cal-*.log "$W"/cal-base-*/build_info.json
+    exit 0
+fi
+
+BASE_ARGS=${BASE_ARGS:-"--vocab_size 3000 --hidden_size 320 --num_layers 6 --num_heads 10 --num_kv_heads 2 \
+--intermediate_size 864 --block_size 256 --batch_size 64 --steps 3000 --lr 0.002 --n_cases 40000 --messages true \
+--precision tf32"}
 for facts in false true; do
+    stamp "base facts=$facts"
     # shellcheck disable=SC2086
-    timeout "${BASE_S:-240}" python3 scripts/build_base_model.py --out "$W/base-facts-$facts" --seed 0 \
-        --device auto $BASE_ARGS --prompt_policy_facts $facts --exclude $HELD > "$W/base-facts-$facts.log" 2>&1 &
+    timeout "${BASE_S:-110}" python3 scripts/build_base_model.py --out "$W/base-facts-$facts" --seed 0 \
+        --device auto $BASE_ARGS --prompt_policy_facts $facts --exclude $HELD > "$W/base-facts-$facts.log" 2>&1
 done
-wait
-tail -c 300 "$W"/base-facts-*/build_info.json >> "$OUT/parts.txt" 2>&1
 
 stamp "adapters"
 datasets=$(for p in $POOLS; do printf 'runs/data/%s.jsonl, ' "$p"; done)
 for facts in false true; do
-    for lr in 0.001 0.002; do
-        name="ft-facts-$facts-lr$lr"
-        cat > "$W/$name.yaml" <<EOF
+    name="ft-facts-$facts"
+    [ -f "$W/base-facts-$facts/model.safetensors" ] || continue
+    cat > "$W/$name.yaml" <<EOF
 model: $W/base-facts-$facts
 dataset: [${datasets%, }]
 mix_weights: $WEIGHTS
-eval_dataset: data/generated/validation_independent.jsonl
+eval_dataset: none
 frozen_sets: [data/generated/eval.jsonl, data/generated/stress.jsonl, data/generated/validation_independent.jsonl, data/generated/validation.jsonl]
 output_dir: $W/$name
 lora_r: 16
@@ -79,88 +156,29 @@ lora_dropout: 0.05
 lora_target_modules: all-linear
 quantization: none
 precision: fp32
-learning_rate: $lr
+tf32: true
+learning_rate: 0.002
 lr_scheduler_type: cosine
 warmup_ratio: 0.03
-num_train_epochs: 1.5
+num_train_epochs: 1
 per_device_train_batch_size: 128
-per_device_eval_batch_size: 128
 max_length: 512
 decision_loss_weight: 2.0
 seed: 21
 logging_steps: 100
-dataset_num_proc: 4
+dataset_num_proc: 6
 EOF
-        # shellcheck disable=SC2086
-        timeout "${SFT_S:-300}" python3 scripts/train_qlora_sft.py --config "$W/$name.yaml" $SFT_ARGS \
-            > "$W/$name.log" 2>&1 &
-    done
+    # shellcheck disable=SC2086
+    timeout "${SFT_S:-400}" python3 scripts/train_qlora_sft.py --config "$W/$name.yaml" ${SFT_ARGS:-} \
+        > "$W/$name.log" 2>&1 &
 done
 wait
 
-stamp "validation"
-evaluate() {  # adapter dir, dataset name
-    timeout "${EVAL_S:-100}" python3 scripts/evaluate.py --model "$1" --variant finetuned --dtype fp32 \
-        --dataset "data/generated/$2.jsonl" --batch-size 64 --max-new-tokens 512 --out "$1-$2" ${EVAL_ARGS:-} \
-        > "$1-$2.log" 2>&1
-}
-for a in "$W"/ft-*/; do
-    a=${a%/}
-    [ -f "$a/adapter_model.safetensors" ] || continue
-    for set in validation validation_independent; do evaluate "$a" "$set" & done
-done
-wait
-
-stamp "choice"
-python3 - "$W" "$OUT/choice.json" "${MIN_REFS:-0.8}" "${MIN_JSON:-1.0}" <<'EOF' | tee -a "$OUT/parts.txt"
-# The rule of benchmarks/issue15_targets.md, "Stage 14": on both validation sets together (600 cases),
-# eligible with JSON validity 100% and policy_refs exact >= 80%; then accuracy, fewer hard violations,
-# text check.
-import glob, json, sys
-work, out = sys.argv[1], sys.argv[2]
-min_refs, min_json = float(sys.argv[3]), float(sys.argv[4])  # lower only in a dry run
-rows = []
-for adapter in sorted(glob.glob(f"{work}/ft-*/adapter_model.safetensors")):
-    a = adapter.rsplit("/", 1)[0]
-    try:
-        parts = [json.load(open(f"{a}-{s}/summary.json"))["variants"]["finetuned"]
-                 for s in ("validation", "validation_independent")]
-    except OSError:
-        continue
-    n = sum(p["n"] for p in parts)
-    avg = lambda k: sum(p[k] * p["n"] for p in parts) / n
-    rows.append({"adapter": a, "n": n, "accuracy": avg("decision_accuracy"),
-                 "hard_violations": round(avg("violation_rate") * n), "json_validity": avg("json_validity"),
-                 "refs_exact": avg("policy_refs_exact"), "next_action": avg("next_action_match"),
-                 "text_check": avg("text_check"), "mean_output_tokens": avg("mean_output_tokens")})
-eligible = [r for r in rows if r["json_validity"] >= min_json and r["refs_exact"] >= min_refs]
-eligible.sort(key=lambda r: (-r["accuracy"], r["hard_violations"], -r["text_check"]))
-choice = {"candidates": rows, "chosen": eligible[0]["adapter"] if eligible else None}
-json.dump(choice, open(out, "w"), indent=2)
-for r in rows:
-    print({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})
-print("chosen:", choice["chosen"])
-print(choice["chosen"] or "", file=open(f"{work}/chosen", "w"))
-EOF
-chosen=$(cat "$W/chosen" 2>/dev/null)
-if [ -n "$chosen" ]; then
-    stamp "eval and stress"
-    for set in eval stress; do evaluate "$chosen" "$set" & done
-    wait
-    base=$(python3 -c "import json; print(json.load(open('$chosen/run_config.json'))['model'])" 2>/dev/null \
-           || echo "$W/base-facts-false")
-    tar cf "$W/model.tar" --exclude="checkpoint-*" "$base" "$chosen" && split -b 15M -d "$W/model.tar" "$OUT/model.tar."
-fi
 stamp "pack"
-python3 - "$W" "$OUT/results.json" <<'EOF'
-import glob, json, sys
-work, out = sys.argv[1], sys.argv[2]
-res = {"builds": {p: json.load(open(p)) for p in glob.glob(f"{work}/base-*/build_info.json")},
-       "training": {p: json.load(open(p)) for p in glob.glob(f"{work}/ft-*/metrics.json")},
-       "evaluations": {p: json.load(open(p)) for p in glob.glob(f"{work}/ft-*-*/summary.json")}}
-json.dump(res, open(out, "w"), indent=1)
-EOF
-cp "$OUT/parts.txt" "$W/" 2>/dev/null
-tar czf "$OUT/logs.tgz" --exclude='*.safetensors' --exclude='checkpoint-*' --exclude='*.png' "$W"/*.log \
-    "$W"/*.yaml "$W"/base-*/*.json "$W"/ft-*/*.json "$W"/ft-*/*.log "$W"/ft-*-*/ 2>/dev/null
+for facts in false true; do
+    [ -f "$W/base-facts-$facts/model.safetensors" ] || continue
+    tar cf - -C "$W" "base-facts-$facts" | split -b 15M -d - "$OUT/base-facts-$facts.tar."
+done
+tar czf "$OUT/adapters.tgz" -C "$W" --exclude="checkpoint-*" $(cd "$W" && ls -d ft-*/ 2>/dev/null)
+tar czf "$OUT/logs.tgz" -C "$W" $(cd "$W" && ls *.log *.yaml 2>/dev/null)
 stamp "done"

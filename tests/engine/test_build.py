@@ -109,3 +109,17 @@ def test_build_base_model_trains_on_the_device_it_is_given_and_saves_fp32(tmp_pa
     model = load_base_model(str(tmp_path / "a"), quantize="none", dtype="fp32")
     assert next(model.parameters()).dtype == torch.float32
     assert json.loads((tmp_path / "a" / "build_info.json").read_text())["device"] == "cpu"
+
+
+def test_base_precision_is_checked_by_name_and_trains_in_fp32_on_the_cpu(tmp_path: Path) -> None:
+    from engine.build import BaseModelConfig, build_base_model
+
+    texts = [json.dumps(case) for case in tiny_cases()] * 3
+    shape = dict(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                 intermediate_size=64, block_size=32, batch_size=4, steps=2)
+    with pytest.raises(BuildError, match=r"precision: expected one of fp32, tf32, bf16, got 'fp8'"):
+        build_base_model(tmp_path / "x", texts, BaseModelConfig(**shape, precision="fp8"), seed=1)
+    fp32 = build_base_model(tmp_path / "a", texts, BaseModelConfig(**shape), seed=1)
+    bf16 = build_base_model(tmp_path / "b", texts, BaseModelConfig(**shape, precision="bf16"), seed=1)
+    assert fp32["final_loss"] == bf16["final_loss"]  # a GPU setting: the CPU trains in fp32 either way
+    assert not torch.backends.cuda.matmul.allow_tf32

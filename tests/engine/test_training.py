@@ -261,3 +261,20 @@ def test_dataset_num_proc_reaches_the_trainer() -> None:
 
     assert sft_config(RunConfig(dataset_num_proc=3), has_eval=False).dataset_num_proc == 3
     assert sft_config(RunConfig(), has_eval=False).dataset_num_proc is None
+
+
+def test_tf32_is_asked_of_the_trainer_only_where_a_gpu_has_it() -> None:
+    import torch
+
+    from engine.train_setup import trainer_args
+
+    expected = True if torch.cuda.is_available() else None
+    assert trainer_args(RunConfig(tf32=True))["tf32"] is expected
+    assert trainer_args(RunConfig())["tf32"] is None
+
+
+def test_eval_dataset_none_on_the_command_line_means_no_validation_set() -> None:
+    from engine.training import parse_run_config
+
+    assert parse_run_config(["--eval_dataset", "none"]).eval_dataset is None
+    assert parse_run_config(["--eval_dataset", "data/generated/validation.jsonl"]).eval_dataset
