@@ -58,6 +58,9 @@ class FastPath:
     prefix_cache_size: int = 8  # prefixes kept (per variant and adapter version), least recently used dropped
     static_cache: bool = False  # a static KV cache: transformers compiles the forward pass with it on a GPU
     static_cache_len: int = 2048  # its length in tokens (longer calls grow it): one length, no recompiles
+    # With static_cache: pad each batch to the next power of two (its last prompt repeated, the extra
+    # answers dropped), so that the batch sizes compiled are at most 1, 2, 4, ..., not every size seen.
+    bucket_batches: bool = True
     # Serve this adapter from a copy of the base with it merged in (one kernel per layer instead of
     # three); the shared base still serves every other variant. Costs one more base in memory, so
     # it is built only when that much is free, and never from a 4-bit base (NF4 cannot absorb the delta).
@@ -76,7 +79,7 @@ class FastPath:
         unknown = sorted(set(value) - set(known))
         if unknown:
             raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
-        for key in ("overlap_grammar", "prefix_cache", "static_cache"):
+        for key in ("overlap_grammar", "prefix_cache", "static_cache", "bucket_batches"):
             if key in value and not isinstance(value[key], bool):
                 raise ValueError(f"{key}: expected true or false, got {value[key]!r}")
         for key, (low, high) in cls.BOUNDS.items():

@@ -219,6 +219,9 @@ class LocalPeftBackend:
         (e.g. out of memory) propagate.
         """
         fast = self.fast.resolve(self._device())
+        asked = len(prompts)
+        if asked and fast.static_cache and fast.bucket_batches:  # a compiled graph per batch size: few
+            prompts = prompts + [prompts[-1]] * (batch_bucket(asked) - asked)
         grammar = grammar or self.grammar
         processor = (grammar.processor(len(prompts), settings.max_new_tokens, overlap=fast.overlap_grammar)
                      if constrained else None)
@@ -239,7 +242,7 @@ class LocalPeftBackend:
         input_counts = enc["attention_mask"].sum(dim=1).tolist()
         errors = processor.errors if processor else [None] * len(prompts)
         rows = zip(new_tokens, input_counts, errors, strict=True)
-        return [self._one(row, n_in, err) for row, n_in, err in rows]
+        return [self._one(row, n_in, err) for row, n_in, err in rows][:asked]
 
     @staticmethod
     def _run(model: Any, enc: dict[str, torch.Tensor], kwargs: dict[str, Any], cache: Any,
@@ -368,6 +371,11 @@ def _weight_bytes(model: Any) -> int:
 def _linear4bit_count(model: Any) -> int:
     """How many of ``model``'s layers are bitsandbytes 4-bit linears."""
     return sum(type(m).__name__ == "Linear4bit" for m in model.modules())
+
+
+def batch_bucket(n: int) -> int:
+    """The batch size ``n`` prompts are padded to under a static cache: the next power of two."""
+    return 1 << max(n - 1, 0).bit_length()
 
 
 def _free_bytes(device: torch.device) -> int:

@@ -156,3 +156,28 @@ def test_registry_fast_options_reach_the_backend(tiny_ft_dir: Path) -> None:
     loaded = Engine.load(spec, device="cpu")
     assert loaded.backend.fast == FastPath(static_cache=True, merged="finetuned")
     assert loaded.figures()["fast"]["overlap_grammar"] is False  # None decided for the CPU
+
+
+def test_a_static_cache_pads_batches_to_a_power_of_two_and_answers_alike(engine: Engine) -> None:
+    """Under a static cache each batch size is one compiled graph: 3 prompts run as a batch of 4 (the
+    last repeated) and 3 answers come back, the same as without padding and as the plain path."""
+    from engine.backends.local import batch_bucket
+
+    assert [batch_bucket(n) for n in (1, 2, 3, 5, 33, 64)] == [1, 2, 4, 8, 64, 64]
+    sizes: list[int] = []
+    model = engine.backend.model
+    original = model.generate
+
+    def recording(*args, **kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        return original(*args, **kwargs)
+
+    model.generate = recording
+    try:
+        plain = _answers(engine, PLAIN, "base", 3, 110)
+        padded = _answers(engine, FAST["static"], "base", 3, 110)
+        unpadded = _answers(engine, replace(FAST["static"], bucket_batches=False), "base", 3, 110)
+    finally:
+        del model.generate
+    assert padded == plain == unpadded and len(padded) == 4  # 4 cases: a batch of 3, then of 1
+    assert sizes == [3, 1, 4, 1, 3, 1]
