@@ -111,3 +111,20 @@ def test_evaluate_unconstrained_never_crashes_on_bad_output(tiny_ft_dir: Path, t
     assert all(p["status"] in ("ok", "invalid", "truncated") for p in preds)
     assert all(p["error"] for p in preds if p["status"] != "ok")
     assert summary["variants"]["finetuned"]["json_validity"] == sum(p["status"] == "ok" for p in preds) / 2
+
+
+def test_dtype_reaches_the_engine_and_a_bad_one_is_refused(tiny_ft_dir: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """``--dtype`` sets the local model's weights (fp32 on a GPU evaluates as the CPU does)."""
+    import torch
+
+    from engine import Engine
+    from scripts.evaluate import parse_args
+
+    assert parse_args(["--dataset", "x.jsonl", "--dtype", "fp32"]).dtype == "fp32"
+    assert parse_args(["--dataset", "x.jsonl"]).dtype == "auto"
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--dataset", "x.jsonl", "--dtype", "fp8"])
+    assert exit_info.value.code == 2 and "--dtype: invalid choice: 'fp8'" in capsys.readouterr().err
+    engine = Engine.load(str(tiny_ft_dir), device="cpu", dtype="bf16")
+    assert next(engine.backend.model.parameters()).dtype == torch.bfloat16
