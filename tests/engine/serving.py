@@ -25,6 +25,37 @@ def free_port() -> int:
 
 
 @contextmanager
+def server_process(args: list[str], port: int, env: dict[str, str], log: Path, name: str,
+                   start_timeout_s: float) -> Iterator[str]:
+    """Run ``args`` (a server listening on ``port``) until the block ends; yields its ``/v1`` URL once
+    ``/health`` answers. Fails with the server's output when it dies or never answers; stops it after."""
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                tail = log.read_text()[-4000:]
+                raise AssertionError(f"{name} did not answer in {start_timeout_s} s:\n{tail}")
+            time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
 def engine_server(model: str, *args: str, api_key: str | None = None, log: Path | None = None,
                   start_timeout_s: float = 120.0) -> Iterator[str]:
     """Run ``python -m engine.serve --model MODEL ARGS`` on a free port until the block ends; yields its
@@ -32,28 +63,6 @@ def engine_server(model: str, *args: str, api_key: str | None = None, log: Path 
     port = free_port()
     env = {**os.environ, KEY_ENV: api_key or "", "OMP_NUM_THREADS": "1"}
     log = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"engine-serve-{port}.log"
-    with open(log, "w", encoding="utf-8") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "engine.serve", "--model", model, "--port", str(port),
-                                 *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + start_timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"engine.serve exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"engine.serve did not answer in {start_timeout_s} s:\n"
-                                     f"{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    command = [sys.executable, "-m", "engine.serve", "--model", model, "--port", str(port), *args]
+    with server_process(command, port, env, log, "engine.serve", start_timeout_s) as url:
+        yield url

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from engine import Engine, GenerationSettings
 from engine.backends.base import BackendError
 from engine.registry import ModelSpec, ServerSpec, resolve_model
 from policies import Case, parse_case
-from tests.engine.serving import KEY_ENV, free_port
+from tests.engine.serving import KEY_ENV, free_port, server_process
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "vllm-test-token-0123456789"
@@ -55,29 +52,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "finetuned=data/models/default-ft", "--max-lora-rank", "16", "--max-model-len", "1024",
             "--dtype", "float32", "--enforce-eager", "--structured-outputs-config", STRUCTURED,
             "--api-key", TOKEN, "--port", str(port)]
-    with open(log, "w", encoding="utf-8") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 420
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"vLLM exited {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"vLLM did not answer in 420 s:\n{log.read_text()[-4000:]}")
-            time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with server_process(args, port, env, log, "vLLM", start_timeout_s=420) as url:
+        yield url
 
 
 def spec(url: str, **served: str) -> ModelSpec:
