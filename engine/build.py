@@ -195,19 +195,21 @@ def train_language_model(
     model.train()
     losses: list[float] = []
     bar = tqdm(range(config.steps), desc="base LM", unit="step")
-    for _ in bar:
-        idx = torch.randint(0, blocks.size(0), (min(config.batch_size, blocks.size(0)),), generator=gen)
-        batch = blocks[idx].to(device)
-        with autocast:
-            loss = model(input_ids=batch, labels=batch).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # tiny models spike early
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        for _ in bar:
+            idx = torch.randint(0, blocks.size(0), (min(config.batch_size, blocks.size(0)),), generator=gen)
+            batch = blocks[idx].to(device)
+            with autocast:
+                loss = model(input_ids=batch, labels=batch).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # tiny models spike early
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     model.eval()
     return losses
 
