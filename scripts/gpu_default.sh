@@ -30,6 +30,10 @@ WEIGHTS=${WEIGHTS:-"[1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0]"}  # rare
 W=${WORK:-runs/gd}
 HELD="data/generated/validation.jsonl data/generated/validation_independent.jsonl data/generated/eval.jsonl \
 data/generated/stress.jsonl"
+evaluate_on() {  # adapter dir, set name: evaluate.py as the rule says (fp32 on the CPU, 512 new tokens)
+    python3 scripts/evaluate.py --model "$1" --variant finetuned --dataset "data/generated/$2.jsonl" \
+        --batch-size 32 --max-new-tokens 512 --out "$1-$2" ${EVAL_ARGS:-} > "$1-$2.log" 2>&1
+}
 case "${1:-train}" in
 pack)
     mkdir -p .gpu_data
@@ -45,10 +49,7 @@ choose)
     for a in "$W"/ft-*/; do
         a=${a%/}
         [ -f "$a/adapter_model.safetensors" ] || continue
-        for set in validation validation_independent; do
-            python3 scripts/evaluate.py --model "$a" --variant finetuned --dataset "data/generated/$set.jsonl" \
-                --batch-size 32 --max-new-tokens 512 --out "$a-$set" ${EVAL_ARGS:-} > "$a-$set.log" 2>&1
-        done
+        for set in validation validation_independent; do evaluate_on "$a" "$set"; done
     done
     python3 - "$W" "${MIN_REFS:-0.8}" "${MIN_JSON:-1.0}" <<'EOF' || exit 1
 # The rule of benchmarks/issue15_targets.md, "Stage 14": on both validation sets together (600 cases),
@@ -77,10 +78,7 @@ print("first:", choice["first"])
 EOF
     first=$(python3 -c "import json; print(json.load(open('$W/choice.json'))['first'] or '')")
     [ -n "$first" ] || exit 0
-    for set in eval stress; do  # reporting only: after the choice
-        python3 scripts/evaluate.py --model "$first" --variant finetuned --dataset "data/generated/$set.jsonl" \
-            --batch-size 32 --max-new-tokens 512 --out "$first-$set" ${EVAL_ARGS:-} > "$first-$set.log" 2>&1
-    done
+    for set in eval stress; do evaluate_on "$first" "$set"; done  # reporting only: after the choice
     exit 0 ;;
 train|calibrate) ;;
 *) echo "usage: $0 [pack | train | calibrate | unpack DIR | choose]" >&2; exit 2 ;;
@@ -88,12 +86,7 @@ esac
 
 OUT=${OUT:-runs/gpu_default}
 mkdir -p "$OUT" "$W"
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-if [ -d "${WHEELS:-.whl}" ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        "${WHEELS:-.whl}"/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
-fi
+source scripts/gpu_wheels.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$OUT/parts.txt" 2>&1
 start=$SECONDS
 stamp() { echo "== $1 at $((SECONDS - start)) s" | tee -a "$OUT/parts.txt"; }

@@ -53,13 +53,7 @@ PY
 fi
 OUT=${OUT:-runs/gpu_session}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-WHEELS=${WHEELS:-.whl}  # WHEELS=none: use the packages already installed
-if [ -d "$WHEELS" ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        "$WHEELS"/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD  # the scripts import the repo's packages
-fi
+source scripts/gpu_wheels.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 start=$SECONDS
 stamp() { echo "== $1 at $((SECONDS - start)) s" | tee -a "$OUT/parts.txt"; }
