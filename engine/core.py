@@ -216,14 +216,14 @@ def _local_backend(spec: Any, adapters: dict[str, str], device: str, quantize: s
                    dtype: str = "auto") -> Backend:
     """The in-process backend of ``spec``: tokenizer, base model on ``device``, ``adapters`` on top."""
     from engine.backends.local import LocalPeftBackend
-    from engine.loading import load_base_model, load_tokenizer
+    from engine.loading import load_base_model, load_tokenizer, pick_device
 
     # The tokenizer saved with the adapter is the one it was trained with; else the base's.
     with_tokenizer = [p for p in adapters.values() if (Path(p) / "tokenizer_config.json").is_file()]
     tokenizer = load_tokenizer(with_tokenizer[0] if with_tokenizer else spec.base)
     base_model = load_base_model(spec, quantize=quantize, dtype=dtype)  # type: ignore[arg-type]
     if device != "auto" or _has_gpu():
-        target = _pick_device(device)
+        target = pick_device(device)
         if getattr(base_model, "policyops_quantize", "none") == "none":
             base_model = base_model.to(target)
     backend = LocalPeftBackend(tokenizer, base_model, prompt_format=spec.prompt_format,
@@ -251,9 +251,3 @@ def _has_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _pick_device(device: str) -> str:
-    from engine.loading import pick_device
-
-    return pick_device(device)
