@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from app.services.batches import resume_stale_batches
 from app.services.demo import DEMO_QUEUE, EVAL_SET, seed_console
 from app.services.jobs import JobError, Runner, RunnerConfig
 from app.services.navigation import BackgroundAnswers
@@ -118,15 +120,21 @@ def main(argv: list[str] | None = None) -> None:
     if served:
         print(f"Serving champion {served} as finetuned", flush=True)
     runner = Runner(store, runner_config)
+    name = f"{socket.gethostname()}:{args.port}"  # one address, one live console
     demo = build_app(engine, store, export_dir=args.export_dir, eval_fingerprints=seed.eval_fingerprints,
-                     runner=runner)
+                     runner=runner, console_name=name)
     background = BackgroundAnswers(store, engine)
     if args.background_answers:
         background.start()
     try:
         demo.queue(default_concurrency_limit=4).launch(
-            server_name=args.host, server_port=args.port, **serve_options(store)
+            server_name=args.host, server_port=args.port, prevent_thread_lock=True, **serve_options(store)
         )
+        # the address is ours now, so an earlier process of this console has stopped: its batch runs
+        # (and any other console's silent for BATCH_STALE_S) continue here
+        for job in resume_stale_batches(store, engine, name):
+            print(f"Resuming batch run {job.run_id} (its console stopped mid-run)", flush=True)
+        demo.block_thread()
     finally:  # launch returns on Ctrl-C: let a case being answered finish, then stop
         background.stop()
 

@@ -20,6 +20,7 @@ DONE_STATUSES = frozenset({"approved", "corrected"})  # a case with one of these
 CASE_SOURCES: tuple[str, ...] = ("eval", "try", "batch", "import")
 VERSION_STATUSES: tuple[str, ...] = ("champion", "challenger", "retired")
 JOB_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed", "cancelled")
+BATCH_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed", "cancelled")
 
 
 def utcnow() -> datetime:
@@ -61,6 +62,8 @@ def _refuse_oversized_text(_mapper: Any, _connection: Any, row: SQLModel) -> Non
 USERNAME_MAX_CHARS = 64
 NOTE_MAX_CHARS = 4000  # a ceiling above the console's own limit on review notes
 FILTER_NAME_MAX_CHARS = 200
+BATCH_SOURCE_MAX_CHARS = 1000  # the file a batch was read from (the Batch tab's path limit)
+BATCH_ERROR_MAX_CHARS = 300
 
 
 class CaseRecord(SQLModel, table=True):
@@ -307,3 +310,51 @@ class IdempotencyKey(SQLModel, table=True):
     request_sha: str  # sha256 of the request's arguments: a key reused for another request is refused
     response_json: str
     created_at: datetime = Field(default_factory=utcnow)
+
+
+# Batch runs in the store (0004_batch_runs): a console restart or another console finds them again.
+class BatchRun(SQLModel, table=True):
+    """One batch run: a file of cases answered by both variants in the background, chunk by chunk.
+
+    ``owner`` is the worker answering it now (a fresh token per start or resume) and ``heartbeat_at``
+    when that worker last reported; a run still ``running`` whose heartbeat is old lost its console,
+    and the next console to start resumes it (a new owner, ``resumes`` + 1). ``cancel_requested`` is
+    how any console stops it: the worker reads it between chunks."""
+
+    __tablename__ = "batch_runs"
+    id: int | None = Field(default=None, primary_key=True)
+    actor: str = Field(index=True)
+    source: str = Field(default="", sa_type=BoundedText(BATCH_SOURCE_MAX_CHARS))
+    total: int
+    done: int = 0
+    status: str = "running"  # one of BATCH_STATUSES
+    error: str | None = Field(default=None, sa_type=BoundedText(BATCH_ERROR_MAX_CHARS))
+    cancel_requested: bool = False
+    owner: str
+    resumes: int = 0
+    started_at: datetime = Field(default_factory=utcnow)
+    heartbeat_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class BatchRunCase(SQLModel, table=True):
+    """A case of a batch run, at its place in the file."""
+
+    __tablename__ = "batch_run_cases"
+    id: int | None = Field(default=None, primary_key=True)
+    batch_run_id: int = Field(foreign_key="batch_runs.id", index=True)
+    position: int
+    case_pk: int = Field(foreign_key="cases.id")
+
+
+# Write quotas shared by every console over the store (0005_quota_buckets).
+class QuotaBucket(SQLModel, table=True):
+    """One user's token bucket for one kind of write: ``tokens`` left at ``at`` (seconds since the
+    epoch; the bucket refills from there at its limit's rate). Kept here so that several consoles
+    over one store draw on one bucket."""
+
+    __tablename__ = "quota_buckets"
+    actor: str = Field(primary_key=True)
+    kind: str = Field(primary_key=True)  # review / case / batch
+    tokens: float
+    at: float

@@ -114,8 +114,6 @@ def train(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Decision
 
         return train_dpo(cfg, callbacks)
 
-    from engine.decision_loss import DecisionWeightedSFTTrainer
-
     started = time.time()
     spec = resolve_model(cfg.model)  # fail fast on an unknown model, before any file is written
     fmt = cfg.prompt_format(spec)
@@ -125,6 +123,10 @@ def train(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Decision
     eval_examples = (
         load_examples(cfg.eval_dataset, fmt)[: cfg.max_eval_examples] if cfg.eval_dataset else None
     )
+    # TRL's import costs seconds on a small CPU: only once the inputs are known to be good, so a
+    # mistyped model or dataset is refused at once.
+    from engine.decision_loss import DecisionWeightedSFTTrainer
+
     with train_log(cfg.output_dir):
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)

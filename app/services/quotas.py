@@ -1,9 +1,10 @@
-"""Per-user write quotas (issue 17, finding 1): a token bucket per (user, kind of write), in process.
+"""Per-user write quotas (issue 17, finding 1): a token bucket per (user, kind of write).
 
-Counting stored rows would also cover several console processes, but costs a query per write and
-cannot tell a review from its retry; one console process serves the store (the engine is in its
-memory), so an in-process bucket is enough and costs nothing. A refusal names the limit and says
-when to retry: ``quota: at most 30 reviews per minute per user; try again in 2 s``.
+With a store the buckets are rows of it (``quota_buckets``), read and spent in one write transaction,
+so several consoles over one store (the team set-up) draw on one bucket per user; without one (a
+single console, or tests) they live in the process. A retry sent with an idempotency key spends
+nothing (the caller checks the key first). A refusal names the limit and says when to retry:
+``quota: at most 30 reviews per minute per user; try again in 2 s``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from db.quotas import get_bucket, put_bucket
+
+if TYPE_CHECKING:
+    from db.store import Store
 
 REVIEWS_PER_MINUTE = 30  # a reviewer reads a case before judging it: 2 s a review is already fast
 CASES_PER_MINUTE = 30  # cases sent to /compare (each may cost two model answers)
@@ -44,10 +51,14 @@ DEFAULT_LIMITS: dict[str, Limit] = {
 
 @dataclass
 class Quotas:
-    """Token buckets: each (user, kind) holds up to ``count`` tokens, refilled at count/per_s a second."""
+    """Token buckets: each (user, kind) holds up to ``count`` tokens, refilled at count/per_s a second.
+
+    ``store``: keep the buckets in the store, shared by every console over it (``clock`` must then
+    be a wall clock, as the default is); None keeps them in this process."""
 
     limits: dict[str, Limit] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
-    clock: Callable[[], float] = time.monotonic
+    clock: Callable[[], float] = time.time
+    store: Store | None = None
     _buckets: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)  # tokens, at
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,13 +67,22 @@ class Quotas:
         limit = self.limits.get(kind)
         if limit is None:
             return
+        if self.store is None:
+            with self._lock:
+                self._buckets[(user, kind)] = self._spend(limit, self._buckets.get((user, kind)))
+            return
+
+        def spend(session: Any) -> None:
+            put_bucket(session, user, kind, *self._spend(limit, get_bucket(session, user, kind)))
+
+        self.store.write(spend)  # a refusal raises inside: nothing is written
+
+    def _spend(self, limit: Limit, bucket: tuple[float, float] | None) -> tuple[float, float]:
+        """The bucket after one token is spent, or :class:`QuotaExceeded` when none is left."""
         rate = limit.count / limit.per_s
-        with self._lock:
-            now = self.clock()
-            tokens, at = self._buckets.get((user, kind), (float(limit.count), now))
-            tokens = min(float(limit.count), tokens + (now - at) * rate)
-            if tokens < 1.0:
-                wait = (1.0 - tokens) / rate
-                self._buckets[(user, kind)] = (tokens, now)
-                raise QuotaExceeded(f"quota: {limit.describe()}; try again in {wait:.0f} s")
-            self._buckets[(user, kind)] = (tokens - 1.0, now)
+        now = self.clock()
+        tokens, at = bucket or (float(limit.count), now)
+        tokens = min(float(limit.count), tokens + max(now - at, 0.0) * rate)
+        if tokens < 1.0:
+            raise QuotaExceeded(f"quota: {limit.describe()}; try again in {(1.0 - tokens) / rate:.0f} s")
+        return tokens - 1.0, now

@@ -1,6 +1,7 @@
 """Batch run (ops): a JSONL file of cases under the data folder, answered by both variants as a
-background job (app.services.batches): chunked, saved as it goes, cancellable here, and never
-holding the engine for more than a chunk while a reviewer's compare waits. Uploads are off (no
+background job (app.services.batches): chunked, saved as it goes, cancellable here, never holding
+the engine for more than a chunk while a reviewer's compare waits, and kept in the store (a console
+that restarts, or another one, finds the runs and resumes one its console left). Uploads are off (no
 file lands in a temp folder); put the file under the data folder instead."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from app.services.batches import start_batch
+from app.services.batches import cancel_batches, latest_batches, resume_stale_batches, start_batch, summary
 from app.services.paths import UnsafePath, contained_path
 from app.ui.state import Console, TabLoad, require, user_errors
 from db.cases import read_case_rows
@@ -48,11 +49,10 @@ def create_batch_tab(console: Console) -> TabLoad:
         run = gr.Button("Run both variants", variant="primary")
         refresh = gr.Button("Refresh status")
         cancel = gr.Button("Cancel batch", variant="stop")
-    summary = gr.Markdown(elem_id="batch-summary")
+    summary_box = gr.Markdown(elem_id="batch-summary")
 
     def _status(user: str) -> str:
-        mine = [j for j in console.batch_jobs.values() if j.actor == user]
-        runs = "\n".join(f"- {j.summary()}" for j in reversed(mine[-5:]))
+        runs = "\n".join(f"- {summary(r)}" for r in latest_batches(console.store, user))
         if not runs:
             return "No batch runs yet: give a file under the data folder above and run it."
         return f"Your latest batch runs:\n\n{runs}"
@@ -63,22 +63,25 @@ def create_batch_tab(console: Console) -> TabLoad:
         with user_errors():
             cases = read_case_rows(path)
             console.quotas.take(user, "batch")
-            job = start_batch(console.store, console.engine, cases, user)
-        console.batch_jobs[job.job_id] = job
-        started = f"Started batch {job.job_id}: {len(cases)} cases; answers land in the queue as they come."
+            job = start_batch(console.store, console.engine, cases, user, source=path_v.strip(),
+                              console=console.name)
+        started = f"Started batch {job.run_id}: {len(cases)} cases; answers land in the queue as they come."
         return f"{started}\n\n{_status(user)}"
 
     def show(request: gr.Request) -> dict[Any, Any]:
-        return {summary: _status(require(console, request, "batch"))}
+        user = require(console, request, "batch")
+        if console.engine is not None:  # a run whose console stopped continues here
+            resume_stale_batches(console.store, console.engine, console.name)
+        return {summary_box: _status(user)}
 
     def stop(request: gr.Request) -> str:
         user = require(console, request, "batch")
-        for job in console.batch_jobs.values():
-            if job.actor == user and job.status == "running":
-                job.cancel()
-        return "Cancelling after the chunk being answered (its answers are kept).\n\n" + _status(user)
+        stopping = cancel_batches(console.store, user, runs_of=user)
+        said = "Cancelling after the chunk being answered (its answers are kept)." if stopping else \
+            "No batch run of yours is running."
+        return f"{said}\n\n{_status(user)}"
 
-    run.click(run_file, [path_text], [summary], api_visibility="private")
-    refresh.click(show, None, [summary], api_visibility="private")
-    cancel.click(stop, None, [summary], api_visibility="private")
-    return TabLoad(show=show, outputs=[summary], need="batch")
+    run.click(run_file, [path_text], [summary_box], api_visibility="private")
+    refresh.click(show, None, [summary_box], api_visibility="private")
+    cancel.click(stop, None, [summary_box], api_visibility="private")
+    return TabLoad(show=show, outputs=[summary_box], need="batch")

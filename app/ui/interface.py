@@ -14,6 +14,7 @@ from app.services.auth import CLIENT_ADDRESS, ClientAddressMiddleware, Clock, Pr
 from app.services.http_limits import MAX_UPLOAD_BYTES, RequestLimits
 from app.services.jobs import Runner
 from app.services.queue import QueueFilter
+from app.services.quotas import Quotas
 from app.ui import api
 from app.ui.batch_tab import create_batch_tab
 from app.ui.case_tab import Updates, create_case_tab
@@ -97,10 +98,13 @@ def build_app(
     batch_root: Path = Path("data"),
     runner: Runner | None = None,
     prefetch: bool = True,
+    console_name: str = "console",
 ) -> gr.Blocks:
     """The console over ``engine`` and ``store``. Launch it with ``**serve_options(store)``.
 
     ``prefetch``: answer the next queued case in the background while a reviewer reads one.
+    ``console_name``: this console's address (``host:port``); batch runs it leaves unfinished when it
+    stops resume on its next start.
     A URL with ``?case=C-000123`` opens that case after login.
     """
     console = Console(
@@ -110,6 +114,8 @@ def build_app(
         eval_fingerprints=eval_fingerprints or set(),
         batch_root=Path(batch_root),
         prefetch=prefetch,
+        name=console_name,
+        quotas=Quotas(store=store),  # in the store: every console over it draws on the same buckets
     )
     # Gradio's temp files (none while uploads are refused) are deleted hourly once a day old
     with gr.Blocks(title=TITLE, delete_cache=(3600, 86400)) as demo:

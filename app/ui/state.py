@@ -11,7 +11,6 @@ from typing import Any
 
 import gradio as gr
 
-from app.services.batches import BatchJob
 from app.services.exports import ExportError
 from app.services.idempotency import IdempotencyError
 from app.services.paths import UnsafePath
@@ -39,8 +38,8 @@ class Console:
     eval_fingerprints: set[str] = field(default_factory=set)  # eval-set case ids and body hashes
     batch_root: Path = Path("data")  # server-side JSONL files for batch runs must lie under it
     prefetch: bool = True  # answer the next queued case in the background while one is read
-    quotas: Quotas = field(default_factory=Quotas)  # per-user write quotas (reviews, new cases, batches)
-    batch_jobs: dict[int, BatchJob] = field(default_factory=dict)  # this process's batch runs, by id
+    quotas: Quotas = field(default_factory=Quotas)  # per-user write quotas (build_app: in the store)
+    name: str = "console"  # this console's address (host:port): batch runs it owned resume on its restart
 
 
 @dataclass

@@ -13,13 +13,16 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from sqlmodel import select
 
+import app.services.quotas as quotas_module
 from app.services.http_limits import MAX_BODY_BYTES
 from app.services.idempotency import IdempotencyError, keyed_write
 from app.services.quotas import Limit, QuotaExceeded, Quotas
 from app.ui import actions
+from app.ui.interface import build_app
 from app.ui.state import Console
 from db.cases import add_case, resolve_case_ref
 from db.models import CaseRecord, IdempotencyKey, Review
+from db.quotas import get_bucket
 from policies import parse_case
 from tests.conftest import tiny_cases
 
@@ -145,6 +148,48 @@ def test_quota_buckets_are_per_user_and_refill():
         quotas.take("ann", "case")
     clock[0] = 60.0
     quotas.take("ann", "case")
+
+
+@pytest.mark.both_stores
+def test_consoles_over_one_store_share_each_users_quota(store):
+    """Two consoles over one store (the team set-up) draw on one bucket per user, kept in the store:
+    what one console spent, the other cannot spend again; a refusal writes nothing."""
+    clock = [1000.0]
+    limits = {"review": Limit("reviews", 2, 60.0)}
+    first, second = (Quotas(limits=limits, clock=lambda: clock[0], store=store) for _ in range(2))
+    first.take("rita", "review")
+    second.take("rita", "review")
+    with pytest.raises(QuotaExceeded, match=r"quota: at most 2 reviews per minute per user; try again in 30"):
+        first.take("rita", "review")
+    with pytest.raises(QuotaExceeded):
+        second.take("rita", "review")
+    second.take("otto", "review")  # another user's bucket
+    clock[0] += 31.0  # one token back after 30 s, for both consoles
+    second.take("rita", "review")
+    with pytest.raises(QuotaExceeded, match="try again in 29 s"):
+        first.take("rita", "review")
+    with store.session() as s:
+        assert get_bucket(s, "rita", "review") == (pytest.approx(0.0333, abs=1e-3), 1031.0)
+
+
+def test_two_consoles_over_one_store_share_the_review_quota(store, tiny_engine, tmp_path, monkeypatch):
+    """The console (``build_app``) keeps its quotas in the store: a reviewer who spent their reviews on
+    one console is refused on another over the same store, naming the limit."""
+    monkeypatch.setitem(quotas_module.DEFAULT_LIMITS, "review", Limit("reviews", 1, 60.0))
+    with store.session() as s:
+        ids = [add_case(s, parse_case({**tiny_cases()[0], "case_id": f"C-77000{i}"}), "try", "rita").case_id
+               for i in range(2)]
+    one, two = (build_app(tiny_engine, store, export_dir=tmp_path / "exports", batch_root=tmp_path,
+                          prefetch=False) for _ in range(2))
+    rita = SimpleNamespace(username="rita", query_params={}, headers={}, session_hash="s")
+
+    def submit(demo, case_id):
+        fn = next(d.fn for d in demo.fns.values() if d.fn is not None and d.fn.__name__ == "submit_review")
+        return fn(case_id, "flag", "", "unclear", request=rita)
+
+    assert submit(one, ids[0])["status"] == "flagged_ambiguous"
+    with pytest.raises(Exception, match=r"quota: at most 1 reviews per minute per user"):
+        submit(two, ids[1])
 
 
 # --- finding 11: nothing of the API for anonymous visitors -----------------------------------------
