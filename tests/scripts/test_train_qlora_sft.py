@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from engine.loading import load_base_model
-from engine.registry import REPO_ROOT, UnknownModel
+from engine.registry import UnknownModel
 from engine.sft_data import ConfigError, DatasetError, RunConfig, mix
 from engine.training import parse_run_config as parse_args
 from engine.training import train as main
@@ -127,21 +125,12 @@ def test_unknown_model_fails_naming_it(tmp_path: Path) -> None:
         main(_cfg(tmp_path, Path("no-such-model"), train))
 
 
-def test_cli_unknown_model_exits_with_its_name(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "scripts/train_qlora_sft.py",
-            "--model",
-            "no-such-model",
-            "--output_dir",
-            str(tmp_path / "o"),
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode != 0 and "unknown model 'no-such-model'" in proc.stderr
+def test_cli_unknown_model_exits_with_its_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts.train_qlora_sft import main as cli_main
+
+    assert cli_main(["--model", "no-such-model", "--output_dir", str(tmp_path / "o")]) == 1
+    assert "error: unknown model 'no-such-model'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_and_yaml_parsing(tmp_path: Path) -> None:
