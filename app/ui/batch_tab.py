@@ -13,10 +13,12 @@ import gradio as gr
 
 from app.services.batches import cancel_batches, latest_batches, resume_stale_batches, start_batch, summary
 from app.services.paths import UnsafePath, contained_path
-from app.ui.state import Console, TabLoad, require, user_errors
+from app.ui.state import Console, TabLoad, require, user_errors, username_of
 from db.cases import read_case_rows
+from db.users import role_allows, role_of_user
 
 MAX_PATH_CHARS = 1000  # longer paths are refused unread
+REFRESH_S = 2.0  # how often an open page re-reads its user's running batches
 
 
 def resolve_batch_path(console: Console, upload: str | None, path_text: str) -> Path:
@@ -50,6 +52,7 @@ def create_batch_tab(console: Console) -> TabLoad:
         refresh = gr.Button("Refresh status")
         cancel = gr.Button("Cancel batch", variant="stop")
     summary_box = gr.Markdown(elem_id="batch-summary")
+    seen_running = gr.State("")  # the running batches the last tick showed ("" when none)
 
     def _status(user: str) -> str:
         runs = "\n".join(f"- {summary(r)}" for r in latest_batches(console.store, user))
@@ -81,6 +84,21 @@ def create_batch_tab(console: Console) -> TabLoad:
             "No batch run of yours is running."
         return f"{said}\n\n{_status(user)}"
 
+    def tick_batches(seen: str, request: gr.Request) -> Any:
+        """Every REFRESH_S: the status while one of the user's batches runs, and once more when the
+        last one ends; otherwise nothing is sent."""
+        user = username_of(request)
+        with console.store.session() as s:  # no require(): a refusal every tick would flood the audit log
+            allowed = role_allows(role_of_user(s, user), "batch")
+        if not allowed:
+            return gr.skip()
+        running = ",".join(str(r.id) for r in latest_batches(console.store, user) if r.status == "running")
+        if not running and not seen:
+            return gr.skip()
+        return {summary_box: _status(user or "anonymous"), seen_running: running}
+
+    gr.Timer(REFRESH_S).tick(tick_batches, seen_running, [summary_box, seen_running], api_visibility="private",
+                             show_progress="hidden")
     run.click(run_file, [path_text], [summary_box], api_visibility="private")
     refresh.click(show, None, [summary_box], api_visibility="private")
     cancel.click(stop, None, [summary_box], api_visibility="private")

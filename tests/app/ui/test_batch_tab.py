@@ -15,6 +15,7 @@ import pytest
 
 import app.services.batches as batches
 from app.ui.interface import build_app
+from db.audit import audit_entries
 from tests.app.services.test_batches import KILLED, SlowEngine, _cases
 from tests.app.ui.test_tabs_load import _on_open, _request
 
@@ -81,3 +82,39 @@ def test_the_batch_handlers_refuse_other_roles(store, tmp_path, user: str) -> No
         args = ("cases.jsonl",) if name == "run_file" else ()
         with pytest.raises(gr.Error, match="not allowed|may not|cannot"):
             _handler(demo, name)(*args, request=_request(user))
+
+
+def test_an_open_tab_follows_its_users_running_batch(store, tmp_path) -> None:
+    """The tab's timer sends the status while one of the user's batches runs and once more when it
+    ends, then nothing; to another role it sends nothing (and audits nothing)."""
+    path = _write_cases(tmp_path, 16, offset=700)
+    engine = SlowEngine()
+    demo = build_app(engine, store, batch_root=tmp_path, prefetch=False)
+    tick = _handler(demo, "tick_batches")
+    assert _is_skip(tick("", request=_request("otto")))  # nothing running: nothing sent
+    _handler(demo, "run_file")(path, request=_request("otto"))
+    first = tick("", request=_request("otto"))
+    (status, seen) = _values(first)
+    assert "batch 1: running" in status and seen == "1"
+    with store.session() as s:
+        audited = len(audit_entries(s))
+    assert _is_skip(tick("", request=_request("ann")))
+    with store.session() as s:
+        assert len(audit_entries(s)) == audited  # a tick refuses nothing, so it audits nothing
+    deadline = time.monotonic() + 15
+    while "succeeded" not in status:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+        status, seen = _values(tick(seen, request=_request("otto")))
+    assert "batch 1: succeeded, 16 of 16 cases answered" in status and seen == ""
+    assert _is_skip(tick(seen, request=_request("otto")))  # it has ended: nothing more
+
+
+def _is_skip(update: Any) -> bool:
+    return isinstance(update, dict) and update.get("__type__") == "update" and len(update) == 1
+
+
+def _values(update: dict[Any, Any]) -> tuple[str, str]:
+    status = next(v for v in update.values() if isinstance(v, str) and v.startswith(("Your", "No")))
+    seen = next(v for v in update.values() if isinstance(v, str) and not v.startswith(("Your", "No")))
+    return status, seen
