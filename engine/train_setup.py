@@ -191,6 +191,11 @@ def build_trainer(trainer_cls: Any, spec: ModelSpec, cfg: RunConfig, args: Any,
     check_kept(len(trainer.train_dataset), len(train_examples), cfg.max_length, "training")
     if eval_examples:
         check_kept(len(trainer.eval_dataset), len(eval_examples), cfg.max_length, "evaluation")
+    if uses_fsdp() and not getattr(trainer, "is_fsdp_enabled", False):
+        # accelerate enables FSDP only on accelerators; on CPUs it quietly trains as DDP
+        log.warning("the accelerate config asks for FSDP, but these processes train without it (%s): "
+                    "accelerate shards only on GPUs, so each process holds every weight",
+                    "DDP" if trainer.args.world_size > 1 else "one process")
     return trainer, tokenizer, quantization
 
 
@@ -310,7 +315,8 @@ def finish_run(trainer: Any, tokenizer: Any, cfg: RunConfig, spec: ModelSpec, fm
     parameters as trained; ``counts``: (train, eval) examples; ``extra``: the method's own figures.
     In a run on several processes every rank calls this (saving gathers the weights), and only the main
     process writes: the adapter once, then the tokenizer and the artefacts."""
-    if getattr(trainer, "is_fsdp_enabled", False):  # gather the sharded adapter into one file
+    held = sharding(trainer)  # before saving: gathering a full state dict may change how weights are held
+    if held["mode"] == "fsdp":  # gather the sharded adapter into one file
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(cfg.output_dir)  # writes on the main process only (Trainer.args.should_save)
     tokenizer.padding_side = "left"
@@ -330,11 +336,33 @@ def finish_run(trainer: Any, tokenizer: Any, cfg: RunConfig, spec: ModelSpec, fm
         "eval_examples": counts[1],
         "log_history": trainer.state.log_history,
         "batch_size": effective_batch(trainer.args),
+        "sharding": held,
     }
     if not is_main_process():
         return metrics
     write_artefacts(cfg.output_dir, cfg, spec, fmt, quantization, metrics)
     return metrics
+
+
+def sharding(trainer: Any) -> dict[str, Any]:
+    """How the trained model's weights were held across processes, measured on the model itself:
+    ``{"mode": "single" | "ddp" | "fsdp", "processes", "sharded_tensors", "local_share"}``.
+    Under FSDP2 a sharded weight is a DTensor; ``local_share`` is the part of all weights' elements
+    this rank held (about 1/processes when everything is sharded; 1.0 when nothing is)."""
+    from torch.distributed.tensor import DTensor
+
+    processes = trainer.args.world_size
+    mode = "fsdp" if getattr(trainer, "is_fsdp_enabled", False) else ("ddp" if processes > 1 else "single")
+    local = total = sharded = 0
+    for tensor in (*trainer.model.parameters(), *trainer.model.buffers()):
+        if isinstance(tensor, DTensor):
+            sharded += 1
+            local += tensor.to_local().numel()
+        else:
+            local += tensor.numel()
+        total += tensor.numel()
+    return {"mode": mode, "processes": processes, "sharded_tensors": sharded,
+            "local_share": round(local / max(total, 1), 4)}
 
 
 def trainable_params(model: Any) -> tuple[int, int]:

@@ -97,8 +97,8 @@ def create_batch_tab(console: Console) -> TabLoad:
             return gr.skip()
         return {summary_box: _status(user or "anonymous"), seen_running: running}
 
-    gr.Timer(REFRESH_S).tick(tick_batches, seen_running, [summary_box, seen_running], api_visibility="private",
-                             show_progress="hidden")
+    gr.Timer(REFRESH_S).tick(tick_batches, seen_running, [summary_box, seen_running],
+                             api_visibility="private", show_progress="hidden")
     run.click(run_file, [path_text], [summary_box], api_visibility="private")
     refresh.click(show, None, [summary_box], api_visibility="private")
     cancel.click(stop, None, [summary_box], api_visibility="private")

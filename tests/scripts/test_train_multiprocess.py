@@ -4,11 +4,13 @@ rank 0 alone writes one adapter, and the run leaves the same artefacts as a sing
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from safetensors import safe_open
 
@@ -53,6 +55,8 @@ def test_two_cpu_processes_train_one_adapter(tiny_base_dir: Path, tmp_path: Path
     metrics = json.loads((two / "metrics.json").read_text())
     assert metrics["batch_size"] == {"per_device": 2, "processes": 2, "gradient_accumulation": 2,
                                      "effective": 8}
+    # measured on the model: each process held every weight (DDP replicates; nothing was sharded)
+    assert metrics["sharding"] == {"mode": "ddp", "processes": 2, "sharded_tensors": 0, "local_share": 1.0}
     losses = [e["loss"] for e in metrics["log_history"] if "loss" in e]
     assert len(losses) == STEPS and losses[-1] < losses[0]
     log = (two / "train.log").read_text()
@@ -64,4 +68,21 @@ def test_two_cpu_processes_train_one_adapter(tiny_base_dir: Path, tmp_path: Path
     assert {p.name for p in two.iterdir()} - skip >= {"adapter_model.safetensors", "run_config.json",
                                                       "train.log"}
     assert tensors(two) == tensors(one)
-    assert json.loads((one / "metrics.json").read_text())["batch_size"]["processes"] == 1
+    single = json.loads((one / "metrics.json").read_text())
+    assert single["batch_size"]["processes"] == 1 and single["sharding"]["mode"] == "single"
+
+
+def test_an_fsdp_config_on_cpus_says_it_trains_without_fsdp(
+    tiny_base_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """accelerate shards only on accelerators: under an FSDP config (ACCELERATE_USE_FSDP) on CPUs it
+    quietly trains without FSDP. The run says so, and metrics.json records how the weights were held."""
+    config = run_config(tmp_path, tiny_base_dir)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with caplog.at_level(logging.WARNING, logger="engine.train_setup"):
+        train(parse_run_config(["--config", str(config), "--output_dir", str(tmp_path / "o"),
+                                "--max_steps", "2"]))
+    said = "the accelerate config asks for FSDP, but these processes train without it (one process)"
+    assert said in caplog.text
+    held = json.loads((tmp_path / "o" / "metrics.json").read_text())["sharding"]
+    assert held == {"mode": "single", "processes": 1, "sharded_tensors": 0, "local_share": 1.0}
