@@ -347,20 +347,27 @@ def finish_run(trainer: Any, tokenizer: Any, cfg: RunConfig, spec: ModelSpec, fm
 def sharding(trainer: Any) -> dict[str, Any]:
     """How the trained model's weights were held across processes, measured on the model itself:
     ``{"mode": "single" | "ddp" | "fsdp", "processes", "sharded_tensors", "local_share"}``.
-    Under FSDP2 a sharded weight is a DTensor; ``local_share`` is the part of all weights' elements
-    this rank held (about 1/processes when everything is sharded; 1.0 when nothing is)."""
+    A sharded weight is a DTensor (FSDP2) or a flat parameter (FSDP1, whose full size it keeps);
+    ``local_share`` is the part of all weights' elements this rank held (about 1/processes when
+    everything is sharded; 1.0 when nothing is)."""
     from torch.distributed.tensor import DTensor
 
     processes = trainer.args.world_size
     mode = "fsdp" if getattr(trainer, "is_fsdp_enabled", False) else ("ddp" if processes > 1 else "single")
     local = total = sharded = 0
     for tensor in (*trainer.model.parameters(), *trainer.model.buffers()):
+        full = getattr(tensor, "_unpadded_unsharded_size", None)  # FSDP1's FlatParameter
         if isinstance(tensor, DTensor):
             sharded += 1
             local += tensor.to_local().numel()
+            total += tensor.numel()
+        elif full is not None:
+            sharded += 1
+            local += tensor.numel()
+            total += full.numel()
         else:
             local += tensor.numel()
-        total += tensor.numel()
+            total += tensor.numel()
     return {"mode": mode, "processes": processes, "sharded_tensors": sharded,
             "local_share": round(local / max(total, 1), 4)}
 

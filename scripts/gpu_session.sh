@@ -14,6 +14,8 @@
 #      gradient checkpointing: the per-rank device map on a GPU
 #   4. issue 21: scripts/device_check.py --parts compiled (static KV cache, transformers' compiled decoding),
 #      in bf16 and NF4
+#   5. issue 20 (only when PARTS names it): FSDP + QLoRA, configs/accelerate/fsdp-qlora.yaml, one process
+#      per GPU at Qwen2.5-1.5B's shape; fsdp_metrics.json's "sharding" says whether FSDP held the weights
 # PARTS="serve train compiled" runs a subset, in this order. Everything lands in $OUT; a part stopped at
 # its limit keeps what it wrote.
 #
@@ -111,6 +113,23 @@ timeout "${TRAIN_S:-100}" python3 -m accelerate.commands.launch --num_processes 
 echo "rc $?" >> "$OUT/parts.txt"
 cp /tmp/qlora-accelerate/metrics.json "$OUT/train_metrics.json" 2>/dev/null
 ls /tmp/qlora-accelerate >> "$OUT/parts.txt" 2>&1
+fi
+
+if [[ $PARTS == *" fsdp "* ]]; then  # not in the default set: PARTS="fsdp" (or "compiled fsdp")
+stamp "fsdp"
+python3 -c "import sys; sys.path.insert(0, 'scripts'); import device_check as d; \
+d.build_shape(d.Path('/tmp/qwen-shape'), d.QWEN25_15B)" >> "$OUT/parts.txt" 2>&1
+# FSDP + QLoRA through configs/accelerate/fsdp-qlora.yaml on the GPUs there are (one is enough to run
+# the path: FSDP2 wrapping, 4-bit weights stored in bf16, the adapter gathered to save); metrics.json's
+# "sharding" says whether FSDP held the weights (mode fsdp, sharded_tensors > 0)
+timeout "${FSDP_S:-150}" python3 -m accelerate.commands.launch --config_file configs/accelerate/fsdp-qlora.yaml \
+    --num_processes "$(nvidia-smi -L | wc -l)" scripts/train_qlora_sft.py --model /tmp/qwen-shape/model \
+    --dataset data/generated/train.jsonl --eval_dataset none --output_dir /tmp/qlora-fsdp --quantization nf4 \
+    --precision bf16 --max_steps 12 --per_device_train_batch_size 4 --max_length 1600 --logging_steps 3 \
+    --learning_rate 2e-4 --gradient_checkpointing true > "$OUT/fsdp.log" 2>&1
+echo "rc $? (fsdp)" >> "$OUT/parts.txt"
+cp /tmp/qlora-fsdp/metrics.json "$OUT/fsdp_metrics.json" 2>/dev/null
+ls /tmp/qlora-fsdp >> "$OUT/parts.txt" 2>&1
 fi
 
 if [[ $PARTS == *" compiled "* ]]; then
