@@ -56,9 +56,13 @@ def create_batch_tab(console: Console) -> TabLoad:
 
     def _status(user: str) -> str:
         runs = "\n".join(f"- {summary(r)}" for r in latest_batches(console.store, user))
-        if not runs:
-            return "No batch runs yet: give a file under the data folder above and run it."
-        return f"Your latest batch runs:\n\n{runs}"
+        others = "\n".join(f"- {summary(r)} (by {r.actor})" for r in latest_batches(console.store, None, 20)
+                           if r.actor != user and r.status == "running")
+        text = f"Your latest batch runs:\n\n{runs}" if runs else \
+            "No batch runs yet: give a file under the data folder above and run it."
+        if not others:
+            return text
+        return f"{text}\n\nRunning for others (they share the model with yours):\n\n{others}"
 
     def run_file(path_v: str, request: gr.Request) -> str:
         user = require(console, request, "batch")

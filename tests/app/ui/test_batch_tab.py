@@ -16,6 +16,7 @@ import pytest
 import app.services.batches as batches
 from app.ui.interface import build_app
 from db.audit import audit_entries
+from db.users import create_user
 from tests.app.services.test_batches import KILLED, SlowEngine, _cases
 from tests.app.ui.test_tabs_load import _on_open, _request
 
@@ -63,16 +64,25 @@ def test_a_batch_outlives_its_console_and_resumes_when_the_restarted_one_opens_t
 
 def test_cancel_from_another_console_stops_the_run(store, tmp_path) -> None:
     path = _write_cases(tmp_path, 40, offset=600)
-    engine = SlowEngine()
+    engine = SlowEngine(block_after=0)  # the first chunk waits for the test: the run is surely running
     answering = build_app(engine, store, batch_root=tmp_path, prefetch=False, console_name="host:7860")
     _handler(answering, "run_file")(path, request=_request("otto"))
     other = build_app(None, store, batch_root=tmp_path, prefetch=False, console_name="host:7861")
+    with store.session() as s:
+        create_user(s, "olga", "ops", "ops-pass-34")
+    show, _ = _on_open(other, "Batch run")
+    seen_by_olga = " ".join(v for v in show(request=_request("olga")).values() if isinstance(v, str))
+    assert "No batch runs yet" in seen_by_olga  # none of her own
+    assert "Running for others" in seen_by_olga and "batch 1: running" in seen_by_olga
+    assert "(by otto)" in seen_by_olga
+    said = _handler(other, "stop")(request=_request("olga"))
+    assert said.startswith("No batch run of yours is running.")  # Cancel stops the caller's own runs
     said = _handler(other, "stop")(request=_request("otto"))
     assert said.startswith("Cancelling after the chunk being answered")
-    show, _ = _on_open(other, "Batch run")
-    said = _wait_for(show, "cancelled")
-    assert "batch 1: cancelled" in said and "of 40 cases answered" in said
-    assert len(engine.calls) <= 2
+    engine.release.set()
+    said = _wait_for(show, "cancelled", user="otto")
+    assert "batch 1: cancelled, 8 of 40 cases answered" in said  # the chunk under way, then no more
+    assert engine.calls == [("batch", 8)]
 
 
 @pytest.mark.parametrize("user", ["ann", "rita"])
