@@ -7,7 +7,8 @@
 #     bash scripts/gpu_default.sh
 #     bash scripts/gpu_default.sh unpack DIR  # HERE: the files that came back (DIR) into runs/gd/
 #     bash scripts/gpu_default.sh choose      # HERE: both candidates on both validation sets (CPU, fp32,
-#                                             # 512 new tokens), the rule, then the first on eval and stress
+#                                             # 512 new tokens), the rule, the copy probe (a diagnostic,
+#                                             # scripts/copy_probe.py), then the first on eval and stress
 #
 # Every step is one of the project's own command lines, which run the same on a CPU, only slower
 # (a candidate's base and adapter would take ~8 h and ~6 h on this 2-core box; see issue15_targets.md):
@@ -76,6 +77,11 @@ for r in rows:
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})
 print("first:", choice["first"])
 EOF
+    for a in "$W"/ft-*/; do  # a diagnostic beside the rule, not part of it: can each candidate copy the item?
+        a=${a%/}
+        [ -f "$a/adapter_model.safetensors" ] && python3 scripts/copy_probe.py --model "$a" \
+            --out "$a-copy_probe.json" 2>/dev/null
+    done
     first=$(python3 -c "import json; print(json.load(open('$W/choice.json'))['first'] or '')")
     [ -n "$first" ] || exit 0
     for set in eval stress; do evaluate_on "$first" "$set"; done  # reporting only: after the choice

@@ -1,0 +1,129 @@
+"""The copy probe: can a model copy the item's name from the case into its customer response?
+
+Teacher-forced on reference answers (the model reads the prompt and the reference answer, and each
+next token is compared with the model's first choice): the share of the item's tokens inside the
+customer response it predicts, against the share of the response's other tokens. A model that has
+learnt the response's template but cannot copy from its prompt scores high on the second and low on
+the first, which is what the text check's ``item_not_named`` looks like from the inside. No generation,
+no grammar: it measures the model, not the decoding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from policies import Answer, Case, InvalidInput, parse_answer, parse_case
+from policies.prompt import PromptFormat, answer_json, render_prompt
+
+Progress = Callable[[int, int], None]
+
+
+class ProbeDataError(ValueError):
+    """A dataset line that is not a row with a case and a whole answer; names the file and line."""
+
+
+@dataclass(frozen=True)
+class CopyProbe:
+    """Teacher-forced next-token accuracy inside the customer response (counts over every row read)."""
+
+    rows: int  # rows whose customer response names the item (the others are skipped)
+    item_tokens: int
+    item_correct: int
+    item_first_correct: int  # rows whose item's first token was predicted
+    other_tokens: int  # the response's tokens outside the item
+    other_correct: int
+
+    @property
+    def item_accuracy(self) -> float:
+        return self.item_correct / max(self.item_tokens, 1)
+
+    @property
+    def other_accuracy(self) -> float:
+        return self.other_correct / max(self.other_tokens, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "item_accuracy": round(self.item_accuracy, 4),
+                "item_first_accuracy": round(self.item_first_correct / max(self.rows, 1), 4),
+                "other_accuracy": round(self.other_accuracy, 4)}
+
+
+def read_answered_rows(path: str | Path, max_rows: int | None = None) -> list[tuple[Case, Answer]]:
+    """(case, reference answer) per line of a generator JSONL file; :class:`ProbeDataError` names a
+    bad line."""
+    rows: list[tuple[Case, Answer]] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            if max_rows is not None and len(rows) >= max_rows:
+                break
+            try:
+                row = json.loads(line)
+                rows.append((parse_case(row["input"]), parse_answer(row["output"])))
+            except (json.JSONDecodeError, KeyError, TypeError, InvalidInput) as exc:
+                msg = f"not a row with input and a whole output ({exc})"
+                raise ProbeDataError(f"{path}:{lineno}: {msg}") from None
+    return rows
+
+
+def item_span(full: str, response_start: int, response: str, item: str) -> tuple[int, int] | None:
+    """Character span of ``item`` (case aside) inside the response that starts at ``response_start``."""
+    at = response.lower().find(item.lower())
+    return None if at < 0 else (response_start + at, response_start + at + len(item))
+
+
+def copy_probe(model: Any, tokenizer: Any, fmt: PromptFormat, rows: Sequence[tuple[Case, Answer]],
+               progress: Progress | None = None) -> CopyProbe:
+    """Teacher-force each reference answer after its prompt (built by the one prompt function) and count
+    the model's first choices on the item's tokens and on the rest of the customer response. A token
+    belongs to the item when its characters lie inside the item's span."""
+    counts = dict.fromkeys(("rows", "item_tokens", "item_correct", "item_first_correct", "other_tokens",
+                            "other_correct"), 0)
+    device = next(model.parameters()).device
+    for done, (case, answer) in enumerate(rows, 1):
+        prompt = render_prompt(tokenizer, case, fmt)
+        full = prompt + answer_json(answer)
+        start = full.find(answer.customer_response, len(prompt))
+        span = item_span(full, start, answer.customer_response, case.order.item) if start >= 0 else None
+        if span is None:
+            continue
+        enc = tokenizer(full, return_offsets_mapping=True, add_special_tokens=False)
+        ids = torch.tensor([enc["input_ids"]], device=device)
+        with torch.no_grad():
+            right = (model(ids).logits[0, :-1].argmax(-1) == ids[0, 1:]).tolist()  # right[i-1]: token i
+        end = start + len(answer.customer_response)
+        in_item = [right[i - 1] for i, (s, e) in enumerate(enc["offset_mapping"])
+                   if i > 0 and e > s and s >= span[0] and e <= span[1] + 1]
+        rest = [right[i - 1] for i, (s, e) in enumerate(enc["offset_mapping"])
+                if i > 0 and e > s and s >= start and e <= end and not (s >= span[0] and e <= span[1] + 1)]
+        counts["rows"] += 1
+        counts["item_tokens"] += len(in_item)
+        counts["item_correct"] += sum(in_item)
+        counts["item_first_correct"] += bool(in_item and in_item[0])
+        counts["other_tokens"] += len(rest)
+        counts["other_correct"] += sum(rest)
+        if progress:
+            progress(done, len(rows))
+    return CopyProbe(**counts)
+
+
+def load_scored_model(model_name: str) -> tuple[Any, Any, PromptFormat]:
+    """(model, tokenizer, prompt format) of a registry name or model / adapter dir, in fp32 for
+    teacher forcing: the base with the spec's ``finetuned`` adapter on top when it has one."""
+    from peft import PeftModel
+
+    from engine.loading import load_base_model, load_tokenizer
+    from engine.registry import resolve_model
+
+    spec = resolve_model(model_name)
+    adapter = spec.adapters.get("finetuned")
+    model = load_base_model(spec, quantize="none", dtype="fp32")
+    if adapter:
+        model = PeftModel.from_pretrained(model, adapter).eval()
+    return model, load_tokenizer(adapter or spec.base), spec.prompt_format

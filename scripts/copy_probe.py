@@ -1,0 +1,48 @@
+"""Can the model copy the item's name from the case into its customer response? (engine.probes)
+
+uv run python scripts/copy_probe.py --model default-ft
+uv run python scripts/copy_probe.py --model runs/gd/ft-facts-false --dataset data/generated/validation.jsonl
+
+Teacher-forced on the dataset's reference answers (validation_independent by default: a set for
+choosing, never eval or stress): the share of the item's tokens in the customer response the model
+predicts, beside the share of the response's other tokens. Prints one JSON line; ``--out`` also
+writes it. A bad dataset line or an unknown model exits with status 1 and ``error: ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from engine.probes import ProbeDataError, copy_probe, load_scored_model, read_answered_rows
+from engine.registry import UnknownModel
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="default-ft", help="registry name or model / adapter dir")
+    p.add_argument("--dataset", default="data/generated/validation_independent.jsonl")
+    p.add_argument("--max-examples", type=int, default=150)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    try:
+        rows = read_answered_rows(args.dataset, args.max_examples)
+        model, tokenizer, fmt = load_scored_model(args.model)
+    except (ProbeDataError, UnknownModel, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    with tqdm(total=len(rows), desc="copy probe", unit="row") as bar:
+        probe = copy_probe(model, tokenizer, fmt, rows, progress=lambda done, total: bar.update(1))
+    result = {"model": args.model, "dataset": args.dataset, **probe.to_dict()}
+    print(json.dumps(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

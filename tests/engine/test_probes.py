@@ -1,0 +1,75 @@
+"""The copy probe (engine.probes, scripts/copy_probe.py): teacher-forced accuracy on the item's tokens
+inside the customer response, against the response's other tokens. Checked with two fake models
+whose answers are known: an oracle (every next token right) and one that never predicts a real token."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from engine.loading import load_tokenizer
+from engine.probes import ProbeDataError, copy_probe, read_answered_rows
+from policies.prompt import PromptFormat
+from scripts.copy_probe import main as probe_main
+from tests.conftest import tiny_rows, write_jsonl
+
+
+class Oracle(torch.nn.Module):
+    """Logits that put the next token of the input first (``right``) or token 0 everywhere (not)."""
+
+    def __init__(self, vocab: int, right: bool) -> None:
+        super().__init__()
+        self.vocab, self.right = vocab, right
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, ids: torch.Tensor) -> SimpleNamespace:
+        logits = torch.zeros(1, ids.shape[1], self.vocab)
+        if self.right:
+            logits[0, torch.arange(ids.shape[1] - 1), ids[0, 1:]] = 1.0
+        else:
+            logits[..., 0] = 1.0  # token 0 (a special token): never a token of the text
+        return SimpleNamespace(logits=logits)
+
+
+@pytest.fixture
+def answered(tmp_path: Path) -> Path:
+    rows = tiny_rows()[:6]
+    for k, row in enumerate(rows):  # every response but the last names its item
+        item = row["input"]["order"]["item"]
+        row["output"]["customer_response"] = (
+            f"Thank you for writing about your {item.lower()}. We are on it." if k < 5 else "Thank you."
+        )
+    return write_jsonl(tmp_path / "answered.jsonl", rows)
+
+
+def test_an_oracle_copies_everything_and_a_blind_model_nothing(tiny_base_dir: Path, answered: Path) -> None:
+    tokenizer = load_tokenizer(tiny_base_dir)
+    rows = read_answered_rows(answered)
+    vocab = len(tokenizer)
+    assert tokenizer.convert_ids_to_tokens(0) in tokenizer.all_special_tokens
+    right = copy_probe(Oracle(vocab, True), tokenizer, PromptFormat(), rows)
+    assert right.rows == 5  # the response that does not name its item is not counted
+    assert right.item_tokens >= 5 and right.other_tokens > right.item_tokens
+    assert right.item_accuracy == right.other_accuracy == 1.0 and right.item_first_correct == 5
+    blind = copy_probe(Oracle(vocab, False), tokenizer, PromptFormat(), rows)
+    assert (blind.rows, blind.item_tokens) == (right.rows, right.item_tokens)
+    assert blind.other_tokens == right.other_tokens
+    assert blind.item_correct == blind.other_correct == blind.item_first_correct == 0
+    assert blind.to_dict()["item_first_accuracy"] == 0.0 and right.to_dict()["item_first_accuracy"] == 1.0
+
+
+def test_bad_rows_and_models_are_refused_by_name(
+    tmp_path: Path, answered: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(tiny_rows()[0]) + "\n" + json.dumps({"input": {}}) + "\n", encoding="utf-8")
+    with pytest.raises(ProbeDataError, match=r"bad.jsonl:2: not a row with input and a whole output"):
+        read_answered_rows(bad)
+    assert probe_main(["--dataset", str(bad)]) == 1
+    assert "error: " in (err := capsys.readouterr().err) and "bad.jsonl:2" in err
+    assert probe_main(["--model", "no-such-model", "--dataset", str(answered)]) == 1
+    assert "error: unknown model 'no-such-model'" in capsys.readouterr().err
