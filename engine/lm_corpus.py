@@ -39,6 +39,12 @@ class CorpusConfig:
         metadata={"help": "also read each case's customer message as a text of its own: everyday English "
                           "and the items' names in lower case, which the tokenizer then learns as words"},
     )
+    message_after_prompt: bool = field(
+        default=False,
+        metadata={"help": "with messages: each message follows its own case's prompt in one text, so "
+                          "the item named in the prompt comes back in the same context (what an answer "
+                          "that names the item must do: copy it), instead of a text apart"},
+    )
     exclude: list[str] = field(
         default_factory=lambda: [
             "data/generated/validation.jsonl", "data/generated/eval.jsonl", "data/generated/stress.jsonl",
@@ -74,7 +80,8 @@ def held_out_keys(cfg: CorpusConfig) -> FrozenKeys:
 def lm_texts(cfg: CorpusConfig, seed: int) -> list[str]:
     """The shuffled corpus: documents x doc_repeats + n_cases rendered prompts (no answers), none of
     them a held-out case by deciding fields or by prompt (:func:`held_out_keys`), and with
-    ``cfg.messages`` those cases' customer messages."""
+    ``cfg.messages`` those cases' customer messages (after their prompts, with
+    ``cfg.message_after_prompt``)."""
     from policies.synth import iter_lm_texts  # the generator's case-only stream
 
     fmt = cfg.prompt_format()
@@ -83,7 +90,11 @@ def lm_texts(cfg: CorpusConfig, seed: int) -> list[str]:
     stream = iter_lm_texts(cfg.n_cases, seed, exclude=held_out.match_case)
     cases = [parse_case(json.loads(text)) for text in stream]
     prompts = [render_turns(build_messages(case, fmt)) for case in cases]
-    messages = [case.message for case in cases if case.message] if cfg.messages else []
+    if cfg.messages and cfg.message_after_prompt:
+        prompts = [p + c.message if c.message else p for p, c in zip(prompts, cases, strict=True)]
+        messages = []
+    else:
+        messages = [case.message for case in cases if case.message] if cfg.messages else []
     texts = docs + prompts + messages
     random.Random(seed).shuffle(texts)
     return texts
