@@ -78,39 +78,69 @@ def item_span(full: str, response_start: int, response: str, item: str) -> tuple
     return None if at < 0 else (response_start + at, response_start + at + len(item))
 
 
+def _score(
+    model: Any, tokenizer: Any, full: str, region: tuple[int, int], span: tuple[int, int]
+) -> tuple[list[bool], list[bool]]:
+    """Teacher-force ``full``; out: (first choices right on the item's tokens, on the region's other
+    tokens), each a list of booleans. A token belongs to the item when its characters lie inside
+    ``span``, to the region when they lie inside ``region``."""
+    enc = tokenizer(full, return_offsets_mapping=True, add_special_tokens=False)
+    ids = torch.tensor([enc["input_ids"]], device=next(model.parameters()).device)
+    with torch.no_grad():
+        right = (model(ids).logits[0, :-1].argmax(-1) == ids[0, 1:]).tolist()  # right[i-1]: token i
+    in_item, rest = [], []
+    for i, (s, e) in enumerate(enc["offset_mapping"]):
+        if i == 0 or e <= s or s < region[0] or e > region[1]:
+            continue
+        (in_item if s >= span[0] and e <= span[1] + 1 else rest).append(right[i - 1])
+    return in_item, rest
+
+
+def _tally(scored: list[tuple[list[bool], list[bool]]]) -> CopyProbe:
+    return CopyProbe(rows=len(scored), item_tokens=sum(len(i) for i, _ in scored),
+                     item_correct=sum(sum(i) for i, _ in scored),
+                     item_first_correct=sum(bool(i and i[0]) for i, _ in scored),
+                     other_tokens=sum(len(r) for _, r in scored),
+                     other_correct=sum(sum(r) for _, r in scored))
+
+
 def copy_probe(model: Any, tokenizer: Any, fmt: PromptFormat, rows: Sequence[tuple[Case, Answer]],
                progress: Progress | None = None) -> CopyProbe:
     """Teacher-force each reference answer after its prompt (built by the one prompt function) and count
-    the model's first choices on the item's tokens and on the rest of the customer response. A token
-    belongs to the item when its characters lie inside the item's span."""
-    counts = dict.fromkeys(("rows", "item_tokens", "item_correct", "item_first_correct", "other_tokens",
-                            "other_correct"), 0)
-    device = next(model.parameters()).device
+    the model's first choices on the item's tokens and on the rest of the customer response. Rows whose
+    response does not name the item are skipped."""
+    scored = []
     for done, (case, answer) in enumerate(rows, 1):
         prompt = render_prompt(tokenizer, case, fmt)
         full = prompt + answer_json(answer)
         start = full.find(answer.customer_response, len(prompt))
         span = item_span(full, start, answer.customer_response, case.order.item) if start >= 0 else None
-        if span is None:
-            continue
-        enc = tokenizer(full, return_offsets_mapping=True, add_special_tokens=False)
-        ids = torch.tensor([enc["input_ids"]], device=device)
-        with torch.no_grad():
-            right = (model(ids).logits[0, :-1].argmax(-1) == ids[0, 1:]).tolist()  # right[i-1]: token i
-        end = start + len(answer.customer_response)
-        in_item = [right[i - 1] for i, (s, e) in enumerate(enc["offset_mapping"])
-                   if i > 0 and e > s and s >= span[0] and e <= span[1] + 1]
-        rest = [right[i - 1] for i, (s, e) in enumerate(enc["offset_mapping"])
-                if i > 0 and e > s and s >= start and e <= end and not (s >= span[0] and e <= span[1] + 1)]
-        counts["rows"] += 1
-        counts["item_tokens"] += len(in_item)
-        counts["item_correct"] += sum(in_item)
-        counts["item_first_correct"] += bool(in_item and in_item[0])
-        counts["other_tokens"] += len(rest)
-        counts["other_correct"] += sum(rest)
+        if span is not None:
+            region = (start, start + len(answer.customer_response))
+            scored.append(_score(model, tokenizer, full, region, span))
         if progress:
             progress(done, len(rows))
-    return CopyProbe(**counts)
+    return _tally(scored)
+
+
+def message_copy_probe(model: Any, tokenizer: Any, fmt: PromptFormat, cases: Sequence[Case],
+                       progress: Progress | None = None) -> CopyProbe:
+    """The same count for a base LM, which writes no answers: each case's prompt turns (as the base's
+    corpus renders them) followed by the customer's message, and the item's tokens in the message
+    against the message's other tokens. Cases whose message does not name the item are skipped."""
+    from engine.lm_corpus import render_turns
+    from policies.prompt import build_messages
+
+    scored = []
+    for done, case in enumerate(cases, 1):
+        prompt = render_turns(build_messages(case, fmt))
+        full = prompt + (case.message or "")
+        span = item_span(full, len(prompt), case.message or "", case.order.item)
+        if span is not None:
+            scored.append(_score(model, tokenizer, full, (len(prompt), len(full)), span))
+        if progress:
+            progress(done, len(cases))
+    return _tally(scored)
 
 
 def load_scored_model(model_name: str) -> tuple[Any, Any, PromptFormat]:

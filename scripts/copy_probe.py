@@ -2,10 +2,13 @@
 
 uv run python scripts/copy_probe.py --model default-ft
 uv run python scripts/copy_probe.py --model runs/gd/ft-facts-false --dataset data/generated/validation.jsonl
+uv run python scripts/copy_probe.py --model runs/copy-base-after --messages   # a base LM: prompt + message
 
 Teacher-forced on the dataset's reference answers (validation_independent by default: a set for
 choosing, never eval or stress): the share of the item's tokens in the customer response the model
-predicts, beside the share of the response's other tokens. Prints one JSON line; ``--out`` also
+predicts, beside the share of the response's other tokens. ``--messages`` probes a base LM, which
+writes no answers: each case's prompt followed by the customer's message, and the item's tokens in
+the message against its other tokens. Prints one JSON line; ``--out`` also
 writes it. A bad dataset line or an unknown model exits with status 1 and ``error: ...``.
 """
 
@@ -18,7 +21,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.probes import ProbeDataError, copy_probe, load_scored_model, read_answered_rows
+from engine.probes import (
+    ProbeDataError,
+    copy_probe,
+    load_scored_model,
+    message_copy_probe,
+    read_answered_rows,
+)
 from engine.registry import UnknownModel
 
 
@@ -27,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="default-ft", help="registry name or model / adapter dir")
     p.add_argument("--dataset", default="data/generated/validation_independent.jsonl")
     p.add_argument("--max-examples", type=int, default=150)
+    p.add_argument("--messages", action="store_true", help="a base LM: the item in prompt + message")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     try:
@@ -36,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     with tqdm(total=len(rows), desc="copy probe", unit="row") as bar:
-        probe = copy_probe(model, tokenizer, fmt, rows, progress=lambda done, total: bar.update(1))
-    result = {"model": args.model, "dataset": args.dataset, **probe.to_dict()}
+        step = lambda done, total: bar.update(1)  # noqa: E731
+        probe = (message_copy_probe(model, tokenizer, fmt, [case for case, _ in rows], progress=step)
+                 if args.messages else copy_probe(model, tokenizer, fmt, rows, progress=step))
+    kind = "messages" if args.messages else "answers"
+    result = {"model": args.model, "dataset": args.dataset, "probe": kind, **probe.to_dict()}
     print(json.dumps(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")

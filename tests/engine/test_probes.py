@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engine.loading import load_tokenizer
-from engine.probes import ProbeDataError, copy_probe, read_answered_rows
+from engine.probes import ProbeDataError, copy_probe, message_copy_probe, read_answered_rows
 from policies.prompt import PromptFormat
 from scripts.copy_probe import main as probe_main
 from tests.conftest import tiny_rows, write_jsonl
@@ -60,6 +60,20 @@ def test_an_oracle_copies_everything_and_a_blind_model_nothing(tiny_base_dir: Pa
     assert blind.other_tokens == right.other_tokens
     assert blind.item_correct == blind.other_correct == blind.item_first_correct == 0
     assert blind.to_dict()["item_first_accuracy"] == 0.0 and right.to_dict()["item_first_accuracy"] == 1.0
+
+
+def test_a_base_is_probed_on_the_item_in_the_message_after_its_prompt(
+    tiny_base_dir: Path, answered: Path
+) -> None:
+    tokenizer = load_tokenizer(tiny_base_dir)
+    rows = read_answered_rows(answered)
+    cases = [case.model_copy(update={"message": f"My {case.order.item.lower()} broke." if k < 4 else "Hi."})
+             for k, (case, _) in enumerate(rows)]
+    right = message_copy_probe(Oracle(len(tokenizer), True), tokenizer, PromptFormat(), cases)
+    assert right.rows == 4 and right.item_accuracy == right.other_accuracy == 1.0
+    assert right.other_tokens >= 4  # "My", "broke", "." of each message
+    blind = message_copy_probe(Oracle(len(tokenizer), False), tokenizer, PromptFormat(), cases)
+    assert blind.item_tokens == right.item_tokens and blind.item_correct == blind.other_correct == 0
 
 
 def test_bad_rows_and_models_are_refused_by_name(
