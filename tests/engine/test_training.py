@@ -254,6 +254,13 @@ def test_lm_corpus_reads_the_messages_of_its_own_cases_only_when_asked() -> None
     facts = lm_texts(CorpusConfig(n_cases=12, doc_repeats=1, exclude=[], prompt_policy_facts=True), seed=3)
     assert any("auto_limit=" in text for text in set(facts) - set(plain))
     assert CorpusConfig(prompt_policy_facts=True).prompt_format().policy_facts
+    # message_after_prompt: each message ends its own case's prompt text; no text holds a message alone
+    after = lm_texts(CorpusConfig(n_cases=12, doc_repeats=1, exclude=[], messages=True,
+                                  message_after_prompt=True), seed=3)
+    assert len(after) == len(plain) and not {case.message for case in cases} & set(after)
+    for case in cases:
+        [text] = [t for t in after if t.endswith(case.message)]
+        assert f"item={case.order.item}" in text  # the item named in the prompt, then in the message
 
 
 def test_dataset_num_proc_reaches_the_trainer() -> None:
