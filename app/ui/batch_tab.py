@@ -13,9 +13,8 @@ import gradio as gr
 
 from app.services.batches import cancel_batches, latest_batches, resume_stale_batches, start_batch, summary
 from app.services.paths import UnsafePath, contained_path
-from app.ui.state import Console, TabLoad, require, user_errors, username_of
+from app.ui.state import Console, TabLoad, allows, require, user_errors, username_of
 from db.cases import read_case_rows
-from db.users import role_allows, role_of_user
 
 MAX_PATH_CHARS = 1000  # longer paths are refused unread
 REFRESH_S = 2.0  # how often an open page re-reads its user's running batches
@@ -91,11 +90,9 @@ def create_batch_tab(console: Console) -> TabLoad:
     def tick_batches(seen: str, request: gr.Request) -> Any:
         """Every REFRESH_S: the status while one of the user's batches runs, and once more when the
         last one ends; otherwise nothing is sent."""
-        user = username_of(request)
-        with console.store.session() as s:  # no require(): a refusal every tick would flood the audit log
-            allowed = role_allows(role_of_user(s, user), "batch")
-        if not allowed:
+        if not allows(console.store, request, "batch"):  # not require(): a tick refuses nothing
             return gr.skip()
+        user = username_of(request)
         running = ",".join(str(r.id) for r in latest_batches(console.store, user) if r.status == "running")
         if not running and not seen:
             return gr.skip()

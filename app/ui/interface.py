@@ -27,7 +27,7 @@ from app.ui.models_tab import create_models_tab
 from app.ui.queue_tab import create_queue_tab
 from app.ui.review_tab import create_review_tab
 from app.ui.shortcuts import SHORTCUTS_JS, help_html
-from app.ui.state import Console, TabLoad, username_of
+from app.ui.state import Console, TabLoad, allows, username_of
 from app.ui.try_tab import create_try_tab
 from db.store import Store
 from db.users import role_allows, role_of_user
@@ -46,9 +46,7 @@ def shown(store: Store, load: TabLoad) -> Callable[[gr.Request], Updates]:
     other caller (the tab is hidden from them) nothing changes and nothing is refused."""
 
     def on_select(request: gr.Request) -> Updates:
-        with store.session() as s:
-            role = role_of_user(s, username_of(request))
-        if not role_allows(role, load.need):
+        if not allows(store, request, load.need):
             return {component: gr.skip() for component in load.outputs}
         return load.show(request)
 

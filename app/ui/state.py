@@ -17,7 +17,7 @@ from app.services.paths import UnsafePath
 from app.services.quotas import QuotaExceeded, Quotas
 from app.services.reviews import ReviewError
 from db.store import Store
-from db.users import PermissionDenied, UserError, authorize
+from db.users import PermissionDenied, UserError, authorize, role_allows, role_of_user
 from policies import InvalidInput
 
 ACTION_PERMISSION = {
@@ -67,6 +67,14 @@ def require(console: Console, request: gr.Request | None, action: str) -> str:
     except PermissionDenied as exc:
         raise gr.Error(str(exc), title="Not allowed", print_exception=False) from exc
     return user or "anonymous"
+
+
+def allows(store: Store, request: gr.Request | None, action: str) -> bool:
+    """Whether the caller's role allows ``action``, refusing and auditing nothing: for what runs
+    without a click of theirs (a timer's tick, the load of a tab hidden from them), where
+    :func:`require` would fill the audit log with refusals."""
+    with store.session() as session:
+        return role_allows(role_of_user(session, username_of(request)), action)
 
 
 @contextmanager
