@@ -37,12 +37,19 @@ def batch_case_pks(session: Session, run_id: int) -> list[int]:
     return list(session.exec(stmt.order_by(col(BatchRunCase.position))))
 
 
+def _answered_by(session: Session, run_id: int, owner: str) -> BatchRun | None:
+    """The run while it is running and ``owner`` answers it; None once another worker has taken it
+    over or it has ended."""
+    run = session.get(BatchRun, run_id)
+    return run if run is not None and run.owner == owner and run.status == "running" else None
+
+
 def report_progress(session: Session, run_id: int, owner: str, done: int | None = None) -> str:
     """The worker ``owner`` reports (``done`` cases so far, when given) and learns what to do next:
     ``"go"``; ``"cancel"`` when someone asked the run to stop; ``"lost"`` when another worker has
     taken the run over (its heartbeat had gone stale) or it has ended."""
-    run = session.get(BatchRun, run_id)
-    if run is None or run.owner != owner or run.status != "running":
+    run = _answered_by(session, run_id, owner)
+    if run is None:
         return "lost"
     run.heartbeat_at = utcnow()
     if done is not None:
@@ -56,8 +63,8 @@ def finish_batch_run(
 ) -> bool:
     """End the run as ``status`` (succeeded / cancelled / failed, with ``error``) if ``owner`` still
     answers it; False when another worker has it (then it is theirs to end)."""
-    run = session.get(BatchRun, run_id)
-    if run is None or run.owner != owner or run.status != "running":
+    run = _answered_by(session, run_id, owner)
+    if run is None:
         return False
     before = run.model_dump()
     run.status, run.finished_at = status, utcnow()
@@ -67,12 +74,14 @@ def finish_batch_run(
     return True
 
 
-def request_cancel(session: Session, actor: str, runs_of: str | None) -> list[int]:
-    """Ask the running batches of ``runs_of`` (every user's when None) to stop after their chunk;
-    audited as ``actor``. Returns their ids."""
+def request_cancel(session: Session, actor: str, runs_of: str | None, run_id: int | None = None) -> list[int]:
+    """Ask the running batches of ``runs_of`` (every user's when None; only run ``run_id`` when given)
+    to stop after their chunk; audited as ``actor``. Returns their ids."""
     stmt = select(BatchRun).where(BatchRun.status == "running", BatchRun.cancel_requested == False)  # noqa: E712
     if runs_of is not None:
         stmt = stmt.where(BatchRun.actor == runs_of)
+    if run_id is not None:
+        stmt = stmt.where(BatchRun.id == run_id)
     ids = []
     for run in session.exec(stmt):
         run.cancel_requested = True

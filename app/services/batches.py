@@ -25,6 +25,7 @@ from db.batches import (
     claim_stale_runs,
     create_batch_run,
     finish_batch_run,
+    get_batch_run,
     recent_batch_runs,
     report_progress,
     request_cancel,
@@ -53,17 +54,13 @@ class BatchJob:
 
     def row(self) -> BatchRun:
         with self.store.session() as s:
-            run = s.get(BatchRun, self.run_id)
+            run = get_batch_run(s, self.run_id)
         assert run is not None, f"batch run {self.run_id} vanished"
         return run
 
     def cancel(self) -> None:
-        """Ask the run to stop after the chunk being answered (its answers are saved)."""
-        with self.store.session() as s:
-            run = s.get(BatchRun, self.run_id)
-            if run is not None and run.status == "running":
-                run.cancel_requested = True
-                s.add(run)
+        """Ask the run to stop after the chunk being answered (its answers are saved), as its owner."""
+        self.store.write(lambda s: request_cancel(s, self.actor, None, run_id=self.run_id))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until this worker ends (True) or ``timeout`` passes (False)."""
@@ -99,11 +96,12 @@ def start_batch(
     the run at once if it stops mid-batch."""
     owner = worker_token(console)
 
-    def create(s: Any) -> int:
+    def create(s: Any) -> tuple[int, list[int]]:
         pks = [add_case(s, c, "batch", actor).id or 0 for c in cases]
-        return create_batch_run(s, actor, source, pks, owner).id or 0
+        return create_batch_run(s, actor, source, pks, owner).id or 0, pks
 
-    return _launch(store, engine, store.write(create), owner, list(cases), chunk)
+    run_id, pks = store.write(create)
+    return _launch(BatchJob(run_id, owner, actor, store), engine, list(zip(pks, cases, strict=True)), chunk)
 
 
 def resume_stale_batches(store: Store, engine: Any, console: str = "console", stale_s: float = BATCH_STALE_S,
@@ -111,14 +109,14 @@ def resume_stale_batches(store: Store, engine: Any, console: str = "console", st
     """Take over the batches whose console stopped mid-run (an earlier process of ``console``, or any
     console silent for ``stale_s`` seconds) and answer what they have left. The console calls it on
     start and whenever the Batch tab is opened; returns the resumed jobs."""
-    owner = worker_token(console, process or PROCESS)  # tests play a restarted process with ``process``
-    runs = store.write(lambda s: [r.id or 0 for r in claim_stale_runs(s, owner, stale_s)])
+    owner = worker_token(console, process)  # tests play a restarted process with ``process``
+    runs = store.write(lambda s: [(r.id or 0, r.actor) for r in claim_stale_runs(s, owner, stale_s)])
     jobs = []
-    for run_id in runs:
+    for run_id, actor in runs:
         with store.session() as s:
-            cases = [case_of(get_case(s, pk)) for pk in batch_case_pks(s, run_id)]
-        log.info("resuming batch run %d (%d cases; answers already stored are kept)", run_id, len(cases))
-        jobs.append(_launch(store, engine, run_id, owner, cases, chunk))
+            todo = [(pk, case_of(get_case(s, pk))) for pk in batch_case_pks(s, run_id)]
+        log.info("resuming batch run %d (%d cases; answers already stored are kept)", run_id, len(todo))
+        jobs.append(_launch(BatchJob(run_id, owner, actor, store), engine, todo, chunk))
     return jobs
 
 
@@ -133,15 +131,10 @@ def latest_batches(store: Store, actor: str | None, limit: int = 5) -> list[Batc
         return recent_batch_runs(s, actor, limit)
 
 
-def _launch(store: Store, engine: Any, run_id: int, owner: str, cases: list[Case], chunk: int) -> BatchJob:
-    with store.session() as s:
-        pks = batch_case_pks(s, run_id)
-        actor = s.get(BatchRun, run_id).actor  # type: ignore[union-attr]
-    job = BatchJob(run_id, owner, actor, store)
-    job._thread = threading.Thread(
-        target=_run, args=(job, engine, list(zip(pks, cases, strict=True)), chunk),
-        name=f"batch-{run_id}", daemon=True,
-    )
+def _launch(job: BatchJob, engine: Any, todo: list[tuple[int, Case]], chunk: int) -> BatchJob:
+    """Start ``job``'s worker thread over ``todo`` (case row id, case), in file order."""
+    job._thread = threading.Thread(target=_run, args=(job, engine, todo, chunk), name=f"batch-{job.run_id}",
+                                   daemon=True)
     job._thread.start()
     return job
 
