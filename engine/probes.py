@@ -10,7 +10,6 @@ no grammar: it measures the model, not the decoding.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,14 +17,11 @@ from typing import Any
 
 import torch
 
+from engine.sft_data import DatasetError, read_rows
 from policies import Answer, Case, InvalidInput, parse_answer, parse_case
 from policies.prompt import PromptFormat, answer_json, render_prompt
 
 Progress = Callable[[int, int], None]
-
-
-class ProbeDataError(ValueError):
-    """A dataset line that is not a row with a case and a whole answer; names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -54,25 +50,19 @@ class CopyProbe:
 
 
 def read_answered_rows(path: str | Path, max_rows: int | None = None) -> list[tuple[Case, Answer]]:
-    """(case, reference answer) per line of a generator JSONL file; :class:`ProbeDataError` names a
-    bad line."""
-    rows: list[tuple[Case, Answer]] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            if max_rows is not None and len(rows) >= max_rows:
-                break
-            try:
-                row = json.loads(line)
-                rows.append((parse_case(row["input"]), parse_answer(row["output"])))
-            except (json.JSONDecodeError, KeyError, TypeError, InvalidInput) as exc:
-                msg = f"not a row with input and a whole output ({exc})"
-                raise ProbeDataError(f"{path}:{lineno}: {msg}") from None
-    return rows
+    """(case, reference answer) per line of a generator JSONL file (the first ``max_rows``);
+    :class:`engine.sft_data.DatasetError` names a missing or empty file and a bad line."""
+
+    def convert(row: Any, p: Path, line: int) -> tuple[Case, Answer]:
+        try:
+            return parse_case(row["input"]), parse_answer(row["output"])
+        except (KeyError, TypeError, InvalidInput) as exc:
+            raise DatasetError(p, line, f"not a row with input and a whole output ({exc})") from None
+
+    return read_rows(path, convert, "the dataset is empty")[:max_rows]
 
 
-def item_span(full: str, response_start: int, response: str, item: str) -> tuple[int, int] | None:
+def item_span(response_start: int, response: str, item: str) -> tuple[int, int] | None:
     """Character span of ``item`` (case aside) inside the response that starts at ``response_start``."""
     at = response.lower().find(item.lower())
     return None if at < 0 else (response_start + at, response_start + at + len(item))
@@ -114,7 +104,7 @@ def copy_probe(model: Any, tokenizer: Any, fmt: PromptFormat, rows: Sequence[tup
         prompt = render_prompt(tokenizer, case, fmt)
         full = prompt + answer_json(answer)
         start = full.find(answer.customer_response, len(prompt))
-        span = item_span(full, start, answer.customer_response, case.order.item) if start >= 0 else None
+        span = item_span(start, answer.customer_response, case.order.item) if start >= 0 else None
         if span is not None:
             region = (start, start + len(answer.customer_response))
             scored.append(_score(model, tokenizer, full, region, span))
@@ -135,7 +125,7 @@ def message_copy_probe(model: Any, tokenizer: Any, fmt: PromptFormat, cases: Seq
     for done, case in enumerate(cases, 1):
         prompt = render_turns(build_messages(case, fmt))
         full = prompt + (case.message or "")
-        span = item_span(full, len(prompt), case.message or "", case.order.item)
+        span = item_span(len(prompt), case.message or "", case.order.item)
         if span is not None:
             scored.append(_score(model, tokenizer, full, (len(prompt), len(full)), span))
         if progress:

@@ -21,14 +21,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.probes import (
-    ProbeDataError,
-    copy_probe,
-    load_scored_model,
-    message_copy_probe,
-    read_answered_rows,
-)
+from engine.probes import copy_probe, load_scored_model, message_copy_probe, read_answered_rows
 from engine.registry import UnknownModel
+from engine.sft_data import DatasetError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = read_answered_rows(args.dataset, args.max_examples)
         model, tokenizer, fmt = load_scored_model(args.model)
-    except (ProbeDataError, UnknownModel, OSError) as exc:
+    except (DatasetError, UnknownModel, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     with tqdm(total=len(rows), desc="copy probe", unit="row") as bar:

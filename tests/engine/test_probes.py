@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from engine.loading import load_tokenizer
-from engine.probes import ProbeDataError, copy_probe, message_copy_probe, read_answered_rows
+from engine.probes import copy_probe, message_copy_probe, read_answered_rows
+from engine.sft_data import DatasetError
 from policies.prompt import PromptFormat
 from scripts.copy_probe import main as probe_main
 from tests.conftest import tiny_rows, write_jsonl
@@ -81,7 +82,7 @@ def test_bad_rows_and_models_are_refused_by_name(
 ) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(tiny_rows()[0]) + "\n" + json.dumps({"input": {}}) + "\n", encoding="utf-8")
-    with pytest.raises(ProbeDataError, match=r"bad.jsonl:2: not a row with input and a whole output"):
+    with pytest.raises(DatasetError, match=r"bad.jsonl:2: not a row with input and a whole output"):
         read_answered_rows(bad)
     assert probe_main(["--dataset", str(bad)]) == 1
     assert "error: " in (err := capsys.readouterr().err) and "bad.jsonl:2" in err
