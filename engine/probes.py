@@ -138,12 +138,13 @@ def load_scored_model(model_name: str) -> tuple[Any, Any, PromptFormat]:
     teacher forcing: the base with the spec's ``finetuned`` adapter on top when it has one."""
     from peft import PeftModel
 
-    from engine.loading import load_base_model, load_tokenizer
+    from engine.loading import load_base_model, load_tokenizer, peft_wrapping
     from engine.registry import resolve_model
 
     spec = resolve_model(model_name)
     adapter = spec.adapters.get("finetuned")
     model = load_base_model(spec, quantize="none", dtype="fp32")
     if adapter:
-        model = PeftModel.from_pretrained(model, adapter).eval()
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(model, adapter).eval()
     return model, load_tokenizer(adapter or spec.base), spec.prompt_format

@@ -133,8 +133,11 @@ class LocalPeftBackend:
         staging = f"{name}__staging"
         self.add_adapter(staging, path, version)
         with self.lock:
+            # PEFT warns when it deletes the active adapter: the one deleted is never the active one.
+            self.model.set_adapter(staging)
             self.model.delete_adapter(name)
             self.model.load_adapter(path, adapter_name=name, is_trainable=False)
+            self.model.set_adapter(name)
             self.model.delete_adapter(staging)
             tie_head_copies(self.model)
             self.model.eval()

@@ -11,7 +11,7 @@ from datasets import Dataset
 from trl import SFTTrainer
 
 from engine.build import BuildError, train_tokenizer
-from engine.loading import is_own_tokenizer, load_base_model, load_tokenizer, pick_dtype
+from engine.loading import is_own_tokenizer, load_base_model, load_tokenizer, peft_wrapping, pick_dtype
 from engine.sft_data import RunConfig, row_to_example
 from engine.train_setup import lora_config
 from engine.training import sft_config
@@ -74,13 +74,14 @@ def test_training_and_inference_tokenize_the_prompt_alike(tiny_base_dir: Path, t
         max_length=2048,
         eval_each_epoch=False,
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=sft_config(cfg, has_eval=False),
-        train_dataset=Dataset.from_list([example]),
-        processing_class=tok,
-        peft_config=lora_config(cfg),
-    )
+    with peft_wrapping():  # as engine.training does around the trainer's set-up
+        trainer = SFTTrainer(
+            model=model,
+            args=sft_config(cfg, has_eval=False),
+            train_dataset=Dataset.from_list([example]),
+            processing_class=tok,
+            peft_config=lora_config(cfg),
+        )
     item = trainer.train_dataset[0]
     ids, labels = item["input_ids"], item["labels"]
     case = parse_case(row["input"])

@@ -46,12 +46,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": "", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     args = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", "data/models/default-base",
             "--served-model-name", "default-base", "--enable-lora", "--lora-modules",
             "finetuned=data/models/default-ft", "--max-lora-rank", "16", "--max-model-len", "1024",
             "--dtype", "float32", "--enforce-eager", "--structured-outputs-config", STRUCTURED,
-            "--api-key", TOKEN, "--port", str(port)]
+            "--distributed-executor-backend", "uni", "--api-key", TOKEN, "--port", str(port)]
     with server_process(args, port, env, log, "vLLM", start_timeout_s=420) as url:
         yield url
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.loading import load_base_model
+from engine.loading import load_base_model, peft_wrapping
 from engine.registry import UnknownModel
 from engine.sft_data import ConfigError, DatasetError, RunConfig, mix
 from engine.training import parse_run_config as parse_args
@@ -83,7 +83,8 @@ def test_adapter_on_base_reproduces_trained_logits(
     trained = trainer.model.eval()
     with torch.no_grad():
         expected = trained(input_ids=ids).logits
-        reloaded = PeftModel.from_pretrained(load_base_model(tiny_base_dir, quantize="none"), out).eval()
+        with peft_wrapping():
+            reloaded = PeftModel.from_pretrained(load_base_model(tiny_base_dir, quantize="none"), out).eval()
         got = reloaded(input_ids=ids).logits
     assert torch.allclose(expected, got, atol=1e-5)
     with torch.no_grad():  # and the adapter changed the model
