@@ -63,6 +63,14 @@ class CaseTab:
     gated: list[tuple[Block, str]]  # (component, the permission it needs to be shown)
 
 
+# what the case panel says before a case is open (the answers' panels stay empty until then)
+NO_CASE_HTML = (
+    '<div class="no-case"><b>No case open.</b> Click a row in the Queue, type a case id '
+    "(<code>C-...</code>) or its <code>#row</code> above, or press <kbd>j</kbd> for the next case that "
+    "needs a human.</div>"
+)
+
+
 def _message(text: str, ok: bool = True) -> str:
     colour = "#15803d" if ok else "#b91c1c"
     return f"<div class='review-status' style='color:{colour}'>{escape(text)}</div>"
@@ -115,7 +123,7 @@ def create_case_tab(console: Console) -> CaseTab:
     prefetcher = Prefetcher(console.store, console.engine, enabled=console.prefetch)
     case_pk = gr.State(None)
     from_run = gr.State(None)
-    case_panel = gr.HTML(elem_id="case-panel")
+    case_panel = gr.HTML(NO_CASE_HTML, elem_id="case-panel")
     with gr.Row(elem_id="case-work"):
         base_panel = gr.HTML(elem_id="base-answer")
         ft_panel = gr.HTML(elem_id="ft-answer")

@@ -83,11 +83,12 @@ def test_ten_cases_by_keyboard_on_one_screen(ten_cases, tiny_engine, screen):
 
     page = screen
     _login(page, ten_cases, "rita")
+    page.get_by_role("tab", name="Case").first.click()  # before any case: it says how to open one
+    expect(page.locator("#case-panel")).to_contain_text("No case open")
     seen: list[str] = []
     for i in range(CASES):
         page.keyboard.press("j")
-        if seen:
-            expect(page.locator("#case-panel")).not_to_contain_text(seen[-1])
+        expect(page.locator("#case-panel")).not_to_contain_text(seen[-1] if seen else "No case open")
         page.locator("#base-answer .guard").wait_for()
         page.locator("#ft-answer .guard").wait_for()
         case_id = _case_id(page)
