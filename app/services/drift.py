@@ -6,9 +6,10 @@ dimensions (region, request type, expected decision, guard flags) by total varia
 (sum of (p - q) ln(p / q); > 0.2 is the usual "moved" mark), and writes one plain sentence per
 dimension about the share that moved most. Each distance comes with how sure it is
 (:func:`tvd_confidence`): a p-value against chance (how often samples of the same size drawn from the
-training data move as far), the distance chance alone reaches at that size, and a bootstrap 95%
-interval of the TVD. :func:`override_rates` says, per deciding rule, how often reviewers overrode the
-fine-tuned (champion) answer. :func:`plot_drift` draws the shares.
+training data move as far), the distance chance alone reaches at that size, and a 95% interval of
+the TVD (the observed one, give or take how far resampling the recent cases moves their shares).
+:func:`override_rates` says, per deciding rule, how often reviewers overrode the fine-tuned (champion)
+answer. :func:`plot_drift` draws the shares.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Confidence:
 
     p_value: float  # share of same-size samples drawn from the training data at least this far (TVD)
     chance_tvd: float  # the TVD such samples stay under 95% of the time
-    tvd_low: float  # bootstrap 95% interval of the TVD (recent cases resampled)
+    tvd_low: float  # 95% interval of the TVD: the observed one +- how far resampling moves the recent shares
     tvd_high: float
 
 
@@ -153,8 +154,12 @@ def tvd_confidence(training: list[tuple[str, ...]], recent: list[tuple[str, ...]
     ``p_value``: the share of ``draws`` samples of ``len(recent)`` training cases (with replacement)
     whose TVD from the training shares is at least the observed one (a Monte Carlo test, counting
     the observed sample itself). ``chance_tvd``: the 95th percentile of those TVDs. ``tvd_low`` /
-    ``tvd_high``: the 2.5th / 97.5th percentiles of the TVD over resamples of the recent cases.
-    ValueError when either side is empty.
+    ``tvd_high``: the observed TVD +- e, clipped to 0..1, where e is the 95th percentile of the TVD
+    between resamples of the recent cases and the recent shares themselves. The TVD moves at most as
+    far as the shares do (triangle inequality), so the interval holds the true TVD about 95% of the
+    time, and it always holds the observed one. (Percentiles of the resampled TVD itself would not:
+    resampling adds its own noise on top of the observed TVD, so when that is small, below the noise,
+    the whole percentile interval lies above it.) ValueError when either side is empty.
     """
     if not training or not recent:
         raise ValueError("training and recent: need at least one case each")
@@ -165,11 +170,11 @@ def tvd_confidence(training: list[tuple[str, ...]], recent: list[tuple[str, ...]
     observed = 0.5 * float(np.abs(sample.sum(axis=0) / sample.sum() - reference).sum())
     rng = np.random.default_rng(seed)
     chance = _sample_tvds(pool, len(recent), reference, draws, rng)
-    boot = _sample_tvds(sample, len(recent), reference, draws, rng)
+    moves = _sample_tvds(sample, len(recent), sample.sum(axis=0) / sample.sum(), draws, rng)
     p_value = (1 + int((chance >= observed - 1e-12).sum())) / (draws + 1)
-    low, high = np.percentile(boot, [2.5, 97.5])
+    reach = float(np.percentile(moves, 95))
     return Confidence(round(p_value, 4), round(float(np.percentile(chance, 95)), 4),
-                      round(float(low), 4), round(float(high), 4))
+                      round(max(0.0, observed - reach), 4), round(min(1.0, observed + reach), 4))
 
 
 def recent_cases(session: Session, last_n: int, include_eval: bool = False) -> list[Case]:

@@ -64,7 +64,8 @@ def create_drift_tab(console: Console, training_set: Path = TRAINING_SET) -> Tab
                 f"{PSI_THRESHOLD}, chance alone would move it that far less than {ALPHA:.0%} of the time "
                 f"(p-value: samples of the same size drawn from the training data), from {MIN_SAMPLE} "
                 "recent cases on. *chance TVD*: what such samples stay under 95% of the time; *TVD 95% CI*: "
-                "a bootstrap interval over the recent cases. Eval-set demo cases are left out.")
+                "the TVD give or take how far resampling the recent cases moves their shares. Eval-set "
+                "demo cases are left out.")
     with gr.Row():
         last_n = gr.Number(DEFAULT_LAST_N, label="last N cases", precision=0, minimum=10)
         run = gr.Button("Check drift", variant="primary", elem_id="drift-run")
