@@ -35,7 +35,12 @@ def case_html(case: Case, status: str, case_pk: int, in_eval_set: bool) -> str:
     """The case's structured fields as a compact strip of facts, next to the customer message
     (escaped, pre-wrapped, scrolling inside its box when long)."""
     o, c = case.order, case.customer
-    days = "null" if o.days_since_delivery is None else o.days_since_delivery
+    if o.days_since_delivery is not None:
+        delivery = f"{o.status} · days since delivery {o.days_since_delivery}"
+    elif o.status == "delivered":  # delivered without a day count: missing data (GEN-1 asks for it)
+        delivery = f"{o.status} · days since delivery missing"
+    else:
+        delivery = f"{o.status} · not delivered"
     facts = [
         ("Case", f"{case.case_id} (#{case_pk})"),
         ("Status", status),
@@ -46,7 +51,7 @@ def case_html(case: Case, status: str, case_pk: int, in_eval_set: bool) -> str:
         ("Customer", f"{c.id} · tier {c.tier} · {c.claims_last_12m} claims in 12 months"),
         ("Order", f"{o.id} · {o.category} · {o.item}"),
         ("Price", f"{o.price:.2f} {o.currency}"),
-        ("Order status", f"{o.status} · days since delivery {days}"),
+        ("Order status", delivery),
         ("Flags", f"final_sale={o.final_sale} opened={o.opened} signature_confirmed={o.signature_confirmed}"),
     ]
     items = "".join(f"<div class='fact'><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in facts)

@@ -85,3 +85,17 @@ def test_case_facts_are_a_strip_and_the_guard_verdict_heads_each_answer():
     )
     card = answer_html("Fine-tuned", run)
     assert card.index("class='guard'") < card.index("<dl>")  # in view while the answer scrolls
+
+
+def test_order_status_says_not_delivered_or_missing_instead_of_null():
+    """days_since_delivery is null for an order not delivered, and missing data for one delivered."""
+    base = tiny_cases()[0]
+
+    def shown(status: str, days: int | None) -> str:
+        order = {**base["order"], "status": status, "days_since_delivery": days}
+        return case_html(parse_case({**base, "order": order}), "pending", 1, False)
+
+    assert "delivered · days since delivery 12" in shown("delivered", 12)
+    assert "delivered · days since delivery missing" in shown("delivered", None)
+    assert "shipped · not delivered" in shown("shipped", None)
+    assert "null" not in shown("shipped", None) + shown("delivered", None)
