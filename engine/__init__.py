@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+import engine.quiet  # noqa: F401  (drops a library notice nobody can act on, before any library logs it)
+
 _WHERE = {
     "Backend": "engine.backends.base", "BackendError": "engine.backends.base",
     "Generation": "engine.backends.base", "GenerationSettings": "engine.backends.base",

@@ -22,30 +22,9 @@ from engine.build import TOKENIZER_MARKER
 
 log = logging.getLogger(__name__)
 
-# bitsandbytes 0.50 (imported by PEFT, and by transformers for 4-bit weights) tries on CPUs with
-# AVX-512 BF16 to fetch a faster 4-bit kernel from the Hugging Face Hub through the optional
-# ``kernels`` package, and logs a warning when that package is missing. We never run code fetched
-# from the Hub and its built-in kernel is what runs then, so nobody can act on the notice: it is
-# dropped, that message only, on that module's logger (installed before anything imports it).
-_BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
-_BNB_KERNEL_NOTICE = "Failed to load CPU gemm_4bit_forward from kernels-community"
 # PEFT 0.21's PeftModel.__init__ reads ``model.is_gradient_checkpointing``, an alias transformers 5
 # deprecates with a FutureWarning on every read; the call is PEFT's, not ours.
 _CHECKPOINTING_ALIAS = r"`is_gradient_checkpointing` is deprecated"
-
-
-class _DropHubKernelNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_BNB_KERNEL_NOTICE)
-
-
-def _quiet_bitsandbytes_kernel_notice() -> None:
-    logger = logging.getLogger(_BNB_CPU_LOGGER)
-    if not any(isinstance(f, _DropHubKernelNotice) for f in logger.filters):
-        logger.addFilter(_DropHubKernelNotice())
-
-
-_quiet_bitsandbytes_kernel_notice()
 
 
 @contextmanager

@@ -17,14 +17,27 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from engine import Engine, GenerationSettings, ModelAnswer
+from engine import Engine, GenerationSettings, ModelAnswer, UnknownVariant
+from engine.registry import UnknownModel
 from policies import InvalidCase, parse_case
+from scripts.cli import MAX_NEW_TOKENS, bounded_int, existing_file, refusals
 
 EXIT_BAD_CASE = 2
 
 
+MAX_CASE_CHARS = 1_000_000  # a case is a few hundred characters; the console's body limit is 2 MB
+
+
 def read_case_text(source: str, stdin: TextIO) -> str:
-    return stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+    """The case's JSON text from ``source`` ("-": stdin). ValueError past MAX_CASE_CHARS."""
+    if source == "-":
+        text = stdin.read(MAX_CASE_CHARS + 1)
+    else:
+        with open(source, encoding="utf-8") as fh:
+            text = fh.read(MAX_CASE_CHARS + 1)
+    if len(text) > MAX_CASE_CHARS:
+        raise ValueError(f"the case is longer than {MAX_CASE_CHARS} characters")
+    return text
 
 
 def as_json(results: dict[str, ModelAnswer]) -> dict[str, Any]:
@@ -76,12 +89,12 @@ def _cell(value: Any) -> str:
 def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
          stderr: TextIO = sys.stderr) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("case", help="a case JSON file, or - for stdin")
+    p.add_argument("case", type=existing_file, help="a case JSON file, or - for stdin")
     p.add_argument("--model", default="default-ft", help="registry name, model dir or adapter dir")
     p.add_argument("--variants", nargs="+", default=None, help="default: base and the fine-tuned adapter")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--unconstrained", action="store_true")
-    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS), default=512)
     args = p.parse_args(argv)
     try:
         case = parse_case(json.loads(read_case_text(args.case, stdin)))
@@ -91,9 +104,13 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin, stdout: T
     except InvalidCase as exc:
         print(f"error: invalid case: {exc}", file=stderr)
         return EXIT_BAD_CASE
-    engine = Engine.load(args.model, settings=GenerationSettings(max_new_tokens=args.max_new_tokens))
-    variants = args.variants or ["base", engine.default_variant]
-    results = engine.compare(case, variants=variants, constrained=not args.unconstrained)
+    except (ValueError, UnicodeDecodeError) as exc:
+        print(f"error: {exc}", file=stderr)
+        return EXIT_BAD_CASE
+    with refusals(p, {UnknownModel: "--model", UnknownVariant: "--variants"}):
+        engine = Engine.load(args.model, settings=GenerationSettings(max_new_tokens=args.max_new_tokens))
+        variants = args.variants or ["base", engine.default_variant]
+        results = engine.compare(case, variants=variants, constrained=not args.unconstrained)
     print(json.dumps(as_json(results), indent=2, ensure_ascii=False) if args.json else as_text(results),
           file=stdout)
     return 0

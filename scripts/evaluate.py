@@ -49,7 +49,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from engine import Engine, GenerationSettings
+from engine import Engine, GenerationSettings, UnknownVariant
 from engine.guard import guard
 from engine.metrics import (
     DatasetError,
@@ -62,7 +62,16 @@ from engine.metrics import (
     summarize,
     targets_for,
 )
-from engine.registry import resolve_model
+from engine.registry import RegistryError, UnknownModel, resolve_model
+from scripts.cli import (
+    MAX_BATCH,
+    MAX_NEW_TOKENS,
+    MAX_ROWS,
+    bounded_int,
+    existing_file,
+    refusals,
+    writable_dir,
+)
 
 
 @dataclass(frozen=True)
@@ -132,21 +141,27 @@ def run(config: EvalConfig) -> dict[str, Any]:
     return summary
 
 
-def parse_args(argv: Sequence[str] | None = None) -> EvalConfig:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", required=True, help="generator JSONL: {id, instruction, input, output}")
+    p.add_argument("--dataset", required=True, type=existing_file,
+                   help="generator JSONL: {id, instruction, input, output}")
     p.add_argument("--out", default=EvalConfig.out, help="output directory")
     p.add_argument("--model", default=EvalConfig.model, help="registry name, model dir or adapter dir")
     p.add_argument("--variant", default=EvalConfig.variant, help="base | finetuned | both | an adapter name")
-    p.add_argument("--max-examples", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=EvalConfig.batch_size)
-    p.add_argument("--max-new-tokens", type=int, default=EvalConfig.max_new_tokens)
+    p.add_argument("--max-examples", type=bounded_int(1, MAX_ROWS), default=None)
+    p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=EvalConfig.batch_size)
+    p.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS), default=EvalConfig.max_new_tokens)
     p.add_argument("--quantize", choices=("none", "nf4", "auto"), default=EvalConfig.quantize)
     p.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default=EvalConfig.dtype,
                    help="weights' dtype (auto: bf16 on a GPU that has it, else fp32)")
     p.add_argument("--unconstrained", action="store_true", help="free decoding + extraction (no grammar)")
-    p.add_argument("--registry", default=None, help="models.toml for --model (default: data/models.toml)")
-    a = p.parse_args(argv)
+    p.add_argument("--registry", default=None, type=existing_file,
+                   help="models.toml for --model (default: data/models.toml)")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> EvalConfig:
+    a = parser().parse_args(argv)
     return EvalConfig(dataset=a.dataset, out=a.out, model=a.model, variant=a.variant,
                       max_examples=a.max_examples, batch_size=a.batch_size, unconstrained=a.unconstrained,
                       max_new_tokens=a.max_new_tokens, quantize=a.quantize, dtype=a.dtype,
@@ -154,12 +169,13 @@ def parse_args(argv: Sequence[str] | None = None) -> EvalConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Evaluate; a mistake in the options or the dataset exits with status 2 and one line naming it."""
+    p = parser()
     config = parse_args(argv)
-    try:
+    writable_dir(p, "--out", config.out)  # before the model loads and the cases are answered
+    with refusals(p, {DatasetError: "--dataset", UnknownModel: "--model", RegistryError: "--registry",
+                      UnknownVariant: "--variant"}):
         summary = run(config)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     for v, s in summary["variants"].items():
         print(f"{v}: accuracy {s['decision_accuracy']:.1%}, violations {s['violation_rate']:.1%}, "
               f"JSON valid {s['json_validity']:.1%}, p50 {s['latency_p50_s']:.3f}s, "

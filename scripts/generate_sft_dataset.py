@@ -47,38 +47,44 @@ from tqdm import tqdm
 
 from policies.synth import write_splits
 from policies.synth_independent import frozen_keys_of, write_capped_pool, write_stress_set
+from scripts.cli import MAX_ROWS, bounded_int, existing_file
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="data/generated", help="output folder")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=bounded_int(0, 2**32 - 1), default=0, help="random seed")
     parser.add_argument("--mode", choices=("independent", "recipe"), default="independent",
                         help="independent: every field on its own (no shortcuts); recipe: fields aimed "
                              "at each rule (how the frozen splits were made)")
-    parser.add_argument("--train", type=int, default=3000, help="rows in train.jsonl")
-    parser.add_argument("--validation", type=int, default=300, help="rows in validation.jsonl")
-    parser.add_argument("--eval", type=int, default=300, help="rows in eval.jsonl")
+    parser.add_argument("--train", type=bounded_int(0, MAX_ROWS), default=3000, help="rows in train.jsonl")
+    parser.add_argument("--validation", type=bounded_int(0, MAX_ROWS), default=300,
+                        help="rows in validation.jsonl")
+    parser.add_argument("--eval", type=bounded_int(0, MAX_ROWS), default=300, help="rows in eval.jsonl")
     parser.add_argument("--stress-out", default=None, help="write the stress set to this file instead")
-    parser.add_argument("--stress-size", type=int, default=300, help="rows in the stress set")
+    parser.add_argument("--stress-size", type=bounded_int(1, MAX_ROWS), default=300,
+                        help="rows in the stress set")
     parser.add_argument("--demo-out", default=None,
                         help="write the console's demo queue to this file instead")
-    parser.add_argument("--demo-size", type=int, default=48, help="rows in the demo queue")
-    parser.add_argument("--against", nargs="*", default=[],
+    parser.add_argument("--demo-size", type=bounded_int(1, MAX_ROWS), default=48,
+                        help="rows in the demo queue")
+    parser.add_argument("--against", nargs="*", default=[], type=existing_file,
                         help="pools the new rows may not share a case with (deciding fields, so prompts)")
     parser.add_argument("--pool-out", default=None,
                         help="write a capped training pool as POOL_OUT-common.jsonl and POOL_OUT-rare.jsonl")
-    parser.add_argument("--quota", type=int, default=500, help="capped pool: rows per rule chain at most")
-    parser.add_argument("--draws", type=int, default=3_000_000, help="capped pool: independent draws")
+    parser.add_argument("--quota", type=bounded_int(1, 100_000_000), default=500,
+                        help="capped pool: rows per rule chain at most")
+    parser.add_argument("--draws", type=bounded_int(1, 100_000_000), default=3_000_000,
+                        help="capped pool: independent draws")
     parser.add_argument("--limit-twins", action="store_true",
                         help="capped pool: also write PREFIX-twins.jsonl, each LIM-1 case again at or "
                              "just under its region's AUTO_LIMIT (policies.synth_independent.limit_twins)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if not args.pool_out and not args.stress_out and not args.demo_out \
+            and args.train + args.validation + args.eval == 0:
+        parser.error("--train, --validation, --eval: all three are 0; nothing to write")
     if args.pool_out:
-        for name in ("quota", "draws"):
-            if not 1 <= getattr(args, name) <= 100_000_000:
-                parser.error(f"--{name} must be between 1 and 100000000")
         with tqdm(total=args.draws, unit="draw", desc="independent draws") as bar:
             manifest = write_capped_pool(args.pool_out, args.seed, args.quota, args.draws, args.against,
                                          on_draw=bar.update, twins=args.limit_twins)

@@ -2,6 +2,9 @@
 # Dev tool (issue 15, stage 14): train the candidates for a new embedded default on a lent GPU, then
 # choose here on the CPU, by the rule in benchmarks/issue15_targets.md ("Stage 14"), written first.
 #
+#     bash scripts/gpu_default.sh pools       # HERE, on a fresh checkout: the training pools into runs/data/
+#                                             # (~10 min on one core; seeded, so the same files every time)
+#     bash scripts/gpu_session.sh wheels      # HERE: the wheels the GPU image lacks, into .whl/
 #     bash scripts/gpu_default.sh pack        # HERE: the training pools, xz-compressed, into .gpu_data/ (7 MB)
 #     # on the GPU (`run`, carry [".whl", ".gpu_data"]; ~7.5 min on an H200):
 #     bash scripts/gpu_default.sh
@@ -36,6 +39,21 @@ evaluate_on() {  # adapter dir, set name: evaluate.py as the rule says (fp32 on 
         --batch-size 32 --max-new-tokens 512 --out "$1-$2" ${EVAL_ARGS:-} > "$1-$2.log" 2>&1
 }
 case "${1:-train}" in
+pools)  # the seeded pools POOLS names: three capped independent pools (the last with its limit twins) and
+        # three recipe sets, none sharing a case with the frozen sets or the demo queue
+    frozen="$HELD data/generated/demo.jsonl"
+    for seed in 72 74 76; do
+        twins=""; [ "$seed" = 76 ] && twins="--limit-twins"
+        # shellcheck disable=SC2086
+        python3 scripts/generate_sft_dataset.py --pool-out "runs/data/ind-s$seed/pool" --seed "$seed" \
+            --quota 1000 --draws 6000000 $twins --against $frozen || exit 1
+    done
+    for seed in 73 75 77; do
+        # shellcheck disable=SC2086
+        python3 scripts/generate_sft_dataset.py --out "runs/data/rec-s$seed" --seed "$seed" --mode recipe \
+            --train 12000 --validation 0 --eval 0 --against $frozen || exit 1
+    done
+    exit 0 ;;
 pack)
     mkdir -p .gpu_data
     for p in $POOLS; do xz -T2 -6 -c "runs/data/$p.jsonl" > ".gpu_data/${p//\//__}.jsonl.xz" || exit 1; done
@@ -87,7 +105,7 @@ EOF
     for set in eval stress; do evaluate_on "$first" "$set"; done  # reporting only: after the choice
     exit 0 ;;
 train|calibrate) ;;
-*) echo "usage: $0 [pack | train | calibrate | unpack DIR | choose]" >&2; exit 2 ;;
+*) echo "usage: $0 [pools | pack | train | calibrate | unpack DIR | choose]" >&2; exit 2 ;;
 esac
 
 OUT=${OUT:-runs/gpu_default}

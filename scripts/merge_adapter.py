@@ -20,6 +20,7 @@ from pathlib import Path
 from engine.merge import merge_adapter, mismatch_report, verify_merge
 from engine.metrics import DatasetError, load_rows
 from engine.registry import RegistryError, UnknownModel
+from scripts.cli import MAX_NEW_TOKENS, bounded_int, existing_file
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -27,18 +28,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--adapter", required=True, help="adapter dir (adapter_config.json names the base)")
     p.add_argument("--out", required=True, help="where the merged model goes")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="merged weights' dtype")
-    p.add_argument("--eval-set", default="data/generated/validation.jsonl",
+    p.add_argument("--eval-set", default="data/generated/validation.jsonl", type=existing_file,
                    help="cases to verify the merge on (a dev check: the validation set by default)")
-    p.add_argument("--check", type=int, default=20, help="how many cases to verify (0: skip)")
-    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--check", type=bounded_int(0, 10_000), default=20,
+                   help="how many cases to verify (0: skip)")
+    p.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS), default=512)
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        out = merge_adapter(args.adapter, args.out, args.dtype)
         cases = [case for case, _ in load_rows(args.eval_set, args.check)] if args.check else []
+        out = merge_adapter(args.adapter, args.out, args.dtype)  # after the cases: a bad set stops it first
     except (UnknownModel, RegistryError, DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

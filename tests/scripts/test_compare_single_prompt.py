@@ -45,3 +45,26 @@ def test_bad_case_names_the_field_and_exits_2() -> None:
     assert "order.currency" in err
     rc, _, err = _run(["-"], "{not json")
     assert rc == EXIT_BAD_CASE and "not valid JSON" in err
+
+
+def test_options_are_checked_and_refused_in_one_line(tiny_ft_dir: Path, tmp_path: Path, capsys) -> None:
+    """A missing case file, an unbounded token budget, an unknown model or variant: exit status 2 and
+    one line naming the option (argparse's shape), never a traceback; an oversized case is refused
+    before it is parsed."""
+    import pytest
+
+    case = tmp_path / "case.json"
+    case.write_text(json.dumps(tiny_cases()[0]))
+    for args, said in [
+        ([str(tmp_path / "none.json")], f"argument case: no such file: {tmp_path / 'none.json'}"),
+        ([str(case), "--max-new-tokens", "0"], "argument --max-new-tokens: 0 is out of range: 1 to 8192"),
+        ([str(case), "--model", "no-such-model"], "--model: unknown model 'no-such-model'"),
+        ([str(case), "--model", str(tiny_ft_dir), "--variants", "nope", *FLAGS],
+         "--variants: unknown variant 'nope' (loaded: base, finetuned)"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            _run(args)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f": error: {said}" in err and "Traceback" not in err, err
+    rc, out, err = _run(["-"], " " * 1_000_001)
+    assert (rc, out) == (EXIT_BAD_CASE, "") and "longer than 1000000 characters" in err

@@ -84,7 +84,7 @@ def test_metrics_count_invalid_as_wrong_never_as_violation() -> None:
     assert "| RET-3+LIM-1 | 2 | 1 (0%) | 0 (100%) |" in report
 
 
-def test_main_prints_the_violating_rule_chains(monkeypatch: pytest.MonkeyPatch,
+def test_main_prints_the_violating_rule_chains(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     import scripts.evaluate as evaluate
 
@@ -94,7 +94,8 @@ def test_main_prints_the_violating_rule_chains(monkeypatch: pytest.MonkeyPatch,
                             "NRC-3+LIM-1": {"n": 1, "accuracy": 0.0, "violating": 2},
                             "RET-4": {"n": 1, "accuracy": 1.0, "violating": 0}}}
     monkeypatch.setattr(evaluate, "run", lambda config: {"variants": {"finetuned": figures}})
-    assert main(["--dataset", "unused.jsonl", "--out", "unused"]) == 0
+    data = write_jsonl(tmp_path / "unused.jsonl", tiny_rows()[:1])
+    assert main(["--dataset", str(data), "--out", str(tmp_path / "unused")]) == 0
     out = capsys.readouterr().out
     assert "finetuned: accuracy 50.0%, violations 25.0%" in out
     assert "violating cases per rule chain: NRC-3+LIM-1 2, NRC-3 1\n" in out
@@ -121,10 +122,37 @@ def test_dtype_reaches_the_engine_and_a_bad_one_is_refused(tiny_ft_dir: Path, tm
     from engine import Engine
     from scripts.evaluate import parse_args
 
-    assert parse_args(["--dataset", "x.jsonl", "--dtype", "fp32"]).dtype == "fp32"
-    assert parse_args(["--dataset", "x.jsonl"]).dtype == "auto"
+    data = str(write_jsonl(tmp_path / "x.jsonl", tiny_rows()[:1]))
+    assert parse_args(["--dataset", data, "--dtype", "fp32"]).dtype == "fp32"
+    assert parse_args(["--dataset", data]).dtype == "auto"
     with pytest.raises(SystemExit) as exit_info:
-        parse_args(["--dataset", "x.jsonl", "--dtype", "fp8"])
+        parse_args(["--dataset", data, "--dtype", "fp8"])
     assert exit_info.value.code == 2 and "--dtype: invalid choice: 'fp8'" in capsys.readouterr().err
     engine = Engine.load(str(tiny_ft_dir), device="cpu", dtype="bf16")
     assert next(engine.backend.model.parameters()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--dataset", "{tmp}/none.jsonl"], "argument --dataset: no such file: {tmp}/none.jsonl"),
+    (["--batch-size", "0"], "argument --batch-size: 0 is out of range: 1 to 1024"),
+    (["--max-new-tokens", "-5"], "argument --max-new-tokens: -5 is out of range: 1 to 8192"),
+    (["--max-examples", "many"], "argument --max-examples: 'many' is not a whole number"),
+    (["--out", "/proc/no-such-place"], "--out: cannot write to /proc/no-such-place"),
+    (["--model", "no-such-model"], "--model: unknown model 'no-such-model'"),
+    (["--model", "{ft}", "--variant", "nope"], "--variant: unknown variant 'nope' (loaded: base, finetuned)"),
+    (["--dataset", "{tmp}/bad.jsonl"], "--dataset: {tmp}/bad.jsonl:2: not a row with input"),
+])
+def test_a_mistake_is_refused_in_one_line_naming_the_option(args: list[str], said: str, tmp_path: Path,
+                                                            tiny_ft_dir: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Bounds and files are checked before any work, a wrong model, variant or dataset line when it is
+    met: exit status 2 and one line naming the option, never a traceback; nothing is written."""
+    data = write_jsonl(tmp_path / "cases.jsonl", tiny_rows()[:1])
+    (tmp_path / "bad.jsonl").write_text(data.read_text() + "not json\n")
+    fill = {"tmp": str(tmp_path), "ft": str(tiny_ft_dir)}
+    argv = ["--dataset", str(data), "--out", str(tmp_path / "out"), *[a.format(**fill) for a in args]]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f": error: {said.format(**fill)}" in err, err
+    assert "Traceback" not in err and not (tmp_path / "out" / "summary.json").exists()

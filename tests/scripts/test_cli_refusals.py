@@ -1,0 +1,74 @@
+"""The scripts' shared command-line checks (scripts/cli.py): bounds and files are checked before any
+work, and a mistake ends the run with status 2 and one line naming the option, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from scripts.cli import bounded_int, existing_file, refusals, writable_dir
+
+
+def test_bounded_int_and_existing_file(tmp_path: Path) -> None:
+    parse = bounded_int(1, 10)
+    assert parse("1") == 1 and parse("10") == 10
+    for text, said in [("0", "0 is out of range: 1 to 10"), ("11", "11 is out of range: 1 to 10"),
+                       ("1.5", "'1.5' is not a whole number"), ("", "'' is not a whole number")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=said):
+            parse(text)
+    (tmp_path / "f").write_text("x")
+    assert existing_file(str(tmp_path / "f")) == str(tmp_path / "f") and existing_file("-") == "-"
+    for missing in (str(tmp_path / "none"), str(tmp_path)):  # a folder is not a file either
+        with pytest.raises(argparse.ArgumentTypeError, match="no such file"):
+            existing_file(missing)
+
+
+def test_refusals_name_the_option_and_let_other_errors_through(tmp_path: Path, capsys) -> None:
+    parser = argparse.ArgumentParser(prog="tool")
+    with pytest.raises(SystemExit) as exit_info, refusals(parser, {KeyError: "--variant"}):
+        raise KeyError("unknown variant 'x'")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.endswith("tool: error: --variant: unknown variant 'x'\n")
+    with pytest.raises(ZeroDivisionError), refusals(parser, {KeyError: "--variant"}):
+        raise ZeroDivisionError  # not the user's to fix: a traceback, as any bug
+    assert writable_dir(parser, "--out", tmp_path / "a" / "b").is_dir()
+    with pytest.raises(SystemExit):
+        writable_dir(parser, "--out", "/proc/no-such-place")
+    assert "tool: error: --out: cannot write to /proc/no-such-place" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--train", "-5"], "argument --train: -5 is out of range: 0 to 10000000"),
+    (["--seed", "-1"], "argument --seed: -1 is out of range: 0 to 4294967295"),
+    (["--train", "0", "--validation", "0", "--eval", "0"], "--train, --validation, --eval: all three are 0"),
+    (["--pool-out", "p", "--quota", "0"], "argument --quota: 0 is out of range: 1 to 100000000"),
+    (["--stress-out", "s.jsonl", "--stress-size", "0"], "argument --stress-size: 0 is out of range"),
+    (["--against", "{tmp}/none.jsonl"], "argument --against: no such file: {tmp}/none.jsonl"),
+])
+def test_generate_sft_dataset_refuses_before_writing(args: list[str], said: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from scripts.generate_sft_dataset import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "out"), *[a.format(tmp=tmp_path) for a in args]])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f": error: {said.format(tmp=tmp_path)}" in err, err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_merge_adapter_reads_its_check_cases_before_merging(tiny_ft_dir: Path, tmp_path: Path,
+                                                            capsys) -> None:
+    from scripts.merge_adapter import main
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    merge = ["--adapter", str(tiny_ft_dir), "--out", str(tmp_path / "merged")]
+    assert main([*merge, "--eval-set", str(bad)]) == 2
+    assert f"{bad}:1: not a row" in capsys.readouterr().err and not (tmp_path / "merged").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*merge, "--check", "-3"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "argument --check: -3 is out of range: 0 to 10000" in err
