@@ -23,10 +23,11 @@ from app.services.jobs import JobError, Runner, RunnerConfig
 from app.services.navigation import BackgroundAnswers
 from app.services.versions import serve_champion
 from app.ui.interface import build_app, serve_options
-from db.store import DEFAULT_DB_URL, open_store
+from db.migrations import MigrationError
+from db.store import DEFAULT_DB_URL, StoreUnavailable, open_store
 from db.users import UserError, ensure_admin
 from db.versions import ensure_bundled_version
-from engine.registry import resolve_model
+from engine.registry import RegistryError, UnknownModel, resolve_model
 
 ADMIN_PASSWORD_FILE = "admin-password.txt"
 
@@ -55,11 +56,22 @@ def write_admin_password(path: Path, password: str) -> Path:
     return path
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range: 1 to 65535")
+    return port
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default-ft", help="registry name or model/adapter dir")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=port_number, default=7860)
     p.add_argument(
         "--db",
         default=os.environ.get("DATABASE_URL", DEFAULT_DB_URL),
@@ -79,12 +91,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--export-dir", type=Path, default=Path("var/exports"))
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="retraining jobs write ft-vN here")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    store = open_store(args.db)
+    """Start the console; a wrong ``--model`` or a store that cannot be opened ends it with status 2
+    and one line naming the option (before anything is written for a wrong model)."""
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        spec = resolve_model(args.model)
+    except (UnknownModel, RegistryError) as exc:
+        p.error(f"--model: {exc}")
+    try:
+        store = open_store(args.db)
+    except (StoreUnavailable, MigrationError) as exc:
+        p.error(f"--db: {exc}")
     try:  # immediate: consoles starting at once on one store create the first user once
         with store.session(immediate=True) as s:
             boot = ensure_admin(
@@ -102,7 +128,6 @@ def main(argv: list[str] | None = None) -> None:
     seed = seed_console(store, args.demo_queue, args.eval_set)
     if seed.demo_added:
         print(f"Demo queue: {seed.demo_added} cases from {args.demo_queue}", flush=True)
-    spec = resolve_model(args.model)
     try:  # retraining retrains what is served: the spec's base, retrain recipe and prompt format
         runner_config = RunnerConfig.for_spec(spec, runs_dir=args.runs_dir, eval_set=str(args.eval_set))
     except JobError as exc:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import ArgumentError, DataError, NoSuchModuleError, OperationalError
 from sqlmodel import Session, create_engine
 
 from db.migrations import upgrade
@@ -94,6 +94,21 @@ def is_locked_error(exc: BaseException) -> bool:
         return True
     text = str(exc.orig if exc.orig is not None else exc).lower()
     return "database is locked" in text or "database is busy" in text or "database table is locked" in text
+
+
+class StoreUnavailable(RuntimeError):
+    """The store at a URL cannot be opened: a folder that cannot be made, a server that does not
+    answer or refuses the login, a database kind without its driver, text that is not a URL. The
+    message names the URL (without its password) and the reason, in one line."""
+
+
+def shown_url(path_or_url: str | Path) -> str:
+    """The store's URL as it may be shown or logged: the password hidden."""
+    url = db_url_for(path_or_url)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url if "@" not in url else "(a URL that does not parse)"
 
 
 def db_url_for(path_or_url: str | Path) -> str:
@@ -226,8 +241,19 @@ def create_store_engine(url: str | Path) -> Engine:
 def open_store(url: str | Path = DEFAULT_DB_URL) -> Store:
     """Open (creating if needed) the database at ``url`` and upgrade it to the newest schema revision.
 
-    Raises :class:`db.migrations.MigrationError` for a store that cannot be upgraded as it is.
+    Raises :class:`StoreUnavailable` when it cannot be reached or made, and
+    :class:`db.migrations.MigrationError` for a store that cannot be upgraded as it is.
     """
-    engine = create_store_engine(url)
-    upgrade(engine.execution_options(**{IMMEDIATE: True}))
+    try:
+        backend = make_url(db_url_for(url)).get_backend_name()
+        if backend not in ("sqlite", "postgresql"):
+            raise StoreUnavailable(f"cannot open the store at {shown_url(url)}: the store is an SQLite file "
+                                   "or a postgresql+psycopg:// database")
+        engine = create_store_engine(url)
+        upgrade(engine.execution_options(**{IMMEDIATE: True}))
+    except (OSError, OperationalError, ArgumentError, NoSuchModuleError, ModuleNotFoundError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if isinstance(exc, OSError) and exc.strerror:
+            reason = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+        raise StoreUnavailable(f"cannot open the store at {shown_url(url)}: {reason}") from None
     return Store(engine=engine, url=db_url_for(url))

@@ -17,8 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from db.migrations import MigrationError  # noqa: E402
 from db.models import ROLES  # noqa: E402
-from db.store import DEFAULT_DB_URL, open_store  # noqa: E402
+from db.store import DEFAULT_DB_URL, StoreUnavailable, open_store, shown_url  # noqa: E402
 from db.users import MIN_PASSWORD_CHARS, UserError, create_user  # noqa: E402
 
 
@@ -33,15 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--db", default=os.environ.get("DATABASE_URL", DEFAULT_DB_URL))
     args = p.parse_args(argv)
+    try:
+        store = open_store(args.db)
+    except (StoreUnavailable, MigrationError) as exc:
+        p.error(f"--db: {exc}")
     password = args.password or getpass.getpass(f"Password for {args.username}: ")
-    store = open_store(args.db)
     try:
         with store.session() as s:
             create_user(s, args.username, args.role, password, actor="cli")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"created {args.role} user {args.username!r} in {store.url}")
+    print(f"created {args.role} user {args.username!r} in {shown_url(store.url)}")  # no DB password
     return 0
 
 

@@ -21,9 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.services.exports import ExportError, eval_fingerprints_of, export_reviews
 from db.cases import read_case_rows
-from db.store import DEFAULT_DB_URL, open_store
+from db.migrations import MigrationError
+from db.store import DEFAULT_DB_URL, StoreUnavailable, open_store
 from db.users import PermissionDenied, authorize
-from engine.registry import resolve_model  # noqa: E402
+from engine.registry import RegistryError, UnknownModel, resolve_model  # noqa: E402
+from policies import InvalidCase
+from scripts.cli import existing_file, refusals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,14 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--db", default=os.environ.get("DATABASE_URL", DEFAULT_DB_URL))
     p.add_argument("--out", type=Path, default=Path("var/exports"))
-    p.add_argument("--eval-set", type=Path, default=Path("data/generated/eval.jsonl"))
+    p.add_argument("--eval-set", type=lambda text: text if text == "none" else existing_file(text),
+                   default="data/generated/eval.jsonl",
+                   help="the frozen eval set: its cases are never exported, whatever their review "
+                        "(none: no set; cases stored as eval cases stay out all the same)")
     p.add_argument("--include-inconsistent", action="store_true",
                    help="also export answers whose consistency check found issues, each row marked with "
                         "its issue codes (default: skip them)")
     args = p.parse_args(argv)
-    fmt = resolve_model(args.model).prompt_format
-    fingerprints = eval_fingerprints_of(read_case_rows(args.eval_set)) if args.eval_set.is_file() else set()
-    store = open_store(args.db)
+    with refusals(p, {UnknownModel: "--model", RegistryError: "--model", InvalidCase: "--eval-set",
+                      StoreUnavailable: "--db", MigrationError: "--db"}):
+        fmt = resolve_model(args.model).prompt_format
+        eval_cases = [] if args.eval_set == "none" else read_case_rows(Path(args.eval_set))
+        fingerprints = eval_fingerprints_of(eval_cases)
+        store = open_store(args.db)
     try:
         with store.session() as s:
             authorize(s, args.user, "export")

@@ -24,7 +24,8 @@ from sqlalchemy.exc import StatementError  # noqa: E402
 from sqlmodel import SQLModel  # noqa: E402
 
 from db.backup import is_postgres  # noqa: E402
-from db.store import Store, open_store  # noqa: E402
+from db.migrations import MigrationError  # noqa: E402
+from db.store import Store, StoreUnavailable, open_store  # noqa: E402
 
 BATCH = 500  # rows per INSERT
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         moved = copy_tables(open_store(args.source), open_store(args.target))
-    except MoveError as exc:
+    except (MoveError, StoreUnavailable, MigrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(moved, indent=2))

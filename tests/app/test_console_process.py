@@ -65,3 +65,27 @@ def test_a_restarted_console_resumes_the_batch_its_earlier_process_left(tmp_path
     with store.session() as s:
         answered = {(r.case_pk, r.variant) for r in s.exec(select(ModelRun))}
     assert len(answered) == 6, json.dumps(sorted(answered))
+
+
+def test_a_wrong_model_or_store_stops_the_console_in_one_line(tmp_path, capsys) -> None:
+    """``python -m app`` with a mistyped --model, a store it cannot open or a port out of range:
+    status 2 and one line naming the option, no traceback; a wrong model creates no store."""
+    import pytest
+
+    from app.__main__ import main
+
+    db = tmp_path / "sub" / "console.db"
+    for argv, said in [
+        (["--model", "no-such-model", "--db", str(db)], "--model: unknown model 'no-such-model'"),
+        (["--db", "/proc/no-such-folder/console.db"],
+         "--db: cannot open the store at sqlite:////proc/no-such-folder/console.db: No such file"),
+        (["--db", "postgresql+psycopg://u:secret@127.0.0.1:1/x"],
+         "--db: cannot open the store at postgresql+psycopg://u:***@127.0.0.1:1/x: connection failed"),
+        (["--port", "70000"], "argument --port: 70000 is out of range: 1 to 65535"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"python -m app: error: {said}" in err, err
+        assert "Traceback" not in err and "secret" not in err
+    assert not db.parent.exists()

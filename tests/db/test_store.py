@@ -84,3 +84,21 @@ def test_audit_log_is_append_only(store):
             s.exec(text("DELETE FROM audit_log"))
     with store.session() as s:
         assert s.exec(select(AuditEntry)).first() is not None
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("/proc/no-such-folder/store.db", "sqlite:////proc/no-such-folder/store.db: No such file or directory"),
+    ("mysql://u:secret@host/db", "mysql://u:***@host/db: the store is an SQLite file or a postgresql"),
+    ("not a url://", "not a url://: Could not parse SQLAlchemy URL"),
+    # a server that is not there: refused at once, the password never shown
+    ("postgresql+psycopg://u:secret@127.0.0.1:1/db",
+     "postgresql+psycopg://u:***@127.0.0.1:1/db: connection failed"),
+])
+def test_a_store_that_cannot_be_opened_is_named_in_one_line(url: str, said: str) -> None:
+    from db.store import StoreUnavailable
+
+    with pytest.raises(StoreUnavailable) as caught:
+        open_store(url)
+    message = str(caught.value)
+    assert message.startswith(f"cannot open the store at {said}") and "\n" not in message, message
+    assert "secret" not in message

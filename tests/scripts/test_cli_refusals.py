@@ -72,3 +72,23 @@ def test_merge_adapter_reads_its_check_cases_before_merging(tiny_ft_dir: Path, t
         main([*merge, "--check", "-3"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "argument --check: -3 is out of range: 0 to 10000" in err
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--eval-set", "{tmp}/none.jsonl"], "argument --eval-set: no such file: {tmp}/none.jsonl"),
+    (["--eval-set", "{tmp}/bad.jsonl"], "--eval-set: line 1"),
+    (["--model", "no-such-model"], "--model: unknown model 'no-such-model'"),
+    (["--db", "/proc/no-such-folder/x.db"], "--db: cannot open the store at sqlite:////proc/no-such-folder/x.db"),
+])
+def test_export_corrections_refuses_in_one_line(args: list[str], said: str, tmp_path: Path, capsys) -> None:
+    """A mistyped eval set no longer turns its check off without a word ("none" does, on purpose)."""
+    from scripts.export_corrections import main
+
+    (tmp_path / "bad.jsonl").write_text('{"case_id": 1}\n')
+    argv = ["--user", "otto", "--db", str(tmp_path / "store.db"), "--out", str(tmp_path / "out"),
+            *[a.format(tmp=tmp_path) for a in args]]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f": error: {said.format(tmp=tmp_path)}" in err, err
+    assert not (tmp_path / "out").exists()

@@ -51,7 +51,7 @@ def test_create_user_and_export_cli(tmp_path, capsys):
         "--out",
         str(tmp_path / "out"),
         "--eval-set",
-        str(tmp_path / "none.jsonl"),
+        "none",
     ]
     assert export.main(args) == 0
     out = json.loads(capsys.readouterr().out)
@@ -71,7 +71,7 @@ def test_export_cli_skips_inconsistent_answers_unless_included(tmp_path, capsys)
         review_id = submit_review(s, pk, "approve_base", "otto", runs=runs_for_case(s, pk)).id
     export = _script("export_corrections")
     args = ["--user", "otto", "--model", "default-base", "--db", db, "--out", str(tmp_path / "out"),
-            "--eval-set", str(tmp_path / "none.jsonl")]
+            "--eval-set", "none"]
     assert export.main(args) == 2
     assert "1 refused as inconsistent" in capsys.readouterr().err
     assert export.main([*args, "--include-inconsistent"]) == 0

@@ -137,12 +137,12 @@ def test_console_start_seeds_the_demo_queue_and_answers_in_the_background_by_def
     class Stop(Exception):
         pass
 
-    def stop(_name: str) -> None:
+    def stop(*_args: object, **_kwargs: object) -> None:
         raise Stop  # after the store is seeded, before any model loads
 
     assert console_main.parse_args([]).background_answers is True
     assert console_main.parse_args(["--no-background-answers"]).background_answers is False
-    monkeypatch.setattr(console_main, "resolve_model", stop)
+    monkeypatch.setattr(console_main.RunnerConfig, "for_spec", staticmethod(stop))
     monkeypatch.setenv("POLICYOPS_ADMIN_USER", "olga")
     monkeypatch.setenv("POLICYOPS_ADMIN_PASSWORD", "a-long-ops-password-1")
     db = tmp_path / "console.db"
