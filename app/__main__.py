@@ -27,6 +27,7 @@ from db.migrations import MigrationError
 from db.store import DEFAULT_DB_URL, StoreUnavailable, open_store
 from db.users import UserError, ensure_admin
 from db.versions import ensure_bundled_version
+from engine.cli import bounded_int
 from engine.registry import RegistryError, UnknownModel, resolve_model
 
 ADMIN_PASSWORD_FILE = "admin-password.txt"
@@ -56,22 +57,11 @@ def write_admin_password(path: Path, password: str) -> Path:
     return path
 
 
-def port_number(text: str) -> int:
-    """An argparse type: a TCP port, 1 to 65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is out of range: 1 to 65535")
-    return port
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default-ft", help="registry name or model/adapter dir")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=port_number, default=7860)
+    p.add_argument("--port", type=bounded_int(1, 65535), default=7860)
     p.add_argument(
         "--db",
         default=os.environ.get("DATABASE_URL", DEFAULT_DB_URL),

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.backends.base import BASE_VARIANT, GenerationSettings
 from engine.batcher import Batcher, Job
+from engine.cli import MAX_BATCH, MAX_NEW_TOKENS, bounded_int, refusals
 
 API_KEY_ENV = "POLICYOPS_SERVE_API_KEY"  # the environment variable that holds the bearer token
 MAX_MESSAGES = 64  # chat messages per request
@@ -262,36 +263,60 @@ def _grammar(backend: Any, response_format: ResponseFormat | None) -> tuple[bool
                        param="response_format.json_schema") from None
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def adapter_option(text: str) -> tuple[str, str]:
+    """An argparse type: ``NAME=DIR``, an adapter's variant name and its folder."""
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: give NAME=DIR")
+    if not (Path(path) / "adapter_config.json").is_file():
+        raise argparse.ArgumentTypeError(f"{text!r}: {path} is not an adapter folder "
+                                         "(no adapter_config.json)")
+    return name.strip(), path
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine.serve", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default-ft", help="registry name, model dir or adapter dir (local)")
-    p.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="one more adapter")
+    p.add_argument("--adapter", action="append", default=[], type=adapter_option, metavar="NAME=DIR",
+                   help="one more adapter")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8011)
+    p.add_argument("--port", type=bounded_int(1, 65535), default=8011)
     p.add_argument("--served-model-name", default=None, help="the base's model id (default: its dir name)")
     p.add_argument("--api-key-env", default=API_KEY_ENV, help="environment variable holding the bearer token")
     p.add_argument("--allow-adapter-loading", action="store_true", help="enable /v1/load_lora_adapter")
-    p.add_argument("--max-tokens-limit", type=int, default=ServeConfig.max_tokens_limit)
-    p.add_argument("--max-body-bytes", type=int, default=ServeConfig.max_body_bytes)
-    p.add_argument("--max-batch", type=int, default=ServeConfig.max_batch, help="prompts per generate call")
-    p.add_argument("--max-connections", type=int, default=64, help="concurrent connections; more get 503")
+    p.add_argument("--max-tokens-limit", type=bounded_int(1, MAX_NEW_TOKENS),
+                   default=ServeConfig.max_tokens_limit)
+    p.add_argument("--max-body-bytes", type=bounded_int(1024, 100_000_000),
+                   default=ServeConfig.max_body_bytes)
+    p.add_argument("--max-batch", type=bounded_int(1, MAX_BATCH), default=ServeConfig.max_batch,
+                   help="prompts per generate call")
+    p.add_argument("--max-connections", type=bounded_int(1, 10_000), default=64,
+                   help="concurrent connections; more get 503")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:n]")
     p.add_argument("--quantize", choices=("none", "nf4", "auto"), default="none")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve; a mistake in the options ends it with status 2 and one line naming the option."""
     import uvicorn
 
     from engine.core import Engine
-    from engine.registry import resolve_model
+    from engine.registry import RegistryError, UnknownModel, resolve_model
 
-    args = parse_args(argv)
-    spec = resolve_model(args.model)
+    p = parser()
+    args = p.parse_args(argv)
+    with refusals(p, {UnknownModel: "--model", RegistryError: "--model"}):
+        spec = resolve_model(args.model)
     if spec.server is not None:
-        raise SystemExit(f"--model {args.model}: served by {spec.server.base_url} already; "
-                         "pick a local model")
-    extra = dict(a.split("=", 1) for a in args.adapter)
+        p.error(f"--model: {args.model} is served by {spec.server.base_url} already; pick a local model")
+    extra = dict(args.adapter)
+    if BASE_VARIANT in extra or len(extra) < len(args.adapter):
+        p.error(f"--adapter: names must differ and not be {BASE_VARIANT!r}")
     engine = Engine.load(spec, adapters=extra, device=args.device, quantize=args.quantize)
     config = ServeConfig(
         served_model_name=args.served_model_name or Path(spec.base).name,

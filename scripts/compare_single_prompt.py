@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from engine import Engine, GenerationSettings, ModelAnswer, UnknownVariant
+from engine.cli import MAX_NEW_TOKENS, bounded_int, existing_file, refusals
 from engine.registry import UnknownModel
 from policies import InvalidCase, parse_case
-from scripts.cli import MAX_NEW_TOKENS, bounded_int, existing_file, refusals
 
 EXIT_BAD_CASE = 2
 

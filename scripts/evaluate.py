@@ -50,6 +50,15 @@ from typing import Any
 from tqdm import tqdm
 
 from engine import Engine, GenerationSettings, UnknownVariant
+from engine.cli import (
+    MAX_BATCH,
+    MAX_NEW_TOKENS,
+    MAX_ROWS,
+    bounded_int,
+    existing_file,
+    refusals,
+    writable_dir,
+)
 from engine.guard import guard
 from engine.metrics import (
     DatasetError,
@@ -63,15 +72,6 @@ from engine.metrics import (
     targets_for,
 )
 from engine.registry import RegistryError, UnknownModel, resolve_model
-from scripts.cli import (
-    MAX_BATCH,
-    MAX_NEW_TOKENS,
-    MAX_ROWS,
-    bounded_int,
-    existing_file,
-    refusals,
-    writable_dir,
-)
 
 
 @dataclass(frozen=True)

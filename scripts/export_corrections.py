@@ -24,9 +24,9 @@ from db.cases import read_case_rows
 from db.migrations import MigrationError
 from db.store import DEFAULT_DB_URL, StoreUnavailable, open_store
 from db.users import PermissionDenied, authorize
+from engine.cli import existing_file, refusals
 from engine.registry import RegistryError, UnknownModel, resolve_model  # noqa: E402
 from policies import InvalidCase
-from scripts.cli import existing_file, refusals
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,9 +45,9 @@ import json
 
 from tqdm import tqdm
 
+from engine.cli import MAX_ROWS, bounded_int, existing_file
 from policies.synth import write_splits
 from policies.synth_independent import frozen_keys_of, write_capped_pool, write_stress_set
-from scripts.cli import MAX_ROWS, bounded_int, existing_file
 
 
 def main(argv: list[str] | None = None) -> None:

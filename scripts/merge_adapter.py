@@ -17,10 +17,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from engine.cli import MAX_NEW_TOKENS, bounded_int, existing_file
 from engine.merge import merge_adapter, mismatch_report, verify_merge
 from engine.metrics import DatasetError, load_rows
 from engine.registry import RegistryError, UnknownModel
-from scripts.cli import MAX_NEW_TOKENS, bounded_int, existing_file
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""The scripts' shared command-line checks (scripts/cli.py): bounds and files are checked before any
+"""The scripts' shared command-line checks (engine/cli.py): bounds and files are checked before any
 work, and a mistake ends the run with status 2 and one line naming the option, never a traceback."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.cli import bounded_int, existing_file, refusals, writable_dir
+from engine.cli import bounded_int, existing_file, refusals, writable_dir
 
 
 def test_bounded_int_and_existing_file(tmp_path: Path) -> None:
@@ -92,3 +92,24 @@ def test_export_corrections_refuses_in_one_line(args: list[str], said: str, tmp_
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and f": error: {said.format(tmp=tmp_path)}" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_engine_serve_refuses_before_loading_a_model(tiny_ft_dir: Path, tmp_path: Path, capsys) -> None:
+    from engine.serve import main
+
+    for args, said in [
+        (["--port", "0"], "argument --port: 0 is out of range: 1 to 65535"),
+        (["--max-batch", "0"], "argument --max-batch: 0 is out of range: 1 to 1024"),
+        (["--adapter", "ft-v2"], "argument --adapter: 'ft-v2': give NAME=DIR"),
+        (["--adapter", f"ft-v2={tmp_path}"],
+         f"argument --adapter: 'ft-v2={tmp_path}': {tmp_path} is not an adapter folder "
+         "(no adapter_config.json)"),
+        (["--model", "no-such-model"], "--model: unknown model 'no-such-model'"),
+        (["--model", "served-ft"], "--model: served-ft is served by"),
+        (["--model", str(tiny_ft_dir), "--adapter", f"base={tiny_ft_dir}"],
+         "--adapter: names must differ and not be 'base'"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"python -m engine.serve: error: {said}" in err, err

@@ -1,6 +1,7 @@
-"""What the scripts' command lines share: every number has bounds and every input file is checked
-before any work starts, and a mistake the user can fix ends the run with one line naming the option,
-``error: --option: what is wrong`` (exit status 2, as argparse's own refusals), never a traceback.
+"""What the command lines share (the scripts, ``python -m app``, ``python -m engine.serve``): every
+number has bounds and every input file is checked before any work starts, and a mistake the user can
+fix ends the run with one line naming the option, ``error: --option: what is wrong`` (exit status 2,
+as argparse's own refusals), never a traceback. Standard library only: any layer may use it.
 
     p.add_argument("--batch-size", type=bounded_int(1, 1024), default=8)
     p.add_argument("--dataset", type=existing_file, required=True)
