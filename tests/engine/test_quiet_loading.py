@@ -42,12 +42,12 @@ def test_peft_wrapping_keeps_other_warnings() -> None:
 
 
 def test_any_engine_import_drops_the_notice_before_peft_logs_it() -> None:
-    """A script that imports some engine module and then PEFT (as scripts/merge_adapter.py did, before
-    engine.loading was ever imported) prints nothing on stderr. (The notice is logged only on CPUs with
-    AVX-512 BF16; elsewhere this passes either way.)"""
+    """A script that imports some engine module and then PEFT, which imports bitsandbytes (as
+    scripts/merge_adapter.py did, before engine.loading was ever imported), prints nothing on stderr.
+    (The notice is logged only on CPUs with AVX-512 BF16; elsewhere this passes either way.)"""
     import subprocess
     import sys
 
-    code = "import engine.registry, peft"
+    code = "import engine.registry, bitsandbytes"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stderr == "", done.stderr

@@ -264,10 +264,10 @@ def test_first_start_writes_the_password_to_the_file_not_the_terminal(tmp_path, 
     class Stop(Exception):
         pass
 
-    def stop(_name):
+    def stop(*_args, **_kwargs):
         raise Stop  # after the first-start steps, before any model loads
 
-    monkeypatch.setattr(console_main, "resolve_model", stop)
+    monkeypatch.setattr(console_main.RunnerConfig, "for_spec", staticmethod(stop))
     monkeypatch.delenv("POLICYOPS_ADMIN_USER", raising=False)
     monkeypatch.delenv("POLICYOPS_ADMIN_PASSWORD", raising=False)
     db = tmp_path / "store" / "policyops.db"
