@@ -115,6 +115,14 @@ class RunConfig:
         if self.eval_dataset is not None and self.eval_dataset.strip().lower() in ("", "none"):
             self.eval_dataset = None  # `--eval_dataset none` on the command line: no validation set
 
+    def check(self) -> None:
+        """Refuse numbers out of their range before any work: :class:`ConfigError` naming each field
+        that is wrong (``field: value; must be ...``), in one message."""
+        problems = [f"{name}: {getattr(self, name)!r}; must be {rule}"
+                    for name, ok, rule in _bounds(self) if not ok]
+        if problems:
+            raise ConfigError("; ".join(problems))
+
     def prompt_format(self, spec: ModelSpec) -> PromptFormat:
         """The run's prompt format: the model's own, with any option given on the command line."""
         fmt = spec.prompt_format.to_dict()
@@ -123,6 +131,43 @@ class RunConfig:
             if value is not None:
                 fmt[key.removeprefix("prompt_")] = value
         return PromptFormat.from_dict(fmt)
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _bounds(cfg: RunConfig) -> list[tuple[str, bool, str]]:
+    """(field, within its range, the range in words) for each number of a run config."""
+    def optional(value: int | None, low: int) -> bool:
+        return value is None or value >= low
+
+    return [
+        ("learning_rate", _finite(cfg.learning_rate) and 0 < cfg.learning_rate <= 1, "> 0 and <= 1"),
+        ("dpo_beta", _finite(cfg.dpo_beta) and cfg.dpo_beta > 0, "> 0"),
+        ("lora_r", 1 <= cfg.lora_r <= 1024, "from 1 to 1024"),
+        ("lora_alpha", _finite(cfg.lora_alpha) and cfg.lora_alpha > 0, "> 0"),
+        ("lora_dropout", _finite(cfg.lora_dropout) and 0 <= cfg.lora_dropout < 1, ">= 0 and < 1"),
+        ("decision_loss_weight", _finite(cfg.decision_loss_weight) and cfg.decision_loss_weight >= 0, ">= 0"),
+        ("decision_tokens", 1 <= cfg.decision_tokens <= 512, "from 1 to 512"),
+        ("warmup_ratio", _finite(cfg.warmup_ratio) and 0 <= cfg.warmup_ratio <= 1, "from 0 to 1"),
+        ("weight_decay", _finite(cfg.weight_decay) and cfg.weight_decay >= 0, ">= 0"),
+        ("num_train_epochs",
+         _finite(cfg.num_train_epochs) and (cfg.num_train_epochs > 0 or cfg.max_steps > 0),
+         "> 0 (unless max_steps is)"),
+        ("max_steps", cfg.max_steps >= -1, "-1 (use the epochs) or more"),
+        ("per_device_train_batch_size", 1 <= cfg.per_device_train_batch_size <= 4096, "from 1 to 4096"),
+        ("per_device_eval_batch_size", 1 <= cfg.per_device_eval_batch_size <= 4096, "from 1 to 4096"),
+        ("gradient_accumulation_steps", 1 <= cfg.gradient_accumulation_steps <= 4096, "from 1 to 4096"),
+        ("max_length", 1 <= cfg.max_length <= 1_048_576, "from 1 to 1048576"),
+        ("max_train_examples", optional(cfg.max_train_examples, 1), "1 or more (or unset)"),
+        ("max_eval_examples", optional(cfg.max_eval_examples, 1), "1 or more (or unset)"),
+        ("prompt_max_message_chars", optional(cfg.prompt_max_message_chars, 0), "0 or more (or unset)"),
+        ("seed", 0 <= cfg.seed < 2**32, "from 0 to 4294967295"),
+        ("logging_steps", cfg.logging_steps >= 1, "1 or more"),
+        ("num_threads", optional(cfg.num_threads, 1), "1 or more (or unset)"),
+        ("dataset_num_proc", optional(cfg.dataset_num_proc, 1), "1 or more (or unset)"),
+    ]
 
 
 class DatasetError(ValueError):

@@ -385,8 +385,11 @@ def train_log(output_dir: str) -> Iterator[None]:
     if not is_main_process():  # one train.log per run, from rank 0
         yield
         return
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(Path(output_dir) / "train.log", mode="w", encoding="utf-8")
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(Path(output_dir) / "train.log", mode="w", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"output_dir: cannot write to {output_dir} ({exc.strerror or exc})") from None
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     level = root.level

@@ -104,11 +104,13 @@ def train(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Decision
 
     Errors, all before any file is written: :class:`~engine.registry.UnknownModel` (``cfg.model``),
     :class:`DatasetError` (a missing, empty or bad dataset file, naming ``path:line``),
-    :class:`ConfigError` (mix weights that do not fit the datasets, an unreadable frozen set),
+    :class:`ConfigError` (a number out of its range, naming the field; mix weights that do not fit the
+    datasets, an unreadable frozen set),
     :class:`TrainingPoolLeak` (a training row is a case of a frozen set, ``cfg.frozen_sets``, by its
     deciding fields or its prompt in the model's format; it names the rows). Model loading and
     training errors (out of memory, a broken model dir) propagate as raised by torch / transformers.
     """
+    cfg.check()  # numbers out of range, before anything is read or written
     if cfg.method == "dpo":
         from engine.dpo import train_dpo
 

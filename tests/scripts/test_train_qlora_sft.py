@@ -227,3 +227,28 @@ def test_frozen_sets_flag_and_yaml(tmp_path: Path) -> None:
     yaml_path.write_text("frozen_sets: []\n")
     assert parse_args(["--config", str(yaml_path)]).frozen_sets == []
     assert parse_args([]).frozen_sets == ["data/generated/eval.jsonl", "data/generated/stress.jsonl"]
+
+
+def test_numbers_out_of_range_are_refused_naming_each_field(tmp_path: Path, tiny_base_dir: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Before anything is read or written; a CLI run prints them in one line (TRL, PEFT and torch
+    raised them deep inside, as tracebacks, when the run had loaded everything)."""
+    from scripts.train_qlora_sft import main as cli_main
+
+    train = write_jsonl(tmp_path / "t.jsonl", tiny_rows()[:1])
+    for bad, said in [({"learning_rate": -1.0}, "learning_rate: -1.0; must be > 0 and <= 1"),
+                      ({"learning_rate": math.nan}, "learning_rate: nan; must be > 0 and <= 1"),
+                      ({"lora_r": 0}, "lora_r: 0; must be from 1 to 1024"),
+                      ({"per_device_train_batch_size": 0}, "per_device_train_batch_size: 0; must be from 1"),
+                      ({"max_length": 0}, "max_length: 0; must be from 1 to 1048576"),
+                      ({"lora_dropout": 1.0}, "lora_dropout: 1.0; must be >= 0 and < 1")]:
+        with pytest.raises(ConfigError, match=said.replace("(", r"\(").replace(")", r"\)")):
+            main(_cfg(tmp_path, tiny_base_dir, train, **bad))
+    with pytest.raises(ConfigError, match="lora_r: 0.*; logging_steps: 0"):  # every one, in one message
+        main(_cfg(tmp_path, tiny_base_dir, train, lora_r=0, logging_steps=0))
+    assert not (tmp_path / "out").exists()
+    argv = ["--model", str(tiny_base_dir), "--dataset", str(train), "--output_dir", str(tmp_path / "o")]
+    assert cli_main([*argv, "--learning_rate", "-1"]) == 1
+    assert capsys.readouterr().err.strip().endswith("error: learning_rate: -1.0; must be > 0 and <= 1")
+    assert cli_main([*argv[:-1], "/proc/no-such-place", "--max_steps", "1"]) == 1
+    assert "error: output_dir: cannot write to /proc/no-such-place" in capsys.readouterr().err
