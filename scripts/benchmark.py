@@ -32,8 +32,9 @@ import psutil
 import torch
 
 from engine import Engine, GenerationSettings
-from engine.metrics import load_rows, sha256_of
-from engine.registry import resolve_model
+from engine.cli import MAX_BATCH, MAX_NEW_TOKENS, bounded_int, existing_file, refusals, writable_dir
+from engine.metrics import DatasetError, load_rows, sha256_of
+from engine.registry import RegistryError, UnknownModel, resolve_model
 from policies import Case
 
 TARGETS = {"batched_speedup": (">=", 4.0), "constrained_cost_per_token": ("<=", 1.3),
@@ -201,19 +202,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 epilog="`benchmark.py review --help`: the reviewer-throughput benchmark")
     p.add_argument("--model", default="default-ft")
-    p.add_argument("--dataset", default="data/generated/validation.jsonl")
-    p.add_argument("--max-examples", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--per-token-examples", type=int, default=8, help="cases for the per-token comparison")
+    p.add_argument("--dataset", default="data/generated/validation.jsonl", type=existing_file)
+    p.add_argument("--max-examples", type=bounded_int(1, 100_000), default=32)
+    p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=16)
+    p.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS), default=256)
+    p.add_argument("--per-token-examples", type=bounded_int(1, 100_000), default=8,
+                   help="cases for the per-token comparison")
     p.add_argument("--fast", choices=("auto", "on", "off"), default="auto",
                    help="the local backend's fast path: auto = on a GPU only")
     p.add_argument("--out", default="benchmarks/results.json")
     a = p.parse_args(argv)
-    results = run(a.model, a.dataset, a.max_examples, a.batch_size, a.max_new_tokens, a.per_token_examples,
-                  a.fast)
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    writable_dir(p, "--out", out.parent)  # before the minutes of measuring
+    with refusals(p, {UnknownModel: "--model", RegistryError: "--model", DatasetError: "--dataset"}):
+        results = run(a.model, a.dataset, a.max_examples, a.batch_size, a.max_new_tokens,
+                      a.per_token_examples, a.fast)
     out.write_text(json.dumps(results, indent=2), encoding="utf-8")
     table = markdown(results)
     out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")

@@ -113,3 +113,20 @@ def test_engine_serve_refuses_before_loading_a_model(tiny_ft_dir: Path, tmp_path
             main(args)
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and f"python -m engine.serve: error: {said}" in err, err
+
+
+def test_benchmark_refuses_before_measuring(tmp_path: Path, capsys) -> None:
+    from scripts.benchmark import main
+
+    for args, said in [
+        (["--batch-size", "0"], "argument --batch-size: 0 is out of range: 1 to 1024"),
+        (["--dataset", str(tmp_path / "none.jsonl")],
+         f"argument --dataset: no such file: {tmp_path}/none.jsonl"),
+        (["--out", "/proc/no-such-place/r.json"], "--out: cannot write to /proc/no-such-place"),
+        (["--model", "no-such-model", "--max-examples", "1"], "--model: unknown model 'no-such-model'"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--out", str(tmp_path / "r.json"), *args])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f": error: {said}" in err, err
+    assert not (tmp_path / "r.json").exists()
