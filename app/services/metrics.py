@@ -16,6 +16,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from sqlmodel import Session, col, select
@@ -164,6 +165,14 @@ def _report_rows(path: Path) -> list[dict[str, object]]:
             "_mtime": path.stat().st_mtime,
         })
     return rows
+
+
+def report_figures(reports: pd.DataFrame, model_version: str, dataset: str = "eval") -> dict[str, Any] | None:
+    """The newest report's figures (``decision accuracy``, ``violation rate``, ``report``) on
+    ``dataset`` for the model version ``model_version``, from :func:`evaluation_reports`; None when
+    no report measured it."""
+    rows = reports[(reports["set"] == dataset) & (reports["model"] == model_version)]
+    return None if rows.empty else rows.iloc[0].to_dict()
 
 
 def evaluation_reports(root: str | Path = ".", globs: Iterable[str] = REPORT_GLOBS) -> pd.DataFrame:

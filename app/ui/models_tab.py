@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -15,6 +16,7 @@ import pandas as pd
 from gradio.blocks import Block
 
 from app.services.jobs import JobError, NoHoldout, RetrainPlan, RetrainRequest, Runner
+from app.services.metrics import evaluation_reports, report_figures
 from app.services.versions import change_champion
 from app.ui.state import Console, allows, require
 from db.exports import list_exports
@@ -66,20 +68,35 @@ def eval_headlines(versions: list[Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def versions_frame(console: Console) -> pd.DataFrame:
-    """One row per version, newest first, with its eval-set headline figures ("not evaluated yet" for a
-    version no stored comparison measured, e.g. the bundled ft-v1 before its first challenger)."""
+def versions_frame(console: Console, reports_root: Path = Path(".")) -> pd.DataFrame:
+    """One row per version, newest first, with its eval-set headline figures: from the stored
+    comparison that measured it; for the champion no comparison measured yet (the bundled ft-v1
+    before its first challenger), from the newest ``scripts/evaluate.py`` eval report of the model
+    version it is served as, marked "(report)"; else "not evaluated yet"."""
     with console.store.session() as s:
         versions = list_versions(s)
         figures = eval_headlines(versions)
         rows = []
         for v in versions:
             ev = figures.get(v.name)
-            rows.append([v.name, v.status, f"{ev['decision_accuracy']:.1%}" if ev else NOT_EVALUATED,
-                         f"{ev['violation_rate']:.1%}" if ev else NOT_EVALUATED, v.created_by,
+            accuracy = f"{ev['decision_accuracy']:.1%}" if ev else NOT_EVALUATED
+            violations = f"{ev['violation_rate']:.1%}" if ev else NOT_EVALUATED
+            if not ev and v.status == "champion" and (report := _champion_report(console, reports_root)):
+                accuracy = f"{report['decision accuracy']:.1%} (report)"
+                violations = f"{report['violation rate']:.1%} (report)"
+            rows.append([v.name, v.status, accuracy, violations, v.created_by,
                          v.created_at.strftime("%Y-%m-%d %H:%M"), v.path])
     return pd.DataFrame(rows, columns=["version", "status", "eval accuracy", "violation rate", "by",
                                        "created", "path"])
+
+
+def _champion_report(console: Console, reports_root: Path) -> dict[str, Any] | None:
+    """The newest eval report of the model version the champion is served as (None: no engine, or
+    no report of it)."""
+    engine = console.engine
+    if engine is None or "finetuned" not in getattr(engine, "variants", ()):
+        return None
+    return report_figures(evaluation_reports(reports_root), engine.model_version("finetuned"))
 
 
 def export_choices(console: Console) -> list[tuple[str, int]]:

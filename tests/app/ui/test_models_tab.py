@@ -116,6 +116,26 @@ def test_unmeasured_champion_says_so(tmp_path: Path) -> None:
     assert list(frame["eval accuracy"]) == list(frame["violation rate"]) == [NOT_EVALUATED]
 
 
+def test_an_unmeasured_champion_shows_its_eval_report(tmp_path: Path) -> None:
+    """The bundled ft-v1 before its first challenger: the newest eval report of the model version it
+    is served as (what the Metrics tab shows for it), marked as a report; another version's report
+    is not its own."""
+    store = open_store(tmp_path / "c.db")
+    with store.session() as s:
+        ensure_bundled_version(s, "data/models/default-ft", "default-base")
+    reports = tmp_path / "reports"
+    (reports / "benchmarks").mkdir(parents=True)
+    summary = {"dataset": "data/generated/eval.jsonl", "model_versions": {"finetuned": "base@6+ft@6"},
+               "variants": {"finetuned": {"n": 300, "decision_accuracy": 0.947, "violation_rate": 0.0133,
+                                          "json_validity": 1.0}}}
+    (reports / "benchmarks" / "eval_summary.json").write_text(json.dumps(summary))
+    for served, shown in (("base@6+ft@6", ["94.7% (report)", "1.3% (report)"]),
+                          ("base@6+ft@7", [NOT_EVALUATED, NOT_EVALUATED])):
+        engine = SimpleNamespace(variants=["base", "finetuned"], model_version=lambda _v, m=served: m)
+        frame = versions_frame(Console(engine=engine, store=store), reports_root=reports)
+        assert [frame["eval accuracy"][0], frame["violation rate"][0]] == shown
+
+
 def test_refresh_brings_exports_and_versions_up_to_date(tmp_path: Path) -> None:
     """Issue 18: the tab's refresh (wired to the tab's select by the page) lists an export made
     elsewhere and a version registered since the page loaded; only ops may call it."""
