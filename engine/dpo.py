@@ -122,6 +122,7 @@ def train_dpo(cfg: Any, callbacks: Any = ()) -> Any:
         build_trainer,
         finish_run,
         log_effective_batch,
+        log_leak_check,
         train_log,
         trainable_params,
     )
@@ -141,6 +142,7 @@ def train_dpo(cfg: Any, callbacks: Any = ()) -> Any:
         seed_everything(cfg.seed)
         log.info("DPO: model %s (base %s), beta %s, %d pairs / %d eval pairs", spec.name, spec.base,
                  cfg.dpo_beta, len(train_examples), len(eval_examples or []))
+        log_leak_check(leak_check, cfg.frozen_sets)
         trainer, tokenizer, quantization = build_trainer(
             DPOTrainer, spec, cfg, dpo_config(cfg, has_eval=eval_examples is not None),
             train_examples, eval_examples, callbacks,

@@ -20,7 +20,14 @@ from typing import Any, Literal, TypeVar
 
 from engine.registry import PROMPT_KEYS, ModelSpec
 from policies import InvalidInput, parse_answer, parse_case
-from policies.leakage import DEFAULT_FROZEN_SETS, FrozenSetError, find_leaks, frozen_keys, iter_jsonl
+from policies.leakage import (
+    DEFAULT_FROZEN_SETS,
+    FrozenSetError,
+    find_leaks,
+    frozen_keys,
+    iter_jsonl,
+    resolve_frozen_paths,
+)
 from policies.leakage import TrainingPoolLeak as TrainingPoolLeak  # re-exported: a data error of a run
 from policies.prompt import PromptFormat, answer_json, build_messages
 
@@ -279,20 +286,22 @@ def check_frozen_sets(
     ``fmt`` are a frozen row's, ids and message aside. Frozen sets that do not exist are skipped
     (relative paths: the working dir, then the repo root); ``[]`` or ``["none"]`` checks nothing.
     Out: ``{"status": "checked" | "disabled" | "no frozen set found", "frozen_sets": files checked
-    against, "rows_checked": n}``.
+    against, "rows_checked": n, "missing": the sets asked for that were not found}`` (a mistyped
+    path among several is still checked against the others; the run warns naming it).
     Raises :class:`TrainingPoolLeak` naming the leaking rows (``path:line (id)``, the frozen row,
     the key) and :class:`ConfigError` for an unreadable frozen set. Call it after
     :func:`load_examples` has validated the files.
     """
     wanted = [p for p in frozen_sets if p and p.strip().lower() != "none"]
     if not wanted:
-        return {"status": "disabled", "frozen_sets": [], "rows_checked": 0}
+        return {"status": "disabled", "frozen_sets": [], "rows_checked": 0, "missing": []}
+    missing = [p for p in wanted if not resolve_frozen_paths([p])]
     try:
         frozen = frozen_keys(wanted, fmt)
     except FrozenSetError as exc:
         raise ConfigError(str(exc)) from None
     if not frozen.paths:
-        return {"status": "no frozen set found", "frozen_sets": [], "rows_checked": 0}
+        return {"status": "no frozen set found", "frozen_sets": [], "rows_checked": 0, "missing": missing}
     counted = [0]
 
     def rows() -> Iterator[tuple[str, Any]]:
@@ -304,7 +313,7 @@ def check_frozen_sets(
     leaks = find_leaks(rows(), frozen, fmt)
     if leaks:
         raise TrainingPoolLeak(leaks)
-    return {"status": "checked", "frozen_sets": frozen.paths, "rows_checked": counted[0]}
+    return {"status": "checked", "frozen_sets": frozen.paths, "rows_checked": counted[0], "missing": missing}
 
 
 def mix(datasets: list[list[Example]], weights: list[float] | None, seed: int) -> list[Example]:

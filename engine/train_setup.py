@@ -103,6 +103,19 @@ def effective_batch(args: Any) -> dict[str, int]:
     return {**sizes, "effective": sizes["per_device"] * sizes["processes"] * sizes["gradient_accumulation"]}
 
 
+def log_leak_check(leak_check: dict[str, Any], frozen_sets: list[str]) -> None:
+    """Say in the run's log what :func:`~engine.sft_data.check_frozen_sets` found: rows checked, or
+    a warning when the rows were not checked, or a set asked for was not found (a mistyped path)."""
+    if leak_check["status"] == "checked":
+        log.info("no training row matches a frozen set (%d rows checked against %s)",
+                 leak_check["rows_checked"], ", ".join(leak_check["frozen_sets"]))
+        if leak_check["missing"]:
+            log.warning("frozen sets not found, so not checked against: %s", ", ".join(leak_check["missing"]))
+    else:
+        log.warning("training rows NOT checked against the frozen evaluation sets (frozen_sets %s: %s)",
+                    frozen_sets, leak_check["status"])
+
+
 def log_effective_batch(args: Any) -> dict[str, int]:
     batch = effective_batch(args)
     log.info("effective batch size %d = %d per device x %d processes x %d gradient accumulation",

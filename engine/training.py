@@ -25,6 +25,7 @@ from engine.train_setup import (
     build_trainer,
     finish_run,
     log_effective_batch,
+    log_leak_check,
     train_log,
     trainable_params,
     trainer_args,
@@ -141,18 +142,7 @@ def train(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Decision
             len(train_examples),
             len(eval_examples or []),
         )
-        if leak_check["status"] == "checked":
-            log.info(
-                "no training row matches a frozen set (%d rows checked against %s)",
-                leak_check["rows_checked"],
-                ", ".join(leak_check["frozen_sets"]),
-            )
-        else:
-            log.warning(
-                "training rows NOT checked against the frozen evaluation sets (frozen_sets %s: %s)",
-                cfg.frozen_sets,
-                leak_check["status"],
-            )
+        log_leak_check(leak_check, cfg.frozen_sets)
 
         trainer, tokenizer, quantization = build_trainer(
             DecisionWeightedSFTTrainer, spec, cfg, sft_config(cfg, has_eval=eval_examples is not None),

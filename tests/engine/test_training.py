@@ -156,7 +156,10 @@ def test_check_frozen_sets_reads_exports_and_can_be_switched_off(tmp_path: Path)
     clean = write_jsonl(tmp_path / "clean.jsonl", tiny_rows()[:4])
     fmt = PromptFormat(policy="titles", instructions="short", max_message_chars=0, case="fields")
     assert check_frozen_sets([clean], fmt, [str(frozen)]) == {
-        "status": "checked", "frozen_sets": [str(frozen)], "rows_checked": 4}
+        "status": "checked", "frozen_sets": [str(frozen)], "rows_checked": 4, "missing": []}
+    typo = str(tmp_path / "evl.jsonl")  # a mistyped set beside a real one: the real one checked, it named
+    assert check_frozen_sets([clean], fmt, [str(frozen), typo]) == {
+        "status": "checked", "frozen_sets": [str(frozen)], "rows_checked": 4, "missing": [typo]}
     for off in ([], ["none"]):
         assert check_frozen_sets([pool], fmt, off)["status"] == "disabled"
     assert check_frozen_sets([pool], fmt, [str(tmp_path / "no.jsonl")])["status"] == "no frozen set found"
@@ -190,7 +193,7 @@ def test_train_with_the_check_off_says_so(tiny_base_dir: Path, tmp_path: Path) -
                     eval_each_epoch=False, seed=0, num_threads=1, frozen_sets=[])
     train(cfg)
     log_text = (tmp_path / "out" / "train.log").read_text()
-    assert "WARNING engine.training: training rows NOT checked" in log_text
+    assert "WARNING engine.train_setup: training rows NOT checked" in log_text
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["leak_check"]["status"] == "disabled"
 
