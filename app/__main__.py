@@ -27,7 +27,7 @@ from db.migrations import MigrationError
 from db.store import DEFAULT_DB_URL, StoreUnavailable, open_store
 from db.users import UserError, ensure_admin
 from db.versions import ensure_bundled_version
-from engine.cli import bounded_int
+from engine.cli import bounded_int, refusals
 from engine.registry import RegistryError, UnknownModel, resolve_model
 
 ADMIN_PASSWORD_FILE = "admin-password.txt"
@@ -93,14 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     and one line naming the option (before anything is written for a wrong model)."""
     p = parser()
     args = p.parse_args(argv)
-    try:
+    with refusals(p, {UnknownModel: "--model", RegistryError: "--model"}):
         spec = resolve_model(args.model)
-    except (UnknownModel, RegistryError) as exc:
-        p.error(f"--model: {exc}")
-    try:
+    with refusals(p, {StoreUnavailable: "--db", MigrationError: "--db"}):
         store = open_store(args.db)
-    except (StoreUnavailable, MigrationError) as exc:
-        p.error(f"--db: {exc}")
     try:  # immediate: consoles starting at once on one store create the first user once
         with store.session(immediate=True) as s:
             boot = ensure_admin(

@@ -244,16 +244,16 @@ def open_store(url: str | Path = DEFAULT_DB_URL) -> Store:
     Raises :class:`StoreUnavailable` when it cannot be reached or made, and
     :class:`db.migrations.MigrationError` for a store that cannot be upgraded as it is.
     """
+    full_url = db_url_for(url)
     try:
-        backend = make_url(db_url_for(url)).get_backend_name()
-        if backend not in ("sqlite", "postgresql"):
-            raise StoreUnavailable(f"cannot open the store at {shown_url(url)}: the store is an SQLite file "
-                                   "or a postgresql+psycopg:// database")
-        engine = create_store_engine(url)
+        if make_url(full_url).get_backend_name() not in ("sqlite", "postgresql"):
+            raise StoreUnavailable(f"cannot open the store at {shown_url(full_url)}: the store is an SQLite "
+                                   "file or a postgresql+psycopg:// database")
+        engine = create_store_engine(full_url)
         upgrade(engine.execution_options(**{IMMEDIATE: True}))
     except (OSError, OperationalError, ArgumentError, NoSuchModuleError, ModuleNotFoundError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         if isinstance(exc, OSError) and exc.strerror:
             reason = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-        raise StoreUnavailable(f"cannot open the store at {shown_url(url)}: {reason}") from None
-    return Store(engine=engine, url=db_url_for(url))
+        raise StoreUnavailable(f"cannot open the store at {shown_url(full_url)}: {reason}") from None
+    return Store(engine=engine, url=full_url)

@@ -21,6 +21,7 @@ from db.migrations import MigrationError  # noqa: E402
 from db.models import ROLES  # noqa: E402
 from db.store import DEFAULT_DB_URL, StoreUnavailable, open_store, shown_url  # noqa: E402
 from db.users import MIN_PASSWORD_CHARS, UserError, create_user  # noqa: E402
+from engine.cli import refusals  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--db", default=os.environ.get("DATABASE_URL", DEFAULT_DB_URL))
     args = p.parse_args(argv)
-    try:
+    with refusals(p, {StoreUnavailable: "--db", MigrationError: "--db"}):
         store = open_store(args.db)
-    except (StoreUnavailable, MigrationError) as exc:
-        p.error(f"--db: {exc}")
     password = args.password or getpass.getpass(f"Password for {args.username}: ")
     try:
         with store.session() as s:
