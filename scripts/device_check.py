@@ -60,6 +60,8 @@ def build_shape(work: Path, shape: dict) -> tuple[Path, Path]:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from engine.loading import peft_wrapping
+
     model_dir, adapter_dir = work / "model", work / "adapter"
     if (adapter_dir / "adapter_config.json").is_file():
         return model_dir, adapter_dir
@@ -75,7 +77,8 @@ def build_shape(work: Path, shape: dict) -> tuple[Path, Path]:
         shutil.copy(tok_src / name, model_dir / name)
     lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False,
                       task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, lora)
+    with peft_wrapping():
+        peft_model = get_peft_model(model, lora)
     peft_model.save_pretrained(adapter_dir)
     cfg_path = adapter_dir / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text())

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from typing import Any
 
 import torch
+from torch import nn
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from engine.backends.base import BASE_VARIANT, FastPath, Generation, GenerationSettings, UnknownVariant
@@ -221,7 +222,7 @@ class LocalPeftBackend:
         the grammar's schedule and the prefix cache. Errors: :class:`UnknownVariant`; torch errors
         (e.g. out of memory) propagate.
         """
-        fast = self.fast.resolve(self._device())
+        fast = self._fast()
         asked = len(prompts)
         if asked and fast.static_cache and fast.bucket_batches:  # a compiled graph per batch size: few
             prompts = prompts + [prompts[-1]] * (batch_bucket(asked) - asked)
@@ -235,9 +236,9 @@ class LocalPeftBackend:
             with contextlib.nullcontext() if merged is not None else self._variant(variant):
                 if settings.seed is not None:
                     torch.manual_seed(settings.seed)
-                enc = self._encode(prompts, torch.device("cpu"))
                 reuse = fast.prefix_cache and not fast.static_cache  # a static cache is made by generate
-                cache = self._prefix_cache(model, enc, variant) if reuse else None
+                enc, turns = self._encode_after_turns(prompts) if reuse else (self._encode(prompts), [])
+                cache = self._prefix_cache(model, turns, variant) if turns else None
                 enc = {k: v.to(self._device()) for k, v in enc.items()}
                 out = self._run(model, enc, kwargs, cache, processor)
             self.last_processor = processor
@@ -246,6 +247,10 @@ class LocalPeftBackend:
         errors = processor.errors if processor else [None] * len(prompts)
         rows = zip(new_tokens, input_counts, errors, strict=True)
         return [self._one(row, n_in, err) for row, n_in, err in rows][:asked]
+
+    def _fast(self) -> FastPath:
+        """:attr:`fast` decided for this device and prompt format (see :meth:`FastPath.resolve`)."""
+        return self.fast.resolve(self._device(), long_prefix=self.prompt_format.policy == "full")
 
     @staticmethod
     def _run(model: Any, enc: dict[str, torch.Tensor], kwargs: dict[str, Any], cache: Any,
@@ -297,35 +302,63 @@ class LocalPeftBackend:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         return kwargs
 
-    def _prefix_cache(self, model: Any, enc: dict[str, torch.Tensor], variant: str) -> Any:
-        """A copy of the KV cache of the prompts' shared system turn, or None when it cannot be reused.
+    def _encode_after_turns(self, prompts: list[str]) -> tuple[dict[str, torch.Tensor], list[list[int]]]:
+        """The batch on the CPU with each row's system turn first, and those turns' ids.
 
-        Reused only when every row is unpadded (left padding would shift the prefix's positions row
-        by row) and starts with the same system turn; the cache is computed on first use under the
-        active ``variant`` by ``model`` and kept per (variant, version, merged or not, prefix ids), at most
-        ``fast.prefix_cache_size`` of them. ``enc`` is the batch encoded on the CPU.
+        Rows read ``[system turn][padding][rest of the prompt]``, every turn starting at position 0, so
+        each row's turn can come from the KV cache of an earlier prompt with the same turn
+        (:meth:`_prefix_cache`); the rest starts after the longest turn. The padding is masked and
+        ``generate`` numbers positions from the mask, so each row attends to and is positioned as in
+        the left-padded batch. When a prompt has no system turn followed by more text: the usual
+        left-padded batch and no turns.
         """
-        ids, mask = enc["input_ids"], enc["attention_mask"]
+        rows = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         end_id = self.tokenizer.convert_tokens_to_ids(PREFIX_TURN_END)
-        first = ids[0].tolist()
-        if not bool(mask.all()) or end_id not in first:
-            return None
-        n = first.index(end_id) + 1
-        if n >= len(first) or not bool((ids[:, :n] == ids[:1, :n]).all()):
-            return None
-        key = (variant, self.model_version(variant), model is not self.model, tuple(first[:n]))
-        if key in self._prefixes:
-            self._prefixes.move_to_end(key)
-            self.prefix_hits += ids.shape[0]
-        else:
-            prefix = ids[:1, :n].to(self._device())
-            self._prefixes[key] = model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
-        while len(self._prefixes) > max(self.fast.prefix_cache_size, 1):
+        cut = [row.index(end_id) + 1 if end_id in row else len(row) for row in rows]
+        if any(n >= len(row) for n, row in zip(cut, rows, strict=True)):
+            return self._encode(prompts, torch.device("cpu")), []
+        # the longest turn, then room for the longest rest: a row's rest never reaches into the turns
+        width = max(cut) + max(len(row) - n for n, row in zip(cut, rows, strict=True))
+        pad, pairs = self.tokenizer.pad_token_id, list(zip(cut, rows, strict=True))
+        ids = [row[:n] + [pad] * (width - len(row)) + row[n:] for n, row in pairs]
+        mask = [[1] * n + [0] * (width - len(row)) + [1] * (len(row) - n) for n, row in pairs]
+        enc = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+        return enc, [row[:n] for n, row in pairs]
+
+    def _prefix_cache(self, model: Any, turns: list[list[int]], variant: str) -> Any:
+        """A KV cache of each row's system turn (``turns``), padded to the longest, for one batch.
+
+        Each distinct turn is computed once under the active ``variant`` by ``model`` (the turns not
+        yet cached, in one right-padded batch) and kept per (variant, version, merged or not, turn
+        ids), at most ``fast.prefix_cache_size`` of them, least recently used dropped.
+        """
+        from transformers import DynamicCache
+
+        version, merged = self.model_version(variant), model is not self.model
+        keys = [(variant, version, merged, tuple(turn)) for turn in turns]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._prefixes))
+        self.prefix_hits += sum(k not in missing for k in keys)
+        if missing:
+            longest, pad = max(len(k[3]) for k in missing), self.tokenizer.pad_token_id
+            ids = torch.tensor([list(k[3]) + [pad] * (longest - len(k[3])) for k in missing])
+            mask = (torch.arange(longest) < torch.tensor([[len(k[3])] for k in missing])).long()
+            out = model(input_ids=ids.to(self._device()), attention_mask=mask.to(self._device()),
+                        use_cache=True, logits_to_keep=1).cache
+            for j, k in enumerate(missing):  # right padding: each turn's own keys and values come first
+                n = len(k[3])
+                self._prefixes[k] = [(kv[0][j:j + 1, :, :n].clone(), kv[1][j:j + 1, :, :n].clone())
+                                     for kv in out]
+        for k in keys:
+            self._prefixes.move_to_end(k)
+        width = max(map(len, turns))
+        layers = []
+        for i in range(len(self._prefixes[keys[0]])):
+            parts = [self._prefixes[k][i] for k in keys]
+            layers.append(tuple(torch.cat([nn.functional.pad(p[j], (0, 0, 0, width - p[j].shape[2]))
+                                           for p in parts]) for j in (0, 1)))
+        while len(self._prefixes) > max(self.fast.prefix_cache_size, len(set(keys))):
             self._prefixes.popitem(last=False)
-        cache = copy.deepcopy(self._prefixes[key])  # generate extends the cache it is given
-        if ids.shape[0] > 1:
-            cache.batch_repeat_interleave(ids.shape[0])
-        return cache
+        return DynamicCache(ddp_cache_data=layers, config=model.config)
 
     def _one(self, row: torch.Tensor, n_in: int, grammar_error: str | None) -> Generation:
         ids = row.tolist()
@@ -339,14 +372,15 @@ class LocalPeftBackend:
     def figures(self) -> dict[str, Any]:
         """``backend``, ``memory`` (:meth:`memory_bytes`), ``linear4bit_modules``, ``last_decoder``
         ((seconds the grammar held up generate, steps) of the latest constrained batch), ``fast`` (the
-        options as resolved on this device), ``prefix_hits`` (prompts that reused a cached prefix) and
+        options as resolved on this device), ``prefix_hits`` (prompts whose system turn came from the
+        cache), ``prefixes_cached`` (system turns held) and
         ``merged_copy_bytes`` (the merged copy of ``fast.merged``, 0 when none is held)."""
         proc = self.last_processor
         return {"backend": "local", "memory": self.memory_bytes(),
                 "linear4bit_modules": _linear4bit_count(self.model),
                 "last_decoder": (proc.seconds, proc.calls) if proc is not None else None,
-                "fast": asdict(self.fast.resolve(self._device())), "prefix_hits": self.prefix_hits,
-                "merged_copy_bytes": self._merged_bytes()}
+                "fast": asdict(self._fast()), "prefix_hits": self.prefix_hits,
+                "prefixes_cached": len(self._prefixes), "merged_copy_bytes": self._merged_bytes()}
 
     def _merged_bytes(self) -> int:
         merged = self._merged[2] if self._merged is not None else None

@@ -65,13 +65,15 @@ def test_unconstrained_answers_are_identical(engine: Engine) -> None:
     assert _answers(engine, FAST["both"], "base", 4, 40, constrained=False) == plain
 
 
+@pytest.mark.parametrize("batch_size", [1, 4])
 @pytest.mark.parametrize("variant", ["base", "finetuned"])
-def test_adapter_variants_identical_and_prefix_reused(ft_engine: Engine, variant: str) -> None:
-    plain = _answers(ft_engine, PLAIN, variant, 1, 120)
+def test_adapter_variants_identical_and_prefix_reused(ft_engine: Engine, variant: str,
+                                                      batch_size: int) -> None:
+    plain = _answers(ft_engine, PLAIN, variant, batch_size, 120)
     backend = ft_engine.backend
     hits = backend.prefix_hits
-    assert _answers(ft_engine, FAST["both"], variant, 1, 120) == plain
-    assert _answers(ft_engine, FAST["both"], variant, 1, 120) == plain
+    assert _answers(ft_engine, FAST["both"], variant, batch_size, 120) == plain
+    assert _answers(ft_engine, FAST["both"], variant, batch_size, 120) == plain
     assert backend.prefix_hits >= hits + len(CASES)  # the second pass reuses every system turn
     assert {key[0] for key in backend._prefixes} >= {variant}
 
@@ -87,14 +89,48 @@ def test_prefix_cache_is_bounded_and_cleared_on_adapter_change(ft_engine: Engine
     backend.fast = PLAIN
 
 
-def test_padded_batch_skips_the_prefix_cache(engine: Engine) -> None:
+def test_each_row_reads_its_own_system_turn_from_the_cache(engine: Engine) -> None:
+    # Prompts of different lengths and system turns: each turn starts at position 0 of its row, and
+    # each row's cached turn plus the rest of its prompt gives the left-padded batch's logits.
     backend = engine.backend
-    prompts = [backend.prompt(c) for c in CASES[:2]]
-    enc = backend._encode(prompts, torch.device("cpu"))
-    assert not bool(enc["attention_mask"].all())  # the two prompts differ in length
-    assert backend._prefix_cache(backend.model, enc, "base") is None
-    one = backend._encode(prompts[:1], torch.device("cpu"))
-    assert backend._prefix_cache(backend.model, one, "base") is not None
+    prompts = [backend.prompt(c) for c in CASES]
+    left = backend._encode(prompts, torch.device("cpu"))
+    enc, turns = backend._encode_after_turns(prompts)
+    assert len({tuple(t) for t in turns}) > 1 and len({len(t) for t in turns}) > 1  # turns differ
+    width = max(map(len, turns))
+    for row, mask, plain, turn in zip(enc["input_ids"], enc["attention_mask"], left["input_ids"], turns,
+                                      strict=True):
+        assert row[:len(turn)].tolist() == turn and bool(mask[:len(turn)].all())
+        assert not mask[len(turn):width].any()  # no row's rest reaches into the longest turn's room
+        kept = row[mask.bool()]
+        assert torch.equal(kept, plain[-len(kept):])  # the same ids, in the same order, as left-padded
+    with torch.inference_mode():
+        cache = backend._prefix_cache(backend.model, turns, "base")
+        assert cache.get_seq_length() == width
+        logits = backend.model(input_ids=enc["input_ids"][:, width:], attention_mask=enc["attention_mask"],
+                               position_ids=_positions(enc["attention_mask"])[:, width:], cache=cache).logits
+        expected = backend.model(**left, position_ids=_positions(left["attention_mask"])).logits
+        assert torch.allclose(logits[:, -1], expected[:, -1], atol=1e-4)
+    # a prompt with no turn followed by more text: the left-padded batch, no turns
+    mixed = [prompts[0], "plain text, no chat turns"]
+    enc, turns = backend._encode_after_turns(mixed)
+    assert turns == []
+    assert torch.equal(enc["input_ids"], backend._encode(mixed, torch.device("cpu"))["input_ids"])
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Positions numbered from the attention mask, as ``generate`` numbers them."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def test_batches_reuse_each_rows_turn(engine: Engine) -> None:
+    backend = engine.backend
+    backend._prefixes.clear()
+    _answers(engine, FAST["both"], "base", 4, 8)
+    assert len(backend._prefixes) == len({backend.prompt(c).split("<|im_end|>")[0] for c in CASES})
+    hits = backend.prefix_hits
+    _answers(engine, FAST["both"], "base", 4, 8)
+    assert backend.prefix_hits == hits + len(CASES)  # one batch of 4 padded rows, every turn from the cache
 
 
 def test_overlapped_processor_needs_its_hook_only_for_speed(engine: Engine) -> None:
@@ -181,3 +217,24 @@ def test_a_static_cache_pads_batches_to_a_power_of_two_and_answers_alike(engine:
         del model.generate
     assert padded == plain == unpadded and len(padded) == 4  # 4 cases: a batch of 3, then of 1
     assert sizes == [3, 1, 4, 1, 3, 1]
+
+
+def test_auto_reuses_turns_on_the_cpu_only_for_the_policy_in_prose(engine: Engine) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    auto = FastPath()
+    assert auto.resolve(cpu).prefix_cache is False
+    assert auto.resolve(cpu, long_prefix=True).prefix_cache is True
+    assert auto.resolve(cuda).prefix_cache is True and auto.resolve(cuda).overlap_grammar is True
+    assert auto.resolve(cpu, long_prefix=True).overlap_grammar is False  # only the prefix pays on the CPU
+    assert FastPath(prefix_cache=False).resolve(cpu, long_prefix=True).prefix_cache is False  # asked: kept
+    backend = engine.backend
+    before = backend.prompt_format
+    backend.fast = auto
+    try:
+        assert backend.figures()["fast"]["prefix_cache"] is (before.policy == "full")
+        backend.prompt_format = replace(before, policy="full")
+        assert backend.figures()["fast"]["prefix_cache"] is True
+        backend.prompt_format = replace(before, policy="titles")
+        assert backend.figures()["fast"]["prefix_cache"] is False
+    finally:
+        backend.prompt_format = before

@@ -188,7 +188,7 @@ def test_fast_options_parsed(tmp_path: Path) -> None:
 @pytest.mark.parametrize("entry,message", [
     ('fast = { compile = true }', r"fast: unknown key\(s\) compile \(known: overlap_grammar"),
     ('fast = { static_cache = "yes" }', "fast: static_cache: expected true or false"),
-    ('fast = { prefix_cache_size = 0 }', "fast: prefix_cache_size: expected a whole number from 1 to 64"),
+    ('fast = { prefix_cache_size = 0 }', "fast: prefix_cache_size: expected a whole number from 1 to 256"),
     ('fast = { static_cache_len = 1e9 }', "fast: static_cache_len: expected a whole number"),
     ('fast = { merged = "ft" }', r"fast: merged: expected one of this model's adapters \(none\), got 'ft'"),
     ('fast = "on"', "fast: expected a table"),

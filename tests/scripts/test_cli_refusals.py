@@ -4,11 +4,13 @@ work, and a mistake ends the run with status 2 and one line naming the option, n
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
 
 from engine.cli import bounded_int, existing_file, refusals, writable_dir
+from tests.conftest import tiny_rows, write_jsonl
 
 
 def test_bounded_int_and_existing_file(tmp_path: Path) -> None:
@@ -130,3 +132,35 @@ def test_benchmark_refuses_before_measuring(tmp_path: Path, capsys) -> None:
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and f": error: {said}" in err, err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_benchmark_measures_every_ratio_on_a_tiny_model(tmp_path: Path, tiny_ft_dir: Path) -> None:
+    # Behaviour, not timings: every ratio is measured and judged, and the prefix measurement reads
+    # every timed row's system turn from the cache it warmed.
+    from scripts.benchmark import TARGETS, main
+
+    rows = write_jsonl(tmp_path / "cases.jsonl", tiny_rows()[:4])
+    out = tmp_path / "r.json"
+    assert main(["--model", str(tiny_ft_dir), "--dataset", str(rows), "--max-examples", "4",
+                 "--batch-size", "2", "--max-new-tokens", "24", "--per-token-examples", "1",
+                 "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert set(results["meets_targets"]) == set(TARGETS) <= set(results["ratios"])
+    prefix = results["throughput"]["prefix_reuse"]
+    assert prefix["rows_from_cache"] == prefix["cases"] == 4 and prefix["turns_cached"] >= 1
+    assert results["fast"]["prefix_cache"] is False and not results["prefix_cache_on"]  # titles format, CPU
+    assert "off here unless asked" in out.with_suffix(".md").read_text()
+    assert "system turns cached vs computed" in out.with_suffix(".md").read_text()
+
+
+def test_benchmark_shape_builds_a_model_with_the_policy_in_prose(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from engine.registry import resolve_model
+
+    done = subprocess.run([sys.executable, "scripts/benchmark.py", "shape", "--work", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr and f"built {tmp_path}/adapter" in done.stdout
+    assert resolve_model(str(tmp_path / "adapter")).prompt_format.policy == "full"
