@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.types import DatasetError as DatasetError  # re-exported: load_rows raises it
 from engine.types import ModelAnswer
 from policies import (
     DECISIONS,
@@ -44,10 +45,6 @@ INVALID = "<invalid>"  # the confusion matrix's column for answers with no decis
 
 
 # --- the dataset ---------------------------------------------------------------------------------
-class DatasetError(ValueError):
-    """A dataset line that is not a valid row; the message names the file, line and field."""
-
-
 def load_rows(path: str | Path, max_examples: int | None = None) -> list[tuple[Case, str]]:
     """(case, labelled decision) per row of a generator JSONL file. Raises :class:`DatasetError`."""
     rows: list[tuple[Case, str]] = []
@@ -63,9 +60,9 @@ def load_rows(path: str | Path, max_examples: int | None = None) -> list[tuple[C
                 label = row["output"]["decision"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 msg = f"not a row with input and output.decision ({exc})"
-                raise DatasetError(f"{path}:{lineno}: {msg}") from None
+                raise DatasetError(path, lineno, msg) from None
             except InvalidCase as exc:
-                raise DatasetError(f"{path}:{lineno}: input: {exc}") from None
+                raise DatasetError(path, lineno, f"input: {exc}") from None
             rows.append((case, label))
     return rows
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from engine.registry import PROMPT_KEYS, ModelSpec
+from engine.types import DatasetError as DatasetError  # re-exported: the readers here raise it
 from policies import InvalidInput, parse_answer, parse_case
 from policies.leakage import (
     DEFAULT_FROZEN_SETS,
@@ -175,14 +176,6 @@ def _bounds(cfg: RunConfig) -> list[tuple[str, bool, str]]:
         ("num_threads", optional(cfg.num_threads, 1), "1 or more (or unset)"),
         ("dataset_num_proc", optional(cfg.dataset_num_proc, 1), "1 or more (or unset)"),
     ]
-
-
-class DatasetError(ValueError):
-    """A dataset line is unusable; the message names the file and line (and field)."""
-
-    def __init__(self, path: str | Path, line: int, message: str):
-        self.path, self.line = str(path), line
-        super().__init__(f"{path}:{line}: {message}")
 
 
 class ConfigError(ValueError):

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 # ok: a schema-valid answer. invalid: no parseable/valid answer (never auto-sent).
 # truncated: generation hit max_new_tokens before the answer closed (also never auto-sent).
 AnswerStatus = Literal["ok", "invalid", "truncated"]
+
+
+class DatasetError(ValueError):
+    """A dataset file or line is unusable; the message names the file and line (0: the file itself) and
+    the field. One class for every reader: training rows (``engine.sft_data``), preference rows
+    (``engine.dpo``), labelled cases for evaluation (``engine.metrics``) and the probes."""
+
+    def __init__(self, path: str | Path, line: int, message: str):
+        self.path, self.line = str(path), line
+        super().__init__(f"{path}:{line}: {message}")
 
 
 @dataclass(frozen=True)
