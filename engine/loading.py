@@ -35,6 +35,20 @@ def peft_wrapping() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=_CHECKPOINTING_ALIAS, category=FutureWarning)
         yield
 
+# PEFT 0.21's load_adapter, for a second adapter trained with embeddings on a tied base, looks for the
+# tied head before engine.backends.local.tie_head_copies has tied it, and warns that it found none.
+_TYING_NOT_FOUND = r"You have requested `ensure_weight_tying`, but no tied modules were found"
+
+
+@contextmanager
+def adapter_loading() -> Iterator[None]:
+    """Around ``PeftModel.load_adapter`` followed by ``tie_head_copies``: silences PEFT's "no tied
+    modules" warning, which the tie that follows answers (that UserWarning only)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_TYING_NOT_FOUND, category=UserWarning)
+        yield
+
+
 Quantize = Literal["auto", "nf4", "none"]
 DTypeName = Literal["auto", "bf16", "fp16", "fp32"]
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

@@ -123,8 +123,11 @@ def log_effective_batch(args: Any) -> dict[str, int]:
     return batch
 
 
-def lora_config(cfg: RunConfig) -> Any:
-    """The LoRA adapter: rank, alpha, dropout, all linear layers (or the listed ones), embeddings optional."""
+def lora_config(cfg: RunConfig, tied_embeddings: bool = True) -> Any:
+    """The LoRA adapter: rank, alpha, dropout, all linear layers (or the listed ones), embeddings optional.
+
+    With trained embeddings, PEFT keeps the output layer tied to them only when the base ties the two
+    (``tied_embeddings``; asking it of an untied base logs a warning and does nothing)."""
     from peft import LoraConfig
 
     targets: str | list[str] = cfg.lora_target_modules
@@ -136,10 +139,16 @@ def lora_config(cfg: RunConfig) -> Any:
         lora_dropout=cfg.lora_dropout,
         target_modules=targets,
         modules_to_save=["embed_tokens"] if cfg.train_embeddings else None,
-        ensure_weight_tying=cfg.train_embeddings,
+        ensure_weight_tying=cfg.train_embeddings and tied_embeddings,
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def ties_embeddings(model: Any) -> bool:
+    """Whether ``model``'s output layer shares its input embeddings' weights (its config says so)."""
+    config = getattr(model, "config", None)
+    return bool(getattr(config, "tie_word_embeddings", False))
 
 
 def load_model_for_training(spec: ModelSpec, cfg: RunConfig) -> tuple[Any, str]:
@@ -197,7 +206,8 @@ def build_trainer(trainer_cls: Any, spec: ModelSpec, cfg: RunConfig, args: Any,
             train_dataset=Dataset.from_list(train_examples),
             eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
             processing_class=tokenizer,
-            peft_config=None if spec.adapters else lora_config(cfg),  # an adapter dir: continue it
+            # an adapter dir: continue it
+            peft_config=None if spec.adapters else lora_config(cfg, ties_embeddings(model)),
             callbacks=list(callbacks),
             **extra,
         )

@@ -22,7 +22,7 @@ from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from engine.backends.base import BASE_VARIANT, FastPath, Generation, GenerationSettings, UnknownVariant
 from engine.constrained import AnswerGrammar, JsonSchemaLogitsProcessor
-from engine.loading import peft_wrapping
+from engine.loading import adapter_loading, peft_wrapping
 from policies import Case
 from policies.prompt import PromptFormat, render_prompt
 
@@ -111,7 +111,8 @@ class LocalPeftBackend:
             raise ValueError(f"adapter name {name!r} is reserved or already loaded")
         with self.lock:
             if isinstance(self.model, PeftModel):
-                self.model.load_adapter(path, adapter_name=name, is_trainable=False)
+                with adapter_loading():  # tied just below
+                    self.model.load_adapter(path, adapter_name=name, is_trainable=False)
             else:
                 with peft_wrapping():
                     self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name,
@@ -137,7 +138,8 @@ class LocalPeftBackend:
             # PEFT warns when it deletes the active adapter: the one deleted is never the active one.
             self.model.set_adapter(staging)
             self.model.delete_adapter(name)
-            self.model.load_adapter(path, adapter_name=name, is_trainable=False)
+            with adapter_loading():  # tied just below
+                self.model.load_adapter(path, adapter_name=name, is_trainable=False)
             self.model.set_adapter(name)
             self.model.delete_adapter(staging)
             tie_head_copies(self.model)

@@ -124,3 +124,18 @@ def test_base_precision_is_checked_by_name_and_trains_in_fp32_on_the_cpu(tmp_pat
     bf16 = build_base_model(tmp_path / "b", texts, BaseModelConfig(**shape, precision="bf16"), seed=1)
     assert fp32["final_loss"] == bf16["final_loss"]  # a GPU setting: the CPU trains in fp32 either way
     assert not torch.backends.cuda.matmul.allow_tf32
+
+
+def test_trained_embeddings_stay_tied_only_to_a_head_that_was_tied(tiny_base_dir: Path) -> None:
+    # PEFT warns and does nothing when asked to keep an untied head tied: the request follows the base.
+    from transformers import AutoModelForCausalLM
+
+    from engine.sft_data import RunConfig
+    from engine.train_setup import lora_config, ties_embeddings
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_base_dir)
+    assert ties_embeddings(model) is bool(model.config.tie_word_embeddings)
+    trained = RunConfig(train_embeddings=True)
+    assert lora_config(trained, tied_embeddings=True).ensure_weight_tying is True
+    assert lora_config(trained, tied_embeddings=False).ensure_weight_tying is False
+    assert lora_config(RunConfig(train_embeddings=False), tied_embeddings=True).ensure_weight_tying is False

@@ -54,3 +54,15 @@ def test_import_engine_alone_installs_the_filter() -> None:
             "['_DropHubKernelNotice']")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_adapter_loading_drops_only_the_tying_notice() -> None:
+    from engine.loading import adapter_loading
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with adapter_loading():
+            warnings.warn("You have requested `ensure_weight_tying`, but no tied modules were found in "
+                          "the model", UserWarning, stacklevel=1)
+            warnings.warn("something else", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something else"]
