@@ -213,6 +213,62 @@ def time_engine(adapter_dir: Path, quantize: str, cases: list, args: argparse.Na
     return out  # the engine goes with this frame; main() then empties the CUDA cache
 
 
+def profile_batch64(adapter_dir: Path, cases: list, args: argparse.Namespace) -> dict:
+    """Where a batch of 64 spends its time, bf16 with the compiled fast path: the prefill alone (1 new
+    token), a free and a constrained decode step (each from a whole run minus the prefill, over the
+    batch's longest answer), the time the grammar held up ``generate`` per step, and the profiler's top
+    operations of one constrained batch of 16 new tokens, by device time and by host time. The
+    batch-64 target was missed at ~25 ms a step with 64 rows; this says which part that is."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from engine.backends.local import FastPath
+
+    engine = Engine.load(str(adapter_dir), device=DEVICE, quantize="none",
+                         settings=GenerationSettings(max_new_tokens=args.max_new_tokens))
+    engine.backend.fast = FastPath(overlap_grammar=True, prefix_cache=True, static_cache=True,
+                                   merged="finetuned" if args.merged else None)
+    batch = cases[:64]
+
+    def run(tokens: int, constrained: bool) -> tuple[float, int]:
+        settings = GenerationSettings(max_new_tokens=tokens)
+        _sync()
+        t = time.perf_counter()
+        answers = engine.decide_many(batch, variant="finetuned", batch_size=len(batch),
+                                     constrained=constrained, settings=settings)
+        _sync()
+        return time.perf_counter() - t, max(a.output_tokens for a in answers)
+
+    out: dict = {"cases": len(batch), "fast": engine.figures()["fast"]}
+    t = time.perf_counter()
+    for tokens, constrained in ((4, True), (4, False), (1, False)):  # every shape compiled before timing
+        run(tokens, constrained)
+    out["warm_up_s"] = round(time.perf_counter() - t, 1)
+    prefill, _ = run(1, False)
+    free_s, free_steps = run(args.max_new_tokens, False)
+    con_s, con_steps = run(args.max_new_tokens, True)
+    held_s, calls = engine.figures()["last_decoder"] or (0.0, 0)
+    out.update(prefill_s=round(prefill, 4), free_s=round(free_s, 4), free_steps=free_steps,
+               constrained_s=round(con_s, 4), constrained_steps=con_steps,
+               free_ms_per_step=round(1000 * (free_s - prefill) / max(free_steps - 1, 1), 3),
+               constrained_ms_per_step=round(1000 * (con_s - prefill) / max(con_steps - 1, 1), 3),
+               grammar_held_ms_per_step=round(1000 * held_s / max(calls, 1), 3))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE == "cuda" else [])
+    with profile(activities=activities) as prof:
+        wall, _ = run(16, True)
+    events = prof.key_averages()
+
+    def top(key: str) -> list[dict]:
+        rows = sorted(events, key=lambda e: getattr(e, key, 0), reverse=True)[:20]
+        return [{"op": e.key, "calls": e.count, "self_host_ms": round(e.self_cpu_time_total / 1000, 3),
+                 "self_device_ms": round(getattr(e, "self_device_time_total", 0) / 1000, 3)} for e in rows]
+
+    device_ms = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1000
+    out["profiled"] = {"new_tokens": 16, "wall_s": round(wall, 4), "device_busy_ms": round(device_ms, 1),
+                       "by_device_time": top("self_device_time_total") if DEVICE == "cuda" else [],
+                       "by_host_time": top("self_cpu_time_total")}
+    return out
+
+
 def match_fast_and_plain(engine: Engine, cases: list, batch_size: int) -> dict:
     """Greedy answers to ``cases`` with the fast path and without it (plain generate, grammar in step)."""
     from engine.backends.local import FastPath
@@ -297,9 +353,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quantize", nargs="+", choices=("none", "nf4"), default=["none", "nf4"])
     ap.add_argument("--train-steps", type=int, default=20)
     ap.add_argument("--train-max-length", type=int, default=1600)
-    ap.add_argument("--parts", nargs="+", choices=("engine", "compiled", "train"),
+    ap.add_argument("--parts", nargs="+", choices=("engine", "compiled", "train", "profile"),
                     default=["engine", "compiled"],
-                    help="compiled: each --quantize again, static KV cache (compiled on a GPU)")
+                    help="compiled: each --quantize again, static KV cache (compiled on a GPU); "
+                         "profile: where a batch of 64 spends its time (compiled bf16)")
     ap.add_argument("--tiny", action="store_true", help="a tiny random shape: a CPU dry run of this script")
     args = ap.parse_args(argv)
     args.work = args.work or Path("/tmp/qwen-shape-tiny" if args.tiny else "/tmp/qwen-shape")
@@ -334,6 +391,11 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({key: _without_texts(report[key])}, indent=1), flush=True)
         report["summary"] = summary(report)
         _write(args.out, report)  # each part as it ends: a run stopped at its time limit keeps it
+    if "profile" in args.parts:
+        report["profile_batch64"] = _part(lambda: profile_batch64(adapter_dir, cases, args))
+        _empty_cache()
+        print(json.dumps({"profile_batch64": report["profile_batch64"]}, indent=1), flush=True)
+        _write(args.out, report)
     if "train" in args.parts:
         report["qlora_train"] = train_steps(model_dir, args.work, args.train_steps, args.train_max_length)
         _write(args.out, report)

@@ -16,6 +16,9 @@
 #      in bf16 and NF4
 #   5. issue 20 (only when PARTS names it): FSDP + QLoRA, configs/accelerate/fsdp-qlora.yaml, one process
 #      per GPU at Qwen2.5-1.5B's shape; fsdp_metrics.json's "sharding" says whether FSDP held the weights
+#   6. issue 21 (only when PARTS names it): scripts/device_check.py --parts profile, where a batch of 64
+#      spends its time in the compiled bf16 mode (prefill, free and constrained steps, the grammar's
+#      hold-up, the profiler's top operations); ~2-3 min, most of it compiling
 # PARTS="serve train compiled" runs a subset, in this order. Everything lands in $OUT; a part stopped at
 # its limit keeps what it wrote.
 #
@@ -136,6 +139,12 @@ if [[ $PARTS == *" compiled "* ]]; then
 stamp "compiled"
 timeout "${COMPILED_S:-260}" python3 scripts/device_check.py --parts compiled --one-by-one 6 --per-token 3 \
     --out "$OUT/gpu_check_compiled.json" > "$OUT/compiled.log" 2>&1
+echo "rc $?" >> "$OUT/parts.txt"
+fi
+if [[ $PARTS == *" profile "* ]]; then  # not in the default set: PARTS="profile" (or "compiled profile")
+stamp "profile"
+timeout "${PROFILE_S:-240}" python3 scripts/device_check.py --parts profile --out "$OUT/gpu_profile.json" \
+    > "$OUT/profile.log" 2>&1
 echo "rc $?" >> "$OUT/parts.txt"
 fi
 stamp "done"
