@@ -353,11 +353,16 @@ class LocalPeftBackend:
         for k in keys:
             self._prefixes.move_to_end(k)
         width = max(map(len, turns))
-        layers = []
-        for i in range(len(self._prefixes[keys[0]])):
-            parts = [self._prefixes[k][i] for k in keys]
-            layers.append(tuple(torch.cat([nn.functional.pad(p[j], (0, 0, 0, width - p[j].shape[2]))
-                                           for p in parts]) for j in (0, 1)))
+
+        def padded(states: torch.Tensor) -> torch.Tensor:  # [1, heads, n, dim] -> width, zeros (masked) after
+            return nn.functional.pad(states, (0, 0, 0, width - states.shape[2]))
+
+        rows = [self._prefixes[k] for k in keys]  # per row: (keys, values) per layer
+
+        def stacked(layer: int, kind: int) -> torch.Tensor:  # kind 0: keys, 1: values; one row per prompt
+            return torch.cat([padded(row[layer][kind]) for row in rows])
+
+        layers = [(stacked(i, 0), stacked(i, 1)) for i in range(len(rows[0]))]
         while len(self._prefixes) > max(self.fast.prefix_cache_size, len(set(keys))):
             self._prefixes.popitem(last=False)
         return DynamicCache(ddp_cache_data=layers, config=model.config)
