@@ -14,9 +14,15 @@ Four measurements, each against its target:
   (also the time the grammar processor itself takes per decode step);
 - memory of base + adapter vs base alone (parameter + buffer bytes; RSS for information): <= 1.15x.
 ``--fast on|off`` forces the local backend's fast path (engine.backends.local.FastPath: grammar
-masks on a worker thread, the system turn's KV cache reused); by default it is on only on a GPU.
+masks on a worker thread, the system turn's KV cache reused); by default it is on on a GPU, and the
+KV cache also on the CPU for prompts with the policy in prose (``FastPath.resolve``).
 Writes benchmarks/results.json (figures, targets, machine, model versions, the fast path's options)
 and results.md (the Markdown table it prints).
+
+# A model whose prompts carry the policy in prose, for the same figures on a CPU (24M parameters):
+uv run python scripts/benchmark.py shape            # builds runs/benchmark-shape/{model,adapter}
+uv run python scripts/benchmark.py --model runs/benchmark-shape/adapter --max-new-tokens 128 \
+    --per-token-examples 2 --out benchmarks/results_full_format.json
 """
 
 from __future__ import annotations
