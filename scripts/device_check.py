@@ -186,6 +186,7 @@ def time_engine(adapter_dir: Path, quantize: str, cases: list, args: argparse.Na
     engine = Engine.load(str(adapter_dir), device=DEVICE, quantize=quantize,
                          settings=GenerationSettings(max_new_tokens=args.max_new_tokens))
     engine.backend.fast = FastPath(overlap_grammar=True, prefix_cache=True, static_cache=static_cache,
+                                   static_prefix=static_cache and args.static_prefix,
                                    merged="finetuned" if args.merged else None)
     figures = engine.figures()
     out: dict = {"quantize": quantize, "fast": figures["fast"], "load_s": round(time.perf_counter() - t0, 2),
@@ -226,6 +227,7 @@ def profile_batch64(adapter_dir: Path, cases: list, args: argparse.Namespace) ->
     engine = Engine.load(str(adapter_dir), device=DEVICE, quantize="none",
                          settings=GenerationSettings(max_new_tokens=args.max_new_tokens))
     engine.backend.fast = FastPath(overlap_grammar=True, prefix_cache=True, static_cache=True,
+                                   static_prefix=args.static_prefix,
                                    merged="finetuned" if args.merged else None)
     batch = cases[:64]
 
@@ -348,6 +350,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="serve the fine-tuned variant from a merged copy of the base (bf16 only)")
     ap.add_argument("--match", action=argparse.BooleanOptionalAction, default=True,
                     help="count the same answers of 32 cases with and without the fast path (bf16)")
+    ap.add_argument("--static-prefix", action=argparse.BooleanOptionalAction, default=False,
+                    help="compiled and profile: the system turns from the prefix cache, copied into the "
+                         "static cache")
     ap.add_argument("--match-cases", type=int, default=32)
     ap.add_argument("--match-batch-size", type=int, default=8)
     ap.add_argument("--quantize", nargs="+", choices=("none", "nf4"), default=["none", "nf4"])

@@ -19,6 +19,8 @@
 #   6. issue 21 (only when PARTS names it): scripts/device_check.py --parts profile, where a batch of 64
 #      spends its time in the compiled bf16 mode (prefill, free and constrained steps, the grammar's
 #      hold-up, the profiler's top operations); ~2-3 min, most of it compiling
+# STATIC_PREFIX=1 adds --static-prefix to the compiled and profile parts (FastPath.static_prefix: the
+# system turns copied from the prefix cache into the static cache; CPU-tested, never yet timed on a GPU).
 # PARTS="serve train compiled" runs a subset, in this order. Everything lands in $OUT; a part stopped at
 # its limit keeps what it wrote.
 #
@@ -138,12 +140,12 @@ fi
 if [[ $PARTS == *" compiled "* ]]; then
 stamp "compiled"
 timeout "${COMPILED_S:-260}" python3 scripts/device_check.py --parts compiled --one-by-one 6 --per-token 3 \
-    --out "$OUT/gpu_check_compiled.json" > "$OUT/compiled.log" 2>&1
+    ${STATIC_PREFIX:+--static-prefix} --out "$OUT/gpu_check_compiled.json" > "$OUT/compiled.log" 2>&1
 echo "rc $?" >> "$OUT/parts.txt"
 fi
 if [[ $PARTS == *" profile "* ]]; then  # not in the default set: PARTS="profile" (or "compiled profile")
 stamp "profile"
-timeout "${PROFILE_S:-240}" python3 scripts/device_check.py --parts profile --out "$OUT/gpu_profile.json" \
+timeout "${PROFILE_S:-240}" python3 scripts/device_check.py --parts profile ${STATIC_PREFIX:+--static-prefix} --out "$OUT/gpu_profile.json" \
     > "$OUT/profile.log" 2>&1
 echo "rc $?" >> "$OUT/parts.txt"
 fi

@@ -64,6 +64,11 @@ class FastPath:
     # With static_cache: pad each batch to the next power of two (its last prompt repeated, the extra
     # answers dropped), so that the batch sizes compiled are at most 1, 2, 4, ..., not every size seen.
     bucket_batches: bool = True
+    # With static_cache and prefix_cache: the rows' system turns are copied from the prefix cache into
+    # a static cache this backend keeps (one, for the latest batch size) and generate continues it, so
+    # the compiled mode skips the turns' prefill too. Opt-in: identical answers on the CPU (tests), not
+    # yet run on a GPU, where compile guards and CUDA-graph addresses decide what it is worth.
+    static_prefix: bool = False
     # Serve this adapter from a copy of the base with it merged in (one kernel per layer instead of
     # three); the shared base still serves every other variant. Costs one more base in memory, so
     # it is built only when that much is free, and never from a 4-bit base (NF4 cannot absorb the delta).
@@ -82,7 +87,7 @@ class FastPath:
         unknown = sorted(set(value) - set(known))
         if unknown:
             raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
-        for key in ("overlap_grammar", "prefix_cache", "static_cache", "bucket_batches"):
+        for key in ("overlap_grammar", "prefix_cache", "static_cache", "bucket_batches", "static_prefix"):
             if key in value and not isinstance(value[key], bool):
                 raise ValueError(f"{key}: expected true or false, got {value[key]!r}")
         for key, (low, high) in cls.BOUNDS.items():

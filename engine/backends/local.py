@@ -29,6 +29,7 @@ from policies.prompt import PromptFormat, render_prompt
 log = logging.getLogger(__name__)
 
 GRAMMAR_CACHE_SIZE = 4  # compiled grammars kept for schemas other than the answer's (engine.serve)
+STATIC_CACHE_KWARGS = ("cache_implementation", "max_cache_len")  # generate's own static cache
 PREFIX_TURN_END = "<|im_end|>"  # the shared prompt prefix runs through the first turn's end (the system turn)
 
 
@@ -88,6 +89,7 @@ class LocalPeftBackend:
         self._prefixes: OrderedDict[tuple[str, str, bool, tuple[int, ...]], Any] = OrderedDict()
         self.prefix_hits = 0  # prompts whose prefix came from the cache, for the benchmark
         self._merged: tuple[str, str, Any] | None = None  # (variant, version, merged copy of the base)
+        self._static: tuple[tuple[bool, int, int], Any] | None = None  # (merged, rows, length), StaticCache
 
     # --- adapters --------------------------------------------------------------------------------
     @property
@@ -121,6 +123,7 @@ class LocalPeftBackend:
             self.model.eval()
             self._prefixes.clear()
             self._merged = None
+            self._static = None
         self.adapter_versions[name] = version or name
 
     def replace_adapter(self, name: str, path: str, version: str | None = None) -> None:
@@ -146,6 +149,7 @@ class LocalPeftBackend:
             self.model.eval()
             self._prefixes.clear()
             self._merged = None
+            self._static = None
         self.adapter_versions.pop(staging, None)
         self.adapter_versions[name] = version or name
 
@@ -238,9 +242,15 @@ class LocalPeftBackend:
             with contextlib.nullcontext() if merged is not None else self._variant(variant):
                 if settings.seed is not None:
                     torch.manual_seed(settings.seed)
-                reuse = fast.prefix_cache and not fast.static_cache  # a static cache is made by generate
+                # under a static cache generate makes its own, unless the turns are copied into ours
+                reuse = fast.prefix_cache and (fast.static_prefix or not fast.static_cache)
                 enc, turns = self._encode_after_turns(prompts) if reuse else (self._encode(prompts), [])
                 cache = self._prefix_cache(model, turns, variant) if turns else None
+                if cache is not None and fast.static_cache:
+                    needed = enc["input_ids"].shape[1] + settings.max_new_tokens
+                    cache = self._static_prefix(model, cache, needed, fast.static_cache_len)
+                if cache is not None:  # generate refuses a cache and a cache_implementation together
+                    kwargs = {k: v for k, v in kwargs.items() if k not in STATIC_CACHE_KWARGS}
                 enc = {k: v.to(self._device()) for k, v in enc.items()}
                 out = self._run(model, enc, kwargs, cache, processor)
             self.last_processor = processor
@@ -366,6 +376,29 @@ class LocalPeftBackend:
         while len(self._prefixes) > max(self.fast.prefix_cache_size, len(set(keys))):
             self._prefixes.popitem(last=False)
         return DynamicCache(ddp_cache_data=layers, config=model.config)
+
+    def _static_prefix(self, model: Any, turns: Any, needed: int, length: int) -> Any:
+        """The batch's system turns (``turns``, a DynamicCache) copied into this backend's static cache of
+        ``length`` tokens for the batch's size, which generate then continues; None when the call needs
+        more than ``length`` tokens (generate then makes a longer cache itself, without the turns).
+
+        One static cache is kept, for the latest (model, batch size), so its tensors keep their
+        addresses from call to call as transformers' own does.
+        """
+        from transformers import StaticCache
+
+        if needed > length:
+            return None
+        layers = list(turns)  # (keys, values, sliding window) per layer
+        key = (model is not self.model, layers[0][0].shape[0], length)
+        if self._static is None or self._static[0] != key:
+            self._static = None  # the previous one goes before the next is allocated
+            self._static = (key, StaticCache(config=model.config, max_cache_len=length))
+        static = self._static[1]
+        static.reset()
+        for i, (keys, values, *_) in enumerate(layers):
+            static.update(keys, values, i)
+        return static
 
     def _one(self, row: torch.Tensor, n_in: int, grammar_error: str | None) -> Generation:
         ids = row.tolist()

@@ -23,7 +23,9 @@ from tests.conftest import tiny_cases
 
 PLAIN = FastPath(overlap_grammar=False, prefix_cache=False)
 FAST = {"both": FastPath(overlap_grammar=True, prefix_cache=True),
-        "static": FastPath(overlap_grammar=True, prefix_cache=True, static_cache=True)}
+        "static": FastPath(overlap_grammar=True, prefix_cache=True, static_cache=True),
+        "static_prefix": FastPath(overlap_grammar=True, prefix_cache=True, static_cache=True,
+                                  static_prefix=True)}
 CASES = [parse_case(c) for c in tiny_cases()[:4]]
 
 
@@ -238,3 +240,24 @@ def test_auto_reuses_turns_on_the_cpu_only_for_the_policy_in_prose(engine: Engin
         assert backend.figures()["fast"]["prefix_cache"] is False
     finally:
         backend.prompt_format = before
+
+
+def test_static_prefix_continues_one_kept_static_cache_and_falls_back_when_too_short(engine: Engine) -> None:
+    """With static_prefix the rows' turns are copied into one static cache the backend keeps (the same
+    object on the next call of that batch size); a call longer than the cache runs without the turns
+    in it, on generate's own longer cache, and both answer as the plain path."""
+    from transformers import StaticCache
+
+    backend = engine.backend
+    plain = _answers(engine, PLAIN, "base", 4, 110)
+    assert _answers(engine, FAST["static_prefix"], "base", 4, 110) == plain
+    kept = backend._static[1]
+    assert isinstance(kept, StaticCache)
+    hits = backend.prefix_hits
+    assert _answers(engine, FAST["static_prefix"], "base", 4, 110) == plain
+    assert backend._static[1] is kept and backend.prefix_hits == hits + len(CASES)
+
+    backend._static = None
+    short = replace(FAST["static_prefix"], static_cache_len=128)  # shorter than any prompt here
+    assert _answers(engine, short, "base", 4, 110) == plain
+    assert backend._static is None
