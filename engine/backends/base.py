@@ -147,6 +147,11 @@ class Backend(Protocol):
 
     def prompt(self, case: Case) -> Prompt: ...
 
+    def prompt_size(self, prompt: Prompt) -> int:
+        """How long ``prompt`` is, in the unit this backend pads batches by (tokens for a local model):
+        the key the engine orders a call's cases by to cut its batches."""
+        ...
+
     def generate(self, prompts: list[Prompt], variant: str, constrained: bool,
                  settings: GenerationSettings) -> list[Generation]: ...
 

@@ -175,6 +175,10 @@ class LocalPeftBackend:
     def prompt(self, case: Case) -> str:
         return render_prompt(self.tokenizer, case, self.prompt_format)
 
+    def prompt_size(self, prompt: str) -> int:
+        """``prompt``'s length in tokens, the unit a batch is padded by."""
+        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
     def render_messages(self, messages: list[dict[str, str]]) -> str:
         """Chat ``messages`` as this model's prompt text (its chat template plus the generation prompt),
         the text :meth:`prompt` makes from a case's messages. Errors from the template propagate."""

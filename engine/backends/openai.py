@@ -117,6 +117,10 @@ class OpenAIBackend:
         """The chat messages of ``case`` (the server renders them with the model's chat template)."""
         return build_messages(case, self.prompt_format)
 
+    def prompt_size(self, prompt: Messages) -> int:
+        """The messages' length in characters: the server tokenizes; its own batching decides padding."""
+        return sum(len(message["content"]) for message in prompt)
+
     def generate(self, prompts: list[Messages], variant: str, constrained: bool,
                  settings: GenerationSettings) -> list[Generation]:
         """One chat completion per prompt, at most ``max_concurrency`` at once; out: in input order.

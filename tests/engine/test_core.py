@@ -87,6 +87,36 @@ def test_decide_many_figures_and_progress(engine: Engine, cases: list[Case]) -> 
             assert not a.guard.auto_send and a.error
 
 
+def test_batches_are_cut_by_prompt_length_and_answers_keep_input_order(random_engine: Engine,
+                                                                        cases: list[Case]) -> None:
+    """The batches hold the longest prompts first (less padding per batch), the answers come back in
+    the input's order, and each answer is the one its case gets alone."""
+    picked = cases[:6]
+    prompts = {random_engine.backend.prompt(c): c.case_id for c in picked}
+    assert len({random_engine.backend.prompt_size(p) for p in prompts}) > 2  # or the order proves nothing
+    sent: list[list[str]] = []
+    original = random_engine.backend.generate
+
+    def recording(batch, *args, **kwargs):
+        sent.append([prompts[p] for p in batch])
+        return original(batch, *args, **kwargs)
+
+    random_engine.backend.generate = recording
+    try:
+        grouped = random_engine.decide_many(picked, variant="base", batch_size=4, settings=SHORT)
+        plain = random_engine.decide_many(picked, variant="base", batch_size=4, settings=SHORT,
+                                          group_by_length=False)
+    finally:
+        del random_engine.backend.generate
+    size = random_engine.backend.prompt_size
+    by_length = [c.case_id for c in sorted(picked, key=lambda c: -size(random_engine.backend.prompt(c)))]
+    assert sent[:2] == [by_length[:4], by_length[4:]]
+    assert sent[2:] == [[c.case_id for c in picked[:4]], [c.case_id for c in picked[4:]]]
+    assert [a.case_id for a in grouped] == [c.case_id for c in picked]
+    alone = [random_engine.decide(c, variant="base", settings=SHORT).raw_text for c in picked]
+    assert [a.raw_text for a in grouped] == alone == [a.raw_text for a in plain]
+
+
 def test_compare_flags_disagreement_across_variants(engine: Engine, cases: list[Case]) -> None:
     rows = engine.compare_many(cases[:3], batch_size=3)
     for row in rows:
