@@ -1,5 +1,6 @@
 """Issue 9 in a real browser (Debian chromium via Playwright): a keyboard-only review, a bulk
-approve and its undo, a diff that shows a changed decision, and a link that opens a case.
+approve and its undo, a saved filter applied again, a diff that shows a changed decision, and a link
+that opens a case.
 
 Model answers are seeded into the store under the tiny engine's model versions, so the console
 serves them from the cache (as it would after a batch run) and these tests run no model."""
@@ -14,7 +15,7 @@ from sqlmodel import select
 
 from db.audit import audit_entries
 from db.cases import add_case, case_of, get_case, resolve_case_ref, save_run
-from db.models import BulkAction, Review
+from db.models import BulkAction, Review, SavedFilter
 from policies import expected_decision
 from tests.app.ui.test_browser import _login, _pick
 from tests.app.ui.test_browser import page as page  # noqa: F401  (the fixture)
@@ -122,6 +123,36 @@ def test_bulk_approve_and_undo(seeded, page):
     with seeded.store.session() as s:
         assert s.exec(select(Review)).all() == []
         assert s.exec(select(BulkAction)).one().undone_by == "rita"
+
+
+def test_a_saved_filter_sets_the_queue_again(seeded, page):
+    """Save the current filter under a name, change the filter, apply the saved one: the widgets and
+    the queue come back to it; a nameless save is refused and stores nothing."""
+    from playwright.sync_api import expect
+
+    _login(page, seeded, "rita")
+    page.get_by_text("Saved filters").click()
+    _pick(page, "preset", PRESET_LABEL)
+    queue = page.locator("#queue-table")
+    expect(queue).not_to_contain_text(seeded.batch_case_ids[0])
+    expect(queue).to_contain_text("C-900001")
+    page.locator("#filter-save").click()
+    expect(page.locator("#filter-message")).to_contain_text("Not saved: name:")
+    page.locator("#filter-name textarea").fill("clean agreements")
+    page.locator("#filter-save").click()
+    expect(page.locator("#filter-message")).to_contain_text("Saved filter 'clean agreements'.")
+    _pick(page, "preset", "(any)")
+    expect(queue).to_contain_text(seeded.batch_case_ids[0])
+    _pick(page, "filter-pick", "clean agreements")
+    page.locator("#filter-apply").click()
+    expect(page.locator("#filter-message")).to_contain_text("Applied 'clean agreements'.")
+    expect(page.locator("#preset input")).to_have_value(PRESET_LABEL)
+    expect(queue).not_to_contain_text(seeded.batch_case_ids[0])
+    expect(queue).to_contain_text("C-900001")
+    with seeded.store.session() as s:
+        saved = s.exec(select(SavedFilter)).one()
+    assert (saved.owner, saved.name) == ("rita", "clean agreements")
+    assert json.loads(saved.filter_json)["preset"] == "agreed_clean"
 
 
 def test_link_opens_case_with_decision_diff(seeded, page):
