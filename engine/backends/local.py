@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 GRAMMAR_CACHE_SIZE = 4  # compiled grammars kept for schemas other than the answer's (engine.serve)
 STATIC_CACHE_KWARGS = ("cache_implementation", "max_cache_len")  # generate's own static cache
+PREFIX_TURN_START = "<|im_start|>system"  # only a system turn is shared; a user's first turn is one-off
 PREFIX_TURN_END = "<|im_end|>"  # the shared prompt prefix runs through the first turn's end (the system turn)
 
 
@@ -328,6 +329,8 @@ class LocalPeftBackend:
         the left-padded batch. When a prompt has no system turn followed by more text: the usual
         left-padded batch and no turns.
         """
+        if not all(p.startswith(PREFIX_TURN_START) for p in prompts):  # e.g. a served chat with no system
+            return self._encode(prompts, torch.device("cpu")), []     # turn: nothing another prompt shares
         rows = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         end_id = self.tokenizer.convert_tokens_to_ids(PREFIX_TURN_END)
         cut = [row.index(end_id) + 1 if end_id in row else len(row) for row in rows]

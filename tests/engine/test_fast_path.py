@@ -118,6 +118,14 @@ def test_each_row_reads_its_own_system_turn_from_the_cache(engine: Engine) -> No
     enc, turns = backend._encode_after_turns(mixed)
     assert turns == []
     assert torch.equal(enc["input_ids"], backend._encode(mixed, torch.device("cpu"))["input_ids"])
+    # a chat whose first turn is the user's (a served request without a system message): a one-off
+    # turn is never cached, so it cannot push the shared system turns out of the cache
+    user_first = backend.render_messages([{"role": "user", "content": "Where is my parcel?"}])
+    assert not user_first.startswith("<|im_start|>system") and "<|im_end|>" in user_first
+    enc, turns = backend._encode_after_turns([prompts[0], user_first])
+    assert turns == []
+    assert torch.equal(enc["input_ids"], backend._encode([prompts[0], user_first],
+                                                         torch.device("cpu"))["input_ids"])
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
