@@ -161,15 +161,15 @@ def length_grouping(engine: Engine, cases: Sequence[Case], variant: str, batch_s
     """
     from engine.core import batch_rows
 
+    sizes = [engine.backend.prompt_size(engine.backend.prompt(c)) for c in cases]
+    batches = {True: batch_rows(len(cases), batch_size, sizes), False: batch_rows(len(cases), batch_size)}
     walls: dict[bool, float] = {True: 0.0, False: 0.0}
     padding: dict[bool, float] = {}
     for grouped in (True, False, False, True):
         t0 = time.perf_counter()
         answers = engine.decide_many(cases, variant=variant, batch_size=batch_size, group_by_length=grouped)
         walls[grouped] += time.perf_counter() - t0
-        sizes = [engine.backend.prompt_size(engine.backend.prompt(c)) for c in cases]
-        rows = batch_rows(len(cases), batch_size, sizes if grouped else None)
-        lengths = [[answers[i].input_tokens for i in batch] for batch in rows]
+        lengths = [[answers[i].input_tokens for i in batch] for batch in batches[grouped]]
         padded = sum(max(b) * len(b) for b in lengths)
         padding[grouped] = 1 - sum(map(sum, lengths)) / padded
     return {"grouped_s": walls[True] / 2, "input_order_s": walls[False] / 2, "cases": len(cases),
