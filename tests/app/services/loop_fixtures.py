@@ -6,6 +6,7 @@ correct such cases, and the retrained challenger should do better on that rule.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import stat
 from pathlib import Path
@@ -52,10 +53,15 @@ def train_args(base_dir: Path, dataset: Path, val: Path, out_dir: Path, steps: i
 
 
 def fake_python(tmp_path: Path, body: str = "sleep 30") -> str:
-    """An executable standing in for the Runner's python: it runs ``body`` (sh) instead of training."""
-    path = tmp_path / "fake-python"
-    path.write_text(f"#!/bin/sh\n{body}\n")
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    """An executable standing in for the Runner's python: it runs ``body`` (sh) instead of training.
+
+    Each body gets its own file, written once: rewriting a script that a just-cancelled process
+    may still be exec'ing fails with ETXTBSY ("Text file busy"), which made a test flaky.
+    """
+    path = tmp_path / f"fake-python-{hashlib.sha1(body.encode()).hexdigest()[:10]}"
+    if not path.exists():
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
     return str(path)
 
 
