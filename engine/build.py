@@ -118,6 +118,9 @@ class BaseModelConfig:
     # On a GPU: fp32 maths, tf32 (fp32 weights, TF32 matrix products) or bf16 (autocast; fp32 weights,
     # which are what is saved). On the CPU every value trains in fp32, so one config builds anywhere.
     precision: str = "fp32"
+    # A time budget in minutes (None: none): training stops after the step that reaches it and the model
+    # is saved as it stands (build_info.json: steps_done), so a build on a lent machine keeps its work.
+    max_minutes: float | None = None
 
     PRECISIONS: ClassVar[tuple[str, ...]] = ("fp32", "tf32", "bf16")
 
@@ -178,6 +181,8 @@ def train_language_model(
     if config.precision not in config.PRECISIONS:
         allowed = ", ".join(config.PRECISIONS)
         raise BuildError(f"precision: expected one of {allowed}, got {config.precision!r}")
+    if config.max_minutes is not None and not (math.isfinite(config.max_minutes) and config.max_minutes > 0):
+        raise BuildError(f"max_minutes: expected a number > 0 (or none), got {config.max_minutes!r}")
     gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     on_gpu = device.type == "cuda"
@@ -195,8 +200,9 @@ def train_language_model(
     model.train()
     losses: list[float] = []
     bar = tqdm(range(config.steps), desc="base LM", unit="step")
+    began = time.monotonic()
     try:
-        for _ in bar:
+        for step in bar:
             idx = torch.randint(0, blocks.size(0), (min(config.batch_size, blocks.size(0)),), generator=gen)
             batch = blocks[idx].to(device)
             with autocast:
@@ -208,6 +214,11 @@ def train_language_model(
             sched.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            budget = config.max_minutes
+            if budget is not None and time.monotonic() - began >= budget * 60 and step + 1 < config.steps:
+                log.warning("time budget: %g minutes used at step %d of %d; the model is saved as it stands",
+                            config.max_minutes, step + 1, config.steps)
+                break
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
     model.eval()
@@ -258,6 +269,7 @@ def build_base_model(
         "params": n_params,
         "n_texts": len(texts),
         "n_tokens": int(blocks.numel()),
+        "steps_done": len(losses),
         "first_loss": losses[0],
         "final_loss": sum(losses[-10:]) / len(losses[-10:]),
         "seconds": round(time.time() - started, 1),

@@ -106,6 +106,11 @@ class RunConfig:
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "recompute activations in the backward pass: less memory, slower"}
     )
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={"help": "a time budget: training stops after the step that reaches it, and the adapter is "
+                          "saved as it stands (metrics.json: time_budget); None: no budget"},
+    )
     max_train_examples: int | None = None  # cap after mixing (quick runs)
     max_eval_examples: int | None = None
     seed: int = 42
@@ -150,6 +155,8 @@ def _bounds(cfg: RunConfig) -> list[tuple[str, bool, str]]:
     def optional(value: int | None, low: int) -> bool:
         return value is None or value >= low
 
+    minutes = cfg.max_train_minutes
+
     return [
         ("learning_rate", _finite(cfg.learning_rate) and 0 < cfg.learning_rate <= 1, "> 0 and <= 1"),
         ("dpo_beta", _finite(cfg.dpo_beta) and cfg.dpo_beta > 0, "> 0"),
@@ -168,6 +175,8 @@ def _bounds(cfg: RunConfig) -> list[tuple[str, bool, str]]:
         ("per_device_eval_batch_size", 1 <= cfg.per_device_eval_batch_size <= 4096, "from 1 to 4096"),
         ("gradient_accumulation_steps", 1 <= cfg.gradient_accumulation_steps <= 4096, "from 1 to 4096"),
         ("max_length", 1 <= cfg.max_length <= 1_048_576, "from 1 to 1048576"),
+        ("max_train_minutes", minutes is None or (_finite(minutes) and 0 < minutes <= 10_080),
+         "> 0 and <= 10080 (or unset)"),
         ("max_train_examples", optional(cfg.max_train_examples, 1), "1 or more (or unset)"),
         ("max_eval_examples", optional(cfg.max_eval_examples, 1), "1 or more (or unset)"),
         ("prompt_max_message_chars", optional(cfg.prompt_max_message_chars, 0), "0 or more (or unset)"),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 
 from engine.loading import dtype_name, load_base_model, peft_wrapping, pick_dtype
 from engine.registry import PROMPT_FORMAT_FILE, REPO_ROOT, ModelSpec
@@ -208,7 +209,7 @@ def build_trainer(trainer_cls: Any, spec: ModelSpec, cfg: RunConfig, args: Any,
             processing_class=tokenizer,
             # an adapter dir: continue it
             peft_config=None if spec.adapters else lora_config(cfg, ties_embeddings(model)),
-            callbacks=list(callbacks),
+            callbacks=[*callbacks, *([TimeBudget(cfg.max_train_minutes)] if cfg.max_train_minutes else [])],
             **extra,
         )
     check_kept(len(trainer.train_dataset), len(train_examples), cfg.max_length, "training")
@@ -220,6 +221,48 @@ def build_trainer(trainer_cls: Any, spec: ModelSpec, cfg: RunConfig, args: Any,
                     "accelerate shards only on GPUs, so each process holds every weight",
                     "DDP" if trainer.args.world_size > 1 else "one process")
     return trainer, tokenizer, quantization
+
+
+class TimeBudget(TrainerCallback):
+    """Stops training after the step that reaches ``minutes`` since training began; the run then ends
+    as any run does (the adapter saved, the best epoch's checkpoint loaded when there is one), so a
+    run on a lent machine with a deadline keeps what it learnt instead of being killed with nothing.
+    On several processes the ranks agree (the largest elapsed time wins), so none waits on another
+    that stopped. :meth:`report` is metrics.json's ``time_budget``."""
+
+    def __init__(self, minutes: float):
+        self.minutes = minutes
+        self.began = 0.0
+        self.stopped_at: int | None = None
+        self.max_steps = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.began = time.monotonic()
+        self.max_steps = state.max_steps
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        elapsed = time.monotonic() - self.began
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            shared = torch.tensor([elapsed], dtype=torch.float64)
+            if torch.distributed.get_backend() == "nccl":
+                shared = shared.cuda()
+            torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MAX)
+            elapsed = float(shared.item())
+        if elapsed >= self.minutes * 60 and state.global_step < state.max_steps:
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+            log.warning("time budget: %.1f of %g minutes used at step %d of %d; training stops here and "
+                        "the adapter is saved as it stands", elapsed / 60, self.minutes, state.global_step,
+                        state.max_steps)
+
+    def report(self) -> dict[str, Any]:
+        return {"minutes": self.minutes, "stopped_at_step": self.stopped_at, "max_steps": self.max_steps}
+
+
+def time_budget_report(trainer: Any) -> dict[str, Any] | None:
+    """The run's :class:`TimeBudget` figures, or None when it had no budget."""
+    budgets = [c for c in trainer.callback_handler.callbacks if isinstance(c, TimeBudget)]
+    return budgets[0].report() if budgets else None
 
 
 def check_kept(kept: int, given: int, max_length: int, what: str) -> None:
@@ -360,6 +403,7 @@ def finish_run(trainer: Any, tokenizer: Any, cfg: RunConfig, spec: ModelSpec, fm
         "log_history": trainer.state.log_history,
         "batch_size": effective_batch(trainer.args),
         "sharding": held,
+        "time_budget": time_budget_report(trainer),
     }
     if not is_main_process():
         return metrics

@@ -20,7 +20,9 @@
 #      40,000 case prompts in the tiny format + their customer messages + the documents, one reading the
 #      prompts without and one with the policy's numbers beside the case's (policy_facts);
 #   2. scripts/train_qlora_sft.py, one fresh r=16 adapter on each base, side by side: the whole answer
-#      (max_length 512), one epoch of batch 128 over ~136k pool rows, lr 2e-3;
+#      (max_length 512), one epoch of batch 128 over ~142k pool rows (GEN-1's three times), lr 2e-3;
+#   Each job has a time budget under its `timeout` (--max_minutes, max_train_minutes): one slower than
+#   calibrated stops itself and keeps its weights (build_info.json steps_done, metrics.json time_budget).
 #   3. (here) scripts/evaluate.py and the rule.
 # Step rates measured on the H200 (2026-11-30, `calibrate`): base 62 steps/s alone (tf32; bf16 56,
 # fp32 two side by side 18.8 each); adapter 7.0 steps/s alone (tf32; fp32 6.3, bf16 4.0), 2.1-2.9
@@ -29,8 +31,11 @@
 # adapters.tgz, logs.tgz, parts.txt.
 set -u
 POOLS=${POOLS:-"ind-s72/pool-common ind-s72/pool-rare ind-s74/pool-common ind-s74/pool-rare ind-s76/pool-common \
-ind-s76/pool-rare ind-s76/pool-twins rec-s73/train rec-s75/train rec-s77/train"}
-WEIGHTS=${WEIGHTS:-"[1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0]"}  # rare chains twice, as stages 5-10
+ind-s76/pool-rare ind-s76/pool-twins rec-s73/train rec-s75/train rec-s77/train ind-s72/pool-gen1 ind-s74/pool-gen1 \
+ind-s76/pool-gen1"}
+# rare chains twice, as stages 5-10; GEN-1's rows (pool-gen1: the common pools' GEN-1 rows) twice more, so
+# three times in all (stage 16: the rule id is learnt when over-sampled, never at ~2% of the rows)
+WEIGHTS=${WEIGHTS:-"[1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0]"}
 W=${WORK:-runs/gd}
 HELD="data/generated/validation.jsonl data/generated/validation_independent.jsonl data/generated/eval.jsonl \
 data/generated/stress.jsonl"
@@ -47,6 +52,8 @@ pools)  # the seeded pools POOLS names: three capped independent pools (the last
         # shellcheck disable=SC2086
         python3 scripts/generate_sft_dataset.py --pool-out "runs/data/ind-s$seed/pool" --seed "$seed" \
             --quota 1000 --draws 6000000 $twins --against $frozen || exit 1
+        python3 scripts/rebalance_dataset.py "runs/data/ind-s$seed/pool-common.jsonl" \
+            "runs/data/ind-s$seed/pool-gen1.jsonl" --weak GEN-1 --rest 0 --seed "$seed" || exit 1
     done
     for seed in 73 75 77; do
         # shellcheck disable=SC2086
@@ -114,6 +121,9 @@ source scripts/gpu_wheels.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$OUT/parts.txt" 2>&1
 start=$SECONDS
 stamp() { echo "== $1 at $((SECONDS - start)) s" | tee -a "$OUT/parts.txt"; }
+# A job's time budget in minutes: its `timeout` (s) less a margin (s) for loading data before training
+# and saving after it, so a slow job stops itself and keeps its weights instead of being killed.
+minutes_before() { awk -v t="$1" -v m="$2" 'BEGIN { printf "%.2f", (t - m) / 60 }'; }
 for f in .gpu_data/*.jsonl.xz; do
     [ -e "$f" ] || break
     name=$(basename "$f" .jsonl.xz); mkdir -p "runs/data/${name%%__*}"
@@ -152,7 +162,8 @@ for facts in false true; do
     stamp "base facts=$facts"
     # shellcheck disable=SC2086
     timeout "${BASE_S:-110}" python3 scripts/build_base_model.py --out "$W/base-facts-$facts" --seed 0 \
-        --device auto $BASE_ARGS --prompt_policy_facts $facts --exclude $HELD > "$W/base-facts-$facts.log" 2>&1
+        --device auto --max_minutes "$(minutes_before "${BASE_S:-110}" 40)" $BASE_ARGS \
+        --prompt_policy_facts $facts --exclude $HELD > "$W/base-facts-$facts.log" 2>&1
 done
 
 stamp "adapters"
@@ -184,6 +195,7 @@ decision_loss_weight: 2.0
 seed: 21
 logging_steps: 100
 dataset_num_proc: 6
+max_train_minutes: $(minutes_before "${SFT_S:-400}" 80)
 EOF
     # shellcheck disable=SC2086
     timeout "${SFT_S:-400}" python3 scripts/train_qlora_sft.py --config "$W/$name.yaml" ${SFT_ARGS:-} \

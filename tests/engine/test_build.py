@@ -139,3 +139,17 @@ def test_trained_embeddings_stay_tied_only_to_a_head_that_was_tied(tiny_base_dir
     assert lora_config(trained, tied_embeddings=True).ensure_weight_tying is True
     assert lora_config(trained, tied_embeddings=False).ensure_weight_tying is False
     assert lora_config(RunConfig(train_embeddings=False), tied_embeddings=True).ensure_weight_tying is False
+
+
+def test_a_base_build_stops_at_its_time_budget_and_saves_the_model(tmp_path: Path) -> None:
+    from engine.build import BaseModelConfig, build_base_model
+
+    texts = [json.dumps(case) for case in tiny_cases()] * 3
+    shape = dict(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                 intermediate_size=64, block_size=32, batch_size=4, steps=5)
+    with pytest.raises(BuildError, match=r"max_minutes: expected a number > 0 \(or none\), got 0"):
+        build_base_model(tmp_path / "x", texts, BaseModelConfig(**shape, max_minutes=0), seed=1)
+    short = build_base_model(tmp_path / "a", texts, BaseModelConfig(**shape, max_minutes=1e-9), seed=1)
+    assert short["steps_done"] == 1 and (tmp_path / "a" / "model.safetensors").is_file()
+    whole = build_base_model(tmp_path / "b", texts, BaseModelConfig(**shape, max_minutes=60), seed=1)
+    assert whole["steps_done"] == 5

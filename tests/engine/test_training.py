@@ -288,3 +288,67 @@ def test_eval_dataset_none_on_the_command_line_means_no_validation_set() -> None
 
     assert parse_run_config(["--eval_dataset", "none"]).eval_dataset is None
     assert parse_run_config(["--eval_dataset", "data/generated/validation.jsonl"]).eval_dataset
+
+
+def test_a_time_budget_stops_training_and_keeps_the_adapter(tiny_base_dir: Path, tmp_path: Path) -> None:
+    """A run that reaches its time budget stops after that step, saves the adapter as it stands and says
+    so in train.log and metrics.json; a run within its budget goes to the end."""
+    train_file = write_jsonl(tmp_path / "train.jsonl", tiny_rows())
+    base = dict(model=str(tiny_base_dir), dataset=[str(train_file)], eval_dataset=None, quantization="none",
+                lora_r=4, lora_alpha=8, max_steps=4, per_device_train_batch_size=4, max_length=512,
+                logging_steps=1, eval_each_epoch=False, seed=0, num_threads=1)
+    recorder = Recorder()
+    train(RunConfig(**base, output_dir=str(tmp_path / "short"), max_train_minutes=1e-9), callbacks=[recorder])
+    assert [step for name, step in recorder.events if name == "step_end"] == [1]
+    short = tmp_path / "short"
+    assert (short / "adapter_model.safetensors").is_file()
+    metrics = json.loads((short / "metrics.json").read_text())
+    assert metrics["time_budget"] == {"minutes": 1e-9, "stopped_at_step": 1, "max_steps": 4}
+    assert "time budget: " in (short / "train.log").read_text()
+    assert "training stops here" in (short / "train.log").read_text()
+
+    train(RunConfig(**base, output_dir=str(tmp_path / "whole"), max_train_minutes=60))
+    metrics = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert metrics["time_budget"] == {"minutes": 60, "stopped_at_step": None, "max_steps": 4}
+    assert len([e for e in metrics["log_history"] if "loss" in e]) == 4
+
+
+@pytest.mark.parametrize("minutes", [0, -1, float("nan"), 10_081])
+def test_a_time_budget_out_of_range_is_refused_by_name(minutes: float) -> None:
+    with pytest.raises(ConfigError, match=r"max_train_minutes: .*; must be > 0 and <= 10080 \(or unset\)"):
+        RunConfig(max_train_minutes=minutes).check()
+
+
+def _budget_rank(rank: int, port: int, out: str) -> None:
+    """One of two gloo ranks: rank 0 has been training for 100 s, rank 1 for none; both check a budget
+    of one minute after one step and write what they decided."""
+    import time
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    from engine.train_setup import TimeBudget
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        budget = TimeBudget(1.0)
+        state = SimpleNamespace(global_step=1, max_steps=10)
+        control = SimpleNamespace(should_training_stop=False)
+        budget.on_train_begin(None, state, control)
+        budget.began = time.monotonic() - (100 if rank == 0 else 0)
+        budget.on_step_end(None, state, control)
+        decided = [control.should_training_stop, budget.stopped_at]
+        Path(out, f"rank{rank}.json").write_text(json.dumps(decided))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_agree_on_the_step_a_time_budget_stops_at(tmp_path: Path) -> None:
+    """The rank whose clock says "not yet" stops with the one whose clock says "now": otherwise it would
+    wait forever on the other's gradients."""
+    import torch.multiprocessing as mp
+
+    from tests.engine.serving import free_port
+
+    mp.spawn(_budget_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)] == [[True, 1], [True, 1]]

@@ -72,6 +72,25 @@ def test_two_cpu_processes_train_one_adapter(tiny_base_dir: Path, tmp_path: Path
     assert single["batch_size"]["processes"] == 1 and single["sharding"]["mode"] == "single"
 
 
+def test_two_processes_stop_together_at_a_time_budget(tiny_base_dir: Path, tmp_path: Path) -> None:
+    """Each rank reads its own clock; they agree on the step to stop at (the largest elapsed time), so
+    neither waits forever on the other's gradients, and rank 0 saves the adapter once."""
+    config = run_config(tmp_path, tiny_base_dir)
+    out = tmp_path / "budget"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ROOT / "configs/accelerate/cpu-2proc.yaml"), "--main_process_port", str(free_port()),
+           str(ROOT / "scripts/train_qlora_sft.py"), "--config", str(config), "--output_dir", str(out),
+           "--max_train_minutes", "1e-9", "--gradient_checkpointing", "false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stderr.count(f"at step 1 of {STEPS}; training stops here") == 2  # both ranks, one step
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["time_budget"] == {"minutes": 1e-9, "stopped_at_step": 1, "max_steps": STEPS}
+    assert (out / "train.log").read_text().count("saved adapter to") == 1
+    assert (out / "adapter_model.safetensors").is_file()
+
+
 def test_an_fsdp_config_on_cpus_says_it_trains_without_fsdp(
     tiny_base_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
