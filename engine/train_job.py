@@ -95,8 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cfg = parse_run_config(train_argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
-    train(cfg, callbacks=[ProgressCallback(progress)])
-    progress.update(stage="evaluating", step=progress.state["max_steps"])
+    trainer = train(cfg, callbacks=[ProgressCallback(progress)])
+    # the step training ended at: max_steps, or earlier when the recipe's time budget stopped it
+    progress.update(stage="evaluating", step=trainer.state.global_step)
     from engine.champion import evaluate_pair, gate_verdicts, verdict_line
 
     datasets = {"eval": args.eval_set,

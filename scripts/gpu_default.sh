@@ -2,6 +2,7 @@
 # Dev tool (issue 15, stage 14): train the candidates for a new embedded default on a lent GPU, then
 # choose here on the CPU, by the rule in benchmarks/issue15_targets.md ("Stage 14"), written first.
 #
+# HERE means this CPU machine, in the project's environment (`. .venv/bin/activate`: `python3` is its python).
 #     bash scripts/gpu_default.sh pools       # HERE, on a fresh checkout: the training pools into runs/data/
 #                                             # (~10 min on one core; seeded, so the same files every time)
 #     bash scripts/gpu_session.sh wheels      # HERE: the wheels the GPU image lacks, into .whl/

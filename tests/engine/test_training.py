@@ -84,9 +84,13 @@ def test_train_calls_the_passed_callbacks(tiny_base_dir: Path, tmp_path: Path) -
     assert root.handlers == handlers and root.level == level  # train.log's handler came and went
 
 
+@pytest.mark.parametrize(("budget", "steps"), [([], 3), (["--max_train_minutes", "1e-9"], 1)])
 def test_train_job_reports_progress_without_patching_default_callbacks(
-    tiny_base_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root_logging: None
+    tiny_base_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root_logging: None,
+    budget: list[str], steps: int,
 ) -> None:
+    """A job's progress ends at the step its training ended at: the last, or the one where the recipe's
+    time budget stopped it."""
     import engine.champion
     from engine import train_job
 
@@ -98,12 +102,12 @@ def test_train_job_reports_progress_without_patching_default_callbacks(
     defaults = list(hf_trainer.DEFAULT_CALLBACKS)
     run_dir = tmp_path / "ft-v2"
     argv = ["--run-dir", str(run_dir), "--champion-version", "ft-v1", "--",
-            *_tiny_flags(tiny_base_dir, tmp_path / "data", run_dir, steps=3)]
+            *_tiny_flags(tiny_base_dir, tmp_path / "data", run_dir, steps=3), *budget]
     assert train_job.main(argv) == 0
     assert hf_trainer.DEFAULT_CALLBACKS == defaults
     progress = json.loads((run_dir / train_job.PROGRESS_FILE).read_text())
-    assert progress["stage"] == "done" and progress["step"] == progress["max_steps"] == 3
-    assert [step for step, _ in progress["loss"]] == [1, 2, 3]
+    assert progress["stage"] == "done" and progress["step"] == steps and progress["max_steps"] == 3
+    assert [step for step, _ in progress["loss"]] == list(range(1, steps + 1))
     assert progress["eval_stage"] == "eval" and progress["eval_done"] == progress["eval_total"] == 1
     comparison = json.loads((run_dir / train_job.COMPARISON_FILE).read_text())
     assert comparison["champion_version"] == "ft-v1"
