@@ -47,7 +47,7 @@ PROGRESS_FILE, COMPARISON_FILE = "progress.json", "comparison.json"  # written b
 LOG_TAIL_CHARS = 4000
 # What the plan shows of a recipe (RunConfig fields)
 PLAN_KEYS = ("learning_rate", "max_steps", "num_train_epochs", "lora_r", "lora_alpha", "lora_target_modules",
-             "quantization", "precision")
+             "quantization", "precision", "max_train_minutes")
 
 
 METHODS = ("sft", "dpo")  # what a retraining job may run
@@ -152,7 +152,8 @@ class RetrainPlan:
     init: str  # base: a fresh adapter; champion: continue it
     start: str  # what training starts from: the base, or the champion's adapter dir
     start_version: str | None  # the champion's name when continuing it
-    settings: dict[str, Any]  # PLAN_KEYS: learning rate, steps/epochs, LoRA shape, quantisation, precision
+    settings: dict[str, Any]  # PLAN_KEYS: learning rate, steps/epochs, LoRA shape, quantisation, precision,
+    # time budget
     refusal: str | None = None  # why a job cannot start
     note: str | None = None  # e.g. a champion trained on another base
     method: str = "sft"  # sft or dpo

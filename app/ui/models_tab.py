@@ -161,6 +161,8 @@ def plan_markdown(plan: RetrainPlan) -> str:
     except (TypeError, ValueError):
         steps, epochs = -1, 0.0
     length = f"{steps} steps" if steps > 0 else f"{epochs:g} epoch{'' if epochs == 1 else 's'}"
+    if st.get("max_train_minutes") is not None:
+        length += f" (at most {st['max_train_minutes']} minutes)"
     details = ", ".join([
         f"lr {st.get('learning_rate', '?')}", length,
         f"LoRA r {st.get('lora_r', '?')} alpha {st.get('lora_alpha', '?')} "

@@ -46,7 +46,7 @@ def registry(tmp_path: Path, tiny_base_dir: Path, other_base_dir: Path) -> dict[
         f'[models.a]\nbase = "{tiny_base_dir}"\nretrain = {{ config = "data/a-retrain.yaml" }}\n\n'
         f'[models.b]\nbase = "{other_base_dir}"\n'
         'retrain = { config = "data/b-retrain.yaml", '
-        'overrides = { max_steps = 9, train_embeddings = false } }\n\n'
+        'overrides = { max_steps = 9, train_embeddings = false, max_train_minutes = 45 } }\n\n'
         f'[models.c]\nbase = "{tiny_base_dir}"\n'
     )
     return load_registry(data / "models.toml")
@@ -99,6 +99,10 @@ def test_each_runner_retrains_its_own_base(registry: dict[str, ModelSpec], store
         assert plan.start == str(base) and plan.start_version is None and plan.refusal is None
         assert plan.settings["learning_rate"] == lr and plan.settings["max_steps"] == steps
     assert _runner(store, b, tmp_path).plan().settings["quantization"] == "nf4"
+    assert _runner(store, b, tmp_path).plan().settings["max_train_minutes"] == 45  # the recipe's budget
+    assert parse_run_config(_train_argv(_runner(store, b, tmp_path)._command(
+        tmp_path / "runs/ft-v3", RetrainRequest([1], init="base"), None))).max_train_minutes == 45
+    assert _runner(store, a, tmp_path).plan().settings["max_train_minutes"] is None  # none: no budget
     assert _runner(store, a, tmp_path).plan().settings["lora_target_modules"] == "all-linear"  # the default
 
 

@@ -87,6 +87,10 @@ def test_plan_line_says_what_a_job_trains(tmp_path: Path) -> None:
     off = RetrainPlan(model="x", base="b", recipe=None, init="base", start="b", start_version=None,
                       settings={}, refusal="model x has no retrain recipe in data/models.toml")
     assert plan_markdown(off) == "**Retraining is off:** model x has no retrain recipe in data/models.toml"
+    capped = RetrainPlan(model="x", base="b", recipe="r.yaml", init="base", start="b", start_version=None,
+                         settings={"max_steps": 300, "max_train_minutes": 45})
+    assert "300 steps (at most 45 minutes)" in plan_markdown(capped)
+    assert "at most" not in line  # the bundled recipe has no time budget
 
 
 def test_job_status_in_words_and_log_tail_as_plain_text(tmp_path: Path) -> None:
