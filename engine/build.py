@@ -118,8 +118,9 @@ class BaseModelConfig:
     # On a GPU: fp32 maths, tf32 (fp32 weights, TF32 matrix products) or bf16 (autocast; fp32 weights,
     # which are what is saved). On the CPU every value trains in fp32, so one config builds anywhere.
     precision: str = "fp32"
-    # A time budget in minutes (None: none): training stops after the step that reaches it and the model
-    # is saved as it stands (build_info.json: steps_done), so a build on a lent machine keeps its work.
+    # A time budget in minutes (None: none), counted from the build's start (the tokenizer's training
+    # included): training stops after the step that reaches it and the model is saved as it stands
+    # (build_info.json: steps_done), so a build on a lent machine keeps its work.
     max_minutes: float | None = None
 
     PRECISIONS: ClassVar[tuple[str, ...]] = ("fp32", "tf32", "bf16")
@@ -174,10 +175,12 @@ def _one_cycle(step: int, total: int, warmup: float) -> float:
 
 
 def train_language_model(
-    model: Qwen2ForCausalLM, blocks: torch.Tensor, config: BaseModelConfig, seed: int
+    model: Qwen2ForCausalLM, blocks: torch.Tensor, config: BaseModelConfig, seed: int,
+    began: float | None = None,
 ) -> list[float]:
     """Train ``model`` on ``blocks`` with next-token loss, on the model's device; out: the loss of every
-    step. The batches are drawn on the CPU, so a seed picks the same batches on any device."""
+    step. The batches are drawn on the CPU, so a seed picks the same batches on any device. A time
+    budget (``config.max_minutes``) counts from ``began`` (a ``time.time()``; default: now)."""
     if config.precision not in config.PRECISIONS:
         allowed = ", ".join(config.PRECISIONS)
         raise BuildError(f"precision: expected one of {allowed}, got {config.precision!r}")
@@ -200,7 +203,7 @@ def train_language_model(
     model.train()
     losses: list[float] = []
     bar = tqdm(range(config.steps), desc="base LM", unit="step")
-    began = time.monotonic()
+    began = time.time() if began is None else began
     try:
         for step in bar:
             idx = torch.randint(0, blocks.size(0), (min(config.batch_size, blocks.size(0)),), generator=gen)
@@ -215,7 +218,7 @@ def train_language_model(
             losses.append(loss.item())
             bar.set_postfix(loss=f"{loss.item():.3f}")
             budget = config.max_minutes
-            if budget is not None and time.monotonic() - began >= budget * 60 and step + 1 < config.steps:
+            if budget is not None and time.time() - began >= budget * 60 and step + 1 < config.steps:
                 log.warning("time budget: %g minutes used at step %d of %d; the model is saved as it stands",
                             config.max_minutes, step + 1, config.steps)
                 break
@@ -256,7 +259,7 @@ def build_base_model(
     model = Qwen2ForCausalLM(config.qwen2_config(tokenizer)).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("base model: %d params, %d blocks of %d tokens", n_params, blocks.size(0), config.block_size)
-    losses = train_language_model(model, blocks, config, seed)
+    losses = train_language_model(model, blocks, config, seed, began=started)  # a budget counts the tokenizer
     model = model.to("cpu")
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -145,7 +145,7 @@ def train_dpo(cfg: Any, callbacks: Any = ()) -> Any:
         log_leak_check(leak_check, cfg.frozen_sets)
         trainer, tokenizer, quantization = build_trainer(
             DPOTrainer, spec, cfg, dpo_config(cfg, has_eval=eval_examples is not None),
-            train_examples, eval_examples, callbacks,
+            train_examples, eval_examples, callbacks, began=started,
         )
         trainable, total = trainable_params(trainer.model)
         log_effective_batch(trainer.args)

@@ -188,11 +188,12 @@ def load_model_for_training(spec: ModelSpec, cfg: RunConfig) -> tuple[Any, str]:
 
 def build_trainer(trainer_cls: Any, spec: ModelSpec, cfg: RunConfig, args: Any,
                   train_examples: list[dict[str, Any]], eval_examples: list[dict[str, Any]] | None,
-                  callbacks: Any, **extra: Any) -> tuple[Any, Any, str]:
+                  callbacks: Any, began: float | None = None, **extra: Any) -> tuple[Any, Any, str]:
     """A TRL trainer (``trainer_cls``: SFT or DPO) over ``spec``'s base, the way every recipe starts:
     the tokenizer padding on the right, the model loaded for training (4-bit or not), a fresh LoRA
     adapter from ``cfg`` or, when ``spec`` names an adapter dir, that adapter continued. ``extra``:
-    the trainer's own arguments. Returns (trainer, tokenizer, quantization)."""
+    the trainer's own arguments; ``began``: when the run started (``time.time()``), from which a time
+    budget (``cfg.max_train_minutes``) counts. Returns (trainer, tokenizer, quantization)."""
     from datasets import Dataset
 
     from engine.loading import load_tokenizer
@@ -209,7 +210,8 @@ def build_trainer(trainer_cls: Any, spec: ModelSpec, cfg: RunConfig, args: Any,
             processing_class=tokenizer,
             # an adapter dir: continue it
             peft_config=None if spec.adapters else lora_config(cfg, ties_embeddings(model)),
-            callbacks=[*callbacks, *([TimeBudget(cfg.max_train_minutes)] if cfg.max_train_minutes else [])],
+            callbacks=[*callbacks, *([TimeBudget(cfg.max_train_minutes, began or time.time())]
+                                     if cfg.max_train_minutes else [])],
             **extra,
         )
     check_kept(len(trainer.train_dataset), len(train_examples), cfg.max_length, "training")
@@ -224,24 +226,24 @@ def build_trainer(trainer_cls: Any, spec: ModelSpec, cfg: RunConfig, args: Any,
 
 
 class TimeBudget(TrainerCallback):
-    """Stops training after the step that reaches ``minutes`` since training began; the run then ends
+    """Stops training after the step that reaches ``minutes`` since the run ``began`` (a ``time.time()``:
+    loading, checking and tokenizing the data count, as they do against a deadline); the run then ends
     as any run does (the adapter saved, the best epoch's checkpoint loaded when there is one), so a
     run on a lent machine with a deadline keeps what it learnt instead of being killed with nothing.
     On several processes the ranks agree (the largest elapsed time wins), so none waits on another
     that stopped. :meth:`report` is metrics.json's ``time_budget``."""
 
-    def __init__(self, minutes: float):
+    def __init__(self, minutes: float, began: float):
         self.minutes = minutes
-        self.began = 0.0
+        self.began = began
         self.stopped_at: int | None = None
         self.max_steps = 0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.began = time.monotonic()
         self.max_steps = state.max_steps
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        elapsed = time.monotonic() - self.began
+        elapsed = time.time() - self.began
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             shared = torch.tensor([elapsed], dtype=torch.float64)
             if torch.distributed.get_backend() == "nccl":

@@ -147,7 +147,7 @@ def train(cfg: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Decision
         trainer, tokenizer, quantization = build_trainer(
             DecisionWeightedSFTTrainer, spec, cfg, sft_config(cfg, has_eval=eval_examples is not None),
             train_examples, eval_examples, callbacks,
-            decision_loss_weight=cfg.decision_loss_weight, decision_tokens=cfg.decision_tokens,
+            began=started, decision_loss_weight=cfg.decision_loss_weight, decision_tokens=cfg.decision_tokens,
         )
         trainable, total = trainable_params(trainer.model)
         log.info(

@@ -122,8 +122,10 @@ source scripts/gpu_wheels.sh
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$OUT/parts.txt" 2>&1
 start=$SECONDS
 stamp() { echo "== $1 at $((SECONDS - start)) s" | tee -a "$OUT/parts.txt"; }
-# A job's time budget in minutes: its `timeout` (s) less a margin (s) for loading data before training
-# and saving after it, so a slow job stops itself and keeps its weights instead of being killed.
+# A job's time budget in minutes: its `timeout` (s) less a margin (s) for what the budget does not count
+# (the imports, the base's corpus, saving), so a slow job stops itself and keeps its weights instead of
+# being killed. The budget counts from the run's start: the adapters' data loading and tokenizing
+# (~2-3 min for four side by side on 2026-11-30) are inside it.
 minutes_before() { awk -v t="$1" -v m="$2" 'BEGIN { printf "%.2f", (t - m) / 60 }'; }
 for f in .gpu_data/*.jsonl.xz; do
     [ -e "$f" ] || break
@@ -196,7 +198,7 @@ decision_loss_weight: 2.0
 seed: 21
 logging_steps: 100
 dataset_num_proc: 6
-max_train_minutes: $(minutes_before "${SFT_S:-400}" 80)
+max_train_minutes: $(minutes_before "${SFT_S:-400}" 40)
 EOF
     # shellcheck disable=SC2086
     timeout "${SFT_S:-400}" python3 scripts/train_qlora_sft.py --config "$W/$name.yaml" ${SFT_ARGS:-} \

@@ -335,11 +335,10 @@ def _budget_rank(rank: int, port: int, out: str) -> None:
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        budget = TimeBudget(1.0)
+        budget = TimeBudget(1.0, began=time.time() - (100 if rank == 0 else 0))
         state = SimpleNamespace(global_step=1, max_steps=10)
         control = SimpleNamespace(should_training_stop=False)
         budget.on_train_begin(None, state, control)
-        budget.began = time.monotonic() - (100 if rank == 0 else 0)
         budget.on_step_end(None, state, control)
         decided = [control.should_training_stop, budget.stopped_at]
         Path(out, f"rank{rank}.json").write_text(json.dumps(decided))
