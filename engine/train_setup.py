@@ -253,7 +253,7 @@ class TimeBudget(TrainerCallback):
         if elapsed >= self.minutes * 60 and state.global_step < state.max_steps:
             control.should_training_stop = True
             self.stopped_at = state.global_step
-            log.warning("time budget: %.1f of %g minutes used at step %d of %d; training stops here and "
+            log.warning("time budget: %.2f of %g minutes used at step %d of %d; training stops here and "
                         "the adapter is saved as it stands", elapsed / 60, self.minutes, state.global_step,
                         state.max_steps)
 

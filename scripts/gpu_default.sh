@@ -126,7 +126,7 @@ stamp() { echo "== $1 at $((SECONDS - start)) s" | tee -a "$OUT/parts.txt"; }
 # (the imports, the base's corpus, saving), so a slow job stops itself and keeps its weights instead of
 # being killed. The budget counts from the run's start: the adapters' data loading and tokenizing
 # (~2-3 min for four side by side on 2026-11-30) are inside it.
-minutes_before() { awk -v t="$1" -v m="$2" 'BEGIN { printf "%.2f", (t - m) / 60 }'; }
+minutes_before() { awk -v t="$1" -v m="$2" 'BEGIN { x = (t - m) / 60; printf "%.2f", (x < 0.1 ? 0.1 : x) }'; }
 for f in .gpu_data/*.jsonl.xz; do
     [ -e "$f" ] || break
     name=$(basename "$f" .jsonl.xz); mkdir -p "runs/data/${name%%__*}"
