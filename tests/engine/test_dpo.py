@@ -86,3 +86,14 @@ def test_dpo_trains_a_fresh_adapter_and_continues_one(tiny_base_dir: Path, tiny_
     before, after = (load_file(str(d / "adapter_model.safetensors")) for d in (tiny_ft_dir, cont))
     assert set(before) == set(after)  # the same adapter, continued
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_dpo_run_keeps_its_time_budget(tiny_base_dir: Path, tmp_path: Path) -> None:
+    """A budget used up at once: one step, then the adapter saved and the stop recorded, as for SFT."""
+    cfg = _cfg(tiny_base_dir, write_jsonl(tmp_path / "pairs.jsonl", _pairs()), tmp_path / "budget")
+    cfg.max_train_minutes = 1e-9
+    steps = _Steps()
+    train(cfg, callbacks=[steps])
+    assert steps.steps == [1] and (tmp_path / "budget" / "adapter_model.safetensors").is_file()
+    budget = json.loads((tmp_path / "budget" / "metrics.json").read_text())["time_budget"]
+    assert budget == {"minutes": 1e-9, "stopped_at_step": 1, "max_steps": 3}
