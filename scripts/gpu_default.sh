@@ -94,7 +94,9 @@ for adapter in sorted(glob.glob(f"{work}/ft-*/adapter_model.safetensors")):
     rows.append({"adapter": a, "n": n, "accuracy": avg("decision_accuracy"),
                  "hard_violations": round(avg("violation_rate") * n), "json_validity": avg("json_validity"),
                  "refs_exact": avg("policy_refs_exact"), "next_action": avg("next_action_match"),
-                 "text_check": avg("text_check"), "mean_output_tokens": avg("mean_output_tokens")})
+                 "text_check": avg("text_check"), "mean_output_tokens": avg("mean_output_tokens"),
+                 # where its time budget stopped it (None: it trained to its end)
+                 "time_budget": json.load(open(f"{a}/metrics.json")).get("time_budget")})
 eligible = [r for r in rows if r["json_validity"] >= min_json and r["refs_exact"] >= min_refs]
 eligible.sort(key=lambda r: (-r["accuracy"], r["hard_violations"], -r["text_check"]))
 choice = {"candidates": rows, "first": eligible[0]["adapter"] if eligible else None}
