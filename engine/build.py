@@ -125,6 +125,36 @@ class BaseModelConfig:
 
     PRECISIONS: ClassVar[tuple[str, ...]] = ("fp32", "tf32", "bf16")
 
+    def problems(self) -> list[str]:
+        """Each number or name out of its range, as ``field: value; must be ...`` (none: all good), so
+        a command line refuses a mistake before the corpus and the tokenizer are made."""
+        def finite(x: float) -> bool:
+            return isinstance(x, int | float) and math.isfinite(x)
+
+        heads, kv = self.num_heads, self.num_kv_heads
+        checks = [
+            ("vocab_size", 256 + len(SPECIAL_TOKENS) <= self.vocab_size <= 262_144,
+             f"from {256 + len(SPECIAL_TOKENS)} (the bytes and special tokens) to 262144"),
+            ("hidden_size", 8 <= self.hidden_size <= 16_384, "from 8 to 16384"),
+            ("num_layers", 1 <= self.num_layers <= 256, "from 1 to 256"),
+            ("num_heads", 1 <= heads <= 256 and self.hidden_size % max(heads, 1) == 0,
+             "from 1 to 256 and divide hidden_size"),
+            ("num_kv_heads", 1 <= kv <= max(heads, 1) and heads % max(kv, 1) == 0,
+             "from 1 to num_heads and divide num_heads"),
+            ("intermediate_size", 1 <= self.intermediate_size <= 65_536, "from 1 to 65536"),
+            ("block_size", 8 <= self.block_size <= 32_768, "from 8 to 32768"),
+            ("batch_size", 1 <= self.batch_size <= 4096, "from 1 to 4096"),
+            ("steps", 1 <= self.steps <= 10_000_000, "from 1 to 10000000"),
+            ("lr", finite(self.lr) and 0 < self.lr <= 1, "> 0 and <= 1"),
+            ("warmup", finite(self.warmup) and 0 <= self.warmup <= 1, "from 0 to 1"),
+            ("weight_decay", finite(self.weight_decay) and self.weight_decay >= 0, ">= 0"),
+            ("precision", self.precision in self.PRECISIONS, "one of " + ", ".join(self.PRECISIONS)),
+            ("max_minutes",
+             self.max_minutes is None or (finite(self.max_minutes) and 0 < self.max_minutes <= 10_080),
+             "> 0 and <= 10080 (or unset)"),
+        ]
+        return [f"{name}: {getattr(self, name)!r}; must be {rule}" for name, ok, rule in checks if not ok]
+
     def qwen2_config(self, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
         return Qwen2Config(
             vocab_size=len(tokenizer),

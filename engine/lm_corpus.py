@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from engine.build import IM_END, IM_START
 from policies import parse_case
 from policies.documents import all_sections
-from policies.leakage import FrozenKeys, frozen_keys
+from policies.leakage import FrozenKeys, frozen_keys, resolve_frozen_paths
 from policies.prompt import PromptFormat, build_messages
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,27 @@ class CorpusConfig:
         ],
         metadata={"help": "JSONL files whose cases (by deciding fields or prompt) the base must never see"},
     )
+
+    def problems(self) -> list[str]:
+        """Each setting out of its range, as ``field: value; must be ...`` (none: all good). A held-out
+        file that does not exist is a problem: a mistyped path would let the base read those cases."""
+        checks = [
+            ("n_cases", 0 <= self.n_cases <= 1_000_000, "from 0 to 1000000"),
+            ("doc_repeats", 0 <= self.doc_repeats <= 10_000, "from 0 to 10000"),
+            ("prompt_policy", self.prompt_policy in ("full", "titles"), "full or titles"),
+            ("prompt_instructions", self.prompt_instructions in ("full", "short"), "full or short"),
+            ("prompt_case", self.prompt_case in ("json", "fields"), "json or fields"),
+            ("prompt_max_message_chars",
+             self.prompt_max_message_chars is None or 0 <= self.prompt_max_message_chars <= 100_000,
+             "from 0 to 100000 (or unset)"),
+            ("prompt_policy_facts", not self.prompt_policy_facts or self.prompt_case == "fields",
+             "false unless prompt_case is fields"),
+            ("message_after_prompt", not self.message_after_prompt or self.messages,
+             "false unless messages is true"),
+        ]
+        said = [f"{name}: {getattr(self, name)!r}; must be {rule}" for name, ok, rule in checks if not ok]
+        said += [f"exclude: no such file: {p}" for p in self.exclude if not resolve_frozen_paths([p])]
+        return said
 
     def prompt_format(self) -> PromptFormat:
         return PromptFormat.from_dict(

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import fields
 from pathlib import Path
 
+import torch
 from transformers import HfArgumentParser
 
 from engine.build import BaseModelConfig, build_base_model
@@ -22,14 +24,25 @@ from engine.lm_corpus import CorpusConfig, lm_texts
 from engine.loading import pick_device
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = HfArgumentParser([BaseModelConfig, CorpusConfig])
     parser.add_argument("--out", default="data/models/default-base", help="output model directory")
     parser.add_argument("--seed", type=int, default=0, help="random seed (data, init, batches)")
     parser.add_argument("--device", default="cpu",
                         help="cpu | cuda | cuda:N | auto (a GPU when there is one); the same seed draws the "
                              "same batches on any device, the weights differ by rounding")
-    model_cfg, corpus_cfg, extra = parser.parse_args_into_dataclasses()
+    model_cfg, corpus_cfg, extra = parser.parse_args_into_dataclasses(args=argv)
+    # every mistake at once, before the corpus, the tokenizer or a step: one line naming the options
+    problems = model_cfg.problems() + corpus_cfg.problems()
+    if not 0 <= extra.seed < 2**32:
+        problems.append(f"seed: {extra.seed}; must be from 0 to 4294967295")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", extra.device):
+        problems.append(f"device: {extra.device!r}; must be auto, cpu, cuda or cuda:N")
+    elif extra.device.startswith("cuda") and not torch.cuda.is_available():
+        problems.append(f"device: {extra.device!r}; no CUDA device is available here (auto picks one when "
+                        "there is)")
+    if problems:
+        parser.error("; ".join(f"--{problem}" for problem in problems))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     texts = lm_texts(corpus_cfg, extra.seed)
     info = build_base_model(

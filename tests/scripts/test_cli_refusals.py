@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine.cli import bounded_int, existing_file, refusals, writable_dir
 from tests.conftest import tiny_rows, write_jsonl
@@ -164,3 +165,42 @@ def test_benchmark_shape_builds_a_model_with_the_policy_in_prose(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr and f"built {tmp_path}/adapter" in done.stdout
     assert resolve_model(str(tmp_path / "adapter")).prompt_format.policy == "full"
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--steps", "0"], "--steps: 0; must be from 1 to 10000000"),
+    (["--num_heads", "5"], "--num_heads: 5; must be from 1 to 256 and divide hidden_size; --num_kv_heads: 2; "
+                           "must be from 1 to num_heads and divide num_heads"),
+    (["--vocab_size", "10", "--lr", "0"], "--vocab_size: 10; must be from 259 (the bytes and special tokens) "
+                                          "to 262144; --lr: 0.0; must be > 0 and <= 1"),
+    (["--max_minutes", "0"], "--max_minutes: 0.0; must be > 0 and <= 10080 (or unset)"),
+    (["--precision", "fp8"], "--precision: 'fp8'; must be one of fp32, tf32, bf16"),
+    (["--prompt_policy", "bogus"], "--prompt_policy: 'bogus'; must be full or titles"),
+    (["--prompt_policy_facts", "true", "--prompt_case", "json"],
+     "--prompt_policy_facts: True; must be false unless prompt_case is fields"),
+    (["--message_after_prompt", "true"],
+     "--message_after_prompt: True; must be false unless messages is true"),
+    (["--exclude", "{tmp}/held-out.jsonl"], "--exclude: no such file: {tmp}/held-out.jsonl"),
+    (["--device", "gpu"], "--device: 'gpu'; must be auto, cpu, cuda or cuda:N"),
+    (["--seed", "-1"], "--seed: -1; must be from 0 to 4294967295"),
+])
+def test_build_base_model_refuses_before_any_work(args: list[str], said: str, tmp_path: Path, capsys) -> None:
+    """Every mistake in one line naming the options, before the corpus or the tokenizer is made: a
+    mistyped held-out file would otherwise let the base read those cases, a bad prompt option would
+    be saved as the model's prompt format, a bad shape would fail after minutes."""
+    from scripts.build_base_model import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "base"), *[a.format(tmp=tmp_path) for a in args]])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f": error: {said.format(tmp=tmp_path)}\n" in err, err
+    assert "Traceback" not in err and not (tmp_path / "base").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_build_base_model_refuses_cuda_where_there_is_none(tmp_path: Path, capsys) -> None:
+    from scripts.build_base_model import main
+
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "base"), "--device", "cuda:0"])
+    assert ": error: --device: 'cuda:0'; no CUDA device is available here" in capsys.readouterr().err
