@@ -30,6 +30,7 @@ from app.ui.browser import CHROMIUM, CHROMIUM_ARGS
 from db.cases import add_case, read_case_rows, save_run
 from db.store import open_store
 from db.users import create_user
+from engine.cli import bounded_float, bounded_int, existing_file
 from engine.guard import guard
 from engine.types import ModelAnswer
 from policies import Case, expected_decision
@@ -50,8 +51,11 @@ class Config:
 
 def parse_args(argv: list[str] | None = None) -> Config:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    bounded = {"cases": bounded_int(1, 1000), "read_s": bounded_float(0, 600),
+               "max_read_s": bounded_float(1, 3600), "bulk": bounded_int(1, 100_000),
+               "eval_set": lambda text: Path(existing_file(text))}
     for name, default in vars(Config()).items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        p.add_argument(f"--{name.replace('_', '-')}", type=bounded.get(name, type(default)), default=default)
     return Config(**vars(p.parse_args(argv)))
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from engine.cli import MAX_ROWS, bounded_int, existing_file
 from engine.probes import copy_probe, load_scored_model, message_copy_probe, read_answered_rows
 from engine.registry import UnknownModel
 from engine.sft_data import DatasetError
@@ -29,8 +30,8 @@ from engine.sft_data import DatasetError
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default-ft", help="registry name or model / adapter dir")
-    p.add_argument("--dataset", default="data/generated/validation_independent.jsonl")
-    p.add_argument("--max-examples", type=int, default=150)
+    p.add_argument("--dataset", type=existing_file, default="data/generated/validation_independent.jsonl")
+    p.add_argument("--max-examples", type=bounded_int(1, MAX_ROWS), default=150)
     p.add_argument("--messages", action="store_true", help="a base LM: the item in prompt + message")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)

@@ -16,7 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-from policies import parse_case
+from engine.cli import message
+from policies import InvalidInput, parse_case
 from policies.correlation import correlation_report
 
 
@@ -30,8 +31,17 @@ def main(argv: list[str] | None = None) -> int:
         name, _, path = spec.partition("=")
         if not path:
             p.error(f"--pool: expected NAME=FILE, got {spec!r}")
+        if not Path(path).is_file():
+            p.error(f"--pool: no such file: {path}")
+        cases = []
         with open(path, encoding="utf-8") as fh:
-            cases = [parse_case(json.loads(line)["input"]) for line in fh if line.strip()]
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    cases.append(parse_case(json.loads(line)["input"]))
+                except (json.JSONDecodeError, KeyError, TypeError, InvalidInput) as exc:
+                    p.error(f"--pool: {path}:{number}: not a generator row with a case ({message(exc)})")
         reports[name] = {"file": path, **correlation_report(cases)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(reports, indent=2) + "\n", encoding="utf-8")

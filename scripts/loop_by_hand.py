@@ -38,6 +38,7 @@ from db.store import open_store
 from db.users import create_user
 from db.versions import ensure_bundled_version, get_version
 from engine.champion import accuracy_on_rule, gate_verdicts
+from engine.cli import MAX_NEW_TOKENS, MAX_ROWS, bounded_float, bounded_int
 from engine.registry import resolve_model
 from policies import expected_decision, parse_case
 
@@ -45,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 HEADLINE_KEYS = ("decision_accuracy", "violation_rate", "json_validity", "latency_p50_s")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, default=Path("runs/loop-demo"))
     p.add_argument("--rule", default="FRD-1")
@@ -57,12 +58,20 @@ def main() -> None:
     p.add_argument("--champion", default=None,
                    help="an adapter dir to start from as ft-v1 (e.g. data/models/default-ft, for a rule it "
                         "gets wrong) instead of training a champion without the rule")
-    p.add_argument("--steps", type=int, default=150, help="champion steps")
-    p.add_argument("--retrain-steps", type=int, default=-1, help="-1: the retrain recipe's own length")
-    p.add_argument("--corrections-weight", type=float, default=3.0)
-    p.add_argument("--eval-max", type=int, default=None)
-    p.add_argument("--eval-max-new-tokens", type=int, default=None)
-    a = p.parse_args()
+    p.add_argument("--steps", type=bounded_int(1, 1_000_000), default=150, help="champion steps")
+    p.add_argument("--retrain-steps", type=bounded_int(-1, 1_000_000), default=-1,
+                   help="-1: the retrain recipe's own length")
+    p.add_argument("--corrections-weight", type=bounded_float(0, 1000), default=3.0)
+    p.add_argument("--eval-max", type=bounded_int(1, MAX_ROWS), default=None)
+    p.add_argument("--eval-max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS), default=None)
+    a = p.parse_args(argv)
+    if a.retrain_steps == 0:
+        p.error("--retrain-steps: 0; must be -1 (the recipe's own length) or 1 or more")
+    for option in ("train_data", "champion_config", "retrain_config", "retrain_dpo_config"):
+        if not (REPO / getattr(a, option)).is_file():
+            p.error(f"--{option.replace('_', '-')}: no such file: {getattr(a, option)}")
+    if a.champion and not (REPO / a.champion / "adapter_config.json").is_file():
+        p.error(f"--champion: not an adapter dir (no adapter_config.json): {a.champion}")
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in (REPO / a.train_data).open()]

@@ -17,19 +17,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.cli import MAX_ROWS, bounded_int, existing_file  # noqa: E402
 from engine.sft_data import ConfigError, oversample_chains, rule_chain  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("src", type=Path, help="generator JSONL")
+    p.add_argument("src", type=existing_file, help="generator JSONL")
     p.add_argument("out", type=Path, help="the rebalanced JSONL")
     p.add_argument("--weak", nargs="+", required=True, help="rule chains to keep whole, e.g. NRC-3+LIM-1")
-    p.add_argument("--rest", type=int, required=True, help="rows sampled from the other chains")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rest", type=bounded_int(0, MAX_ROWS), required=True,
+                   help="rows sampled from the other chains")
+    p.add_argument("--seed", type=bounded_int(0, 2**32 - 1), default=0)
     a = p.parse_args(argv)
     try:
-        rows = [json.loads(line) for line in a.src.open(encoding="utf-8") if line.strip()]
+        rows = [json.loads(line) for line in Path(a.src).open(encoding="utf-8") if line.strip()]
         out = oversample_chains(rows, set(a.weak), a.rest, a.seed)
     except (OSError, json.JSONDecodeError, ConfigError) as exc:
         print(f"error: {a.src}: {exc}", file=sys.stderr)

@@ -204,3 +204,47 @@ def test_build_base_model_refuses_cuda_where_there_is_none(tmp_path: Path, capsy
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "base"), "--device", "cuda:0"])
     assert ": error: --device: 'cuda:0'; no CUDA device is available here" in capsys.readouterr().err
+
+
+def test_bounded_float() -> None:
+    from engine.cli import bounded_float
+
+    parse = bounded_float(0, 10)
+    assert parse("0") == 0 and parse("2.5") == 2.5 and parse("10") == 10
+    for text, said in [("-1", "-1 is out of range: 0 to 10"), ("nan", "nan is out of range"),
+                       ("inf", "inf is out of range"), ("x", "'x' is not a number")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=said):
+            parse(text)
+
+
+@pytest.mark.parametrize(("script", "args", "said"), [
+    ("rebalance_dataset", ["{tmp}/none.jsonl", "{tmp}/o.jsonl", "--weak", "GEN-1", "--rest", "1"],
+     "argument src: no such file: {tmp}/none.jsonl"),
+    ("rebalance_dataset", ["{rows}", "{tmp}/o.jsonl", "--weak", "GEN-1", "--rest", "-5"],
+     "argument --rest: -5 is out of range: 0 to 10000000"),
+    ("copy_probe", ["--max-examples", "0"], "argument --max-examples: 0 is out of range: 1 to 10000000"),
+    ("copy_probe", ["--dataset", "{tmp}/none.jsonl"], "argument --dataset: no such file: {tmp}/none.jsonl"),
+    ("correlation_report", ["--pool", "a={tmp}/none.jsonl"], "--pool: no such file: {tmp}/none.jsonl"),
+    ("correlation_report", ["--pool", "a={bad}"], "--pool: {bad}:1: not a generator row with a case"),
+    ("benchmark_review", ["--cases", "0"], "argument --cases: 0 is out of range: 1 to 1000"),
+    ("benchmark_review", ["--read-s", "nan"], "argument --read-s: nan is out of range: 0 to 600"),
+    ("loop_by_hand", ["--retrain-steps", "0"], "--retrain-steps: 0; must be -1 (the recipe's own length)"),
+    ("loop_by_hand", ["--corrections-weight", "-1"], "argument --corrections-weight: -1 is out of range"),
+    ("loop_by_hand", ["--train-data", "{tmp}/none.jsonl"], "--train-data: no such file: {tmp}/none.jsonl"),
+])
+def test_dev_tools_refuse_in_one_line(script: str, args: list[str], said: str, tmp_path: Path,
+                                      capsys) -> None:
+    """The dev tools check their numbers and files as the product's scripts do: a negative count was
+    once read as "none" (rebalance) or "all but the last three" (copy_probe's slice), a bad row was a
+    traceback."""
+    import importlib
+
+    rows = write_jsonl(tmp_path / "rows.jsonl", tiny_rows())
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    fill = {"tmp": tmp_path, "rows": rows, "bad": bad}
+    main = importlib.import_module(f"scripts.{script}").main
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.format(**fill) for a in args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and said.format(**fill) in err and "Traceback" not in err, err
