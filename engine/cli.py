@@ -17,40 +17,41 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 MAX_NEW_TOKENS = 8192  # what any script asks a model to write at most
 MAX_BATCH = 1024
 MAX_ROWS = 10_000_000  # rows a script reads or writes at most
 
 
-def bounded_int(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: a whole number from ``low`` to ``high``, else argparse's one-line refusal."""
+N = TypeVar("N", int, float)
 
-    def parse(text: str) -> int:
+
+def _bounded(convert: Callable[[str], N], kind: str, low: N, high: N, spec: str) -> Callable[[str], N]:
+    """An argparse type: ``convert(text)`` (a ``kind``) from ``low`` to ``high`` and finite, else
+    argparse's one-line refusal, its numbers written with the format ``spec``."""
+
+    def parse(text: str) -> N:
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is out of range: {low} to {high}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(
+                f"{value:{spec}} is out of range: {low:{spec}} to {high:{spec}}")
         return value
 
     return parse
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``, else argparse's one-line refusal."""
+    return _bounded(int, "a whole number", low, high, "d")
 
 
 def bounded_float(low: float, high: float) -> Callable[[str], float]:
     """An argparse type: a finite number from ``low`` to ``high``, else argparse's one-line refusal."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (math.isfinite(value) and low <= value <= high):
-            raise argparse.ArgumentTypeError(f"{value:g} is out of range: {low:g} to {high:g}")
-        return value
-
-    return parse
+    return _bounded(float, "a number", low, high, "g")
 
 
 def existing_file(text: str) -> str:
