@@ -234,6 +234,7 @@ def train_language_model(
     losses: list[float] = []
     bar = tqdm(range(config.steps), desc="base LM", unit="step")
     began = time.time() if began is None else began
+    deadline = math.inf if config.max_minutes is None else began + config.max_minutes * 60
     try:
         for step in bar:
             idx = torch.randint(0, blocks.size(0), (min(config.batch_size, blocks.size(0)),), generator=gen)
@@ -247,8 +248,7 @@ def train_language_model(
             sched.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            budget = config.max_minutes
-            if budget is not None and time.time() - began >= budget * 60 and step + 1 < config.steps:
+            if time.time() >= deadline and step + 1 < config.steps:
                 log.warning("time budget: %g minutes used at step %d of %d; the model is saved as it stands",
                             config.max_minutes, step + 1, config.steps)
                 break

@@ -18,7 +18,7 @@ from engine.build import IM_END, IM_START
 from policies import parse_case
 from policies.documents import all_sections
 from policies.leakage import FrozenKeys, frozen_keys, resolve_frozen_paths
-from policies.prompt import PromptFormat, build_messages
+from policies.prompt import CASE_LAYOUTS, INSTRUCTION_KINDS, POLICY_TEXTS, PromptFormat, build_messages
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,13 @@ class CorpusConfig:
     def problems(self) -> list[str]:
         """Each setting out of its range, as ``field: value; must be ...`` (none: all good). A held-out
         file that does not exist is a problem: a mistyped path would let the base read those cases."""
+        choices = {"prompt_policy": POLICY_TEXTS, "prompt_instructions": INSTRUCTION_KINDS,
+                   "prompt_case": CASE_LAYOUTS}  # PromptFormat's own options
         checks = [
             ("n_cases", 0 <= self.n_cases <= 1_000_000, "from 0 to 1000000"),
             ("doc_repeats", 0 <= self.doc_repeats <= 10_000, "from 0 to 10000"),
-            ("prompt_policy", self.prompt_policy in ("full", "titles"), "full or titles"),
-            ("prompt_instructions", self.prompt_instructions in ("full", "short"), "full or short"),
-            ("prompt_case", self.prompt_case in ("json", "fields"), "json or fields"),
+            *((name, getattr(self, name) in allowed, " or ".join(allowed))
+              for name, allowed in choices.items()),
             ("prompt_max_message_chars",
              self.prompt_max_message_chars is None or 0 <= self.prompt_max_message_chars <= 100_000,
              "from 0 to 100000 (or unset)"),

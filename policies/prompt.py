@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from policies.documents import applicable_sections
 from policies.rules import AUTO_LIMIT, WARRANTY_DAYS, return_window
@@ -34,6 +34,14 @@ SHORT_INSTRUCTIONS = "Decide the case by the policy. Answer with one JSON object
 _CASE_KEY_ORDER = ("case_id", "region", "request_type", "reason", "customer", "order", "message")
 
 
+PolicyText = Literal["full", "titles"]
+Instructions = Literal["full", "short"]
+CaseLayout = Literal["json", "fields"]
+POLICY_TEXTS: tuple[str, ...] = get_args(PolicyText)  # the values each option takes, for the checks
+INSTRUCTION_KINDS: tuple[str, ...] = get_args(Instructions)
+CASE_LAYOUTS: tuple[str, ...] = get_args(CaseLayout)
+
+
 @dataclass(frozen=True)
 class PromptFormat:
     """How much policy text goes into the system turn.
@@ -54,10 +62,10 @@ class PromptFormat:
     The format an adapter was trained with is saved beside it and reused at inference.
     """
 
-    policy: Literal["full", "titles"] = "full"
-    instructions: Literal["full", "short"] = "full"
+    policy: PolicyText = "full"
+    instructions: Instructions = "full"
     max_message_chars: int | None = None
-    case: Literal["json", "fields"] = "json"
+    case: CaseLayout = "json"
     policy_facts: bool = False
 
     def to_dict(self) -> dict[str, Any]:
