@@ -10,6 +10,8 @@ between the fields and against the rule engine:
   each rule gives);
 - ``next_action`` against the decision (an approval whose next step closes the request, a denial that
   issues a refund, the spec's tracking for NRC-1 and cancel-instead for RET-1);
+- facts the text states that the case or the policy contradicts (:func:`policies.facts.misstated_facts`:
+  a day count, a sum of money, a claim count);
 - text that is not prose: a field whose whole text is a field name, a decision or a rule id
   (``"next_action": "reasoning"``), JSON leaking into the text, stray brackets, mangled rule ids
   (``"not-3:"``).
@@ -27,6 +29,7 @@ from typing import Any
 
 from engine.metrics import cites_rule, repeated_fragment, text_problems
 from policies import DECISIONS, RULE_IDS, Answer, Case, expected_decision, parse_answer
+from policies.facts import misstated_facts
 
 # What each deciding rule of policy-spec.md section 4 decides (before LIM-1), request type aside.
 RULE_DECISIONS: dict[str, frozenset[str]] = {
@@ -45,7 +48,7 @@ LIMIT_RULE = "LIM-1"  # applied last: turns a refund above AUTO_LIMIT into ESCAL
 # The codes, in the order they are reported. Three are engine.metrics.text_problems' own.
 CONSISTENCY_CODES: tuple[str, ...] = (
     "refs_not_expected", "refs_contradict_decision", "refs_disagree_with_reasoning", "rule_not_cited",
-    "item_not_named", "next_action_mismatch", "repeated_fragment", "garbled_text",
+    "item_not_named", "facts_misstated", "next_action_mismatch", "repeated_fragment", "garbled_text",
 )
 ANSWER_FIELDS: tuple[str, ...] = tuple(Answer.model_fields)
 PROSE_FIELDS: tuple[str, ...] = ("reasoning", "customer_response", "next_action")
@@ -189,6 +192,8 @@ def _text_issues(case: Case, answer: Answer) -> list[ConsistencyIssue]:
                   if (frag := repeated_fragment(body[k]))]
         where = "; ".join(f"{k} repeats {frag!r}" for k, frag in fields)
         out.append(ConsistencyIssue("repeated_fragment", f"Repeated text: {where}."))
+    if misstated := misstated_facts(case, body):
+        out.append(ConsistencyIssue("facts_misstated", f"Misstated facts: {'; '.join(map(str, misstated))}."))
     return out
 
 

@@ -11,9 +11,10 @@ broken JSON.
 
 Beyond the decision, a record checks the whole answer against the rule engine's reference answer
 (:func:`policies.synth_text.reference_answer`, which the generator writes as every row's output):
-``policy_refs`` exactly (as a set), ``next_action`` (the same text, case and spacing aside) and a
-text check (:func:`text_problems`). :data:`TARGETS` are issue 15's targets; :func:`check_targets`
-says which a summary meets.
+``policy_refs`` exactly (as a set), ``next_action`` (the same text, case and spacing aside), a
+text check (:func:`text_problems`) and a facts check (:func:`policies.facts.misstated_facts`: no day
+count, sum of money or claim count the case and the policy contradict). :data:`TARGETS` are issue
+15's targets; :func:`check_targets` says which a summary meets.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from policies import (
     expected_decision,
     parse_case,
 )
+from policies.facts import misstated_facts
 from policies.synth_text import reference_answer
 
 INVALID = "<invalid>"  # the confusion matrix's column for answers with no decision
@@ -93,6 +95,7 @@ class EvalRecord:
     refs_exact: bool = False  # policy_refs == the rule engine's, as a set
     next_action_match: bool = False  # next_action == the reference answer's, case and spacing aside
     text_problems: tuple[str, ...] = ("no_answer",)  # text_problems(); () = the text check passed
+    misstated: tuple[str, ...] = ("no_answer",)  # kinds misstated_facts() found; () = the facts check passed
 
     @property
     def correct(self) -> bool:
@@ -101,6 +104,10 @@ class EvalRecord:
     @property
     def text_ok(self) -> bool:
         return not self.text_problems
+
+    @property
+    def facts_ok(self) -> bool:
+        return not self.misstated
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "correct": self.correct}
@@ -157,7 +164,8 @@ def make_record(case: Case, label: str, answer: ModelAnswer) -> EvalRecord:
     if body:
         whole = {"refs_exact": set(body["policy_refs"]) == set(expected.policy_refs),
                  "next_action_match": _same_text(body["next_action"], reference_answer(case).next_action),
-                 "text_problems": text_problems(case, body)}
+                 "text_problems": text_problems(case, body),
+                 "misstated": tuple(sorted({m.kind for m in misstated_facts(case, body)}))}
     return EvalRecord(
         case_id=case.case_id, variant=answer.variant, label=label, rule=expected.rule,
         chain="+".join(expected.policy_refs),
@@ -206,8 +214,9 @@ def summarize_variant(records: Sequence[EvalRecord], wall_s: float | None = None
     """Figures of one variant's records. ``wall_s``: the run's wall time (else the latencies' sum).
 
     Out keys: n, decision_accuracy, violation_rate, violations (count per code), json_validity,
-    truncated_rate, policy_refs_exact, next_action_match, text_check (shares of all n cases),
-    text_problems (cases per problem, invalid answers as ``no_answer``), latency_p50_s,
+    truncated_rate, policy_refs_exact, next_action_match, text_check, facts_check (shares of all n
+    cases), text_problems and facts_misstated (cases per problem or kind of fact, invalid answers as
+    ``no_answer``), latency_p50_s,
     latency_p95_s, mean_output_tokens, throughput_cases_per_s, by_request_type, by_region, by_rule,
     by_chain (per rule chain: n, accuracy, violating = cases with a hard violation), confusion.
     """
@@ -218,6 +227,7 @@ def summarize_variant(records: Sequence[EvalRecord], wall_s: float | None = None
     wall = wall_s if wall_s is not None else sum(latencies)
     codes = Counter(code for r in records for code in r.violations)
     problems = Counter(p for r in records for p in r.text_problems)
+    misstated = Counter(kind for r in records for kind in r.misstated)
     return {
         "n": n,
         "decision_accuracy": sum(r.correct for r in records) / n,
@@ -229,6 +239,8 @@ def summarize_variant(records: Sequence[EvalRecord], wall_s: float | None = None
         "next_action_match": sum(r.next_action_match for r in records) / n,
         "text_check": sum(r.text_ok for r in records) / n,
         "text_problems": dict(sorted(problems.items())),
+        "facts_check": sum(r.facts_ok for r in records) / n,
+        "facts_misstated": dict(sorted(misstated.items())),
         "latency_p50_s": _percentile(latencies, 50),
         "latency_p95_s": _percentile(latencies, 95),
         "mean_output_tokens": sum(r.output_tokens for r in records) / n,
@@ -284,6 +296,7 @@ _HEADLINE = (("decision_accuracy", "decision accuracy", "{:.1%}"),
              ("json_validity", "JSON validity", "{:.1%}"), ("truncated_rate", "truncated", "{:.1%}"),
              ("policy_refs_exact", "policy_refs exact", "{:.1%}"),
              ("next_action_match", "next_action match", "{:.1%}"), ("text_check", "text check", "{:.1%}"),
+             ("facts_check", "facts check", "{:.1%}"),
              ("latency_p50_s", "latency p50 (s)", "{:.3f}"), ("latency_p95_s", "latency p95 (s)", "{:.3f}"),
              ("mean_output_tokens", "mean output tokens", "{:.1f}"),
              ("throughput_cases_per_s", "throughput (cases/s)", "{:.2f}"))

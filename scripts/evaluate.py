@@ -23,18 +23,17 @@ uv run python scripts/evaluate.py --model served-ft --dataset data/generated/eva
 uv run python scripts/evaluate.py --dataset data/generated/validation.jsonl --variant finetuned \
     --max-new-tokens 192
 
-Writes OUT/summary.json (``variants``: per variant, n, decision_accuracy, violation_rate, violations per code,
-json_validity, the whole-answer figures policy_refs_exact, next_action_match and text_check (with
-text_problems), latency_p50_s, latency_p95_s, mean_output_tokens, throughput_cases_per_s, and the
-slices, among them ``by_chain``: n, accuracy and violating cases per deciding rule chain such as
-``NRC-3+LIM-1``, what scripts/rebalance_dataset.py --weak takes; plus dataset_sha256, model and
-adapter versions, the config, and on eval.jsonl / stress.jsonl ``targets``: issue 15's targets per
-fine-tuned variant, met or not, which it also prints), OUT/predictions.jsonl (one row per case and
-variant, with its ``chain``), OUT/report.md (side-by-side tables, violations per rule chain, confusion
-matrices) and OUT/accuracy_per_rule.png. The figures come from engine.metrics, shared with the
-console. An answer that does not parse as a schema-valid answer is invalid: wrong, not JSON-valid,
-never a violation.
-"""
+Writes OUT/summary.json (``variants``: per variant, n, decision_accuracy, violation_rate, violations per
+code, json_validity, the whole-answer figures policy_refs_exact, next_action_match, text_check (with
+text_problems) and facts_check (with facts_misstated), latency_p50_s, latency_p95_s, mean_output_tokens,
+throughput_cases_per_s, and the slices, among them ``by_chain``: n, accuracy and violating cases per
+deciding rule chain such as ``NRC-3+LIM-1``, what scripts/rebalance_dataset.py --weak takes; plus
+dataset_sha256, model and adapter versions, the config, and on eval.jsonl / stress.jsonl ``targets``: issue
+15's targets per fine-tuned variant, met or not, which it also prints), OUT/predictions.jsonl (one row per
+case and variant, with its ``chain``), OUT/report.md (side-by-side tables, violations per rule chain,
+confusion matrices) and OUT/accuracy_per_rule.png. The figures come from engine.metrics, shared with the
+console. An answer that does not parse as a schema-valid answer is invalid: wrong, not JSON-valid, never a
+violation. """
 
 from __future__ import annotations
 
@@ -186,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   + ", ".join(f"{c} {f['violating']}" for c, f in chains if f["violating"]))
         if "policy_refs_exact" in s:
             print(f"  whole answer: policy_refs exact {s['policy_refs_exact']:.1%}, next_action match "
-                  f"{s['next_action_match']:.1%}, text check {s['text_check']:.1%} {s['text_problems']}")
+                  f"{s['next_action_match']:.1%}, text check {s['text_check']:.1%} {s['text_problems']}, "
+                  f"facts check {s['facts_check']:.1%} {s['facts_misstated']}")
         for t in summary.get("targets", {}).get(v, []):
             print(f"  target ({summary['targets']['set']}) {t['figure']} {t['target']}: {t['value']:.1%} "
                   f"{'met' if t['met'] else 'NOT met'}")

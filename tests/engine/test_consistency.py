@@ -58,6 +58,10 @@ CRAFTED = [
      ["refs_disagree_with_reasoning", "rule_not_cited"]),
     ("item_not_named", {"customer_response": "Your return is approved, minus a 15% restocking fee."},
      ["item_not_named"]),
+    ("facts_misstated", {"reasoning": "RET-11: change of mind on opened electronics, 21 days since delivery, "
+                                      "within the 15-day window: 15% restocking fee. Decision: "
+                                      "APPROVE_REFUND_WITH_FEE."},
+     ["facts_misstated"]),
     ("next_action_mismatch", {"next_action": "Close the request; nothing to do."}, ["next_action_mismatch"]),
     ("repeated_fragment", {"customer_response": "Your Wireless headphones return is approved. Your "
                                                 "Wireless headphones return is approved."},
@@ -133,3 +137,19 @@ def test_a_garbled_answer_of_the_model_is_caught():
               "policy_refs": ["CAN-2", "RET-3", "CAN-3"]}
     # CAN-2, RET-3, CAN-3 can give APPROVE_REFUND (RET-3): the one check it passes
     assert set(_codes(answer, case)) == set(CONSISTENCY_CODES) - {"refs_contradict_decision"}
+
+
+def test_the_bundled_models_misstated_day_count_is_caught():
+    """The fine-tuned model's answer in the README's case view (demo case C-DE-00005: AU, a suit,
+    delivered 314 days ago): the right decision and rule, a day count the case does not have."""
+    case = make_case("C-DE-00005", days_since_delivery=314, category="apparel", item="Suit", price=732.34)
+    answer = {"decision": "DENY", "policy_refs": ["RET-10"],
+              "reasoning": "RET-10: change of mind 365 days after delivery, beyond the 30-day window. "
+                           "Decision: DENY.",
+              "customer_response": "I'm sorry, but your suit is outside the return window for "
+                                   "change-of-mind returns.",
+              "next_action": "Close the request; outside the return window."}
+    case = case.model_copy(update={"reason": "changed_mind"})
+    issues = consistency_issues(case, answer)
+    assert [i.code for i in issues] == ["facts_misstated"]
+    assert "'365 days after delivery'" in issues[0].message and "314 days" in issues[0].message

@@ -46,7 +46,7 @@ def test_reference_answers_pass_every_whole_answer_check(name: str) -> None:
                            _answer(c, reference_answer(c).model_dump(mode="json"))) for c in cases]
     figures = summarize_variant(records)
     assert figures["policy_refs_exact"] == figures["next_action_match"] == figures["text_check"] == 1.0
-    assert figures["text_problems"] == {}
+    assert figures["text_problems"] == {} == figures["facts_misstated"] and figures["facts_check"] == 1.0
 
 
 def test_each_whole_answer_check_catches_its_own_fault() -> None:
@@ -76,6 +76,7 @@ def test_invalid_answer_fails_every_whole_answer_check() -> None:
     assert record.text_problems == ("no_answer",)
     figures = summarize_variant([record])
     assert figures["text_check"] == 0.0 and figures["text_problems"] == {"no_answer": 1}
+    assert figures["facts_check"] == 0.0 and figures["facts_misstated"] == {"no_answer": 1}
 
 
 def test_text_helpers() -> None:
@@ -110,3 +111,18 @@ def test_report_shows_whole_answer_rows_and_old_records_default_to_unchecked() -
     assert figures["decision_accuracy"] == 1.0 and figures["policy_refs_exact"] == 0.0
     report = render_report({"finetuned": figures})
     assert "| policy_refs exact | 0.0% |" in report and "| text check | 0.0% |" in report
+    assert "| facts check | 0.0% |" in report
+
+
+def test_the_facts_check_counts_answers_by_kind_of_misstated_fact() -> None:
+    cases = [c for c in _cases("stress.jsonl", 80) if c.order.days_since_delivery is not None][:3]
+    bodies = [reference_answer(c).model_dump(mode="json") for c in cases]
+    wrong_days = f"{cases[0].order.days_since_delivery + 1} days since delivery"
+    bodies[0]["reasoning"] = f"{expected_decision(cases[0]).rule}: {wrong_days}."
+    bodies[1]["customer_response"] += f" The customer has {cases[1].customer.claims_last_12m + 7} claims."
+    records = [make_record(c, expected_decision(c).decision, _answer(c, b))
+               for c, b in zip(cases, bodies, strict=True)]
+    assert [r.misstated for r in records] == [("days",), ("claims",), ()]
+    figures = summarize_variant(records)
+    assert figures["facts_check"] == pytest.approx(1 / 3)
+    assert figures["facts_misstated"] == {"claims": 1, "days": 1}

@@ -1,0 +1,156 @@
+"""Facts an answer's text states about its case, checked against the case and the policy.
+
+Support agents read the reasoning and the customer response, and an approved answer becomes training
+data, so a text that misstates the case ("change of mind 365 days after delivery" on day 314, "a refund
+of 80.00 USD" for a 129.99 USD order) is wrong even when its decision is right. :func:`misstated_facts`
+finds three kinds of stated fact and checks each:
+
+- ``days``: a day count said of the case ("29 days since delivery", "12 days after delivery", "delivered
+  9 days ago", "on day 12") must be the case's ``days_since_delivery`` (a case without one has no day
+  count to state); any other day count ("the 30-day window", "within 15 days") must be the case's or
+  one of the policy's (the return windows, with and without the VIP bonus, the statutory 14 days, the
+  region's warranty). "5-10 business days" is a promise about payment, not a fact of the case.
+- ``amount``: a sum of money with its currency ("744.00 USD", "USD 744", "£400", "$129.99") must be in
+  the case's currency and be the price, the price less the 15% restocking fee, the fee itself, or the
+  region's AUTO_LIMIT (to the cent, or as a whole number rounded either way).
+- ``claims``: a claim count ("4 claims") must be the customer's ``claims_last_12m`` or one of the
+  fraud rules' thresholds (3, 5).
+
+Only what the text states is checked: a text that states no number misstates nothing. Pure functions of a
+validated case and the answer's text fields; no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from policies.rules import (
+    AUTO_LIMIT,
+    RETURN_WINDOW_ELECTRONICS,
+    RETURN_WINDOW_OTHER,
+    STATUTORY_DAYS,
+    VIP_WINDOW_BONUS,
+    WARRANTY_DAYS,
+)
+from policies.schema import Case
+
+FACT_KINDS: tuple[str, ...] = ("days", "amount", "claims")
+TEXT_FIELDS: tuple[str, ...] = ("reasoning", "customer_response", "next_action")
+RESTOCKING_FEE = 0.15  # policy-spec section 4, RET-11
+FRAUD_CLAIM_THRESHOLDS = (3, 5)  # FRD-3 (not-received claims), FRD-2 (any claims)
+
+_NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,9}(?:\.\d+)?"
+# A day count said of the case: since/after delivery, ago/back, delivered N days, day N.
+_CASE_DAYS = (
+    re.compile(r"(?<![\d.,-])(\d{1,6})(?:\s+|-)days?\s+(?:since|after|from|past)\s+(?:the\s+)?deliver\w*",
+               re.IGNORECASE),
+    re.compile(r"(?<![\d.,-])(\d{1,6})\s+days?\s+(?:ago|back)\b", re.IGNORECASE),
+    re.compile(r"\bdelivered\s+(?:only\s+|just\s+)?(\d{1,6})\s+days?\b", re.IGNORECASE),
+    re.compile(r"\bon\s+day\s+(\d{1,6})\b", re.IGNORECASE),
+)
+_ANY_DAYS = re.compile(r"(?<![\d.,-])(\d{1,6})(?:\s+|-)(?:calendar\s+)?days?\b", re.IGNORECASE)
+_CODES = "USD|CAD|GBP|EUR|AUD"
+_AMOUNT = re.compile(
+    rf"(?P<sym>[$£€])\s?(?P<a>{_NUMBER})"
+    rf"|(?<![\w.])(?P<b>{_NUMBER})\s?(?P<code>{_CODES})\b"
+    rf"|\b(?P<code2>{_CODES})\s?(?P<c>{_NUMBER})",
+)
+_SYMBOL_CURRENCIES = {"£": ("GBP",), "€": ("EUR",), "$": ("USD", "CAD", "AUD")}
+_CLAIMS = re.compile(r"(?<![\d.,-])(\d{1,4})\s+(?:prior\s+|previous\s+|earlier\s+|past\s+)?claims?\b",
+                     re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Misstatement:
+    """One stated fact the case or the policy contradicts: its ``kind`` (one of :data:`FACT_KINDS`),
+    the answer ``field`` it is in, the ``quote`` as written, and what is ``true`` instead."""
+
+    kind: str
+    field: str
+    quote: str
+    true: str
+
+    def __str__(self) -> str:
+        return f"{self.field} says {self.quote!r}; {self.true}"
+
+
+def policy_day_counts(case: Case) -> frozenset[int]:
+    """The day counts the policy gives for ``case``'s region: both return windows with and without the
+    VIP bonus, the bonus itself, the statutory right and the region's warranty."""
+    windows = (RETURN_WINDOW_ELECTRONICS, RETURN_WINDOW_OTHER)
+    return frozenset({*windows, *(w + VIP_WINDOW_BONUS for w in windows), VIP_WINDOW_BONUS, STATUTORY_DAYS,
+                      WARRANTY_DAYS[case.region]})
+
+
+def _case_days(case: Case) -> str:
+    days = case.order.days_since_delivery
+    return "the case gives no day count" if days is None else f"the case has {days} days since delivery"
+
+
+def _day_misstatements(case: Case, field: str, text: str) -> list[Misstatement]:
+    days, out, said = case.order.days_since_delivery, [], set()
+    for pattern in _CASE_DAYS:
+        for m in pattern.finditer(text):
+            if m.start(1) in said:  # "delivered 9 days ago": one statement, two patterns
+                continue
+            said.add(m.start(1))
+            if days is None or int(m.group(1)) != days:
+                out.append(Misstatement("days", field, m.group(0), _case_days(case)))
+    allowed = policy_day_counts(case) | ({days} if days is not None else set())
+    for m in _ANY_DAYS.finditer(text):
+        if m.start(1) not in said and int(m.group(1)) not in allowed:
+            policy = ", ".join(str(d) for d in sorted(policy_day_counts(case)))
+            out.append(Misstatement("days", field, m.group(0),
+                                    f"{_case_days(case)}; the policy's day counts are {policy}"))
+    return out
+
+
+def _amounts(case: Case) -> dict[str, float]:
+    price = case.order.price
+    return {"the price": price, "the price less the 15% fee": round(price * (1 - RESTOCKING_FEE), 2),
+            "the 15% fee": round(price * RESTOCKING_FEE, 2), "the AUTO_LIMIT": float(AUTO_LIMIT[case.region])}
+
+
+def _same_amount(said: str, amount: float) -> bool:
+    value = float(said.replace(",", ""))
+    if "." in said:
+        return abs(value - amount) < 0.005
+    return value in (math.floor(amount), math.ceil(amount))
+
+
+def _amount_misstatements(case: Case, field: str, text: str) -> list[Misstatement]:
+    out, currency, amounts = [], case.order.currency, _amounts(case)
+    known = ", ".join(f"{name} {value:.2f}" for name, value in amounts.items())
+    for m in _AMOUNT.finditer(text):
+        said = m.group("a") or m.group("b") or m.group("c")
+        currencies = _SYMBOL_CURRENCIES[m.group("sym")] if m.group("sym") else (m.group("code") or
+                                                                                 m.group("code2"),)
+        if currency not in currencies:
+            out.append(Misstatement("amount", field, m.group(0), f"the order is in {currency}"))
+        elif not any(_same_amount(said, amount) for amount in amounts.values()):
+            out.append(Misstatement("amount", field, m.group(0), f"the case's sums are {known} {currency}"))
+    return out
+
+
+def _claim_misstatements(case: Case, field: str, text: str) -> list[Misstatement]:
+    claims = case.customer.claims_last_12m
+    allowed = {claims, *FRAUD_CLAIM_THRESHOLDS}
+    truth = f"the customer has {claims} claims in the last 12 months"
+    return [Misstatement("claims", field, m.group(0), truth)
+            for m in _CLAIMS.finditer(text) if int(m.group(1)) not in allowed]
+
+
+def misstated_facts(case: Case, answer: Mapping[str, str]) -> list[Misstatement]:
+    """The facts ``answer``'s text fields (:data:`TEXT_FIELDS`, those present) state about ``case`` that
+    the case or the policy contradicts, field by field in text order; [] when none."""
+    out: list[Misstatement] = []
+    for field in TEXT_FIELDS:
+        text = answer.get(field)
+        if isinstance(text, str) and text:
+            found = (_day_misstatements(case, field, text) + _amount_misstatements(case, field, text)
+                     + _claim_misstatements(case, field, text))
+            out.extend(sorted(found, key=lambda s: text.find(s.quote)))
+    return out
