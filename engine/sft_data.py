@@ -111,6 +111,13 @@ class RunConfig:
         metadata={"help": "a time budget: training stops after the step that reaches it, and the adapter is "
                           "saved as it stands (metrics.json: time_budget); None: no budget"},
     )
+    budget_schedule: Literal["fit", "cut"] = field(
+        default="fit",
+        metadata={"help": "with max_train_minutes: 'fit' times the first steps and, when the planned steps "
+                          "will not fit, ends the run and its learning-rate schedule (warm-up, decay to the "
+                          "end) at the step that does; 'cut' keeps the planned schedule and stops wherever "
+                          "the budget runs out"},
+    )
     max_train_examples: int | None = None  # cap after mixing (quick runs)
     max_eval_examples: int | None = None
     seed: int = 42
@@ -177,6 +184,7 @@ def _bounds(cfg: RunConfig) -> list[tuple[str, bool, str]]:
         ("max_length", 1 <= cfg.max_length <= 1_048_576, "from 1 to 1048576"),
         ("max_train_minutes", minutes is None or (_finite(minutes) and 0 < minutes <= 10_080),
          "> 0 and <= 10080 (or unset)"),
+        ("budget_schedule", cfg.budget_schedule in ("fit", "cut"), "'fit' or 'cut'"),
         ("max_train_examples", optional(cfg.max_train_examples, 1), "1 or more (or unset)"),
         ("max_eval_examples", optional(cfg.max_eval_examples, 1), "1 or more (or unset)"),
         ("prompt_max_message_chars", optional(cfg.prompt_max_message_chars, 0), "0 or more (or unset)"),

@@ -210,7 +210,8 @@ def build_trainer(trainer_cls: Any, spec: ModelSpec, cfg: RunConfig, args: Any,
             processing_class=tokenizer,
             # an adapter dir: continue it
             peft_config=None if spec.adapters else lora_config(cfg, ties_embeddings(model)),
-            callbacks=[*callbacks, *([TimeBudget(cfg.max_train_minutes, began or time.time())]
+            callbacks=[*callbacks, *([TimeBudget(cfg.max_train_minutes, began or time.time(),
+                                                 fit=cfg.budget_schedule == "fit")]
                                      if cfg.max_train_minutes else [])],
             **extra,
         )
@@ -225,40 +226,112 @@ def build_trainer(trainer_cls: Any, spec: ModelSpec, cfg: RunConfig, args: Any,
     return trainer, tokenizer, quantization
 
 
-class TimeBudget(TrainerCallback):
-    """Stops training after the step that reaches ``minutes`` since the run ``began`` (a ``time.time()``:
-    loading, checking and tokenizing the data count, as they do against a deadline); the run then ends
-    as any run does (the adapter saved, the best epoch's checkpoint loaded when there is one), so a
-    run on a lent machine with a deadline keeps what it learnt instead of being killed with nothing.
-    On several processes the ranks agree (the largest elapsed time wins), so none waits on another
-    that stopped. :meth:`report` is metrics.json's ``time_budget``."""
+PROBE_SHARE = 0.03  # a fitted schedule times the steps up to this share of the planned ones (at least 3)
+FIT_MARGIN = 0.95  # ... and plans steps for this share of the time left
 
-    def __init__(self, minutes: float, began: float):
+
+class TimeBudget(TrainerCallback):
+    """Keeps training within ``minutes`` since the run ``began`` (a ``time.time()``: loading, checking and
+    tokenizing the data count, as they do against a deadline).
+
+    ``fit`` (the default): once the first steps are timed (:data:`PROBE_SHARE` of the planned steps, at
+    least 3), a run whose planned steps will not fit in the time left ends at the step that does, and
+    its learning-rate schedule is rebuilt to end there (the same type, warm-up share and decay, to zero
+    for cosine or linear), since a schedule cut short ends at a high learning rate. Either way, the step
+    that reaches the budget is the last (the safety net, and all of ``cut``); the run then ends as any
+    run does (the adapter saved, the best epoch's checkpoint loaded when there is one), so a run on a
+    lent machine with a deadline keeps what it learnt instead of being killed with nothing. On several
+    processes the ranks agree (the largest elapsed time wins, so they time the same pace and fit the
+    same step), so none waits on another that stopped. :meth:`report` is metrics.json's
+    ``time_budget``."""
+
+    clock = staticmethod(time.time)  # tests give it a clock of their own
+
+    def __init__(self, minutes: float, began: float, fit: bool = True):
         self.minutes = minutes
         self.began = began
+        self.fit = fit
         self.stopped_at: int | None = None
-        self.max_steps = 0
+        self.max_steps = 0  # as planned
+        self.fitted_steps: int | None = None
+        self.seconds_per_step: float | None = None
+        self._first: tuple[int, float] | None = None  # (step, elapsed) after the first step timed
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.max_steps = state.max_steps
 
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        elapsed = time.time() - self.began
+    def _elapsed(self) -> float:
+        elapsed = self.clock() - self.began
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             shared = torch.tensor([elapsed], dtype=torch.float64)
             if torch.distributed.get_backend() == "nccl":
                 shared = shared.cuda()
             torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MAX)
             elapsed = float(shared.item())
+        return elapsed
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        elapsed = self._elapsed()
         if elapsed >= self.minutes * 60 and state.global_step < state.max_steps:
             control.should_training_stop = True
             self.stopped_at = state.global_step
             log.warning("time budget: %.2f of %g minutes used at step %d of %d; training stops here and "
                         "the adapter is saved as it stands", elapsed / 60, self.minutes, state.global_step,
                         state.max_steps)
+        elif self.fit and self.seconds_per_step is None:
+            if self._first is None:  # the first step holds one-off work (allocation, compiling): not timed
+                self._first = (state.global_step, elapsed)
+            elif state.global_step >= max(self._first[0] + 2, math.ceil(PROBE_SHARE * self.max_steps)):
+                self._fit(args, state, elapsed, kwargs.get("lr_scheduler"))
+
+    def _fit(self, args: Any, state: Any, elapsed: float, scheduler: Any) -> None:
+        step, (first_step, first_elapsed) = state.global_step, self._first or (0, 0.0)
+        self.seconds_per_step = (elapsed - first_elapsed) / (step - first_step)
+        more = int((self.minutes * 60 - elapsed) * FIT_MARGIN / max(self.seconds_per_step, 1e-9))
+        total = step + max(more, 1)
+        if total >= state.max_steps:
+            return
+        schedule = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+        if not refit_schedule(scheduler, args, total):
+            log.warning("time budget: the %s schedule cannot be refitted; %d of the planned %d steps will "
+                        "fit and the run stops where the budget runs out", schedule, total, state.max_steps)
+            return
+        state.max_steps = self.fitted_steps = total  # the trainer ends the run there, as at a planned end
+        log.warning("time budget: at %.2f s a step, %d of the planned %d steps fit in %g minutes; the run "
+                    "and its %s learning-rate schedule now end at step %d", self.seconds_per_step, total,
+                    self.max_steps, self.minutes, schedule, total)
 
     def report(self) -> dict[str, Any]:
-        return {"minutes": self.minutes, "stopped_at_step": self.stopped_at, "max_steps": self.max_steps}
+        return {"minutes": self.minutes, "schedule": "fit" if self.fit else "cut",
+                "stopped_at_step": self.stopped_at, "max_steps": self.max_steps,
+                "fitted_steps": self.fitted_steps, "seconds_per_step": self.seconds_per_step}
+
+
+def refit_schedule(scheduler: Any, args: Any, total: int) -> bool:
+    """Make ``scheduler`` (the trainer's, built by transformers' ``get_scheduler`` from ``args``) the
+    schedule ``args`` gives a run of ``total`` steps, from the step it is at; the optimizer's learning
+    rates follow at once. False (nothing changed) for a scheduler that is not a ``LambdaLR`` (e.g.
+    reduce_lr_on_plateau), whose length cannot be changed this way."""
+    from transformers import get_scheduler
+
+    inner = getattr(scheduler, "scheduler", scheduler)  # accelerate may wrap it
+    if not isinstance(inner, torch.optim.lr_scheduler.LambdaLR):
+        return False
+    # the new schedule's factors, built on a stand-in optimizer so the real one's rates stay put
+    stand_in = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)]}
+                                for _ in inner.optimizer.param_groups], lr=1.0)
+    fresh = get_scheduler(args.lr_scheduler_type, optimizer=stand_in,
+                          num_warmup_steps=args.get_warmup_steps(total), num_training_steps=total,
+                          scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    if not isinstance(fresh, torch.optim.lr_scheduler.LambdaLR):
+        return False
+    inner.lr_lambdas = list(fresh.lr_lambdas)
+    rates = [base * factor(inner.last_epoch) for base, factor in zip(inner.base_lrs, inner.lr_lambdas,
+                                                                      strict=True)]
+    for group, rate in zip(inner.optimizer.param_groups, rates, strict=True):
+        group["lr"] = rate
+    inner._last_lr = rates
+    return True
 
 
 def time_budget_report(trainer: Any) -> dict[str, Any] | None:

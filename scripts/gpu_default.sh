@@ -23,7 +23,8 @@
 #   2. scripts/train_qlora_sft.py, one fresh r=16 adapter on each base, side by side: the whole answer
 #      (max_length 512), one epoch of batch 128 over ~142k pool rows (GEN-1's three times), lr 2e-3;
 #   Each job has a time budget under its `timeout` (--max_minutes, max_train_minutes): one slower than
-#   calibrated stops itself and keeps its weights (build_info.json steps_done, metrics.json time_budget).
+#   calibrated stops itself and keeps its weights (build_info.json steps_done, metrics.json time_budget);
+#   an adapter run times its first steps and fits its cosine to the time left (budget_schedule: fit).
 #   3. (here) scripts/evaluate.py and the rule.
 # Step rates measured on the H200 (2026-11-30, `calibrate`): base 62 steps/s alone (tf32; bf16 56,
 # fp32 two side by side 18.8 each); adapter 7.0 steps/s alone (tf32; fp32 6.3, bf16 4.0), 2.1-2.9
@@ -201,6 +202,7 @@ seed: 21
 logging_steps: 100
 dataset_num_proc: 6
 max_train_minutes: $(minutes_before "${SFT_S:-400}" 40)
+budget_schedule: fit
 EOF
     # shellcheck disable=SC2086
     timeout "${SFT_S:-400}" python3 scripts/train_qlora_sft.py --config "$W/$name.yaml" ${SFT_ARGS:-} \

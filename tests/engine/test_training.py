@@ -307,13 +307,17 @@ def test_a_time_budget_stops_training_and_keeps_the_adapter(tiny_base_dir: Path,
     short = tmp_path / "short"
     assert (short / "adapter_model.safetensors").is_file()
     metrics = json.loads((short / "metrics.json").read_text())
-    assert metrics["time_budget"] == {"minutes": 1e-9, "stopped_at_step": 1, "max_steps": 4}
+    assert metrics["time_budget"] == {"minutes": 1e-9, "stopped_at_step": 1, "max_steps": 4,
+                                      "schedule": "fit", "fitted_steps": None, "seconds_per_step": None}
     assert "time budget: " in (short / "train.log").read_text()
     assert "training stops here" in (short / "train.log").read_text()
 
     train(RunConfig(**base, output_dir=str(tmp_path / "whole"), max_train_minutes=60))
     metrics = json.loads((tmp_path / "whole" / "metrics.json").read_text())
-    assert metrics["time_budget"] == {"minutes": 60, "stopped_at_step": None, "max_steps": 4}
+    budget = metrics["time_budget"]
+    assert {k: budget[k] for k in ("minutes", "stopped_at_step", "max_steps", "fitted_steps")} == {
+        "minutes": 60, "stopped_at_step": None, "max_steps": 4, "fitted_steps": None}
+    assert budget["seconds_per_step"] > 0  # timed, and all four steps fit
     assert len([e for e in metrics["log_history"] if "loss" in e]) == 4
 
 

@@ -1,0 +1,217 @@
+"""engine.train_setup.TimeBudget's fitted schedule: a run whose planned steps will not fit in its budget
+ends at the step that does, with its learning-rate schedule rebuilt to end there (issue 15's GPU runs
+lost their cosine tails to budgets); 'cut' keeps the plan and stops where the budget runs out.
+
+The callback is driven with a clock of the test's own, a real optimizer and transformers' own schedules,
+then once inside a real training run of a tiny model."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import TrainingArguments, get_scheduler
+
+from engine.sft_data import ConfigError, RunConfig
+from engine.train_setup import TimeBudget, refit_schedule
+from engine.training import train
+from tests.conftest import tiny_rows, write_jsonl
+
+PEAK = 1e-3
+
+
+class Clock:
+    """A clock that moves only when told: ``now`` seconds."""
+
+    def __init__(self, now: float = 1_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _run(tmp_path: Path, clock: Clock, *, fit: bool, planned: int = 100, minutes: float = 0.5,
+         loading_s: float = 2.0, schedule: str = "cosine") -> tuple[TimeBudget, list[float], int]:
+    """Step a real optimizer and ``schedule`` as the trainer does (optimizer, scheduler, then the
+    callbacks), one second a step, until the budget's decision or transformers' own end-of-run rule
+    (global_step >= state.max_steps) stops it. Out: the budget, the learning rate after each step, the
+    last step."""
+    args = TrainingArguments(output_dir=str(tmp_path), lr_scheduler_type=schedule, warmup_steps=0.1,
+                             report_to=[])
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    optimizer = torch.optim.AdamW([{"params": params}, {"params": [torch.nn.Parameter(torch.zeros(1))],
+                                                        "weight_decay": 0.0}], lr=PEAK)
+    scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=args.get_warmup_steps(planned),
+                              num_training_steps=planned)
+    budget = TimeBudget(minutes, began=clock.now - loading_s, fit=fit)
+    state = SimpleNamespace(global_step=0, max_steps=planned)
+    control = SimpleNamespace(should_training_stop=False)
+    budget.on_train_begin(args, state, control)
+    rates = []
+    while not control.should_training_stop:
+        optimizer.step()
+        scheduler.step()
+        clock.now += 1.0
+        state.global_step += 1
+        budget.on_step_end(args, state, control, lr_scheduler=scheduler, optimizer=optimizer)
+        rates.append(optimizer.param_groups[0]["lr"])
+        assert optimizer.param_groups[1]["lr"] == rates[-1]  # every parameter group follows
+        if state.global_step >= state.max_steps:  # transformers' DefaultFlowCallback
+            control.should_training_stop = True
+    return budget, rates, state.global_step
+
+
+def test_a_run_that_will_not_fit_ends_its_schedule_within_the_budget(tmp_path: Path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+    budget, rates, last = _run(tmp_path, clock, fit=True)
+    # timed over steps 1-3 (1 s each); 25 s left at step 3, 95% of it planned: 23 more steps
+    assert budget.seconds_per_step == pytest.approx(1.0)
+    assert budget.fitted_steps == last == 26 and budget.stopped_at is None
+    assert last + 2.0 <= 30  # ended inside the budget (two seconds of loading counted)
+    assert rates[-1] == pytest.approx(0.0, abs=1e-12)  # the cosine ran to its end
+    decay = rates[3:]  # after the warm-up, at the refit: only down
+    assert all(a >= b for a, b in itertools.pairwise(decay)) and max(rates) <= PEAK
+    assert budget.report() == {"minutes": 0.5, "schedule": "fit", "stopped_at_step": None, "max_steps": 100,
+                               "fitted_steps": 26, "seconds_per_step": pytest.approx(1.0)}
+
+
+def test_cut_keeps_the_plan_and_stops_at_a_high_learning_rate(tmp_path: Path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+    budget, rates, last = _run(tmp_path, clock, fit=False)
+    assert budget.stopped_at == last == 28 and budget.fitted_steps is None  # 2 s + 28 steps: 30 s
+    assert rates[-1] > 0.8 * PEAK  # step 28 of a 100-step cosine: barely decayed
+    assert budget.report()["schedule"] == "cut"
+
+
+def test_a_run_that_fits_is_left_as_planned(tmp_path: Path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+    budget, rates, last = _run(tmp_path, clock, fit=True, minutes=10)
+    assert last == 100 and budget.fitted_steps is None and budget.stopped_at is None
+    assert budget.seconds_per_step == pytest.approx(1.0) and rates[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_linear_schedule_is_refitted_too(tmp_path: Path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+    budget, rates, last = _run(tmp_path, clock, fit=True, schedule="linear")
+    assert budget.fitted_steps == last == 26 and rates[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_schedule_that_cannot_be_refitted_falls_back_to_the_cut(tmp_path: Path, caplog):
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[])
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=PEAK)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+    assert not refit_schedule(plateau, args, 10)
+    assert optimizer.param_groups[0]["lr"] == PEAK
+    budget = TimeBudget(0.5, began=0.0)
+    budget.clock = staticmethod(Clock(0.0).__call__)
+    budget._first = (1, 0.0)
+    state = SimpleNamespace(global_step=3, max_steps=1000)
+    budget._fit(args, state, 20.0, plateau)  # 10 s a step: one more step fits, but cannot be planned
+    assert state.max_steps == 1000 and budget.fitted_steps is None
+    assert "cannot be refitted" in caplog.text
+
+
+def test_refit_keeps_the_step_and_warm_up_share(tmp_path: Path):
+    args = TrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="cosine", warmup_steps=0.1,
+                             report_to=[])
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=PEAK)
+    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=10, num_training_steps=100)
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    assert refit_schedule(scheduler, args, 50)
+    assert scheduler.last_epoch == 5  # still at step 5, now of 50 with 5 warm-up steps: the peak
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(PEAK) == scheduler.get_last_lr()[0]
+    for step in range(6, 51):  # each rate is a 50-step cosine's, warm-up 5 (10% of 50)
+        optimizer.step()
+        scheduler.step()
+        expected = PEAK * 0.5 * (1 + math.cos(math.pi * (step - 5) / 45))
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, abs=1e-12), step
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_budget_schedule_is_checked_by_name():
+    with pytest.raises(ConfigError, match=r"budget_schedule: 'trim'; must be 'fit' or 'cut'"):
+        RunConfig(budget_schedule="trim").check()  # type: ignore[arg-type]
+
+
+def test_a_real_run_fits_its_schedule_to_the_budget(tiny_base_dir: Path, tmp_path: Path, monkeypatch):
+    """Inside a real training run: each step takes 5 s by the budget's clock; 40 steps are planned and
+    a minute allows about a dozen: the run ends at the fitted step, learning rate zero, adapter saved."""
+    started = Clock(0.0)
+
+    def five_seconds_a_step() -> float:
+        if started.now == 0.0:
+            import time
+
+            started.now = time.time()  # the first step ends about when the run's loading is done
+        started.now += 5.0
+        return started.now
+
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(five_seconds_a_step))
+    train_file = write_jsonl(tmp_path / "train.jsonl", tiny_rows())
+    out = tmp_path / "fit"
+    train(RunConfig(model=str(tiny_base_dir), dataset=[str(train_file)], eval_dataset=None,
+                    quantization="none", lora_r=4, lora_alpha=8, max_steps=40, per_device_train_batch_size=4,
+                    max_length=512, logging_steps=1, eval_each_epoch=False, seed=0, num_threads=1,
+                    learning_rate=1e-3, lr_scheduler_type="cosine", warmup_ratio=0.1,
+                    output_dir=str(out), max_train_minutes=1.0))
+    metrics = json.loads((out / "metrics.json").read_text())
+    budget = metrics["time_budget"]
+    steps = [e for e in metrics["log_history"] if "loss" in e]
+    assert budget["seconds_per_step"] == pytest.approx(5.0)
+    assert 3 < budget["fitted_steps"] < 40 and budget["stopped_at_step"] is None
+    assert steps[-1]["step"] == budget["fitted_steps"] == len(steps)
+    # each step logs the rate it trained at: the last is the cosine's tail, not a cut-off peak
+    last_rate = steps[-1]["learning_rate"]
+    assert last_rate < 0.05 * 1e-3 and last_rate < steps[-3]["learning_rate"]
+    assert (out / "adapter_model.safetensors").is_file()
+    assert "now end at step" in (out / "train.log").read_text()
+
+
+def _fit_rank(rank: int, port: int, out: str) -> None:
+    """One of two gloo ranks whose clocks disagree (rank 0 began 20 s earlier, and its steps take 1 s
+    where rank 1's take 0.5 s): both time three steps and fit the run to a one-minute budget."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        clock = Clock(0.0)
+        budget = TimeBudget(1.0, began=-20.0 if rank == 0 else 0.0)
+        budget.clock = staticmethod(clock)
+        args = TrainingArguments(output_dir=out, lr_scheduler_type="cosine", report_to=[])
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=PEAK)
+        scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=0, num_training_steps=100)
+        state = SimpleNamespace(global_step=0, max_steps=100)
+        control = SimpleNamespace(should_training_stop=False)
+        budget.on_train_begin(args, state, control)
+        for _ in range(3):
+            optimizer.step()
+            scheduler.step()
+            clock.now += 1.0 if rank == 0 else 0.5
+            state.global_step += 1
+            budget.on_step_end(args, state, control, lr_scheduler=scheduler)
+        Path(out, f"fit{rank}.json").write_text(json.dumps([budget.fitted_steps, state.max_steps]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_whose_clocks_disagree_fit_the_same_step(tmp_path: Path):
+    """Both ranks take the slowest clock (all_reduce MAX), so they end at one step: a rank that planned
+    more steps would wait forever on the other's gradients."""
+    import torch.multiprocessing as mp
+
+    from tests.engine.serving import free_port
+
+    mp.spawn(_fit_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    # rank 0's clock: 21 s at step 1, 23 s at step 3 -> 1 s a step, 37 s left, 95% of it: 35 more steps
+    assert [json.loads((tmp_path / f"fit{r}.json").read_text()) for r in (0, 1)] == [[38, 38], [38, 38]]
