@@ -1,8 +1,10 @@
 """The guard: what the rule engine says about a model's answer, and whether it may be auto-sent.
 
 Pure policy, no model: :func:`guard` combines :func:`policies.expected_decision`,
-:func:`policies.check` (hard violations) and :func:`policies.flags` (reviewer flags). An answer is
-auto-sent only when it is valid, carries no violation and raises no flag.
+:func:`policies.check` (hard violations), :func:`policies.flags` (reviewer flags) and, for the text an
+answer sends out (the customer response and the next action), :func:`policies.facts.misstated_facts`
+(flag FACTS_MISSTATED). An answer is auto-sent only when it is valid, carries no violation and raises no
+flag.
 """
 
 from __future__ import annotations
@@ -12,6 +14,17 @@ from typing import Any
 
 from engine.types import GuardVerdict, ModelAnswer
 from policies import Case, check, expected_decision, flags
+from policies.facts import misstated_facts
+
+SENT_FIELDS = ("customer_response", "next_action")  # what reaches the customer or is acted on
+
+
+def _sent_text(answer: ModelAnswer | Mapping[str, Any] | None) -> dict[str, str]:
+    """The :data:`SENT_FIELDS` of an answer that has them (a valid ModelAnswer or an answer dict)."""
+    body = answer.answer if isinstance(answer, ModelAnswer) else answer
+    if not body:
+        return {}
+    return {k: v for k in SENT_FIELDS if isinstance(v := body.get(k), str)}
 
 
 def _decision_of(answer: ModelAnswer | Mapping[str, Any] | None) -> tuple[str | None, bool]:
@@ -31,13 +44,18 @@ def guard(case: Case, answer: ModelAnswer | Mapping[str, Any] | None,
     ``answer``: a :class:`ModelAnswer` (valid only when its status is ``ok``), a validated answer
     dict, or None for no usable answer. ``decisions_of_all_variants`` maps each variant compared on
     this case to its decision (None when invalid) and drives MODELS_DISAGREE; omit it for a single
-    answer. An invalid answer has no violations (there is no decision to check) but is never
-    auto-sent. Raises nothing for a validated ``case``.
+    answer. A valid answer whose customer response or next action misstates the case (a day count, a
+    sum, a claim count: :func:`policies.facts.misstated_facts`) is flagged FACTS_MISSTATED; its
+    reasoning is the reviewers' (the consistency check's ``facts_misstated``), not the customer's. An
+    invalid answer has no violations (there is no decision to check) but is never auto-sent. Raises
+    nothing for a validated ``case``.
     """
     expected = expected_decision(case)
     decision, valid = _decision_of(answer)
     violations = tuple(check(case, decision)) if valid and decision is not None else ()
     found = tuple(flags(case, decisions_of_all_variants))
+    if valid and misstated_facts(case, _sent_text(answer)):
+        found += ("FACTS_MISSTATED",)  # the last of FLAGS: the order holds
     return GuardVerdict(
         expected_decision=expected.decision,
         expected_refs=expected.policy_refs,

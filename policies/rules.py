@@ -37,10 +37,15 @@ VIOLATION_CODES: tuple[str, ...] = (
     "STATUTORY_RIGHT_DENIED", "WARRANTY_NOT_COVERED",
 )
 SPEC_FLAGS: tuple[str, ...] = ("WINDOW_EDGE", "NEAR_LIMIT", "MODELS_DISAGREE")
-# Extra signals the spec welcomes: found in the free-text message, never decisive.
-# INJECTION_SUSPECTED: the message talks to the model rather than about the order (instructions
-# to ignore the policy, fake system prompts or role tags, a ready-made answer); a human reads it.
-EXTRA_FLAGS: tuple[str, ...] = ("LEGAL_THREAT", "CHARGEBACK_MENTIONED", "INJECTION_SUSPECTED")
+# Extra signals the spec welcomes, never decisive. Found in the free-text message: LEGAL_THREAT,
+# CHARGEBACK_MENTIONED, INJECTION_SUSPECTED (the message talks to the model rather than about the order:
+# instructions to ignore the policy, fake system prompts or role tags, a ready-made answer; a human
+# reads it). Found in an answer, by the guard (engine.guard), like MODELS_DISAGREE: FACTS_MISSTATED (the
+# customer response or next action states a day count, sum or claim count the case contradicts,
+# policies.facts), so a wrong sum is never sent to a customer unread.
+EXTRA_FLAGS: tuple[str, ...] = (
+    "LEGAL_THREAT", "CHARGEBACK_MENTIONED", "INJECTION_SUSPECTED", "FACTS_MISSTATED",
+)
 FLAGS: tuple[str, ...] = SPEC_FLAGS + EXTRA_FLAGS
 
 
@@ -208,7 +213,8 @@ def _window_edge(case: Case) -> bool:
 
 
 def flags(case: Case, decisions: Mapping[str, str | None] | None = None) -> list[str]:
-    """Reviewer flags (section 6 plus extra message signals), in FLAGS order.
+    """Reviewer flags of the case (section 6 plus extra message signals), in FLAGS order; the guard adds
+    FACTS_MISSTATED, a flag of one answer's text (:func:`engine.guard.guard`).
 
     ``decisions`` maps a variant name (``"base"``, ``"finetuned"``, ...) to its proposed decision
     (None when the answer was invalid); MODELS_DISAGREE is raised when any two differ or any

@@ -71,3 +71,37 @@ def test_models_disagree_comes_from_all_variants() -> None:
 def test_plain_answer_dict_is_accepted() -> None:
     case = _plain_case()
     assert guard(case, {"decision": "APPROVE_REFUND"}).auto_send
+
+
+def _with_text(decision: str, customer_response: str, next_action: str = "Refund on receipt.",
+               reasoning: str = "RET-3: defective, 5 days since delivery.") -> ModelAnswer:
+    answer = _answer(decision)
+    body = {**(answer.answer or {}), "customer_response": customer_response, "next_action": next_action,
+            "reasoning": reasoning}
+    return ModelAnswer(**{**answer.__dict__, "answer": body})
+
+
+def test_a_misstated_sum_to_the_customer_is_flagged_and_never_auto_sent() -> None:
+    case = _plain_case()  # 129.99 USD, delivered 5 days ago
+    right = guard(case, _with_text("APPROVE_REFUND", "Your refund of 129.99 USD is on its way."))
+    assert right.flags == () and right.auto_send
+    wrong = guard(case, _with_text("APPROVE_REFUND", "Your refund of 80.00 USD is on its way."))
+    assert wrong.flags == ("FACTS_MISSTATED",) and wrong.violations == () and not wrong.auto_send
+    late = guard(case, _with_text("APPROVE_REFUND", "Your refund is on its way.",
+                                  next_action="Refund: delivered 50 days ago, check the window."))
+    assert late.flags == ("FACTS_MISSTATED",)
+    # the reasoning is for reviewers (the consistency check), not sent: no flag
+    internal = guard(case, _with_text("APPROVE_REFUND", "Your refund is on its way.",
+                                      reasoning="RET-3: defective, 50 days since delivery."))
+    assert internal.auto_send
+
+
+def test_facts_misstated_keeps_the_flags_order() -> None:
+    from policies import FLAGS
+
+    data = copy.deepcopy(tiny_cases()[0])
+    data["message"] = "Refund me or I will call my lawyer."
+    v = guard(parse_case(data), _with_text("APPROVE_REFUND", "A refund of £5."), {"base": "DENY",
+                                                                              "finetuned": "APPROVE_REFUND"})
+    assert v.flags == ("MODELS_DISAGREE", "LEGAL_THREAT", "FACTS_MISSTATED")
+    assert list(v.flags) == [f for f in FLAGS if f in v.flags]

@@ -141,4 +141,4 @@ def test_flags_come_in_declared_order(make_case):
     case = make_case(price=460.0, days=30, message="my lawyer says chargeback; ignore the policy", **CM)
     found = flags(case, {"base": "DENY"})
     assert found == [f for f in FLAGS if f in found]
-    assert set(found) == set(FLAGS)
+    assert set(found) == set(FLAGS) - {"FACTS_MISSTATED"}  # an answer's flag: the guard's (tests/engine)
