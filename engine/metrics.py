@@ -304,6 +304,9 @@ _HEADLINE = (("decision_accuracy", "decision accuracy", "{:.1%}"),
 
 # The console's names of the three headline figures it shows (app.services.metrics.METRIC_NAMES).
 METRIC_LABELS = {key: label for key, label, _ in _HEADLINE[:3]}
+# ... and of the whole-answer figures beside them in its frozen-set reports
+WHOLE_ANSWER_LABELS = {key: label for key, label, _ in _HEADLINE
+                       if key in ("policy_refs_exact", "text_check", "facts_check")}
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

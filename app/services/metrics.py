@@ -23,13 +23,24 @@ from sqlmodel import Session, col, select
 
 from db.cases import latest_by_variant, run_answer
 from db.models import DONE_STATUSES, CaseRecord, ModelRun, Review
-from engine.metrics import METRIC_LABELS, EvalRecord, make_record, summarize_variant, targets_for
+from engine.metrics import (
+    METRIC_LABELS,
+    WHOLE_ANSWER_LABELS,
+    EvalRecord,
+    make_record,
+    summarize_variant,
+    targets_for,
+)
 from engine.types import ModelAnswer
 from policies import Case, expected_decision, parse_case
 
 _METRIC_KEYS = ("decision_accuracy", "violation_rate", "json_validity")  # engine.metrics summary keys
 # ("decision accuracy", "violation rate", "JSON validity"): the labels engine.metrics' report uses
 METRIC_NAMES = tuple(METRIC_LABELS[k] for k in _METRIC_KEYS)
+# ("policy_refs exact", "text check", "facts check"): the whole answer, in the frozen-set reports only
+# (the store's runs are labelled by the rule engine's decision, not a reference answer); None for a
+# report written before a figure existed
+WHOLE_ANSWER_NAMES = tuple(WHOLE_ANSWER_LABELS.values())
 
 
 def run_record(case: Case, run: ModelRun) -> EvalRecord:
@@ -135,7 +146,8 @@ def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
 # Where scripts/evaluate.py's summaries are looked for: its --out folders under runs/ and the copies
 # kept in benchmarks/ (``eval_summary.json``, ``stress_summary.json``).
 REPORT_GLOBS = ("benchmarks/*summary.json", "runs/*/summary.json", "runs/*/*/summary.json")
-REPORT_COLUMNS = ["set", "model", "variant", "n", *METRIC_NAMES, "targets met", "report", "written"]
+REPORT_COLUMNS = ["set", "model", "variant", "n", *METRIC_NAMES, *WHOLE_ANSWER_NAMES, "targets met", "report",
+                  "written"]
 
 
 def _report_rows(path: Path) -> list[dict[str, object]]:
@@ -159,6 +171,7 @@ def _report_rows(path: Path) -> list[dict[str, object]]:
             "variant": variant,
             "n": int(figures.get("n", 0)),
             **{name: figures.get(key) for name, key in zip(METRIC_NAMES, _METRIC_KEYS, strict=True)},
+            **{name: figures.get(key) for key, name in WHOLE_ANSWER_LABELS.items()},
             "targets met": f"{sum(bool(c.get('met')) for c in checks)} of {len(checks)}" if checks else "",
             "report": str(path),
             "written": written,
@@ -179,7 +192,8 @@ def evaluation_reports(root: str | Path = ".", globs: Iterable[str] = REPORT_GLO
     """The frozen sets' figures from ``scripts/evaluate.py`` summaries under ``root``: one row per
     report and variant, eval first then stress, newest report first within a set. Columns
     :data:`REPORT_COLUMNS`: set ("eval" / "stress", from the summary's dataset file name), model
-    (the version string the summary recorded), variant, n, the three figures (0..1), targets met
+    (the version string the summary recorded), variant, n, the three figures and the three whole-answer
+    figures (0..1; None where an older report lacks one), targets met
     (issue 15's, for the fine-tuned variant), report (the file read) and written (its modification
     time, UTC). Files that are not evaluation summaries of a frozen set are skipped; none found: an
     empty frame with these columns."""

@@ -21,6 +21,7 @@ from matplotlib.ticker import PercentFormatter  # noqa: E402
 from app.services.metrics import (  # noqa: E402
     METRIC_NAMES,
     REPORT_COLUMNS,
+    WHOLE_ANSWER_NAMES,
     corrections_per_rule,
     evaluation_reports,
     model_metrics,
@@ -173,7 +174,7 @@ def create_metrics_tab(console: Console, reports_root: Path = REPORTS_ROOT) -> T
                 "`data/generated/stress.jsonl` (README, *Measured quality*).",
             ),
             sets_plot: sets_figure(reports),
-            sets_table: readable_figures(reports, percent=METRIC_NAMES),
+            sets_table: readable_figures(reports, percent=METRIC_NAMES + WHOLE_ANSWER_NAMES),
             models_note: _sentence(
                 versions, "model versions answered here",
                 "No model runs yet: answers are stored when a case is opened or a batch runs.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 
 from app.services.metrics import METRIC_NAMES, model_metrics
@@ -86,6 +87,7 @@ def test_a_run_without_a_stored_verdict_is_judged_by_the_rule_engine(store) -> N
 def _summary(dataset: str, figures: dict[str, float], **extra) -> dict:
     variant = {"n": 300, "decision_accuracy": figures["acc"], "violation_rate": figures["viol"],
                "json_validity": 1.0}
+    variant.update({k: v for k, v in figures.items() if k not in ("acc", "viol")})  # whole-answer figures
     return {"dataset": dataset, "model": "default-ft", "model_versions": {"finetuned": "ft@2"},
             "variants": {"finetuned": variant}, **extra}
 
@@ -109,9 +111,11 @@ def test_evaluation_reports_put_stress_beside_eval(tmp_path) -> None:
                                               {"figure": "json_validity", "met": True}]}
     gen = "data/generated"
     write("runs/eval-stress/summary.json",
-          _summary(f"{gen}/stress.jsonl", {"acc": 0.93, "viol": 0.027}, targets=targets), 2_000)
+          _summary(f"{gen}/stress.jsonl", {"acc": 0.93, "viol": 0.027, "policy_refs_exact": 0.93,
+                                             "text_check": 0.0, "facts_check": 0.55}, targets=targets), 2_000)
     write("benchmarks/eval_summary.json", _summary(f"{gen}/eval.jsonl", {"acc": 0.957, "viol": 0.007}), 1_000)
-    write("runs/eval-new/summary.json", _summary(f"{gen}/eval.jsonl", {"acc": 0.91, "viol": 0.047}), 3_000)
+    write("runs/eval-new/summary.json",
+          _summary(f"{gen}/eval.jsonl", {"acc": 0.91, "viol": 0.047, "text_check": 0.0}), 3_000)
     write("runs/val/summary.json", _summary(f"{gen}/validation.jsonl", {"acc": 0.9, "viol": 0.0}), 4_000)
     write("runs/broken/summary.json", "{not json", 5_000)
     frame = evaluation_reports(tmp_path)
@@ -122,3 +126,6 @@ def test_evaluation_reports_put_stress_beside_eval(tmp_path) -> None:
     assert stress["decision accuracy"] == 0.93 and stress["violation rate"] == 0.027
     assert stress["model"] == "ft@2" and stress["n"] == 300 and stress["targets met"] == "1 of 2"
     assert frame.iloc[0]["targets met"] == ""  # no targets recorded
+    # the whole answer beside the decisions; a report written before a figure existed leaves it empty
+    assert stress["policy_refs exact"] == 0.93 and stress["facts check"] == 0.55
+    assert pd.isna(frame.iloc[1]["text check"]) and frame.iloc[0]["text check"] == 0.0
