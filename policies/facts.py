@@ -7,9 +7,10 @@ finds three kinds of stated fact and checks each:
 
 - ``days``: a day count said of the case ("29 days since delivery", "12 days after delivery", "delivered
   9 days ago", "on day 12") must be the case's ``days_since_delivery`` (a case without one has no day
-  count to state); any other day count ("the 30-day window", "within 15 days") must be the case's or
-  one of the policy's (the return windows, with and without the VIP bonus, the statutory 14 days, the
-  region's warranty). "5-10 business days" is a promise about payment, not a fact of the case.
+  count to state); a day count said of the policy ("the 30-day window", "a window of 15 days", "365 days
+  warranty") must be the case's or one of the policy's (the return windows, with and without the VIP
+  bonus, the statutory 14 days, the region's warranty). A promise ("we'll reply within 2 days", "5-10
+  business days") is neither, and is not checked.
 - ``amount``: a sum of money with its currency ("744.00 USD", "USD 744", "£400", "$129.99") must be in
   the case's currency and be the price, the price less the 15% restocking fee, the fee itself, or the
   region's AUTO_LIMIT (to the cent, or as a whole number rounded either way).
@@ -51,7 +52,15 @@ _CASE_DAYS = (
     re.compile(r"\bdelivered\s+(?:only\s+|just\s+)?(\d{1,6})\s+days?\b", re.IGNORECASE),
     re.compile(r"\bon\s+day\s+(\d{1,6})\b", re.IGNORECASE),
 )
-_ANY_DAYS = re.compile(r"(?<![\d.,-])(\d{1,6})(?:\s+|-)(?:calendar\s+)?days?\b", re.IGNORECASE)
+# A day count said of the policy: "the 30-day window", "window of 15 days", "365 days warranty". A
+# promise ("we'll reply within 2 days") is neither the case's nor the policy's, and is not checked.
+_PERIOD = r"(?:window|warranty|right|period|return|cooling|guarantee)"
+_POLICY_DAYS = (
+    re.compile(r"(?<![\d.,-])(\d{1,6})-days?\b", re.IGNORECASE),
+    re.compile(rf"(?<![\d.,-])(\d{{1,6}})\s+(?:calendar\s+)?days?(?:'s?)?\s+(?:\w+\s+)?{_PERIOD}",
+               re.IGNORECASE),
+    re.compile(rf"\b{_PERIOD}\w*\s+(?:of\s+|is\s+|was\s+)?(\d{{1,6}})\s+days?\b", re.IGNORECASE),
+)
 _CODES = "USD|CAD|GBP|EUR|AUD"
 _AMOUNT = re.compile(
     rf"(?P<sym>[$£€])\s?(?P<a>{_NUMBER})"
@@ -100,11 +109,15 @@ def _day_misstatements(case: Case, field: str, text: str) -> list[Misstatement]:
             if days is None or int(m.group(1)) != days:
                 out.append(Misstatement("days", field, m.group(0), _case_days(case)))
     allowed = policy_day_counts(case) | ({days} if days is not None else set())
-    for m in _ANY_DAYS.finditer(text):
-        if m.start(1) not in said and int(m.group(1)) not in allowed:
-            policy = ", ".join(str(d) for d in sorted(policy_day_counts(case)))
-            out.append(Misstatement("days", field, m.group(0),
-                                    f"{_case_days(case)}; the policy's day counts are {policy}"))
+    policy = ", ".join(str(d) for d in sorted(policy_day_counts(case)))
+    for pattern in _POLICY_DAYS:
+        for m in pattern.finditer(text):
+            if m.start(1) in said:
+                continue
+            said.add(m.start(1))
+            if int(m.group(1)) not in allowed:
+                out.append(Misstatement("days", field, m.group(0),
+                                        f"{_case_days(case)}; the policy's day counts are {policy}"))
     return out
 
 

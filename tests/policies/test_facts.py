@@ -71,6 +71,13 @@ def test_each_kind_of_misstated_fact_is_found(text: str, kind: str):
     assert _kinds(text, "customer_response") == [kind]
 
 
+def test_a_promise_is_not_a_fact_of_the_case_or_the_policy():
+    assert _kinds("We'll reply within 2 days; the refund takes 5-10 business days or 3-5 days.",
+                  "customer_response") == []
+    assert _kinds("a 2-day window") == ["days"] == _kinds("a return window of 20 days")
+    assert _kinds("the 90 days warranty") == ["days"]
+
+
 def test_a_day_count_is_checked_against_the_case_and_a_case_without_one():
     assert _kinds("delivered 12 days ago, within the 15-day window") == []
     assert _kinds("delivered 9 days ago") == ["days"]  # one statement, though two patterns read it
