@@ -24,7 +24,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from engine.budget import probe_step, steps_that_fit
+
 log = logging.getLogger(__name__)
+clock = time.time  # a base build's time budget reads it (tests give it a clock of their own)
 
 EOT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = (EOT, IM_START, IM_END)
@@ -120,8 +123,12 @@ class BaseModelConfig:
     precision: str = "fp32"
     # A time budget in minutes (None: none), counted from the build's start (the tokenizer's training
     # included): training stops after the step that reaches it and the model is saved as it stands
-    # (build_info.json: steps_done), so a build on a lent machine keeps its work.
+    # (build_info.json: steps_done), so a build on a lent machine keeps its work. budget_schedule "fit"
+    # (engine.budget) times the first steps and, when the planned ones will not fit, ends the build and
+    # its one-cycle schedule (decay to 10%) at the step that does (build_info.json: fitted_steps,
+    # seconds_per_step); "cut" keeps the plan and stops wherever the budget runs out.
     max_minutes: float | None = None
+    budget_schedule: str = "fit"
 
     PRECISIONS: ClassVar[tuple[str, ...]] = ("fp32", "tf32", "bf16")
 
@@ -152,6 +159,7 @@ class BaseModelConfig:
             ("max_minutes",
              self.max_minutes is None or (finite(self.max_minutes) and 0 < self.max_minutes <= 10_080),
              "> 0 and <= 10080 (or unset)"),
+            ("budget_schedule", self.budget_schedule in ("fit", "cut"), "'fit' or 'cut'"),
         ]
         return [f"{name}: {getattr(self, name)!r}; must be {rule}" for name, ok, rule in checks if not ok]
 
@@ -206,11 +214,13 @@ def _one_cycle(step: int, total: int, warmup: float) -> float:
 
 def train_language_model(
     model: Qwen2ForCausalLM, blocks: torch.Tensor, config: BaseModelConfig, seed: int,
-    began: float | None = None,
+    began: float | None = None, budget: dict[str, Any] | None = None,
 ) -> list[float]:
     """Train ``model`` on ``blocks`` with next-token loss, on the model's device; out: the loss of every
     step. The batches are drawn on the CPU, so a seed picks the same batches on any device. A time
-    budget (``config.max_minutes``) counts from ``began`` (a ``time.time()``; default: now)."""
+    budget (``config.max_minutes``) counts from ``began`` (a ``time.time()``; default: now); with
+    ``config.budget_schedule == "fit"`` it may end the run early with its schedule (``budget``, when
+    given, gets ``fitted_steps`` and ``seconds_per_step``)."""
     if config.precision not in config.PRECISIONS:
         allowed = ", ".join(config.PRECISIONS)
         raise BuildError(f"precision: expected one of {allowed}, got {config.precision!r}")
@@ -229,12 +239,17 @@ def train_language_model(
         lr=config.lr,
         betas=(0.9, 0.95),
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _one_cycle(s, config.steps, config.warmup))
+    plan = [config.steps]  # the schedule's length: the planned steps, or those a fitted budget allows
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _one_cycle(s, plan[0], config.warmup))
     model.train()
     losses: list[float] = []
     bar = tqdm(range(config.steps), desc="base LM", unit="step")
-    began = time.time() if began is None else began
+    began = clock() if began is None else began
     deadline = math.inf if config.max_minutes is None else began + config.max_minutes * 60
+    fit = config.max_minutes is not None and config.budget_schedule == "fit"
+    first: tuple[int, float] | None = None  # (steps done, elapsed) when the timing began
+    budget = {} if budget is None else budget
+    budget.update(fitted_steps=None, seconds_per_step=None)
     try:
         for step in bar:
             idx = torch.randint(0, blocks.size(0), (min(config.batch_size, blocks.size(0)),), generator=gen)
@@ -248,10 +263,28 @@ def train_language_model(
             sched.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            if time.time() >= deadline and step + 1 < config.steps:
+            done, now = step + 1, clock()
+            if now >= deadline and done < plan[0]:
                 log.warning("time budget: %g minutes used at step %d of %d; the model is saved as it stands",
-                            config.max_minutes, step + 1, config.steps)
+                            config.max_minutes, done, plan[0])
                 break
+            if done >= plan[0]:
+                break
+            if fit and budget["seconds_per_step"] is None:
+                if first is None:
+                    first = (done, now - began)
+                elif done >= probe_step(first[0], config.steps):
+                    total, budget["seconds_per_step"] = steps_that_fit(done, now - began, first,
+                                                                       config.max_minutes * 60)
+                    if total < config.steps:
+                        plan[0] = budget["fitted_steps"] = total
+                        for group, base_lr, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas,
+                                                          strict=True):
+                            group["lr"] = base_lr * factor(sched.last_epoch)
+                        log.warning("time budget: at %.3f s a step, %d of the planned %d steps fit in %g "
+                                    "minutes; the build and its schedule now end at step %d",
+                                    budget["seconds_per_step"], total, config.steps, config.max_minutes,
+                                    total)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
     model.eval()
@@ -280,7 +313,7 @@ def build_base_model(
     if not texts:
         raise BuildError("no texts to train the base model on")
     seed_everything(seed)
-    started = time.time()
+    started = clock()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(tokenizer_texts or texts, config.vocab_size)
@@ -289,7 +322,9 @@ def build_base_model(
     model = Qwen2ForCausalLM(config.qwen2_config(tokenizer)).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("base model: %d params, %d blocks of %d tokens", n_params, blocks.size(0), config.block_size)
-    losses = train_language_model(model, blocks, config, seed, began=started)  # a budget counts the tokenizer
+    budget: dict[str, Any] = {}
+    losses = train_language_model(model, blocks, config, seed, began=started,  # a budget counts the tokenizer
+                                  budget=budget)
     model = model.to("cpu")
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -303,9 +338,10 @@ def build_base_model(
         "n_texts": len(texts),
         "n_tokens": int(blocks.numel()),
         "steps_done": len(losses),
+        **budget,
         "first_loss": losses[0],
         "final_loss": sum(losses[-10:]) / len(losses[-10:]),
-        "seconds": round(time.time() - started, 1),
+        "seconds": round(clock() - started, 1),
     }
     (out / "build_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     for name, data in (extra_files or {}).items():

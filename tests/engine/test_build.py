@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 from pathlib import Path
 
@@ -153,3 +155,38 @@ def test_a_base_build_stops_at_its_time_budget_and_saves_the_model(tmp_path: Pat
     assert short["steps_done"] == 1 and (tmp_path / "a" / "model.safetensors").is_file()
     whole = build_base_model(tmp_path / "b", texts, BaseModelConfig(**shape, max_minutes=60), seed=1)
     assert whole["steps_done"] == 5
+
+
+def test_a_base_build_fits_its_schedule_to_its_time_budget(tmp_path: Path, monkeypatch) -> None:
+    """By the build's clock each step takes 2 s and 40 are planned; a one-minute budget fits 28: the
+    build ends there with its one-cycle schedule near its floor (10% of the peak), and says so in
+    build_info.json. 'cut' keeps the plan and stops where the budget runs out (step 30), well above it."""
+    import engine.build as build
+    from engine.build import BaseModelConfig, build_base_model
+
+    texts = [json.dumps(case) for case in tiny_cases()] * 3
+    shape = dict(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                 intermediate_size=64, block_size=32, batch_size=4, steps=40, max_minutes=1.0)
+    rates: list[float] = []
+    real_step = torch.optim.AdamW.step
+
+    def step_and_record(self, *args, **kwargs):  # the rate each step trains at
+        rates.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_and_record)
+    for schedule, steps in (("fit", 28), ("cut", 30)):
+        # two seconds a step: the clock is read at the build's start, then once a step
+        monkeypatch.setattr(build, "clock", functools.partial(next, itertools.count(2.0, 2.0)))
+        rates.clear()
+        config = BaseModelConfig(**shape, budget_schedule=schedule)
+        info = build_base_model(tmp_path / schedule, texts, config, seed=1)
+        saved = json.loads((tmp_path / schedule / "build_info.json").read_text())
+        assert saved["steps_done"] == info["steps_done"] == len(rates) == steps
+        if schedule == "fit":
+            assert info["fitted_steps"] == 28 and info["seconds_per_step"] == pytest.approx(2.0)
+            assert rates[-1] < 0.15 * max(rates)
+        else:
+            assert info["fitted_steps"] is None and rates[-1] > 0.25 * max(rates)
+    refused = BaseModelConfig(budget_schedule="trim").problems()
+    assert refused == ["budget_schedule: 'trim'; must be 'fit' or 'cut'"]

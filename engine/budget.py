@@ -1,0 +1,30 @@
+"""Fitting a run to a time budget: the arithmetic an adapter run (:class:`engine.train_setup.TimeBudget`)
+and a base build (:func:`engine.build.train_language_model`) share.
+
+A run times its steps from the end of the first (which holds one-off work: allocation, compiling) to
+the probe step (:data:`PROBE_SHARE` of the planned steps, at least two steps after the first). When
+the planned steps will not fit in the time left, it ends at the step that does, planned on
+:data:`FIT_MARGIN` of that time, and its learning-rate schedule is rebuilt for that length, since a
+schedule cut short ends near its peak. Pure functions; no clock.
+"""
+
+from __future__ import annotations
+
+import math
+
+PROBE_SHARE = 0.03  # the steps timed: this share of the planned ones (at least 3)
+FIT_MARGIN = 0.95  # the share of the time left that the fitted steps are planned on
+
+
+def probe_step(first_step: int, planned: int) -> int:
+    """The step at which a run that timed its ``first_step`` knows its pace."""
+    return max(first_step + 2, math.ceil(PROBE_SHARE * planned))
+
+
+def steps_that_fit(step: int, elapsed: float, first: tuple[int, float], budget_s: float) -> tuple[int, float]:
+    """(the last step that fits in ``budget_s``, seconds a step) for a run at ``step`` after ``elapsed``
+    seconds, which was at ``first`` = (step, elapsed) when its timing began; at least one step more."""
+    first_step, first_elapsed = first
+    pace = (elapsed - first_elapsed) / max(step - first_step, 1)
+    more = int((budget_s - elapsed) * FIT_MARGIN / max(pace, 1e-9))
+    return step + max(more, 1), pace
