@@ -1,8 +1,8 @@
 """Fitting a run to a time budget: the arithmetic an adapter run (:class:`engine.train_setup.TimeBudget`)
 and a base build (:func:`engine.build.train_language_model`) share.
 
-A run times its steps from the end of the first (which holds one-off work: allocation, compiling) to
-the probe step (:data:`PROBE_SHARE` of the planned steps, at least two steps after the first). When
+A run times its steps from the end of the first (which holds one-off work: allocation, compiling) until
+:func:`paced` (3% of the planned steps or of the budget's time, at least two steps). When
 the planned steps will not fit in the time left, it ends at the step that does, planned on
 :data:`FIT_MARGIN` of that time, and its learning-rate schedule is rebuilt for that length, since a
 schedule cut short ends near its peak. Pure functions; no clock.
@@ -16,9 +16,14 @@ PROBE_SHARE = 0.03  # the steps timed: this share of the planned ones (at least 
 FIT_MARGIN = 0.95  # the share of the time left that the fitted steps are planned on
 
 
-def probe_step(first_step: int, planned: int) -> int:
-    """The step at which a run that timed its ``first_step`` knows its pace."""
-    return max(first_step + 2, math.ceil(PROBE_SHARE * planned))
+def paced(step: int, elapsed: float, first: tuple[int, float], planned: int, budget_s: float) -> bool:
+    """Whether a run at ``step`` after ``elapsed`` seconds, timed since ``first`` = (step, elapsed), has
+    timed enough to fit its ``planned`` steps to ``budget_s``: at least two steps, and either
+    :data:`PROBE_SHARE` of the planned steps or of the budget's time (a plan far too long for its budget
+    is fitted early, not after 3% of a plan it will never reach)."""
+    first_step, first_elapsed = first
+    return step >= first_step + 2 and (step >= math.ceil(PROBE_SHARE * planned)
+                                       or elapsed - first_elapsed >= PROBE_SHARE * budget_s)
 
 
 def steps_that_fit(step: int, elapsed: float, first: tuple[int, float], budget_s: float) -> tuple[int, float]:

@@ -24,7 +24,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from engine.budget import probe_step, steps_that_fit
+from engine.budget import paced, steps_that_fit
 
 log = logging.getLogger(__name__)
 clock = time.time  # a base build's time budget reads it (tests give it a clock of their own)
@@ -273,7 +273,7 @@ def train_language_model(
             if fit and budget["seconds_per_step"] is None:
                 if first is None:
                     first = (done, now - began)
-                elif done >= probe_step(first[0], config.steps):
+                elif paced(done, now - began, first, config.steps, config.max_minutes * 60):
                     total, budget["seconds_per_step"] = steps_that_fit(done, now - began, first,
                                                                        config.max_minutes * 60)
                     if total < config.steps:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from engine.budget import probe_step, steps_that_fit
+from engine.budget import paced, steps_that_fit
 from engine.loading import dtype_name, load_base_model, peft_wrapping, pick_dtype
 from engine.registry import PROMPT_FORMAT_FILE, REPO_ROOT, ModelSpec
 from engine.sft_data import ConfigError, RunConfig
@@ -231,15 +231,15 @@ class TimeBudget(TrainerCallback):
     """Keeps training within ``minutes`` since the run ``began`` (a ``time.time()``: loading, checking and
     tokenizing the data count, as they do against a deadline).
 
-    ``fit`` (the default): once the first steps are timed (:mod:`engine.budget`: 3% of the planned steps, at
-    least 3), a run whose planned steps will not fit in the time left ends at the step that does, and its
-    learning-rate schedule is rebuilt to end there (the same type, warm-up share and decay, to zero for
-    cosine or linear), since a schedule cut short ends at a high learning rate. Either way, the step that
-    reaches the budget is the last (the safety net, and all of ``cut``); the run then ends as any run does
-    (the adapter saved, the best epoch's checkpoint loaded when there is one), so a run on a lent machine
-    with a deadline keeps what it learnt instead of being killed with nothing. On several processes the
-    ranks agree (the largest elapsed time wins, so they time the same pace and fit the same step), so none
-    waits on another that stopped. :meth:`report` is metrics.json's ``time_budget``."""
+    ``fit`` (the default): once the first steps are timed (:mod:`engine.budget`: 3% of the planned steps or
+    of the budget, at least 3 steps), a run whose planned steps will not fit in the time left ends at the
+    step that does, and its learning-rate schedule is rebuilt to end there (the same type, warm-up share and
+    decay, to zero for cosine or linear), since a schedule cut short ends at a high learning rate. Either
+    way, the step that reaches the budget is the last (the safety net, and all of ``cut``); the run then
+    ends as any run does (the adapter saved, the best epoch's checkpoint loaded when there is one), so a run
+    on a lent machine with a deadline keeps what it learnt instead of being killed with nothing. On several
+    processes the ranks agree (the largest elapsed time wins, so they time the same pace and fit the same
+    step), so none waits on another that stopped. :meth:`report` is metrics.json's ``time_budget``."""
 
     clock = staticmethod(time.time)  # tests give it a clock of their own
 
@@ -277,7 +277,7 @@ class TimeBudget(TrainerCallback):
         elif self.fit and self.seconds_per_step is None:
             if self._first is None:  # the first step holds one-off work (allocation, compiling): not timed
                 self._first = (state.global_step, elapsed)
-            elif state.global_step >= probe_step(self._first[0], self.max_steps):
+            elif paced(state.global_step, elapsed, self._first, self.max_steps, self.minutes * 60):
                 self._fit(args, state, elapsed, kwargs.get("lr_scheduler"))
 
     def _fit(self, args: Any, state: Any, elapsed: float, scheduler: Any) -> None:

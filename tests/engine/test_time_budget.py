@@ -215,3 +215,12 @@ def test_ranks_whose_clocks_disagree_fit_the_same_step(tmp_path: Path):
     mp.spawn(_fit_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     # rank 0's clock: 21 s at step 1, 23 s at step 3 -> 1 s a step, 37 s left, 95% of it: 35 more steps
     assert [json.loads((tmp_path / f"fit{r}.json").read_text()) for r in (0, 1)] == [[38, 38], [38, 38]]
+
+
+def test_a_plan_far_too_long_for_its_budget_is_fitted_early(tmp_path: Path, monkeypatch):
+    """3% of 100,000 planned steps would never be reached in 30 s: 3% of the budget's time decides."""
+    clock = Clock()
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+    budget, rates, last = _run(tmp_path, clock, fit=True, planned=100_000)
+    assert budget.fitted_steps == last == 26 and budget.stopped_at is None
+    assert rates[-1] == pytest.approx(0.0, abs=1e-12)
