@@ -1,4 +1,6 @@
-"""The copy probe: can a model copy the item's name from the case into its customer response?
+"""The copy probe: can a model copy the item's name from the case into its customer response, or the
+case's day count into its reasoning (``target="days"``: "29 days since delivery", the facts check's
+``days``)?
 
 Teacher-forced on reference answers (the model reads the prompt and the reference answer, and each
 next token is compared with the model's first choice): the share of the item's tokens inside the
@@ -68,6 +70,21 @@ def item_span(response_start: int, response: str, item: str) -> tuple[int, int] 
     return None if at < 0 else (response_start + at, response_start + at + len(item))
 
 
+COPY_TARGETS = ("item", "days")  # what copy_probe follows: the item in the customer response, or the day
+#                                  count in the reasoning
+
+
+def _target(case: Case, answer: Answer, target: str) -> tuple[str, tuple[int, int]] | None:
+    """(the answer field to score, the span inside it to copy) for ``target``; None when the reference
+    answer does not state it (no item named; a case without a day count)."""
+    if target == "item":
+        at = answer.customer_response.lower().find(case.order.item.lower())
+        return None if at < 0 else (answer.customer_response, (at, at + len(case.order.item)))
+    days = case.order.days_since_delivery
+    at = -1 if days is None else answer.reasoning.find(f"{days} days")  # the digits, not "RET-3"'s 3
+    return None if at < 0 else (answer.reasoning, (at, at + len(str(days))))
+
+
 def _score(
     model: Any, tokenizer: Any, full: str, region: tuple[int, int], span: tuple[int, int]
 ) -> tuple[list[bool], list[bool]]:
@@ -95,19 +112,23 @@ def _tally(scored: list[tuple[list[bool], list[bool]]]) -> CopyProbe:
 
 
 def copy_probe(model: Any, tokenizer: Any, fmt: PromptFormat, rows: Sequence[tuple[Case, Answer]],
-               progress: Progress | None = None) -> CopyProbe:
+               progress: Progress | None = None, target: str = "item") -> CopyProbe:
     """Teacher-force each reference answer after its prompt (built by the one prompt function) and count
-    the model's first choices on the item's tokens and on the rest of the customer response. Rows whose
-    response does not name the item are skipped."""
+    the model's first choices on the ``target``'s tokens (:data:`COPY_TARGETS`: the item in the customer
+    response, or the case's day count in the reasoning) and on the rest of that field (the ``item_*``
+    counts hold the target's). Rows whose reference answer does not state the target are skipped.
+    ValueError for an unknown ``target``."""
+    if target not in COPY_TARGETS:
+        raise ValueError(f"target: expected one of {', '.join(COPY_TARGETS)}, got {target!r}")
     scored = []
     for done, (case, answer) in enumerate(rows, 1):
         prompt = render_prompt(tokenizer, case, fmt)
         full = prompt + answer_json(answer)
-        start = full.find(answer.customer_response, len(prompt))
-        span = item_span(start, answer.customer_response, case.order.item) if start >= 0 else None
-        if span is not None:
-            region = (start, start + len(answer.customer_response))
-            scored.append(_score(model, tokenizer, full, region, span))
+        found = _target(case, answer, target)
+        start = full.find(found[0], len(prompt)) if found else -1
+        if found and start >= 0:
+            text, (a, b) = found
+            scored.append(_score(model, tokenizer, full, (start, start + len(text)), (start + a, start + b)))
         if progress:
             progress(done, len(rows))
     return _tally(scored)

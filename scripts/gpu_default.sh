@@ -108,8 +108,9 @@ print("first:", choice["first"])
 EOF
     for a in "$W"/ft-*/; do  # a diagnostic beside the rule, not part of it: can each candidate copy the item?
         a=${a%/}
-        [ -f "$a/adapter_model.safetensors" ] && python3 scripts/copy_probe.py --model "$a" \
-            --out "$a-copy_probe.json" 2>/dev/null
+        [ -f "$a/adapter_model.safetensors" ] || continue
+        python3 scripts/copy_probe.py --model "$a" --out "$a-copy_probe.json" 2>/dev/null
+        python3 scripts/copy_probe.py --model "$a" --target days --out "$a-copy_probe_days.json" 2>/dev/null
     done
     first=$(python3 -c "import json; print(json.load(open('$W/choice.json'))['first'] or '')")
     [ -n "$first" ] || exit 0
