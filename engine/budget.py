@@ -11,6 +11,8 @@ schedule cut short ends near its peak. Pure functions; no clock.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 PROBE_SHARE = 0.03  # the steps timed: this share of the planned ones (at least 3)
 FIT_MARGIN = 0.95  # the share of the time left that the fitted steps are planned on
@@ -33,3 +35,39 @@ def steps_that_fit(step: int, elapsed: float, first: tuple[int, float], budget_s
     pace = (elapsed - first_elapsed) / max(step - first_step, 1)
     more = int((budget_s - elapsed) * FIT_MARGIN / max(pace, 1e-9))
     return step + max(more, 1), pace
+
+
+@dataclass
+class Pace:
+    """One run's fit: the timing starts after the first step; once :func:`paced`, the steps that fit.
+
+    ``budget_s``: the budget in seconds since the run began; ``planned``: the steps planned."""
+
+    budget_s: float
+    planned: int
+    first: tuple[int, float] | None = None  # (step, elapsed) when the timing began
+    seconds_per_step: float | None = None
+
+    def after_step(self, step: int, elapsed: float) -> int | None:
+        """Call after each step with the steps done and the seconds since the run began: the last step
+        that fits when the planned ones will not (once, when the pace is known); else None."""
+        if self.seconds_per_step is not None:
+            return None
+        if self.first is None:  # the first step holds one-off work (allocation, compiling): not timed
+            self.first = (step, elapsed)
+            return None
+        if not paced(step, elapsed, self.first, self.planned, self.budget_s):
+            return None
+        total, self.seconds_per_step = steps_that_fit(step, elapsed, self.first, self.budget_s)
+        return total if total < self.planned else None
+
+
+def apply_rates(scheduler: Any) -> list[float]:
+    """Set the optimizer's learning rates to what ``scheduler`` (a ``LambdaLR``) gives at the step it is
+    at, after its factors changed; out: the rates."""
+    rates = [base * factor(scheduler.last_epoch)
+             for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]
+    for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+        group["lr"] = rate
+    scheduler._last_lr = rates
+    return rates

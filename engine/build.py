@@ -24,7 +24,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from engine.budget import paced, steps_that_fit
+from engine.budget import Pace, apply_rates
 
 log = logging.getLogger(__name__)
 clock = time.time  # a base build's time budget reads it (tests give it a clock of their own)
@@ -246,10 +246,9 @@ def train_language_model(
     bar = tqdm(range(config.steps), desc="base LM", unit="step")
     began = clock() if began is None else began
     deadline = math.inf if config.max_minutes is None else began + config.max_minutes * 60
-    fit = config.max_minutes is not None and config.budget_schedule == "fit"
-    first: tuple[int, float] | None = None  # (steps done, elapsed) when the timing began
+    pace = (Pace(config.max_minutes * 60, config.steps)
+            if config.max_minutes is not None and config.budget_schedule == "fit" else None)
     budget = {} if budget is None else budget
-    budget.update(fitted_steps=None, seconds_per_step=None)
     try:
         for step in bar:
             idx = torch.randint(0, blocks.size(0), (min(config.batch_size, blocks.size(0)),), generator=gen)
@@ -270,23 +269,16 @@ def train_language_model(
                 break
             if done >= plan[0]:
                 break
-            if fit and budget["seconds_per_step"] is None:
-                if first is None:
-                    first = (done, now - began)
-                elif paced(done, now - began, first, config.steps, config.max_minutes * 60):
-                    total, budget["seconds_per_step"] = steps_that_fit(done, now - began, first,
-                                                                       config.max_minutes * 60)
-                    if total < config.steps:
-                        plan[0] = budget["fitted_steps"] = total
-                        for group, base_lr, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas,
-                                                          strict=True):
-                            group["lr"] = base_lr * factor(sched.last_epoch)
-                        log.warning("time budget: at %.3f s a step, %d of the planned %d steps fit in %g "
-                                    "minutes; the build and its schedule now end at step %d",
-                                    budget["seconds_per_step"], total, config.steps, config.max_minutes,
-                                    total)
+            if pace is not None and (total := pace.after_step(done, now - began)) is not None:
+                plan[0] = budget["fitted_steps"] = total
+                apply_rates(sched)
+                log.warning("time budget: at %.3f s a step, %d of the planned %d steps fit in %g minutes; "
+                            "the build and its schedule now end at step %d", pace.seconds_per_step, total,
+                            config.steps, config.max_minutes, total)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
+    budget.setdefault("fitted_steps", None)
+    budget["seconds_per_step"] = pace.seconds_per_step if pace is not None else None
     model.eval()
     return losses
 

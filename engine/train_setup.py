@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from engine.budget import paced, steps_that_fit
+from engine.budget import Pace, apply_rates
 from engine.loading import dtype_name, load_base_model, peft_wrapping, pick_dtype
 from engine.registry import PROMPT_FORMAT_FILE, REPO_ROOT, ModelSpec
 from engine.sft_data import ConfigError, RunConfig
@@ -250,11 +250,16 @@ class TimeBudget(TrainerCallback):
         self.stopped_at: int | None = None
         self.max_steps = 0  # as planned
         self.fitted_steps: int | None = None
-        self.seconds_per_step: float | None = None
-        self._first: tuple[int, float] | None = None  # (step, elapsed) after the first step timed
+        self.pace = Pace(minutes * 60, 0)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.max_steps = state.max_steps
+        self.pace = Pace(self.minutes * 60, state.max_steps)
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        """The pace the fit measured (None before it did, or with ``fit`` off)."""
+        return self.pace.seconds_per_step
 
     def _elapsed(self) -> float:
         elapsed = self.clock() - self.began
@@ -274,17 +279,10 @@ class TimeBudget(TrainerCallback):
             log.warning("time budget: %.2f of %g minutes used at step %d of %d; training stops here and "
                         "the adapter is saved as it stands", elapsed / 60, self.minutes, state.global_step,
                         state.max_steps)
-        elif self.fit and self.seconds_per_step is None:
-            if self._first is None:  # the first step holds one-off work (allocation, compiling): not timed
-                self._first = (state.global_step, elapsed)
-            elif paced(state.global_step, elapsed, self._first, self.max_steps, self.minutes * 60):
-                self._fit(args, state, elapsed, kwargs.get("lr_scheduler"))
+        elif self.fit and (total := self.pace.after_step(state.global_step, elapsed)) is not None:
+            self._refit(args, state, total, kwargs.get("lr_scheduler"))
 
-    def _fit(self, args: Any, state: Any, elapsed: float, scheduler: Any) -> None:
-        total, self.seconds_per_step = steps_that_fit(state.global_step, elapsed, self._first or (0, 0.0),
-                                                      self.minutes * 60)
-        if total >= state.max_steps:
-            return
+    def _refit(self, args: Any, state: Any, total: int, scheduler: Any) -> None:
         schedule = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
         if not refit_schedule(scheduler, args, total):
             log.warning("time budget: the %s schedule cannot be refitted; %d of the planned %d steps will "
@@ -292,8 +290,8 @@ class TimeBudget(TrainerCallback):
             return
         state.max_steps = self.fitted_steps = total  # the trainer ends the run there, as at a planned end
         log.warning("time budget: at %.2f s a step, %d of the planned %d steps fit in %g minutes; the run "
-                    "and its %s learning-rate schedule now end at step %d", self.seconds_per_step, total,
-                    self.max_steps, self.minutes, schedule, total)
+                    "and its %s learning-rate schedule now end at step %d", self.seconds_per_step,
+                    total, self.max_steps, self.minutes, schedule, total)
 
     def report(self) -> dict[str, Any]:
         return {"minutes": self.minutes, "schedule": "fit" if self.fit else "cut",
@@ -320,11 +318,7 @@ def refit_schedule(scheduler: Any, args: Any, total: int) -> bool:
     if not isinstance(fresh, torch.optim.lr_scheduler.LambdaLR):
         return False
     inner.lr_lambdas = list(fresh.lr_lambdas)
-    rates = [base * factor(inner.last_epoch) for base, factor in zip(inner.base_lrs, inner.lr_lambdas,
-                                                                      strict=True)]
-    for group, rate in zip(inner.optimizer.param_groups, rates, strict=True):
-        group["lr"] = rate
-    inner._last_lr = rates
+    apply_rates(inner)
     return True
 
 

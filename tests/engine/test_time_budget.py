@@ -112,11 +112,16 @@ def test_a_schedule_that_cannot_be_refitted_falls_back_to_the_cut(tmp_path: Path
     assert not refit_schedule(plateau, args, 10)
     assert optimizer.param_groups[0]["lr"] == PEAK
     budget = TimeBudget(0.5, began=0.0)
-    budget.clock = staticmethod(Clock(0.0).__call__)
-    budget._first = (1, 0.0)
-    state = SimpleNamespace(global_step=3, max_steps=1000)
-    budget._fit(args, state, 20.0, plateau)  # 10 s a step: one more step fits, but cannot be planned
-    assert state.max_steps == 1000 and budget.fitted_steps is None
+    state = SimpleNamespace(global_step=0, max_steps=1000)
+    control = SimpleNamespace(should_training_stop=False)
+    budget.on_train_begin(args, state, control)
+    clock = Clock(0.0)
+    budget.clock = staticmethod(clock)
+    for _ in range(3):  # 5 s a step: two more steps fit, but cannot be planned
+        clock.now += 5.0
+        state.global_step += 1
+        budget.on_step_end(args, state, control, lr_scheduler=plateau)
+    assert state.max_steps == 1000 and budget.fitted_steps is None and not control.should_training_stop
     assert "cannot be refitted" in caplog.text
 
 
