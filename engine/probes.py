@@ -78,8 +78,8 @@ def _target(case: Case, answer: Answer, target: str) -> tuple[str, tuple[int, in
     """(the answer field to score, the span inside it to copy) for ``target``; None when the reference
     answer does not state it (no item named; a case without a day count)."""
     if target == "item":
-        at = answer.customer_response.lower().find(case.order.item.lower())
-        return None if at < 0 else (answer.customer_response, (at, at + len(case.order.item)))
+        span = item_span(0, answer.customer_response, case.order.item)
+        return None if span is None else (answer.customer_response, span)
     days = case.order.days_since_delivery
     at = -1 if days is None else answer.reasoning.find(f"{days} days")  # the digits, not "RET-3"'s 3
     return None if at < 0 else (answer.reasoning, (at, at + len(str(days))))

@@ -100,24 +100,22 @@ def _case_days(case: Case) -> str:
 
 
 def _day_misstatements(case: Case, field: str, text: str) -> list[Misstatement]:
-    days, out, said = case.order.days_since_delivery, [], set()
-    for pattern in _CASE_DAYS:
-        for m in pattern.finditer(text):
-            if m.start(1) in said:  # "delivered 9 days ago": one statement, two patterns
+    days = case.order.days_since_delivery
+    said_of_case = set() if days is None else {days}
+    policy = policy_day_counts(case)
+    readings = (  # (patterns, the day counts they may state, what is true instead)
+        (_CASE_DAYS, said_of_case, _case_days(case)),
+        (_POLICY_DAYS, policy | said_of_case,
+         f"{_case_days(case)}; the policy's day counts are {', '.join(map(str, sorted(policy)))}"),
+    )
+    out, read = [], set()
+    for patterns, allowed, truth in readings:
+        for m in (m for pattern in patterns for m in pattern.finditer(text)):
+            if m.start(1) in read:  # "delivered 9 days ago": one statement, two patterns
                 continue
-            said.add(m.start(1))
-            if days is None or int(m.group(1)) != days:
-                out.append(Misstatement("days", field, m.group(0), _case_days(case)))
-    allowed = policy_day_counts(case) | ({days} if days is not None else set())
-    policy = ", ".join(str(d) for d in sorted(policy_day_counts(case)))
-    for pattern in _POLICY_DAYS:
-        for m in pattern.finditer(text):
-            if m.start(1) in said:
-                continue
-            said.add(m.start(1))
+            read.add(m.start(1))
             if int(m.group(1)) not in allowed:
-                out.append(Misstatement("days", field, m.group(0),
-                                        f"{_case_days(case)}; the policy's day counts are {policy}"))
+                out.append(Misstatement("days", field, m.group(0), truth))
     return out
 
 
