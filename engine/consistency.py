@@ -2,8 +2,9 @@
 passes before it becomes training data (issue 18).
 
 The whole-answer text checks are :func:`engine.metrics.text_problems`' (the deciding rule cited in the
-reasoning, the item named in the customer response, no repeated fragment); this module adds the checks
-between the fields and against the rule engine:
+reasoning, the item named in the customer response, no repeated fragment), made by the same functions
+(``cites_rule``, ``names_item``, ``repeated_fragment``); this module adds the checks between the fields
+and against the rule engine:
 
 - ``policy_refs`` against the rule engine's (:func:`policies.expected_decision`), against the rule ids
   the reasoning cites, and against the answer's own decision (policy-spec.md section 4: which decision
@@ -17,7 +18,9 @@ between the fields and against the rule engine:
   (``"not-3:"``).
 
 :func:`consistency_issues` returns the problems found, each a code and a sentence; [] when the answer
-is consistent. Pure functions of a validated case and answer: no I/O, no model.
+is consistent. :func:`sent_text_issues` returns those of the text an answer sends out (the customer
+response and the next action) that make it unfit to send unread; the guard holds such answers back
+from auto-send. Pure functions of a validated case and answer: no I/O, no model.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from engine.metrics import cites_rule, repeated_fragment, text_problems
+from engine.metrics import cites_rule, names_item, repeated_fragment
 from policies import DECISIONS, RULE_IDS, Answer, Case, expected_decision, parse_answer
 from policies.facts import misstated_facts
 
@@ -45,11 +48,13 @@ RULE_DECISIONS: dict[str, frozenset[str]] = {
 }
 LIMIT_RULE = "LIM-1"  # applied last: turns a refund above AUTO_LIMIT into ESCALATE
 
-# The codes, in the order they are reported. Three are engine.metrics.text_problems' own.
+# The codes, in the order they are reported. Three are engine.metrics.text_problems' own (same checks).
 CONSISTENCY_CODES: tuple[str, ...] = (
     "refs_not_expected", "refs_contradict_decision", "refs_disagree_with_reasoning", "rule_not_cited",
     "item_not_named", "facts_misstated", "next_action_mismatch", "repeated_fragment", "garbled_text",
 )
+# The codes that hold an answer back from auto-send when its sent text has them (sent_text_issues).
+SENT_TEXT_CODES: tuple[str, ...] = ("item_not_named", "repeated_fragment", "garbled_text")
 ANSWER_FIELDS: tuple[str, ...] = tuple(Answer.model_fields)
 PROSE_FIELDS: tuple[str, ...] = ("reasoning", "customer_response", "next_action")
 
@@ -177,24 +182,54 @@ def _garbled(field: str, text: str) -> str | None:
     return None
 
 
+def _item_issue(case: Case, response: str) -> ConsistencyIssue | None:
+    if names_item(case, response):
+        return None
+    return ConsistencyIssue("item_not_named",
+                            f"The customer response does not name the item ({case.order.item}).")
+
+
+def _repeat_issue(texts: Mapping[str, str]) -> ConsistencyIssue | None:
+    found = [(k, frag) for k, text in texts.items() if (frag := repeated_fragment(text))]
+    if not found:
+        return None
+    where = "; ".join(f"{k} repeats {frag!r}" for k, frag in found)
+    return ConsistencyIssue("repeated_fragment", f"Repeated text: {where}.")
+
+
+def _garbled_issue(texts: Mapping[str, str]) -> ConsistencyIssue | None:
+    garbled = [f"{k} {why}" for k, text in texts.items() if (why := _garbled(k, text))]
+    if not garbled:
+        return None
+    return ConsistencyIssue("garbled_text", f"Garbled text: {'; '.join(garbled)}.")
+
+
 def _text_issues(case: Case, answer: Answer) -> list[ConsistencyIssue]:
     body = answer.model_dump(mode="json")
-    problems = text_problems(case, body)
     out = []
-    if "rule_not_cited" in problems:
+    if not cites_rule(answer.reasoning, expected_decision(case).rule):
         out.append(ConsistencyIssue("rule_not_cited", f"The reasoning does not cite "
                                                       f"{expected_decision(case).rule}, the deciding rule."))
-    if "item_not_named" in problems:
-        out.append(ConsistencyIssue("item_not_named", f"The customer response does not name the item "
-                                                      f"({case.order.item})."))
-    if "repeated_fragment" in problems:
-        fields = [(k, frag) for k in ("reasoning", "customer_response")
-                  if (frag := repeated_fragment(body[k]))]
-        where = "; ".join(f"{k} repeats {frag!r}" for k, frag in fields)
-        out.append(ConsistencyIssue("repeated_fragment", f"Repeated text: {where}."))
+    out.append(_item_issue(case, answer.customer_response))
+    out.append(_repeat_issue({k: body[k] for k in ("reasoning", "customer_response")}))
     if misstated := misstated_facts(case, body):
         out.append(ConsistencyIssue("facts_misstated", f"Misstated facts: {'; '.join(map(str, misstated))}."))
-    return out
+    out.append(_garbled_issue({k: body[k] for k in PROSE_FIELDS}))
+    return [issue for issue in out if issue is not None]
+
+
+def sent_text_issues(case: Case, sent: Mapping[str, str]) -> list[ConsistencyIssue]:
+    """The problems of the text an answer sends out, ``sent`` (its ``customer_response`` and
+    ``next_action``, either may be absent), that make it unfit to send unread, in
+    :data:`CONSISTENCY_CODES` order: the customer response does not name the item, repeats a fragment,
+    or either field is garbled (:data:`SENT_TEXT_CODES`). [] when it is fit. The guard holds such an
+    answer back from auto-send (:func:`engine.guard.guard`); misstated facts are its flag
+    FACTS_MISSTATED, not an issue here."""
+    response = sent.get("customer_response")
+    found = [] if response is None else [_item_issue(case, response),
+                                         _repeat_issue({"customer_response": response})]
+    found.append(_garbled_issue({k: sent[k] for k in PROSE_FIELDS if k in sent}))
+    return [issue for issue in found if issue is not None]
 
 
 def consistency_issues(case: Case, answer: Answer | Mapping[str, Any]) -> list[ConsistencyIssue]:
@@ -208,7 +243,4 @@ def consistency_issues(case: Case, answer: Answer | Mapping[str, Any]) -> list[C
     found = _refs_issues(case, answer) + _text_issues(case, answer)
     if (action := _next_action_issue(case, answer)) is not None:
         found.append(action)
-    garbled = [f"{k} {why}" for k in PROSE_FIELDS if (why := _garbled(k, getattr(answer, k)))]
-    if garbled:
-        found.append(ConsistencyIssue("garbled_text", f"Garbled text: {'; '.join(garbled)}."))
     return sorted(found, key=lambda issue: CONSISTENCY_CODES.index(issue.code))

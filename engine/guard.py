@@ -3,8 +3,9 @@
 Pure policy, no model: :func:`guard` combines :func:`policies.expected_decision`,
 :func:`policies.check` (hard violations), :func:`policies.flags` (reviewer flags) and, for the text an
 answer sends out (the customer response and the next action), :func:`policies.facts.misstated_facts`
-(flag FACTS_MISSTATED). An answer is auto-sent only when it is valid, carries no violation and raises no
-flag.
+(flag FACTS_MISSTATED) and :func:`engine.consistency.sent_text_issues` (text unfit to send: the customer
+response does not name the item, repeats itself, or the sent text is garbled). An answer is auto-sent
+only when it is valid, carries no violation, raises no flag and its sent text is fit.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from engine.consistency import sent_text_issues
 from engine.types import GuardVerdict, ModelAnswer
 from policies import Case, check, expected_decision, flags
 from policies.facts import misstated_facts
@@ -46,7 +48,10 @@ def guard(case: Case, answer: ModelAnswer | Mapping[str, Any] | None,
     this case to its decision (None when invalid) and drives MODELS_DISAGREE; omit it for a single
     answer. A valid answer whose customer response or next action misstates the case (a day count, a
     sum, a claim count: :func:`policies.facts.misstated_facts`) is flagged FACTS_MISSTATED; its
-    reasoning is the reviewers' (the consistency check's ``facts_misstated``), not the customer's. An
+    reasoning is the reviewers' (the consistency check's ``facts_misstated``), not the customer's. A
+    valid answer whose sent text is unfit (:func:`engine.consistency.sent_text_issues`: the customer
+    response does not name the item or repeats a fragment, garbled text) lists those codes in
+    ``text_issues`` and is not auto-sent; the fields it lacks (a bare decision) are not checked. An
     invalid answer has no violations (there is no decision to check) but is never auto-sent. Raises
     nothing for a validated ``case``.
     """
@@ -54,12 +59,15 @@ def guard(case: Case, answer: ModelAnswer | Mapping[str, Any] | None,
     decision, valid = _decision_of(answer)
     violations = tuple(check(case, decision)) if valid and decision is not None else ()
     found = tuple(flags(case, decisions_of_all_variants))
-    if valid and misstated_facts(case, _sent_text(answer)):
+    sent = _sent_text(answer) if valid else {}
+    if misstated_facts(case, sent):
         found += ("FACTS_MISSTATED",)  # the last of FLAGS: the order holds
+    text_issues = tuple(issue.code for issue in sent_text_issues(case, sent))
     return GuardVerdict(
         expected_decision=expected.decision,
         expected_refs=expected.policy_refs,
         violations=violations,
         flags=found,
-        auto_send=valid and not violations and not found,
+        auto_send=valid and not violations and not found and not text_issues,
+        text_issues=text_issues,
     )

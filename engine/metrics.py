@@ -135,6 +135,11 @@ def cites_rule(text: str, rule: str) -> bool:
     return re.search(rf"(?<![A-Za-z0-9-]){re.escape(rule)}(?![0-9])", text) is not None
 
 
+def names_item(case: Case, text: str) -> bool:
+    """Whether ``text`` names the case's item (case aside): "wine case" in "your Wine Case"."""
+    return case.order.item.lower() in text.lower()
+
+
 def text_problems(case: Case, answer: dict[str, Any]) -> tuple[str, ...]:
     """What the text check finds wrong with a schema-valid ``answer`` to ``case``, in this order:
     ``rule_not_cited`` (the reasoning lacks the deciding rule id), ``item_not_named`` (the customer
@@ -143,7 +148,7 @@ def text_problems(case: Case, answer: dict[str, Any]) -> tuple[str, ...]:
     problems = []
     if not cites_rule(answer["reasoning"], expected_decision(case).rule):
         problems.append("rule_not_cited")
-    if case.order.item.lower() not in answer["customer_response"].lower():
+    if not names_item(case, answer["customer_response"]):
         problems.append("item_not_named")
     if any(repeated_fragment(answer[key]) for key in ("reasoning", "customer_response")):
         problems.append("repeated_fragment")

@@ -29,7 +29,9 @@ class GuardVerdict:
     expected_refs: tuple[str, ...]
     violations: tuple[str, ...]  # hard-violation codes of the proposed decision
     flags: tuple[str, ...]  # reviewer flags
-    auto_send: bool  # True only for a valid answer with no violation and no flag
+    auto_send: bool  # True only for a valid answer with no violation, no flag and no text issue
+    # engine.consistency.SENT_TEXT_CODES the sent text has (unfit to send unread); () when fit
+    text_issues: tuple[str, ...] = ()
 
     @property
     def needs_human(self) -> bool:

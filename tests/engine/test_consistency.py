@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from engine.consistency import CONSISTENCY_CODES, RULE_DECISIONS, consistency_issues
+from engine.consistency import (
+    CONSISTENCY_CODES,
+    RULE_DECISIONS,
+    SENT_TEXT_CODES,
+    consistency_issues,
+    sent_text_issues,
+)
 from policies import Case, expected_decision
 from policies.catalog import TARGETS
 from policies.synth import sample_case
@@ -34,6 +40,8 @@ def test_every_reference_answer_is_consistent():
         expected = expected_decision(case)
         assert expected.before_limit in RULE_DECISIONS[expected.rule], target  # the map matches the engine
         assert consistency_issues(case, reference_answer(case)) == [], (target, reference_answer(case))
+        sent = reference_answer(case).model_dump(include={"customer_response", "next_action"})
+        assert sent_text_issues(case, sent) == [], (target, sent)
 
 
 def test_a_human_correction_in_its_own_words_is_consistent():
@@ -79,6 +87,26 @@ def test_each_problem_code_fires(code: str, change: dict[str, Any], found: list[
     issues = consistency_issues(CASE, {**_good(), **change})
     assert [i.code for i in issues] == found
     assert all(i.message.endswith(".") and len(i.message) > 20 for i in issues)  # a sentence each
+
+
+@pytest.mark.parametrize(("code", "change", "found"), CRAFTED, ids=[c for c, _, _ in CRAFTED])
+def test_the_sent_text_check_finds_what_the_whole_check_finds_in_the_sent_fields(
+        code: str, change: dict[str, Any], found: list[str]):
+    """sent_text_issues (the guard's) is the consistency check's SENT_TEXT_CODES on the customer response
+    and next action only: every crafted change of a sent field is found by both, with the same message."""
+    answer = {**_good(), **change}
+    sent = sent_text_issues(CASE, {k: answer[k] for k in ("customer_response", "next_action")})
+    assert [i.code for i in sent] == [c for c in found if c in SENT_TEXT_CODES]
+    whole = {i.code: i.message for i in consistency_issues(CASE, answer)}
+    assert all(whole[i.code] == i.message for i in sent)
+
+
+def test_the_sent_text_check_ignores_the_reasoning_and_absent_fields():
+    looping = "RET-11 RET-11 applies, RET-11 RET-11 applies, RET-11 RET-11 applies."
+    assert "repeated_fragment" in _codes({**_good(), "reasoning": looping})
+    assert sent_text_issues(CASE, {"customer_response": _good()["customer_response"]}) == []
+    assert sent_text_issues(CASE, {}) == []
+    assert [i.code for i in sent_text_issues(CASE, {"next_action": "policy_refs"})] == ["garbled_text"]
 
 
 def test_refs_that_contradict_the_reasoning_and_the_guard_are_all_named():

@@ -14,8 +14,8 @@ from tests.conftest import tiny_cases
 def _answer(decision: str | None, refs: tuple[str, ...] = ("RET-3",), status: str = "ok") -> ModelAnswer:
     body: dict[str, Any] | None = None
     if decision is not None:
-        body = {"decision": decision, "reasoning": "r", "customer_response": "c", "next_action": "n",
-                "policy_refs": list(refs)}
+        body = {"decision": decision, "reasoning": "r", "next_action": "Refund on receipt.",
+                "customer_response": "Your wireless headphones will be refunded.", "policy_refs": list(refs)}
     return ModelAnswer(case_id="C-1", variant="finetuned", model_version="m", status=status,  # type: ignore[arg-type]
                        raw_text="", answer=body, error=None if body else "bad", latency_s=0.1,
                        input_tokens=1, output_tokens=1, truncated=False)
@@ -83,17 +83,41 @@ def _with_text(decision: str, customer_response: str, next_action: str = "Refund
 
 def test_a_misstated_sum_to_the_customer_is_flagged_and_never_auto_sent() -> None:
     case = _plain_case()  # 129.99 USD, delivered 5 days ago
-    right = guard(case, _with_text("APPROVE_REFUND", "Your refund of 129.99 USD is on its way."))
+    right = guard(case, _with_text("APPROVE_REFUND", "Refund of 129.99 USD for the wireless headphones."))
     assert right.flags == () and right.auto_send
-    wrong = guard(case, _with_text("APPROVE_REFUND", "Your refund of 80.00 USD is on its way."))
+    wrong = guard(case, _with_text("APPROVE_REFUND", "Your refund of 80.00 USD for the wireless headphones."))
     assert wrong.flags == ("FACTS_MISSTATED",) and wrong.violations == () and not wrong.auto_send
-    late = guard(case, _with_text("APPROVE_REFUND", "Your refund is on its way.",
+    late = guard(case, _with_text("APPROVE_REFUND", "Your wireless headphones refund is on its way.",
                                   next_action="Refund: delivered 50 days ago, check the window."))
     assert late.flags == ("FACTS_MISSTATED",)
     # the reasoning is for reviewers (the consistency check), not sent: no flag
-    internal = guard(case, _with_text("APPROVE_REFUND", "Your refund is on its way.",
+    internal = guard(case, _with_text("APPROVE_REFUND", "Your wireless headphones refund is on its way.",
                                       reasoning="RET-3: defective, 50 days since delivery."))
     assert internal.auto_send
+
+
+def test_unfit_sent_text_is_never_auto_sent_and_says_why() -> None:
+    """What the customer reads must name the item and read as prose; the reasoning is the reviewers'."""
+    case = _plain_case()  # the item: "Wireless headphones"
+    fit = guard(case, _with_text("APPROVE_REFUND", "Sorry: your WIRELESS HEADPHONES will be refunded."))
+    assert fit.auto_send and fit.text_issues == ()
+    vague = guard(case, _with_text("APPROVE_REFUND", "We are sorry: your order will be refunded."))
+    assert vague.text_issues == ("item_not_named",) and not vague.auto_send and vague.needs_human
+    assert vague.flags == () and vague.violations == ()  # not a flag: bulk approval of decisions is unchanged
+    looping = guard(case, _with_text("APPROVE_REFUND", "Your wireless headphones refund, your wireless "
+                                                       "headphones refund, your wireless headphones refund."))
+    assert looping.text_issues == ("repeated_fragment",) and not looping.auto_send
+    leaking = guard(case, _with_text("APPROVE_REFUND", "Your wireless headphones will be refunded.",
+                                     next_action='"next_action": refund'))
+    assert leaking.text_issues == ("garbled_text",) and not leaking.auto_send
+    # the bundled adapter's kind of answer: right decision, garbled response without the item
+    bundled = guard(case, _with_text("APPROVE_REFUND", "I'm sorry, butside thsoror with no fee."))
+    assert bundled.text_issues == ("item_not_named",) and not bundled.auto_send
+    # only the reasoning loops: reviewers see it (consistency), the customer does not, so it may be sent
+    assert guard(case, _with_text("APPROVE_REFUND", "Your wireless headphones will be refunded.",
+                                  reasoning="RET-3 RET-3 RET-3 RET-3 RET-3 RET-3 RET-3 RET-3.")).auto_send
+    # an invalid answer has no text to judge: not auto-sent, no text issue either
+    assert guard(case, _answer(None, status="invalid")).text_issues == ()
 
 
 def test_facts_misstated_keeps_the_flags_order() -> None:

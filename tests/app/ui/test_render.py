@@ -7,7 +7,7 @@ import json
 import pandas as pd
 
 from app.ui.metrics_tab import model_figure
-from app.ui.render import answer_html, case_html, readable_figures
+from app.ui.render import answer_html, case_html, guard_html, readable_figures
 from db.models import ModelRun
 from policies import parse_case
 from tests.conftest import tiny_cases
@@ -85,6 +85,19 @@ def test_case_facts_are_a_strip_and_the_guard_verdict_heads_each_answer():
     )
     card = answer_html("Fine-tuned", run)
     assert card.index("class='guard'") < card.index("<dl>")  # in view while the answer scrolls
+    assert "auto-send OK" in card and "name the item" not in card
+
+
+def test_the_guard_says_why_the_sent_text_needs_a_human():
+    guard = {"expected_decision": "DENY", "expected_refs": ["RET-10"], "violations": [], "flags": [],
+             "auto_send": False, "text_issues": ["item_not_named", "garbled_text"]}
+    run = ModelRun(case_pk=1, variant="finetuned", model_version="v", status="ok", decision="DENY",
+                   answer_json=json.dumps({"decision": "DENY"}), guard_json=json.dumps(guard))
+    card = answer_html("Fine-tuned", run)
+    assert "needs a human (<span" in card
+    assert "the customer response does not name the item; garbled text" in card
+    old = {k: v for k, v in guard.items() if k != "text_issues"}  # a verdict stored before the check
+    assert "needs a human<br>" in guard_html(old)
 
 
 def test_order_status_says_not_delivered_or_missing_instead_of_null():
