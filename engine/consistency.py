@@ -1,10 +1,11 @@
 """Whether an answer holds together against its case: the guard rail an approved or corrected answer
 passes before it becomes training data (issue 18).
 
-The whole-answer text checks are :func:`engine.metrics.text_problems`' (the deciding rule cited in the
-reasoning, the item named in the customer response, no repeated fragment), made by the same functions
-(``cites_rule``, ``names_item``, ``repeated_fragment``); this module adds the checks between the fields
-and against the rule engine:
+The text check of the evaluation (:func:`text_problems`: the deciding rule cited in the reasoning, the
+item named in the customer response, no repeated fragment; :mod:`engine.metrics` reports it) lives
+here, and the consistency check makes the same checks with the same functions (``cites_rule``,
+``names_item``, ``repeated_fragment``); it adds the checks between the fields and against the rule
+engine:
 
 - ``policy_refs`` against the rule engine's (:func:`policies.expected_decision`), against the rule ids
   the reasoning cites, and against the answer's own decision (policy-spec.md section 4: which decision
@@ -30,7 +31,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from engine.metrics import cites_rule, names_item, repeated_fragment
 from policies import DECISIONS, RULE_IDS, Answer, Case, expected_decision, parse_answer
 from policies.facts import misstated_facts
 
@@ -48,7 +48,7 @@ RULE_DECISIONS: dict[str, frozenset[str]] = {
 }
 LIMIT_RULE = "LIM-1"  # applied last: turns a refund above AUTO_LIMIT into ESCALATE
 
-# The codes, in the order they are reported. Three are engine.metrics.text_problems' own (same checks).
+# The codes, in the order they are reported. Three are text_problems' own (same checks).
 CONSISTENCY_CODES: tuple[str, ...] = (
     "refs_not_expected", "refs_contradict_decision", "refs_disagree_with_reasoning", "rule_not_cited",
     "item_not_named", "facts_misstated", "next_action_mismatch", "repeated_fragment", "garbled_text",
@@ -96,6 +96,49 @@ _JSON_LEAK = re.compile(r"[{}]|\"\s*:|\b(customer_response|next_action|policy_re
 _FIELD_OPENER = re.compile(rf"^({'|'.join(ANSWER_FIELDS)})\b(?!\s*:)")
 _RULE_LIKE = re.compile(r"(?<![\w-])([A-Za-z]+-\d+)\s*:")
 _LIST_MARKER = re.compile(r"(^|\s)(\d{1,2}|[a-z])\)")  # "1) ..." or "a) ..." is a list, not a stray bracket
+
+
+# --- the text check (evaluation's, engine.metrics; and the parts below build on it) -------------
+REPEAT_WORDS = 4  # a run of this many words seen twice in one field is a repeated fragment
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def repeated_fragment(text: str, n: int = REPEAT_WORDS) -> str | None:
+    """The first run of ``n`` words that occurs twice in ``text`` (case and punctuation aside), or
+    None. The reference answers never repeat even three words; a looping model repeats many."""
+    words = _WORD.findall(text.lower())
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i:i + n])
+        if gram in seen:
+            return " ".join(gram)
+        seen.add(gram)
+    return None
+
+
+def cites_rule(text: str, rule: str) -> bool:
+    """Whether ``text`` holds the rule id ``rule`` as a whole id ("RET-1" is not cited by "RET-12")."""
+    return re.search(rf"(?<![A-Za-z0-9-]){re.escape(rule)}(?![0-9])", text) is not None
+
+
+def names_item(case: Case, text: str) -> bool:
+    """Whether ``text`` names the case's item (case aside): "wine case" in "your Wine Case"."""
+    return case.order.item.lower() in text.lower()
+
+
+def text_problems(case: Case, answer: dict[str, Any]) -> tuple[str, ...]:
+    """What the text check finds wrong with a schema-valid ``answer`` to ``case``, in this order:
+    ``rule_not_cited`` (the reasoning lacks the deciding rule id), ``item_not_named`` (the customer
+    response lacks the item's name, case aside), ``repeated_fragment`` (the reasoning or the customer
+    response repeats a run of :data:`REPEAT_WORDS` words). () when it passes."""
+    problems = []
+    if not cites_rule(answer["reasoning"], expected_decision(case).rule):
+        problems.append("rule_not_cited")
+    if not names_item(case, answer["customer_response"]):
+        problems.append("item_not_named")
+    if any(repeated_fragment(answer[key]) for key in ("reasoning", "customer_response")):
+        problems.append("repeated_fragment")
+    return tuple(problems)
 
 
 @dataclass(frozen=True)

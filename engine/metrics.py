@@ -12,22 +12,27 @@ broken JSON.
 Beyond the decision, a record checks the whole answer against the rule engine's reference answer
 (:func:`policies.synth_text.reference_answer`, which the generator writes as every row's output):
 ``policy_refs`` exactly (as a set), ``next_action`` (the same text, case and spacing aside), a
-text check (:func:`text_problems`) and a facts check (:func:`policies.facts.misstated_facts`: no day
-count, sum of money or claim count the case and the policy contradict). :data:`TARGETS` are issue
-15's targets; :func:`check_targets` says which a summary meets.
+text check (:func:`engine.consistency.text_problems`) and a facts check
+(:func:`policies.facts.misstated_facts`: no day count, sum of money or claim count the case and the
+policy contradict); and the share of answers the guard would send unread (``auto_send_rate``: no
+violation, no flag, sent text fit; :mod:`engine.guard`). :data:`TARGETS` are issue 15's targets;
+:func:`check_targets` says which a summary meets.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.consistency import cites_rule as cites_rule  # re-exported: the text check's parts
+from engine.consistency import repeated_fragment as repeated_fragment
+from engine.consistency import text_problems
+from engine.guard import guard
 from engine.types import DatasetError as DatasetError  # re-exported: load_rows raises it
 from engine.types import ModelAnswer
 from policies import (
@@ -96,6 +101,7 @@ class EvalRecord:
     next_action_match: bool = False  # next_action == the reference answer's, case and spacing aside
     text_problems: tuple[str, ...] = ("no_answer",)  # text_problems(); () = the text check passed
     misstated: tuple[str, ...] = ("no_answer",)  # kinds misstated_facts() found; () = the facts check passed
+    auto_send: bool = False  # the guard would send this answer unread, judged alone (engine.guard.guard)
 
     @property
     def correct(self) -> bool:
@@ -113,55 +119,14 @@ class EvalRecord:
         return {**asdict(self), "correct": self.correct}
 
 
-REPEAT_WORDS = 4  # a run of this many words seen twice in one field is a repeated fragment
-_WORD = re.compile(r"[a-z0-9']+")
-
-
-def repeated_fragment(text: str, n: int = REPEAT_WORDS) -> str | None:
-    """The first run of ``n`` words that occurs twice in ``text`` (case and punctuation aside), or
-    None. The reference answers never repeat even three words; a looping model repeats many."""
-    words = _WORD.findall(text.lower())
-    seen: set[tuple[str, ...]] = set()
-    for i in range(len(words) - n + 1):
-        gram = tuple(words[i:i + n])
-        if gram in seen:
-            return " ".join(gram)
-        seen.add(gram)
-    return None
-
-
-def cites_rule(text: str, rule: str) -> bool:
-    """Whether ``text`` holds the rule id ``rule`` as a whole id ("RET-1" is not cited by "RET-12")."""
-    return re.search(rf"(?<![A-Za-z0-9-]){re.escape(rule)}(?![0-9])", text) is not None
-
-
-def names_item(case: Case, text: str) -> bool:
-    """Whether ``text`` names the case's item (case aside): "wine case" in "your Wine Case"."""
-    return case.order.item.lower() in text.lower()
-
-
-def text_problems(case: Case, answer: dict[str, Any]) -> tuple[str, ...]:
-    """What the text check finds wrong with a schema-valid ``answer`` to ``case``, in this order:
-    ``rule_not_cited`` (the reasoning lacks the deciding rule id), ``item_not_named`` (the customer
-    response lacks the item's name, case aside), ``repeated_fragment`` (the reasoning or the customer
-    response repeats a run of :data:`REPEAT_WORDS` words). () when it passes."""
-    problems = []
-    if not cites_rule(answer["reasoning"], expected_decision(case).rule):
-        problems.append("rule_not_cited")
-    if not names_item(case, answer["customer_response"]):
-        problems.append("item_not_named")
-    if any(repeated_fragment(answer[key]) for key in ("reasoning", "customer_response")):
-        problems.append("repeated_fragment")
-    return tuple(problems)
-
-
 def _same_text(a: str, b: str) -> bool:
     return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
 
 
 def make_record(case: Case, label: str, answer: ModelAnswer) -> EvalRecord:
     """The record of ``answer`` to ``case``; violations and the whole-answer checks are made only for
-    a valid answer (an invalid one fails them all)."""
+    a valid answer (an invalid one fails them all). ``auto_send`` is the guard's verdict on the answer
+    alone (no MODELS_DISAGREE: a set is evaluated one variant at a time)."""
     body = answer.answer if answer.status == "ok" else None
     decision = body["decision"] if body else None
     expected = expected_decision(case)
@@ -176,7 +141,8 @@ def make_record(case: Case, label: str, answer: ModelAnswer) -> EvalRecord:
         chain="+".join(expected.policy_refs),
         request_type=case.request_type, region=case.region, predicted=decision, status=answer.status,
         violations=tuple(check(case, decision)) if decision else (), latency_s=answer.latency_s,
-        input_tokens=answer.input_tokens, output_tokens=answer.output_tokens, **whole,
+        input_tokens=answer.input_tokens, output_tokens=answer.output_tokens,
+        auto_send=guard(case, answer).auto_send, **whole,
     )
 
 
@@ -219,11 +185,11 @@ def summarize_variant(records: Sequence[EvalRecord], wall_s: float | None = None
     """Figures of one variant's records. ``wall_s``: the run's wall time (else the latencies' sum).
 
     Out keys: n, decision_accuracy, violation_rate, violations (count per code), json_validity,
-    truncated_rate, policy_refs_exact, next_action_match, text_check, facts_check (shares of all n
-    cases), text_problems and facts_misstated (cases per problem or kind of fact, invalid answers as
-    ``no_answer``), latency_p50_s,
-    latency_p95_s, mean_output_tokens, throughput_cases_per_s, by_request_type, by_region, by_rule,
-    by_chain (per rule chain: n, accuracy, violating = cases with a hard violation), confusion.
+    truncated_rate, policy_refs_exact, next_action_match, text_check, facts_check, auto_send_rate
+    (shares of all n cases), text_problems and facts_misstated (cases per problem or kind of fact,
+    invalid answers as ``no_answer``), latency_p50_s, latency_p95_s, mean_output_tokens,
+    throughput_cases_per_s, by_request_type, by_region, by_rule, by_chain (per rule chain: n,
+    accuracy, violating = cases with a hard violation), confusion.
     """
     n = len(records)
     if n == 0:
@@ -246,6 +212,7 @@ def summarize_variant(records: Sequence[EvalRecord], wall_s: float | None = None
         "text_problems": dict(sorted(problems.items())),
         "facts_check": sum(r.facts_ok for r in records) / n,
         "facts_misstated": dict(sorted(misstated.items())),
+        "auto_send_rate": sum(r.auto_send for r in records) / n,
         "latency_p50_s": _percentile(latencies, 50),
         "latency_p95_s": _percentile(latencies, 95),
         "mean_output_tokens": sum(r.output_tokens for r in records) / n,
@@ -301,7 +268,7 @@ _HEADLINE = (("decision_accuracy", "decision accuracy", "{:.1%}"),
              ("json_validity", "JSON validity", "{:.1%}"), ("truncated_rate", "truncated", "{:.1%}"),
              ("policy_refs_exact", "policy_refs exact", "{:.1%}"),
              ("next_action_match", "next_action match", "{:.1%}"), ("text_check", "text check", "{:.1%}"),
-             ("facts_check", "facts check", "{:.1%}"),
+             ("facts_check", "facts check", "{:.1%}"), ("auto_send_rate", "auto-send", "{:.1%}"),
              ("latency_p50_s", "latency p50 (s)", "{:.3f}"), ("latency_p95_s", "latency p95 (s)", "{:.3f}"),
              ("mean_output_tokens", "mean output tokens", "{:.1f}"),
              ("throughput_cases_per_s", "throughput (cases/s)", "{:.2f}"))
@@ -311,7 +278,7 @@ _HEADLINE = (("decision_accuracy", "decision accuracy", "{:.1%}"),
 METRIC_LABELS = {key: label for key, label, _ in _HEADLINE[:3]}
 # ... and of the whole-answer figures beside them in its frozen-set reports
 WHOLE_ANSWER_LABELS = {key: label for key, label, _ in _HEADLINE
-                       if key in ("policy_refs_exact", "text_check", "facts_check")}
+                       if key in ("policy_refs_exact", "text_check", "facts_check", "auto_send_rate")}
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

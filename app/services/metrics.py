@@ -37,9 +37,9 @@ from policies import Case, expected_decision, parse_case
 _METRIC_KEYS = ("decision_accuracy", "violation_rate", "json_validity")  # engine.metrics summary keys
 # ("decision accuracy", "violation rate", "JSON validity"): the labels engine.metrics' report uses
 METRIC_NAMES = tuple(METRIC_LABELS[k] for k in _METRIC_KEYS)
-# ("policy_refs exact", "text check", "facts check"): the whole answer, in the frozen-set reports only
-# (the store's runs are labelled by the rule engine's decision, not a reference answer); None for a
-# report written before a figure existed
+# ("policy_refs exact", "text check", "facts check", "auto-send"): the whole answer, in the frozen-set
+# reports only (the store's runs are labelled by the rule engine's decision, not a reference answer);
+# None for a report written before a figure existed
 WHOLE_ANSWER_NAMES = tuple(WHOLE_ANSWER_LABELS.values())
 
 

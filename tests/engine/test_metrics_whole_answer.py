@@ -21,7 +21,7 @@ from engine.metrics import (
     text_problems,
 )
 from engine.types import ModelAnswer
-from policies import Case, expected_decision, parse_case
+from policies import Case, check, expected_decision, flags, parse_case
 from policies.synth_text import reference_answer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +47,23 @@ def test_reference_answers_pass_every_whole_answer_check(name: str) -> None:
     figures = summarize_variant(records)
     assert figures["policy_refs_exact"] == figures["next_action_match"] == figures["text_check"] == 1.0
     assert figures["text_problems"] == {} == figures["facts_misstated"] and figures["facts_check"] == 1.0
+    # the guard sends a reference answer unread unless the case itself raises a flag
+    assert all(r.auto_send == (not flags(c)) for r, c in zip(records, cases, strict=True))
+    assert figures["auto_send_rate"] == sum(not flags(c) for c in cases) / len(cases) > 0.5
+
+
+def test_auto_send_rate_counts_what_the_guard_would_send_unread() -> None:
+    case = next(c for c in _cases("eval.jsonl", 60) if not flags(c))
+    ref = reference_answer(case).model_dump(mode="json")
+    wrong = next(d for d in ("DENY", "APPROVE_REFUND", "ESCALATE") if d != ref["decision"])
+    records = [make_record(case, ref["decision"], _answer(case, body)) for body in (
+        ref,  # sent
+        {**ref, "customer_response": "I'm sorry, butside thsoror with no fee."},  # the item not named
+        {**ref, "decision": wrong},  # a wrong decision may still be sent unless it violates a rule:
+    )] + [make_record(case, ref["decision"], _answer(case, None))]  # no answer: never sent
+    assert [r.auto_send for r in records[:2]] == [True, False] and not records[3].auto_send
+    assert records[2].auto_send == (not check(case, wrong))
+    assert summarize_variant(records)["auto_send_rate"] == (1 + records[2].auto_send) / 4
 
 
 def test_each_whole_answer_check_catches_its_own_fault() -> None:
