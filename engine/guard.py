@@ -3,9 +3,11 @@
 Pure policy, no model: :func:`guard` combines :func:`policies.expected_decision`,
 :func:`policies.check` (hard violations), :func:`policies.flags` (reviewer flags) and, for the text an
 answer sends out (the customer response and the next action), :func:`policies.facts.misstated_facts`
-(flag FACTS_MISSTATED) and :func:`engine.consistency.sent_text_issues` (text unfit to send: the customer
-response does not name the item, repeats itself, or the sent text is garbled). An answer is auto-sent
-only when it is valid, carries no violation, raises no flag and its sent text is fit.
+(flag FACTS_MISSTATED). An answer is auto-sent only when it is valid, carries no violation, raises no
+flag and nothing holds it back: its decision must be the rule engine's (a wrong decision that breaks no
+hard rule, a cancellation denied that was due, is still wrong), and its sent text must be fit to send
+unread (:func:`engine.consistency.sent_text_issues`: the customer response names the item and does not
+repeat itself, nothing sent is garbled).
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.consistency import sent_text_issues
+from engine.consistency import SENT_TEXT_CODES, sent_text_issues
 from engine.types import GuardVerdict, ModelAnswer
 from policies import Case, check, expected_decision, flags
 from policies.facts import misstated_facts
 
 SENT_FIELDS = ("customer_response", "next_action")  # what reaches the customer or is acted on
+# Why a valid answer without violations or flags is not auto-sent, in the order they are reported.
+HELD_BACK_CODES: tuple[str, ...] = ("decision_not_expected", *SENT_TEXT_CODES)
 
 
 def _sent_text(answer: ModelAnswer | Mapping[str, Any] | None) -> dict[str, str]:
@@ -49,9 +53,10 @@ def guard(case: Case, answer: ModelAnswer | Mapping[str, Any] | None,
     answer. A valid answer whose customer response or next action misstates the case (a day count, a
     sum, a claim count: :func:`policies.facts.misstated_facts`) is flagged FACTS_MISSTATED; its
     reasoning is the reviewers' (the consistency check's ``facts_misstated``), not the customer's. A
-    valid answer whose sent text is unfit (:func:`engine.consistency.sent_text_issues`: the customer
-    response does not name the item or repeats a fragment, garbled text) lists those codes in
-    ``text_issues`` and is not auto-sent; the fields it lacks (a bare decision) are not checked. An
+    valid answer is held back (``held_back``, :data:`HELD_BACK_CODES`) when its decision is not the
+    expected one, and when its sent text is unfit (:func:`engine.consistency.sent_text_issues`: the
+    customer response does not name the item or repeats a fragment, garbled text); the fields it lacks
+    (a bare decision) are not checked. An
     invalid answer has no violations (there is no decision to check) but is never auto-sent. Raises
     nothing for a validated ``case``.
     """
@@ -62,12 +67,13 @@ def guard(case: Case, answer: ModelAnswer | Mapping[str, Any] | None,
     sent = _sent_text(answer) if valid else {}
     if misstated_facts(case, sent):
         found += ("FACTS_MISSTATED",)  # the last of FLAGS: the order holds
-    text_issues = tuple(issue.code for issue in sent_text_issues(case, sent))
+    held = ("decision_not_expected",) if valid and decision != expected.decision else ()
+    held += tuple(issue.code for issue in sent_text_issues(case, sent))
     return GuardVerdict(
         expected_decision=expected.decision,
         expected_refs=expected.policy_refs,
         violations=violations,
         flags=found,
-        auto_send=valid and not violations and not found and not text_issues,
-        text_issues=text_issues,
+        auto_send=valid and not violations and not found and not held,
+        held_back=held,
     )

@@ -29,9 +29,10 @@ class GuardVerdict:
     expected_refs: tuple[str, ...]
     violations: tuple[str, ...]  # hard-violation codes of the proposed decision
     flags: tuple[str, ...]  # reviewer flags
-    auto_send: bool  # True only for a valid answer with no violation, no flag and no text issue
-    # engine.consistency.SENT_TEXT_CODES the sent text has (unfit to send unread); () when fit
-    text_issues: tuple[str, ...] = ()
+    auto_send: bool  # True only for a valid answer with no violation, no flag and nothing held back
+    # Why a valid answer is held back besides violations and flags (engine.guard.HELD_BACK_CODES): its
+    # decision is not the rule engine's, or its sent text is unfit (engine.consistency.SENT_TEXT_CODES)
+    held_back: tuple[str, ...] = ()
 
     @property
     def needs_human(self) -> bool:

@@ -16,8 +16,9 @@ from policies import Case, applicable_sections
 
 VIOLATION_STYLE = "color:#b91c1c;font-weight:600"  # red
 FLAG_STYLE = "color:#b45309;font-weight:600"  # amber
-# Why the guard held back an answer's sent text (engine.consistency.SENT_TEXT_CODES), as the card says it.
-TEXT_ISSUE_WORDS = {
+# Why the guard held an answer back (engine.guard.HELD_BACK_CODES), as the card says it.
+HELD_BACK_WORDS = {
+    "decision_not_expected": "a decision other than the expected one",
     "item_not_named": "the customer response does not name the item",
     "repeated_fragment": "the customer response repeats itself",
     "garbled_text": "garbled text",
@@ -75,7 +76,7 @@ def policy_markdown(case: Case) -> str:
 
 def guard_html(guard: dict[str, Any]) -> str:
     """The guard's verdict: violations in red, flags in amber, expected decision and refs, whether the
-    answer may be auto-sent and, when its sent text holds it back, why (amber)."""
+    answer may be auto-sent and, when the guard held it back, why (amber)."""
     if not guard:
         return "<div class='guard'>No guard verdict.</div>"
     violations = guard.get("violations") or []
@@ -83,8 +84,8 @@ def guard_html(guard: dict[str, Any]) -> str:
     v_html = f"<span style='{VIOLATION_STYLE}'>{_e(violations)}</span>" if violations else "none"
     f_html = f"<span style='{FLAG_STYLE}'>{_e(flags)}</span>" if flags else "none"
     send = "auto-send OK" if guard.get("auto_send") else "needs a human"
-    if text_issues := guard.get("text_issues"):
-        why = "; ".join(TEXT_ISSUE_WORDS.get(code, code) for code in text_issues)
+    if held := guard.get("held_back"):
+        why = "; ".join(HELD_BACK_WORDS.get(code, code) for code in held)
         send += f" (<span style='{FLAG_STYLE}'>{_e(why)}</span>)"
     return (
         f"<div class='guard'><b>Guard</b>: expected <b>{_e(guard.get('expected_decision'))}</b> "

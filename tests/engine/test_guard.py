@@ -96,28 +96,47 @@ def test_a_misstated_sum_to_the_customer_is_flagged_and_never_auto_sent() -> Non
     assert internal.auto_send
 
 
+def test_a_decision_the_rule_engine_does_not_give_is_held_back_even_without_a_violation() -> None:
+    case = _plain_case()  # RET-3: APPROVE_REFUND
+    for decision in ("APPROVE_EXCHANGE", "ESCALATE"):
+        v = guard(case, _answer(decision))
+        assert v.violations == () and v.flags == () and not v.auto_send, decision
+        assert v.held_back == ("decision_not_expected",)
+    data = copy.deepcopy(tiny_cases()[0])
+    data.update(request_type="cancellation", reason="changed_mind")
+    data["order"].update(status="processing", days_since_delivery=None)
+    cancel = parse_case(data)  # CAN-1: a processing order is cancelled
+    denied = guard(cancel, _with_text("DENY", "We cannot cancel your wireless headphones order.",
+                                      next_action="Tell the customer the order ships as planned."))
+    assert denied.expected_decision == "APPROVE_CANCELLATION" and denied.violations == ()
+    assert denied.held_back == ("decision_not_expected",) and not denied.auto_send
+    # both reasons at once, in HELD_BACK_CODES order
+    both = guard(case, _with_text("ESCALATE", "Sorry."))
+    assert both.held_back == ("decision_not_expected", "item_not_named")
+
+
 def test_unfit_sent_text_is_never_auto_sent_and_says_why() -> None:
     """What the customer reads must name the item and read as prose; the reasoning is the reviewers'."""
     case = _plain_case()  # the item: "Wireless headphones"
     fit = guard(case, _with_text("APPROVE_REFUND", "Sorry: your WIRELESS HEADPHONES will be refunded."))
-    assert fit.auto_send and fit.text_issues == ()
+    assert fit.auto_send and fit.held_back == ()
     vague = guard(case, _with_text("APPROVE_REFUND", "We are sorry: your order will be refunded."))
-    assert vague.text_issues == ("item_not_named",) and not vague.auto_send and vague.needs_human
+    assert vague.held_back == ("item_not_named",) and not vague.auto_send and vague.needs_human
     assert vague.flags == () and vague.violations == ()  # not a flag: bulk approval of decisions is unchanged
     looping = guard(case, _with_text("APPROVE_REFUND", "Your wireless headphones refund, your wireless "
                                                        "headphones refund, your wireless headphones refund."))
-    assert looping.text_issues == ("repeated_fragment",) and not looping.auto_send
+    assert looping.held_back == ("repeated_fragment",) and not looping.auto_send
     leaking = guard(case, _with_text("APPROVE_REFUND", "Your wireless headphones will be refunded.",
                                      next_action='"next_action": refund'))
-    assert leaking.text_issues == ("garbled_text",) and not leaking.auto_send
+    assert leaking.held_back == ("garbled_text",) and not leaking.auto_send
     # the bundled adapter's kind of answer: right decision, garbled response without the item
     bundled = guard(case, _with_text("APPROVE_REFUND", "I'm sorry, butside thsoror with no fee."))
-    assert bundled.text_issues == ("item_not_named",) and not bundled.auto_send
+    assert bundled.held_back == ("item_not_named",) and not bundled.auto_send
     # only the reasoning loops: reviewers see it (consistency), the customer does not, so it may be sent
     assert guard(case, _with_text("APPROVE_REFUND", "Your wireless headphones will be refunded.",
                                   reasoning="RET-3 RET-3 RET-3 RET-3 RET-3 RET-3 RET-3 RET-3.")).auto_send
     # an invalid answer has no text to judge: not auto-sent, no text issue either
-    assert guard(case, _answer(None, status="invalid")).text_issues == ()
+    assert guard(case, _answer(None, status="invalid")).held_back == ()
 
 
 def test_facts_misstated_keeps_the_flags_order() -> None:

@@ -21,7 +21,7 @@ from engine.metrics import (
     text_problems,
 )
 from engine.types import ModelAnswer
-from policies import Case, check, expected_decision, flags, parse_case
+from policies import Case, expected_decision, flags, parse_case
 from policies.synth_text import reference_answer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,11 +59,10 @@ def test_auto_send_rate_counts_what_the_guard_would_send_unread() -> None:
     records = [make_record(case, ref["decision"], _answer(case, body)) for body in (
         ref,  # sent
         {**ref, "customer_response": "I'm sorry, butside thsoror with no fee."},  # the item not named
-        {**ref, "decision": wrong},  # a wrong decision may still be sent unless it violates a rule:
+        {**ref, "decision": wrong},  # not the rule engine's decision, violation or not
     )] + [make_record(case, ref["decision"], _answer(case, None))]  # no answer: never sent
-    assert [r.auto_send for r in records[:2]] == [True, False] and not records[3].auto_send
-    assert records[2].auto_send == (not check(case, wrong))
-    assert summarize_variant(records)["auto_send_rate"] == (1 + records[2].auto_send) / 4
+    assert [r.auto_send for r in records] == [True, False, False, False]
+    assert summarize_variant(records)["auto_send_rate"] == 0.25
 
 
 def test_each_whole_answer_check_catches_its_own_fault() -> None:

@@ -88,15 +88,15 @@ def test_case_facts_are_a_strip_and_the_guard_verdict_heads_each_answer():
     assert "auto-send OK" in card and "name the item" not in card
 
 
-def test_the_guard_says_why_the_sent_text_needs_a_human():
-    guard = {"expected_decision": "DENY", "expected_refs": ["RET-10"], "violations": [], "flags": [],
-             "auto_send": False, "text_issues": ["item_not_named", "garbled_text"]}
+def test_the_guard_says_why_an_answer_needs_a_human():
+    guard = {"expected_decision": "APPROVE_REFUND", "expected_refs": ["RET-3"], "violations": [], "flags": [],
+             "auto_send": False, "held_back": ["decision_not_expected", "item_not_named"]}
     run = ModelRun(case_pk=1, variant="finetuned", model_version="v", status="ok", decision="DENY",
                    answer_json=json.dumps({"decision": "DENY"}), guard_json=json.dumps(guard))
     card = answer_html("Fine-tuned", run)
     assert "needs a human (<span" in card
-    assert "the customer response does not name the item; garbled text" in card
-    old = {k: v for k, v in guard.items() if k != "text_issues"}  # a verdict stored before the check
+    assert "a decision other than the expected one; the customer response does not name the item" in card
+    old = {k: v for k, v in guard.items() if k != "held_back"}  # a verdict stored before the check
     assert "needs a human<br>" in guard_html(old)
 
 
