@@ -146,7 +146,8 @@ def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
 # Where scripts/evaluate.py's summaries are looked for: its --out folders under runs/ and the copies
 # kept in benchmarks/ (``eval_summary.json``, ``stress_summary.json``).
 REPORT_GLOBS = ("benchmarks/*summary.json", "runs/*/summary.json", "runs/*/*/summary.json")
-REPORT_COLUMNS = ["set", "model", "variant", "n", *METRIC_NAMES, *WHOLE_ANSWER_NAMES, "targets met", "report",
+# The targets met sit beside the headline figures, in view on a laptop; the whole answer's after them.
+REPORT_COLUMNS = ["set", "model", "variant", "n", *METRIC_NAMES, "targets met", *WHOLE_ANSWER_NAMES, "report",
                   "written"]
 
 
@@ -192,7 +193,7 @@ def evaluation_reports(root: str | Path = ".", globs: Iterable[str] = REPORT_GLO
     """The frozen sets' figures from ``scripts/evaluate.py`` summaries under ``root``: one row per
     report and variant, eval first then stress, newest report first within a set. Columns
     :data:`REPORT_COLUMNS`: set ("eval" / "stress", from the summary's dataset file name), model
-    (the version string the summary recorded), variant, n, the three figures and the three whole-answer
+    (the version string the summary recorded), variant, n, the three figures and the four whole-answer
     figures (0..1; None where an older report lacks one), targets met
     (issue 15's, for the fine-tuned variant), report (the file read) and written (its modification
     time, UTC). Files that are not evaluation summaries of a frozen set are skipped; none found: an
