@@ -53,7 +53,7 @@ def as_json(results: dict[str, ModelAnswer]) -> dict[str, Any]:
         out["variants"][variant] = {
             "model_version": a.model_version, "status": a.status, "decision": a.decision,
             "answer": a.answer, "error": a.error, "raw_text": a.raw_text, "violations": list(g.violations),
-            "flags": list(g.flags),
+            "flags": list(g.flags), "held_back": list(g.held_back),
             "auto_send": g.auto_send, "latency_s": round(a.latency_s, 4), "input_tokens": a.input_tokens,
             "output_tokens": a.output_tokens, "truncated": a.truncated,
         }
@@ -65,8 +65,8 @@ def as_text(results: dict[str, ModelAnswer]) -> str:
     data = as_json(results)
     variants = list(data["variants"])
     rows: list[tuple[str, list[str]]] = [("variant", variants)]
-    for key in ("model_version", "status", "decision", "violations", "flags", "auto_send", "latency_s",
-                "output_tokens", "error"):
+    for key in ("model_version", "status", "decision", "violations", "flags", "held_back", "auto_send",
+                "latency_s", "output_tokens", "error"):
         rows.append((key, [_cell(data["variants"][v][key]) for v in variants]))
     for key in ("reasoning", "customer_response", "next_action", "policy_refs"):
         rows.append((key, [_cell((data["variants"][v]["answer"] or {}).get(key)) for v in variants]))

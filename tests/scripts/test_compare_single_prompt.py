@@ -27,14 +27,14 @@ def test_json_output_from_file(tiny_ft_dir: Path, tmp_path: Path) -> None:
     assert data["case_id"] == "C-000001" and data["expected_decision"] == "APPROVE_REFUND"
     assert set(data["variants"]) == {"base", "finetuned"}
     for v in data["variants"].values():
-        assert v["status"] == "ok" and isinstance(v["auto_send"], bool)
+        assert v["status"] == "ok" and isinstance(v["auto_send"], bool) and isinstance(v["held_back"], list)
 
 
 def test_text_output_from_stdin(tiny_ft_dir: Path) -> None:
     rc, out, _ = _run(["-", "--model", str(tiny_ft_dir), *FLAGS], json.dumps(tiny_cases()[1]))
     assert rc == 0
     assert out.startswith("case C-000002: expected")
-    assert "base" in out and "finetuned" in out and "auto_send" in out
+    assert "base" in out and "finetuned" in out and "auto_send" in out and "held_back" in out
 
 
 def test_bad_case_names_the_field_and_exits_2() -> None:
