@@ -5,12 +5,15 @@ A run times its steps from the end of the first (which holds one-off work: alloc
 :func:`paced` (3% of the planned steps or of the budget's time, at least two steps). When
 the planned steps will not fit in the time left, it ends at the step that does, planned on
 :data:`FIT_MARGIN` of that time, and its learning-rate schedule is rebuilt for that length, since a
-schedule cut short ends near its peak. Pure functions; no clock.
+schedule cut short ends near its peak. A refit inside the warm-up lets the warm-up go on from the rate it
+had reached (:func:`warmup_end_after_refit`, :func:`continued_warmup`) instead of jumping to the new
+schedule's rate. Pure functions; no clock.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +63,36 @@ class Pace:
             return None
         total, self.seconds_per_step = steps_that_fit(step, elapsed, self.first, self.budget_s)
         return total if total < self.planned else None
+
+
+def warmup_end_after_refit(step: int, warm_end: int, planned: int, total: int, fresh_warm_end: int) -> int:
+    """The step at which the warm-up of a run refitted at ``step`` from ``planned`` to ``total`` steps
+    ends. After the old warm-up (which ended at ``warm_end``): the new schedule's own, ``fresh_warm_end``.
+    Inside it: the old warm-up's remaining steps, shrunk as the run shrank, and never before the new
+    schedule's own end (a warm-up of 10,000 of 100,000 planned steps, refitted at step 75 to 2,500:
+    it ends at step 323, not at 10,000, which the run never reaches)."""
+    if step >= warm_end:
+        return fresh_warm_end
+    return max(fresh_warm_end, step + math.ceil((warm_end - step) * total / planned))
+
+
+def continued_warmup(fresh: Callable[[int], float], step: int, at: float,
+                     warm_end: int) -> Callable[[int], float]:
+    """The factor ``fresh`` (a new schedule's, step -> factor), except that from ``step``, where the old
+    schedule's factor was ``at``, to ``warm_end`` it climbs in a straight line to ``fresh(warm_end)``:
+    the rate goes on from where it was rather than jumping (a 100-step warm-up refitted at step 30, at
+    0.3 of the peak, to a run whose new warm-up ended at step 20 would jump to the peak). ``fresh``
+    itself when the warm-up is over (``warm_end <= step``)."""
+    if warm_end <= step:
+        return fresh
+    top = fresh(warm_end)
+
+    def factor(t: int) -> float:
+        if step <= t < warm_end:
+            return at + (top - at) * (t - step) / (warm_end - step)
+        return fresh(t)
+
+    return factor
 
 
 def apply_rates(scheduler: Any) -> list[float]:

@@ -24,7 +24,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from engine.budget import Pace, apply_rates
+from engine.budget import Pace, apply_rates, continued_warmup, warmup_end_after_refit
 
 log = logging.getLogger(__name__)
 clock = time.time  # a base build's time budget reads it (tests give it a clock of their own)
@@ -203,9 +203,12 @@ def pack_texts(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], block_s
     return torch.tensor(stream[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
 
 
-def _one_cycle(step: int, total: int, warmup: float) -> float:
-    """Learning-rate factor: linear warm-up, then cosine decay to 10%."""
-    warm = max(1, int(total * warmup))
+def _warm_steps(total: int, warmup: float) -> int:
+    return max(1, int(total * warmup))
+
+
+def _one_cycle(step: int, total: int, warm: int) -> float:
+    """Learning-rate factor: linear warm-up over ``warm`` steps, then cosine decay to 10%."""
     if step < warm:
         return (step + 1) / warm
     progress = (step - warm) / max(1, total - warm)
@@ -240,7 +243,8 @@ def train_language_model(
         betas=(0.9, 0.95),
     )
     plan = [config.steps]  # the schedule's length: the planned steps, or those a fitted budget allows
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _one_cycle(s, plan[0], config.warmup))
+    warm = _warm_steps(config.steps, config.warmup)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _one_cycle(s, config.steps, warm))
     model.train()
     losses: list[float] = []
     bar = tqdm(range(config.steps), desc="base LM", unit="step")
@@ -271,6 +275,10 @@ def train_language_model(
                 break
             if pace is not None and (total := pace.after_step(done, now - began)) is not None:
                 plan[0] = budget["fitted_steps"] = total
+                new_warm = warmup_end_after_refit(done, warm, config.steps, total,
+                                                  _warm_steps(total, config.warmup))
+                sched.lr_lambdas = [continued_warmup(lambda s, t=total, w=new_warm: _one_cycle(s, t, w),
+                                                     done, old(done), new_warm) for old in sched.lr_lambdas]
                 apply_rates(sched)
                 log.warning("time budget: at %.3f s a step, %d of the planned %d steps fit in %g minutes; "
                             "the build and its schedule now end at step %d", pace.seconds_per_step, total,

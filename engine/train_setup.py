@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from engine.budget import Pace, apply_rates
+from engine.budget import Pace, apply_rates, continued_warmup, warmup_end_after_refit
 from engine.loading import dtype_name, load_base_model, peft_wrapping, pick_dtype
 from engine.registry import PROMPT_FORMAT_FILE, REPO_ROOT, ModelSpec
 from engine.sft_data import ConfigError, RunConfig
@@ -284,7 +284,7 @@ class TimeBudget(TrainerCallback):
 
     def _refit(self, args: Any, state: Any, total: int, scheduler: Any) -> None:
         schedule = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
-        if not refit_schedule(scheduler, args, total):
+        if not refit_schedule(scheduler, args, total, planned=state.max_steps):
             log.warning("time budget: the %s schedule cannot be refitted; %d of the planned %d steps will "
                         "fit and the run stops where the budget runs out", schedule, total, state.max_steps)
             return
@@ -299,25 +299,33 @@ class TimeBudget(TrainerCallback):
                 "fitted_steps": self.fitted_steps, "seconds_per_step": self.seconds_per_step}
 
 
-def refit_schedule(scheduler: Any, args: Any, total: int) -> bool:
-    """Make ``scheduler`` (the trainer's, built by transformers' ``get_scheduler`` from ``args``) the
-    schedule ``args`` gives a run of ``total`` steps, from the step it is at; the optimizer's learning
-    rates follow at once. False (nothing changed) for a scheduler that is not a ``LambdaLR`` (e.g.
-    reduce_lr_on_plateau), whose length cannot be changed this way."""
+def refit_schedule(scheduler: Any, args: Any, total: int, planned: int | None = None) -> bool:
+    """Make ``scheduler`` (the trainer's, built by transformers' ``get_scheduler`` from ``args`` for
+    ``planned`` steps) the schedule ``args`` gives a run of ``total`` steps, from the step it is at; the
+    optimizer's learning rates follow at once. Refitted inside its warm-up, the warm-up goes on from the
+    rate reached to the new schedule's peak (:func:`engine.budget.warmup_end_after_refit`: its rest,
+    shrunk as the run shrank) instead of jumping there; ``planned`` None: as if refitted after it.
+    False (nothing changed) for a scheduler that is not a ``LambdaLR`` (e.g. reduce_lr_on_plateau), whose
+    length cannot be changed this way."""
     from transformers import get_scheduler
 
     inner = getattr(scheduler, "scheduler", scheduler)  # accelerate may wrap it
     if not isinstance(inner, torch.optim.lr_scheduler.LambdaLR):
         return False
+    step = inner.last_epoch
+    fresh_warm = args.get_warmup_steps(total)
+    warm_end = fresh_warm if planned is None else warmup_end_after_refit(
+        step, args.get_warmup_steps(planned), planned, total, fresh_warm)
     # the new schedule's factors, built on a stand-in optimizer so the real one's rates stay put
     stand_in = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)]}
                                 for _ in inner.optimizer.param_groups], lr=1.0)
     fresh = get_scheduler(args.lr_scheduler_type, optimizer=stand_in,
-                          num_warmup_steps=args.get_warmup_steps(total), num_training_steps=total,
+                          num_warmup_steps=warm_end, num_training_steps=total,
                           scheduler_specific_kwargs=args.lr_scheduler_kwargs)
     if not isinstance(fresh, torch.optim.lr_scheduler.LambdaLR):
         return False
-    inner.lr_lambdas = list(fresh.lr_lambdas)
+    inner.lr_lambdas = [continued_warmup(new, step, old(step), warm_end)
+                        for old, new in zip(inner.lr_lambdas, fresh.lr_lambdas, strict=True)]
     apply_rates(inner)
     return True
 

@@ -190,3 +190,32 @@ def test_a_base_build_fits_its_schedule_to_its_time_budget(tmp_path: Path, monke
             assert info["fitted_steps"] is None and rates[-1] > 0.25 * max(rates)
     refused = BaseModelConfig(budget_schedule="trim").problems()
     assert refused == ["budget_schedule: 'trim'; must be 'fit' or 'cut'"]
+
+
+def test_a_base_build_fitted_inside_its_warm_up_warms_on_without_a_jump(tmp_path: Path, monkeypatch) -> None:
+    """Half the 40 planned steps warm up; the budget fits 28, found at step 3 (0.2 of the peak). The new
+    schedule's own warm-up (14 steps) would put step 3 at 0.29; instead the rest of the old one, shrunk
+    as the run shrank (17 steps -> 12), climbs on from 0.2 to the peak at step 15, then the cosine falls."""
+    import engine.build as build
+    from engine.build import BaseModelConfig, build_base_model
+
+    texts = [json.dumps(case) for case in tiny_cases()] * 3
+    config = BaseModelConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                             intermediate_size=64, block_size=32, batch_size=4, steps=40, max_minutes=1.0,
+                             warmup=0.5)
+    rates: list[float] = []
+    real_step = torch.optim.AdamW.step
+
+    def step_and_record(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"] / config.lr)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_and_record)
+    monkeypatch.setattr(build, "clock", functools.partial(next, itertools.count(2.0, 2.0)))
+    info = build_base_model(tmp_path / "fit", texts, config, seed=1)
+    assert info["fitted_steps"] == 28 == len(rates)
+    assert rates[:4] == pytest.approx([0.05, 0.1, 0.15, 0.2])  # the old warm-up, then on from where it was
+    assert rates[15] == pytest.approx(1.0) and max(rates) == pytest.approx(1.0)
+    climb = [b - a for a, b in itertools.pairwise(rates[3:16])]
+    assert climb == pytest.approx([0.8 / 12] * 12)  # a straight line, no jump
+    assert all(a >= b for a, b in itertools.pairwise(rates[15:])) and rates[-1] < 0.15

@@ -75,8 +75,12 @@ def test_a_run_that_will_not_fit_ends_its_schedule_within_the_budget(tmp_path: P
     assert budget.fitted_steps == last == 26 and budget.stopped_at is None
     assert last + 2.0 <= 30  # ended inside the budget (two seconds of loading counted)
     assert rates[-1] == pytest.approx(0.0, abs=1e-12)  # the cosine ran to its end
-    decay = rates[3:]  # after the warm-up, at the refit: only down
-    assert all(a >= b for a, b in itertools.pairwise(decay)) and max(rates) <= PEAK
+    # refitted at step 3 of a 10-step warm-up (0.3 of the peak): the warm-up goes on to the peak at
+    # step 5 (its 7 remaining steps, shrunk as the run shrank, 100 -> 26), then the cosine only falls
+    assert rates[2] == pytest.approx(0.3 * PEAK) and rates[3] == pytest.approx(0.65 * PEAK)
+    assert rates[4] == pytest.approx(PEAK)
+    assert all(a < b for a, b in itertools.pairwise(rates[:5]))  # never a jump up, never a dip
+    assert all(a >= b for a, b in itertools.pairwise(rates[4:])) and max(rates) <= PEAK
     assert budget.report() == {"minutes": 0.5, "schedule": "fit", "stopped_at_step": None, "max_steps": 100,
                                "fitted_steps": 26, "seconds_per_step": pytest.approx(1.0)}
 
@@ -125,7 +129,27 @@ def test_a_schedule_that_cannot_be_refitted_falls_back_to_the_cut(tmp_path: Path
     assert "cannot be refitted" in caplog.text
 
 
-def test_refit_keeps_the_step_and_warm_up_share(tmp_path: Path):
+def test_refit_after_the_warm_up_keeps_the_step_and_warm_up_share(tmp_path: Path):
+    args = TrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="cosine", warmup_steps=0.1,
+                             report_to=[])
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=PEAK)
+    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=10, num_training_steps=100)
+    for _ in range(12):
+        optimizer.step()
+        scheduler.step()
+    assert refit_schedule(scheduler, args, 50, planned=100)
+    assert scheduler.last_epoch == 12  # still at step 12, now of 50 with 5 warm-up steps
+    for step in range(12, 51):  # each rate is a 50-step cosine's, warm-up 5 (10% of 50)
+        expected = PEAK * 0.5 * (1 + math.cos(math.pi * (step - 5) / 45))
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, abs=1e-12), step
+        optimizer.step()
+        scheduler.step()
+
+
+def test_refit_inside_the_warm_up_goes_on_from_the_rate_reached(tmp_path: Path):
+    """At step 5 of a 10-step warm-up (0.5 of the peak), refitted from 100 to 50 steps: the new schedule's
+    own warm-up (5 steps) is over, so it would jump to the peak. Instead the warm-up's rest (5 steps,
+    shrunk to 3 as the run halved) climbs on from 0.5 to the peak at step 8, then a cosine to step 50."""
     args = TrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="cosine", warmup_steps=0.1,
                              report_to=[])
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=PEAK)
@@ -133,15 +157,18 @@ def test_refit_keeps_the_step_and_warm_up_share(tmp_path: Path):
     for _ in range(5):
         optimizer.step()
         scheduler.step()
-    assert refit_schedule(scheduler, args, 50)
-    assert scheduler.last_epoch == 5  # still at step 5, now of 50 with 5 warm-up steps: the peak
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(PEAK) == scheduler.get_last_lr()[0]
-    for step in range(6, 51):  # each rate is a 50-step cosine's, warm-up 5 (10% of 50)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * PEAK)
+    assert refit_schedule(scheduler, args, 50, planned=100)
+    assert scheduler.last_epoch == 5 and optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * PEAK)
+    rates = []
+    for _ in range(5, 50):
         optimizer.step()
         scheduler.step()
-        expected = PEAK * 0.5 * (1 + math.cos(math.pi * (step - 5) / 45))
-        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, abs=1e-12), step
-    assert scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[:3] == pytest.approx([PEAK * (0.5 + 0.5 * k / 3) for k in (1, 2, 3)])  # steps 6, 7, 8
+    for step, rate in zip(range(8, 51), rates[2:], strict=True):
+        assert rate == pytest.approx(PEAK * 0.5 * (1 + math.cos(math.pi * (step - 8) / 42)), abs=1e-12)
+    assert rates[-1] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_budget_schedule_is_checked_by_name():
