@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -129,14 +130,20 @@ def test_a_schedule_that_cannot_be_refitted_falls_back_to_the_cut(tmp_path: Path
     assert "cannot be refitted" in caplog.text
 
 
-def test_refit_after_the_warm_up_keeps_the_step_and_warm_up_share(tmp_path: Path):
+def _cosine_at(tmp_path: Path, step: int) -> tuple[TrainingArguments, torch.optim.SGD, Any]:
+    """A 100-step cosine with 10 warm-up steps (10%), stepped to ``step``: (args, optimizer, scheduler)."""
     args = TrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="cosine", warmup_steps=0.1,
                              report_to=[])
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=PEAK)
     scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=10, num_training_steps=100)
-    for _ in range(12):
+    for _ in range(step):
         optimizer.step()
         scheduler.step()
+    return args, optimizer, scheduler
+
+
+def test_refit_after_the_warm_up_keeps_the_step_and_warm_up_share(tmp_path: Path):
+    args, optimizer, scheduler = _cosine_at(tmp_path, 12)
     assert refit_schedule(scheduler, args, 50, planned=100)
     assert scheduler.last_epoch == 12  # still at step 12, now of 50 with 5 warm-up steps
     for step in range(12, 51):  # each rate is a 50-step cosine's, warm-up 5 (10% of 50)
@@ -150,13 +157,7 @@ def test_refit_inside_the_warm_up_goes_on_from_the_rate_reached(tmp_path: Path):
     """At step 5 of a 10-step warm-up (0.5 of the peak), refitted from 100 to 50 steps: the new schedule's
     own warm-up (5 steps) is over, so it would jump to the peak. Instead the warm-up's rest (5 steps,
     shrunk to 3 as the run halved) climbs on from 0.5 to the peak at step 8, then a cosine to step 50."""
-    args = TrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="cosine", warmup_steps=0.1,
-                             report_to=[])
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=PEAK)
-    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=10, num_training_steps=100)
-    for _ in range(5):
-        optimizer.step()
-        scheduler.step()
+    args, optimizer, scheduler = _cosine_at(tmp_path, 5)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * PEAK)
     assert refit_schedule(scheduler, args, 50, planned=100)
     assert scheduler.last_epoch == 5 and optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * PEAK)
