@@ -54,7 +54,8 @@ CONSISTENCY_CODES: tuple[str, ...] = (
     "item_not_named", "facts_misstated", "next_action_mismatch", "repeated_fragment", "garbled_text",
 )
 # The codes that hold an answer back from auto-send when its sent text has them (sent_text_issues).
-SENT_TEXT_CODES: tuple[str, ...] = ("item_not_named", "repeated_fragment", "garbled_text")
+SENT_TEXT_CODES: tuple[str, ...] = ("item_not_named", "next_action_mismatch", "repeated_fragment",
+                                     "garbled_text")
 ANSWER_FIELDS: tuple[str, ...] = tuple(Answer.model_fields)
 PROSE_FIELDS: tuple[str, ...] = ("reasoning", "customer_response", "next_action")
 
@@ -192,8 +193,7 @@ def _refs_issues(case: Case, answer: Answer) -> list[ConsistencyIssue]:
     return out
 
 
-def _next_action_issue(case: Case, answer: Answer) -> ConsistencyIssue | None:
-    text, decision = answer.next_action, answer.decision
+def _next_action_issue(case: Case, decision: str, text: str) -> ConsistencyIssue | None:
     needs, rules_out = NEXT_ACTION_NEEDS.get(decision), NEXT_ACTION_RULES_OUT.get(decision)
     expected = expected_decision(case)
     spec = SPEC_NEXT_ACTIONS.get(expected.rule) if decision == expected.decision else None
@@ -261,18 +261,22 @@ def _text_issues(case: Case, answer: Answer) -> list[ConsistencyIssue]:
     return [issue for issue in out if issue is not None]
 
 
-def sent_text_issues(case: Case, sent: Mapping[str, str]) -> list[ConsistencyIssue]:
+def sent_text_issues(case: Case, sent: Mapping[str, str],
+                     decision: str | None = None) -> list[ConsistencyIssue]:
     """The problems of the text an answer sends out, ``sent`` (its ``customer_response`` and
     ``next_action``, either may be absent), that make it unfit to send unread, in
-    :data:`CONSISTENCY_CODES` order: the customer response does not name the item, repeats a fragment,
-    or either field is garbled (:data:`SENT_TEXT_CODES`). [] when it is fit. The guard holds such an
-    answer back from auto-send (:func:`engine.guard.guard`); misstated facts are its flag
-    FACTS_MISSTATED, not an issue here."""
-    response = sent.get("customer_response")
+    :data:`CONSISTENCY_CODES` order: the customer response does not name the item, the next action does
+    not take the step ``decision`` takes (or one it rules out; not checked without a decision), the
+    response repeats a fragment, or either field is garbled (:data:`SENT_TEXT_CODES`). [] when it is
+    fit. The guard holds such an answer back from auto-send (:func:`engine.guard.guard`); misstated
+    facts are its flag FACTS_MISSTATED, not an issue here."""
+    response, action = sent.get("customer_response"), sent.get("next_action")
     found = [] if response is None else [_item_issue(case, response),
                                          _repeat_issue({"customer_response": response})]
+    if action is not None and decision is not None:
+        found.append(_next_action_issue(case, decision, action))
     found.append(_garbled_issue({k: sent[k] for k in PROSE_FIELDS if k in sent}))
-    return [issue for issue in found if issue is not None]
+    return sorted((i for i in found if i is not None), key=lambda issue: CONSISTENCY_CODES.index(issue.code))
 
 
 def consistency_issues(case: Case, answer: Answer | Mapping[str, Any]) -> list[ConsistencyIssue]:
@@ -284,6 +288,6 @@ def consistency_issues(case: Case, answer: Answer | Mapping[str, Any]) -> list[C
     if not isinstance(answer, Answer):
         answer = parse_answer(dict(answer))
     found = _refs_issues(case, answer) + _text_issues(case, answer)
-    if (action := _next_action_issue(case, answer)) is not None:
+    if (action := _next_action_issue(case, answer.decision, answer.next_action)) is not None:
         found.append(action)
     return sorted(found, key=lambda issue: CONSISTENCY_CODES.index(issue.code))

@@ -7,7 +7,7 @@ answer sends out (the customer response and the next action), :func:`policies.fa
 flag and nothing holds it back: its decision must be the rule engine's (a wrong decision that breaks no
 hard rule, a cancellation denied that was due, is still wrong), and its sent text must be fit to send
 unread (:func:`engine.consistency.sent_text_issues`: the customer response names the item and does not
-repeat itself, nothing sent is garbled).
+repeat itself, the next action takes the decision's step, nothing sent is garbled).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def guard(case: Case, answer: ModelAnswer | Mapping[str, Any] | None,
     reasoning is the reviewers' (the consistency check's ``facts_misstated``), not the customer's. A
     valid answer is held back (``held_back``, :data:`HELD_BACK_CODES`) when its decision is not the
     expected one, and when its sent text is unfit (:func:`engine.consistency.sent_text_issues`: the
-    customer response does not name the item or repeats a fragment, garbled text); the fields it lacks
+    customer response does not name the item or repeats a fragment, a next action that does not fit
+    the decision, garbled text); the fields it lacks
     (a bare decision) are not checked. An
     invalid answer has no violations (there is no decision to check) but is never auto-sent. Raises
     nothing for a validated ``case``.
@@ -68,7 +69,7 @@ def guard(case: Case, answer: ModelAnswer | Mapping[str, Any] | None,
     if misstated_facts(case, sent):
         found += ("FACTS_MISSTATED",)  # the last of FLAGS: the order holds
     held = ("decision_not_expected",) if valid and decision != expected.decision else ()
-    held += tuple(issue.code for issue in sent_text_issues(case, sent))
+    held += tuple(issue.code for issue in sent_text_issues(case, sent, decision))
     return GuardVerdict(
         expected_decision=expected.decision,
         expected_refs=expected.policy_refs,

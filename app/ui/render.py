@@ -20,6 +20,7 @@ FLAG_STYLE = "color:#b45309;font-weight:600"  # amber
 HELD_BACK_WORDS = {
     "decision_not_expected": "a decision other than the expected one",
     "item_not_named": "the customer response does not name the item",
+    "next_action_mismatch": "the next action does not fit the decision",
     "repeated_fragment": "the customer response repeats itself",
     "garbled_text": "garbled text",
 }

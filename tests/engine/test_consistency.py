@@ -41,7 +41,7 @@ def test_every_reference_answer_is_consistent():
         assert expected.before_limit in RULE_DECISIONS[expected.rule], target  # the map matches the engine
         assert consistency_issues(case, reference_answer(case)) == [], (target, reference_answer(case))
         sent = reference_answer(case).model_dump(include={"customer_response", "next_action"})
-        assert sent_text_issues(case, sent) == [], (target, sent)
+        assert sent_text_issues(case, sent, reference_answer(case).decision) == [], (target, sent)
 
 
 def test_a_human_correction_in_its_own_words_is_consistent():
@@ -95,7 +95,8 @@ def test_the_sent_text_check_finds_what_the_whole_check_finds_in_the_sent_fields
     """sent_text_issues (the guard's) is the consistency check's SENT_TEXT_CODES on the customer response
     and next action only: every crafted change of a sent field is found by both, with the same message."""
     answer = {**_good(), **change}
-    sent = sent_text_issues(CASE, {k: answer[k] for k in ("customer_response", "next_action")})
+    sent = sent_text_issues(CASE, {k: answer[k] for k in ("customer_response", "next_action")},
+                            answer["decision"])
     assert [i.code for i in sent] == [c for c in found if c in SENT_TEXT_CODES]
     whole = {i.code: i.message for i in consistency_issues(CASE, answer)}
     assert all(whole[i.code] == i.message for i in sent)
@@ -107,6 +108,10 @@ def test_the_sent_text_check_ignores_the_reasoning_and_absent_fields():
     assert sent_text_issues(CASE, {"customer_response": _good()["customer_response"]}) == []
     assert sent_text_issues(CASE, {}) == []
     assert [i.code for i in sent_text_issues(CASE, {"next_action": "policy_refs"})] == ["garbled_text"]
+    # the next action is judged against a decision only when one is given
+    closes = {"next_action": "Close the request."}
+    assert sent_text_issues(CASE, closes) == []
+    assert [i.code for i in sent_text_issues(CASE, closes, "APPROVE_REFUND")] == ["next_action_mismatch"]
 
 
 def test_refs_that_contradict_the_reasoning_and_the_guard_are_all_named():

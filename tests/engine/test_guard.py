@@ -98,8 +98,8 @@ def test_a_misstated_sum_to_the_customer_is_flagged_and_never_auto_sent() -> Non
 
 def test_a_decision_the_rule_engine_does_not_give_is_held_back_even_without_a_violation() -> None:
     case = _plain_case()  # RET-3: APPROVE_REFUND
-    for decision in ("APPROVE_EXCHANGE", "ESCALATE"):
-        v = guard(case, _answer(decision))
+    for decision, step in (("APPROVE_EXCHANGE", "Ship the exchange."), ("ESCALATE", "Hand to a supervisor.")):
+        v = guard(case, _with_text(decision, "Your wireless headphones: see below.", next_action=step))
         assert v.violations == () and v.flags == () and not v.auto_send, decision
         assert v.held_back == ("decision_not_expected",)
     data = copy.deepcopy(tiny_cases()[0])
@@ -111,8 +111,8 @@ def test_a_decision_the_rule_engine_does_not_give_is_held_back_even_without_a_vi
     assert denied.expected_decision == "APPROVE_CANCELLATION" and denied.violations == ()
     assert denied.held_back == ("decision_not_expected",) and not denied.auto_send
     # both reasons at once, in HELD_BACK_CODES order
-    both = guard(case, _with_text("ESCALATE", "Sorry."))
-    assert both.held_back == ("decision_not_expected", "item_not_named")
+    both = guard(case, _with_text("ESCALATE", "Sorry."))  # next action "Refund on receipt."
+    assert both.held_back == ("decision_not_expected", "item_not_named", "next_action_mismatch")
 
 
 def test_unfit_sent_text_is_never_auto_sent_and_says_why() -> None:
@@ -129,6 +129,9 @@ def test_unfit_sent_text_is_never_auto_sent_and_says_why() -> None:
     leaking = guard(case, _with_text("APPROVE_REFUND", "Your wireless headphones will be refunded.",
                                      next_action='"next_action": refund'))
     assert leaking.held_back == ("garbled_text",) and not leaking.auto_send
+    closing = guard(case, _with_text("APPROVE_REFUND", "Your wireless headphones will be refunded.",
+                                     next_action="Close the request."))  # an approval's step is not a close
+    assert closing.held_back == ("next_action_mismatch",) and not closing.auto_send
     # the bundled adapter's kind of answer: right decision, garbled response without the item
     bundled = guard(case, _with_text("APPROVE_REFUND", "I'm sorry, butside thsoror with no fee."))
     assert bundled.held_back == ("item_not_named",) and not bundled.auto_send
