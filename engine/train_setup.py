@@ -83,6 +83,16 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def end_processes() -> None:
+    """Close a distributed run's process group once every rank is done (no-op in a single process).
+
+    Left open, gloo's worker threads outlive the interpreter's teardown and a rank can abort at exit
+    ("terminate called without an active exception") after the adapter was saved, failing the launch."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def uses_fsdp() -> bool:
     """True under ``accelerate launch`` with an FSDP config (it sets ``ACCELERATE_USE_FSDP``)."""
     return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 from engine.registry import UnknownModel
 from engine.sft_data import ConfigError, DatasetError, TrainingPoolLeak
-from engine.train_setup import LOG_FORMAT
+from engine.train_setup import LOG_FORMAT, end_processes
 from engine.training import parse_run_config, train
 
 
@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UnknownModel, DatasetError, ConfigError, TrainingPoolLeak) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    end_processes()
     return 0
 
 

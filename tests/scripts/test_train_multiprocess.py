@@ -106,3 +106,18 @@ def test_an_fsdp_config_on_cpus_says_it_trains_without_fsdp(
     assert said in caplog.text
     held = json.loads((tmp_path / "o" / "metrics.json").read_text())["sharding"]
     assert held == {"mode": "single", "processes": 1, "sharded_tensors": 0, "local_share": 1.0}
+
+
+def test_the_script_closes_the_process_group_it_trained_in(tmp_path: Path) -> None:
+    """end_processes (called by the script after a run) waits for every rank, then closes the group, so
+    no rank's gloo threads are left to abort the process at exit; outside a distributed run it does
+    nothing."""
+    import torch.distributed as dist
+
+    from engine.train_setup import end_processes
+
+    end_processes()  # no group: nothing to close
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    end_processes()
+    assert not dist.is_initialized()
