@@ -7,14 +7,18 @@ the planned steps will not fit in the time left, it ends at the step that does, 
 :data:`FIT_MARGIN` of that time, and its learning-rate schedule is rebuilt for that length, since a
 schedule cut short ends near its peak. A refit inside the warm-up lets the warm-up go on from the rate it
 had reached (:func:`warmup_end_after_refit`, :func:`continued_warmup`) instead of jumping to the new
-schedule's rate. Pure functions; no clock.
+schedule's rate. After the fit the run keeps timing its latest steps (as many as the fit timed): when
+they show it will overrun the budget (a job started beside it, say), it ends earlier again, and the rest of
+its schedule is squeezed into the steps left (:func:`squeezed`), so the rate goes on from where it is and
+still reaches the schedule's end. Pure functions; no clock.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 PROBE_SHARE = 0.03  # the steps timed: this share of the planned ones (at least 3)
@@ -40,29 +44,74 @@ def steps_that_fit(step: int, elapsed: float, first: tuple[int, float], budget_s
     return step + max(more, 1), pace
 
 
+@dataclass(frozen=True)
+class Fit:
+    """A new end for a run: ``total`` steps. ``first``: the fit of the planned schedule (rebuild it for
+    ``total`` steps); else a later shrink of a run already fitted or found to fit (squeeze the rest of
+    the schedule it has, :func:`squeezed`)."""
+
+    total: int
+    first: bool
+
+
 @dataclass
 class Pace:
-    """One run's fit: the timing starts after the first step; once :func:`paced`, the steps that fit.
+    """One run's fit: the timing starts after the first step; once :func:`paced`, the steps that fit;
+    after that, a watch on the latest steps that ends the run earlier when they fall behind.
 
     ``budget_s``: the budget in seconds since the run began; ``planned``: the steps planned."""
 
     budget_s: float
     planned: int
     first: tuple[int, float] | None = None  # (step, elapsed) when the timing began
-    seconds_per_step: float | None = None
+    seconds_per_step: float | None = None  # as the fit measured it
+    total: int | None = None  # where the run ends, once paced
+    latest: deque[tuple[int, float]] = field(default_factory=deque)  # the steps the watch times
 
-    def after_step(self, step: int, elapsed: float) -> int | None:
-        """Call after each step with the steps done and the seconds since the run began: the last step
-        that fits when the planned ones will not (once, when the pace is known); else None."""
+    def after_step(self, step: int, elapsed: float) -> Fit | None:
+        """Call after each step with the steps done and the seconds since the run began: a new end when
+        the planned steps will not fit (once, when the pace is known), or when the latest steps show the
+        run's end will not; else None."""
         if self.seconds_per_step is not None:
-            return None
+            return self._watch(step, elapsed)
         if self.first is None:  # the first step holds one-off work (allocation, compiling): not timed
             self.first = (step, elapsed)
             return None
         if not paced(step, elapsed, self.first, self.planned, self.budget_s):
             return None
         total, self.seconds_per_step = steps_that_fit(step, elapsed, self.first, self.budget_s)
-        return total if total < self.planned else None
+        self.total = min(total, self.planned)
+        self.latest = deque([(step, elapsed)], maxlen=step - self.first[0] + 1)
+        return Fit(total, first=True) if total < self.planned else None
+
+    def _watch(self, step: int, elapsed: float) -> Fit | None:
+        """A shrink when the latest steps (as many as the fit timed) put the run's end past the budget;
+        planned again on :data:`FIT_MARGIN` of the time left, so a steady pace does not shrink it twice."""
+        self.latest.append((step, elapsed))
+        if self.total is None or step >= self.total or len(self.latest) < self.latest.maxlen:
+            return None
+        since, then = self.latest[0]
+        if elapsed + (self.total - step) * (elapsed - then) / (step - since) <= self.budget_s:
+            return None
+        total, _ = steps_that_fit(step, elapsed, (since, then), self.budget_s)
+        if total >= self.total:
+            return None
+        self.total = total
+        self.latest = deque([(step, elapsed)], maxlen=self.latest.maxlen)
+        return Fit(total, first=False)
+
+
+def squeezed(factor: Callable[[float], float], step: int, end: int, total: int) -> Callable[[float], float]:
+    """The schedule ``factor`` (step -> factor) of a run that ended at ``end``, now ending at ``total``
+    (< ``end``): up to ``step`` unchanged; from there its rest, steps ``step``..``end``, squeezed into
+    ``step``..``total``. The rate goes on from where it was (no jump) and reaches the schedule's end at
+    the run's (a cosine still decays to zero); any schedule, warm-up included."""
+    ratio = (end - step) / max(total - step, 1)
+
+    def at(t: float) -> float:
+        return factor(t) if t <= step else factor(step + (t - step) * ratio)
+
+    return at
 
 
 def warmup_end_after_refit(step: int, warm_end: int, planned: int, total: int, fresh_warm_end: int) -> int:

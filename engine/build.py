@@ -24,7 +24,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from engine.budget import Pace, apply_rates, continued_warmup, warmup_end_after_refit
+from engine.budget import Fit, Pace, apply_rates, continued_warmup, squeezed, warmup_end_after_refit
 
 log = logging.getLogger(__name__)
 clock = time.time  # a base build's time budget reads it (tests give it a clock of their own)
@@ -207,6 +207,27 @@ def _warm_steps(total: int, warmup: float) -> int:
     return max(1, int(total * warmup))
 
 
+def _refit_one_cycle(sched: Any, fit: Fit, step: int, ended: int, warm: int, config: BaseModelConfig,
+                     seconds_per_step: float | None) -> None:
+    """Make the build's one-cycle schedule ``sched`` (ending at ``ended``, its warm-up at ``warm``) end at
+    ``fit.total`` from ``step``: rebuilt for that length at the fit (the warm-up going on from the rate
+    reached), the rest squeezed at a later shrink; the optimizer's rates follow."""
+    if fit.first:
+        new_warm = warmup_end_after_refit(step, warm, config.steps, fit.total,
+                                          _warm_steps(fit.total, config.warmup))
+        sched.lr_lambdas = [continued_warmup(lambda s, t=fit.total, w=new_warm: _one_cycle(s, t, w),
+                                             step, old(step), new_warm) for old in sched.lr_lambdas]
+        log.warning("time budget: at %.3f s a step, %d of the planned %d steps fit in %g minutes; the build "
+                    "and its schedule now end at step %d", seconds_per_step, fit.total, config.steps,
+                    config.max_minutes, fit.total)
+    else:
+        sched.lr_lambdas = [squeezed(old, step, ended, fit.total) for old in sched.lr_lambdas]
+        log.warning("time budget: at step %d the latest steps were slower; the build ends at step %d "
+                    "instead of %d, the rest of its schedule squeezed into the steps left", step, fit.total,
+                    ended)
+    apply_rates(sched)
+
+
 def _one_cycle(step: int, total: int, warm: int) -> float:
     """Learning-rate factor: linear warm-up over ``warm`` steps, then cosine decay to 10%."""
     if step < warm:
@@ -273,16 +294,9 @@ def train_language_model(
                 break
             if done >= plan[0]:
                 break
-            if pace is not None and (total := pace.after_step(done, now - began)) is not None:
-                plan[0] = budget["fitted_steps"] = total
-                new_warm = warmup_end_after_refit(done, warm, config.steps, total,
-                                                  _warm_steps(total, config.warmup))
-                sched.lr_lambdas = [continued_warmup(lambda s, t=total, w=new_warm: _one_cycle(s, t, w),
-                                                     done, old(done), new_warm) for old in sched.lr_lambdas]
-                apply_rates(sched)
-                log.warning("time budget: at %.3f s a step, %d of the planned %d steps fit in %g minutes; "
-                            "the build and its schedule now end at step %d", pace.seconds_per_step, total,
-                            config.steps, config.max_minutes, total)
+            if pace is not None and (fit := pace.after_step(done, now - began)) is not None:
+                _refit_one_cycle(sched, fit, done, plan[0], warm, config, pace.seconds_per_step)
+                plan[0] = budget["fitted_steps"] = fit.total
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
     budget.setdefault("fitted_steps", None)

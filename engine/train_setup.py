@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from engine.budget import Pace, apply_rates, continued_warmup, warmup_end_after_refit
+from engine.budget import Fit, Pace, apply_rates, continued_warmup, squeezed, warmup_end_after_refit
 from engine.loading import dtype_name, load_base_model, peft_wrapping, pick_dtype
 from engine.registry import PROMPT_FORMAT_FILE, REPO_ROOT, ModelSpec
 from engine.sft_data import ConfigError, RunConfig
@@ -244,7 +244,8 @@ class TimeBudget(TrainerCallback):
     ``fit`` (the default): once the first steps are timed (:mod:`engine.budget`: 3% of the planned steps or
     of the budget, at least 3 steps), a run whose planned steps will not fit in the time left ends at the
     step that does, and its learning-rate schedule is rebuilt to end there (the same type, warm-up share and
-    decay, to zero for cosine or linear), since a schedule cut short ends at a high learning rate. Either
+    decay, to zero for cosine or linear), since a schedule cut short ends at a high learning rate; when its
+    latest steps later fall behind, it ends earlier again with the rest of its schedule squeezed in. Either
     way, the step that reaches the budget is the last (the safety net, and all of ``cut``); the run then
     ends as any run does (the adapter saved, the best epoch's checkpoint loaded when there is one), so a run
     on a lent machine with a deadline keeps what it learnt instead of being killed with nothing. On several
@@ -289,19 +290,29 @@ class TimeBudget(TrainerCallback):
             log.warning("time budget: %.2f of %g minutes used at step %d of %d; training stops here and "
                         "the adapter is saved as it stands", elapsed / 60, self.minutes, state.global_step,
                         state.max_steps)
-        elif self.fit and (total := self.pace.after_step(state.global_step, elapsed)) is not None:
-            self._refit(args, state, total, kwargs.get("lr_scheduler"))
+        elif self.fit and (fit := self.pace.after_step(state.global_step, elapsed)) is not None:
+            self._refit(args, state, fit, kwargs.get("lr_scheduler"))
 
-    def _refit(self, args: Any, state: Any, total: int, scheduler: Any) -> None:
+    def _refit(self, args: Any, state: Any, fit: Fit, scheduler: Any) -> None:
         schedule = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
-        if not refit_schedule(scheduler, args, total, planned=state.max_steps):
+        refitted = (refit_schedule(scheduler, args, fit.total, planned=state.max_steps) if fit.first
+                    else squeeze_schedule(scheduler, state.max_steps, fit.total))
+        if not refitted:
+            self.fit = False  # nothing to refit later either
             log.warning("time budget: the %s schedule cannot be refitted; %d of the planned %d steps will "
-                        "fit and the run stops where the budget runs out", schedule, total, state.max_steps)
+                        "fit and the run stops where the budget runs out", schedule, fit.total,
+                        state.max_steps)
             return
-        state.max_steps = self.fitted_steps = total  # the trainer ends the run there, as at a planned end
-        log.warning("time budget: at %.2f s a step, %d of the planned %d steps fit in %g minutes; the run "
-                    "and its %s learning-rate schedule now end at step %d", self.seconds_per_step,
-                    total, self.max_steps, self.minutes, schedule, total)
+        ended = state.max_steps
+        state.max_steps = self.fitted_steps = fit.total  # the trainer ends the run there, as at a planned end
+        if fit.first:
+            log.warning("time budget: at %.2f s a step, %d of the planned %d steps fit in %g minutes; the "
+                        "run and its %s learning-rate schedule now end at step %d", self.seconds_per_step,
+                        fit.total, self.max_steps, self.minutes, schedule, fit.total)
+        else:
+            log.warning("time budget: at step %d the latest steps were slower; the run ends at step %d "
+                        "instead of %d, the rest of its %s schedule squeezed into the steps left",
+                        state.global_step, fit.total, ended, schedule)
 
     def report(self) -> dict[str, Any]:
         return {"minutes": self.minutes, "schedule": "fit" if self.fit else "cut",
@@ -336,6 +347,19 @@ def refit_schedule(scheduler: Any, args: Any, total: int, planned: int | None = 
         return False
     inner.lr_lambdas = [continued_warmup(new, step, old(step), warm_end)
                         for old, new in zip(inner.lr_lambdas, fresh.lr_lambdas, strict=True)]
+    apply_rates(inner)
+    return True
+
+
+def squeeze_schedule(scheduler: Any, end: int, total: int) -> bool:
+    """Make ``scheduler`` (a ``LambdaLR`` for a run ending at ``end``) end at ``total`` instead, from the
+    step it is at: the rest of its schedule squeezed into the steps left (:func:`engine.budget.squeezed`);
+    the optimizer's rates follow at once. False (nothing changed) for a scheduler that is not a
+    ``LambdaLR``."""
+    inner = getattr(scheduler, "scheduler", scheduler)  # accelerate may wrap it
+    if not isinstance(inner, torch.optim.lr_scheduler.LambdaLR):
+        return False
+    inner.lr_lambdas = [squeezed(factor, inner.last_epoch, end, total) for factor in inner.lr_lambdas]
     apply_rates(inner)
     return True
 

@@ -219,3 +219,34 @@ def test_a_base_build_fitted_inside_its_warm_up_warms_on_without_a_jump(tmp_path
     climb = [b - a for a, b in itertools.pairwise(rates[3:16])]
     assert climb == pytest.approx([0.8 / 12] * 12)  # a straight line, no jump
     assert all(a >= b for a, b in itertools.pairwise(rates[15:])) and rates[-1] < 0.15
+
+
+def test_a_base_build_that_slows_after_its_fit_ends_earlier_on_its_schedule(tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    """Fitted to 28 steps at 2 s a step; from step 12 a step takes 3 s (another job on the machine). The
+    build's watch ends it earlier again, with the rest of its one-cycle squeezed in: it stops inside its
+    minute, on its floor, and the rate never jumps."""
+    import engine.build as build
+    from engine.build import BaseModelConfig, build_base_model
+
+    texts = [json.dumps(case) for case in tiny_cases()] * 3
+    config = BaseModelConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                             intermediate_size=64, block_size=32, batch_size=4, steps=40, max_minutes=1.0)
+    rates: list[float] = []
+    real_step = torch.optim.AdamW.step
+
+    def step_and_record(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"] / config.lr)
+        return real_step(self, *args, **kwargs)
+
+    reads = [2.0]  # the build's start, then one read a step
+    for step in range(1, 60):
+        reads.append(reads[-1] + (2.0 if step < 12 else 3.0))
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_and_record)
+    monkeypatch.setattr(build, "clock", functools.partial(next, iter(reads)))
+    info = build_base_model(tmp_path / "slow", texts, config, seed=1)
+    assert info["fitted_steps"] == info["steps_done"] == len(rates) < 28
+    assert reads[len(rates)] - reads[0] <= 60  # inside the budget
+    peak = rates.index(max(rates))
+    assert all(a >= b for a, b in itertools.pairwise(rates[peak:])) and rates[-1] < 0.15
+    assert max(a - b for a, b in itertools.pairwise(rates[peak:])) < 0.2  # no cliff at the shrink

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 import torch
 from transformers import TrainingArguments, get_scheduler
 
+from engine.budget import Fit, Pace, squeezed
 from engine.sft_data import ConfigError, RunConfig
 from engine.train_setup import TimeBudget, refit_schedule
 from engine.training import train
@@ -37,11 +39,12 @@ class Clock:
 
 
 def _run(tmp_path: Path, clock: Clock, *, fit: bool, planned: int = 100, minutes: float = 0.5,
-         loading_s: float = 2.0, schedule: str = "cosine") -> tuple[TimeBudget, list[float], int]:
+         loading_s: float = 2.0, schedule: str = "cosine",
+         seconds: Callable[[int], float] = lambda step: 1.0) -> tuple[TimeBudget, list[float], int]:
     """Step a real optimizer and ``schedule`` as the trainer does (optimizer, scheduler, then the
-    callbacks), one second a step, until the budget's decision or transformers' own end-of-run rule
-    (global_step >= state.max_steps) stops it. Out: the budget, the learning rate after each step, the
-    last step."""
+    callbacks), ``seconds(step)`` a step (one second unless told), until the budget's decision or
+    transformers' own end-of-run rule (global_step >= state.max_steps) stops it. Out: the budget, the
+    learning rate after each step, the last step."""
     args = TrainingArguments(output_dir=str(tmp_path), lr_scheduler_type=schedule, warmup_steps=0.1,
                              report_to=[])
     params = [torch.nn.Parameter(torch.zeros(2))]
@@ -57,8 +60,8 @@ def _run(tmp_path: Path, clock: Clock, *, fit: bool, planned: int = 100, minutes
     while not control.should_training_stop:
         optimizer.step()
         scheduler.step()
-        clock.now += 1.0
         state.global_step += 1
+        clock.now += seconds(state.global_step)
         budget.on_step_end(args, state, control, lr_scheduler=scheduler, optimizer=optimizer)
         rates.append(optimizer.param_groups[0]["lr"])
         assert optimizer.param_groups[1]["lr"] == rates[-1]  # every parameter group follows
@@ -108,6 +111,52 @@ def test_a_linear_schedule_is_refitted_too(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
     budget, rates, last = _run(tmp_path, clock, fit=True, schedule="linear")
     assert budget.fitted_steps == last == 26 and rates[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_run_that_slows_after_its_fit_ends_earlier_and_still_decays_to_zero(tmp_path: Path, monkeypatch):
+    """Fitted at step 3 to end at step 26 (1 s a step); from step 10 a step takes 2 s (a second job
+    started beside it). The watch times the latest 2 steps (as many as the fit timed): at step 10 they
+    (1.5 s a step) put the end at 37 s of the 30, so the run ends at step 20, planned on 95% of the time
+    left; at step 12 (2 s a step) at 18. Each time the rest of the cosine is squeezed in: the rate goes on
+    from where it was and still reaches zero, inside the budget, with no cut."""
+    clock = Clock()
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+    budget, rates, last = _run(tmp_path, clock, fit=True, seconds=lambda step: 1.0 if step < 10 else 2.0)
+    assert budget.fitted_steps == last == 18 and budget.stopped_at is None
+    assert 2.0 + 9 + 2.0 * (last - 9) <= 30  # ended inside the budget
+    assert rates[-1] == pytest.approx(0.0, abs=1e-12)  # the cosine ran to its end
+    assert all(a >= b for a, b in itertools.pairwise(rates[4:]))  # no jump up at the shrink
+    drops = [a - b for a, b in itertools.pairwise(rates[4:])]
+    assert max(drops) < 0.2 * PEAK  # nor a cliff down: the schedule goes on from the rate it had
+    assert budget.report()["fitted_steps"] == 18
+
+
+def test_a_steady_run_is_fitted_once():
+    """The watch after the fit shrinks a run only when its latest steps fall behind; at the pace the fit
+    measured, it never does. One that slows is shrunk until its latest steps fit, never lengthened, and
+    ends in time."""
+    pace = Pace(budget_s=100.0, planned=1000)
+    fits = [fit for step in range(1, 200) if (fit := pace.after_step(step, 2.0 + step)) is not None]
+    assert fits == [Fit(total=93, first=True)]  # steps 2-4 timed (3 s: 3% of the budget), 95% of 94 s
+    slow = Pace(budget_s=100.0, planned=1000)
+    elapsed, fits = 2.0, []
+    for step in range(1, 200):
+        elapsed += 1.0 if step <= 40 else 1.5  # half as slow again from step 41
+        if (fit := slow.after_step(step, elapsed)) is not None:
+            fits.append(fit)
+        if step >= (slow.total or math.inf):
+            break
+    assert fits[0] == Fit(total=93, first=True) and fits[1:] and not any(f.first for f in fits[1:])
+    assert step == fits[-1].total and elapsed <= 100.0  # ended where the last shrink said, in time
+    assert all(a.total > b.total for a, b in itertools.pairwise(fits))  # a shrink never lengthens
+
+
+def test_squeezed_goes_on_from_the_rate_it_had_to_the_schedule_end():
+    def linear(t: float) -> float:
+        return 1.0 - t / 100
+    fast = squeezed(linear, 20, 100, 60)
+    assert [fast(t) for t in (0, 10, 20)] == [linear(t) for t in (0, 10, 20)]  # the past is unchanged
+    assert fast(60) == pytest.approx(0.0) and fast(40) == pytest.approx(linear(60))  # 2x as fast after 20
 
 
 def test_a_schedule_that_cannot_be_refitted_falls_back_to_the_cut(tmp_path: Path, caplog):
