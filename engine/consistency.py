@@ -13,7 +13,7 @@ engine:
 - ``next_action`` against the decision (an approval whose next step closes the request, a denial that
   issues a refund, the spec's tracking for NRC-1 and cancel-instead for RET-1);
 - facts the text states that the case or the policy contradicts (:func:`policies.facts.misstated_facts`:
-  a day count, a sum of money, a claim count);
+  a day count, a sum of money, a claim count, a region, a percentage);
 - text that is not prose: a field whose whole text is a field name, a decision or a rule id
   (``"next_action": "reasoning"``), JSON leaking into the text, stray brackets, mangled rule ids
   (``"not-3:"``).

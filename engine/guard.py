@@ -51,15 +51,14 @@ def guard(case: Case, answer: ModelAnswer | Mapping[str, Any] | None,
     dict, or None for no usable answer. ``decisions_of_all_variants`` maps each variant compared on
     this case to its decision (None when invalid) and drives MODELS_DISAGREE; omit it for a single
     answer. A valid answer whose customer response or next action misstates the case (a day count, a
-    sum, a claim count: :func:`policies.facts.misstated_facts`) is flagged FACTS_MISSTATED; its
-    reasoning is the reviewers' (the consistency check's ``facts_misstated``), not the customer's. A
-    valid answer is held back (``held_back``, :data:`HELD_BACK_CODES`) when its decision is not the
-    expected one, and when its sent text is unfit (:func:`engine.consistency.sent_text_issues`: the
-    customer response does not name the item or repeats a fragment, a next action that does not fit
-    the decision, garbled text); the fields it lacks
-    (a bare decision) are not checked. An
-    invalid answer has no violations (there is no decision to check) but is never auto-sent. Raises
-    nothing for a validated ``case``.
+    sum, a claim count, a region, a percentage: :func:`policies.facts.misstated_facts`) is flagged
+    FACTS_MISSTATED; its reasoning is the reviewers' (the consistency check's ``facts_misstated``), not
+    the customer's. A valid answer is held back (``held_back``, :data:`HELD_BACK_CODES`) when its
+    decision is not the expected one, and when its sent text is unfit
+    (:func:`engine.consistency.sent_text_issues`: the customer response does not name the item or
+    repeats a fragment, a next action that does not fit the decision, garbled text); the fields it lacks
+    (a bare decision) are not checked. An invalid answer has no violations (there is no decision to
+    check) but is never auto-sent. Raises nothing for a validated ``case``.
     """
     expected = expected_decision(case)
     decision, valid = _decision_of(answer)

@@ -13,10 +13,10 @@ Beyond the decision, a record checks the whole answer against the rule engine's 
 (:func:`policies.synth_text.reference_answer`, which the generator writes as every row's output):
 ``policy_refs`` exactly (as a set), ``next_action`` (the same text, case and spacing aside), a
 text check (:func:`engine.consistency.text_problems`) and a facts check
-(:func:`policies.facts.misstated_facts`: no day count, sum of money or claim count the case and the
-policy contradict); and the share of answers the guard would send unread (``auto_send_rate``: no
-violation, no flag, sent text fit; :mod:`engine.guard`). :data:`TARGETS` are issue 15's targets;
-:func:`check_targets` says which a summary meets.
+(:func:`policies.facts.misstated_facts`: no day count, sum of money, claim count, region or percentage
+the case and the policy contradict); and the share of answers the guard would send unread
+(``auto_send_rate``: no violation, no flag, sent text fit; :mod:`engine.guard`). :data:`TARGETS` are
+issue 15's targets; :func:`check_targets` says which a summary meets.
 """
 
 from __future__ import annotations

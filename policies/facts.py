@@ -3,7 +3,7 @@
 Support agents read the reasoning and the customer response, and an approved answer becomes training
 data, so a text that misstates the case ("change of mind 365 days after delivery" on day 314, "a refund
 of 80.00 USD" for a 129.99 USD order) is wrong even when its decision is right. :func:`misstated_facts`
-finds three kinds of stated fact and checks each:
+finds five kinds of stated fact and checks each:
 
 - ``days``: a day count said of the case ("29 days since delivery", "12 days after delivery", "delivered
   9 days ago", "on day 12") must be the case's ``days_since_delivery`` (a case without one has no day
@@ -16,9 +16,15 @@ finds three kinds of stated fact and checks each:
   region's AUTO_LIMIT (to the cent, or as a whole number rounded either way).
 - ``claims``: a claim count ("4 claims") must be the customer's ``claims_last_12m`` or one of the
   fraud rules' thresholds (3, 5).
+- ``region``: a region said of the case ("in UK", "in the United Kingdom", "the UK AUTO_LIMIT", "the EU
+  region", "region: EU") must be the case's ("Region EU", the policy section's title, is not checked). A
+  region named as a scope ("the 14-day right of UK/EU", "in UK or EU", "outside UK", "not in the EU",
+  "unlike in AU") states nothing of the case, and is not checked.
+- ``percent``: a percentage ("15%", "15 percent") must be one of the policy's: the 15% restocking fee,
+  the 85% it leaves, NEAR_LIMIT's 90% of the AUTO_LIMIT, or 100%.
 
-Only what the text states is checked: a text that states no number misstates nothing. Pure functions of a
-validated case and the answer's text fields; no I/O.
+Only what the text states is checked: a text that states no number or region misstates nothing. Pure
+functions of a validated case and the answer's text fields; no I/O.
 """
 
 from __future__ import annotations
@@ -38,10 +44,19 @@ from policies.rules import (
 )
 from policies.schema import Case
 
-FACT_KINDS: tuple[str, ...] = ("days", "amount", "claims")
+FACT_KINDS: tuple[str, ...] = ("days", "amount", "claims", "region", "percent")
 TEXT_FIELDS: tuple[str, ...] = ("reasoning", "customer_response", "next_action")
 RESTOCKING_FEE = 0.15  # policy-spec section 4, RET-11
 FRAUD_CLAIM_THRESHOLDS = (3, 5)  # FRD-3 (not-received claims), FRD-2 (any claims)
+NEAR_LIMIT_SHARE = 0.9  # policy-spec section 5, NEAR_LIMIT: above 90% of the AUTO_LIMIT
+POLICY_PERCENTAGES: frozenset[int] = frozenset({
+    round(RESTOCKING_FEE * 100), round((1 - RESTOCKING_FEE) * 100), round(NEAR_LIMIT_SHARE * 100), 100})
+# How a text names each region: its code and its names.
+REGION_NAMES: dict[str, tuple[str, ...]] = {
+    "US": ("US", "USA", "U.S.", "United States"), "CA": ("CA", "Canada"),
+    "UK": ("UK", "U.K.", "United Kingdom", "Great Britain", "Britain"),
+    "EU": ("EU", "European Union", "Europe"), "AU": ("AU", "Australia"),
+}
 
 _NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,9}(?:\.\d+)?"
 # A day count said of the case: since/after delivery, ago/back, delivered N days, day N.
@@ -68,6 +83,22 @@ _AMOUNT = re.compile(
     rf"|\b(?P<code2>{_CODES})\s?(?P<c>{_NUMBER})",
 )
 _SYMBOL_CURRENCIES = {"£": ("GBP",), "€": ("EUR",), "$": ("USD", "CAD", "AUD")}
+_REGION = "|".join(re.escape(name) for names in REGION_NAMES.values()
+                    for name in sorted(names, key=len, reverse=True))
+_REGION_OF = {name.lower(): code for code, names in REGION_NAMES.items() for name in names}
+# A region said of the case: "in UK", "in the United Kingdom", "UK AUTO_LIMIT", "the AUTO_LIMIT in UK",
+# "the EU region", "region: EU", "the region is EU". Codes are matched in capitals only ("in ca." is not
+# Canada). "Region EU" alone is the policy section's title, not a statement of the case.
+_REGION_SAID = (
+    re.compile(rf"\b(?i:in|within)\s+(?:the\s+)?(?P<r>{_REGION})(?!\w)"),
+    re.compile(rf"(?<![\w/])(?P<r>{_REGION})(?:'s)?\s+(?:AUTO_LIMIT|(?i:auto[- ]limit|region)\b)"),
+    re.compile(rf"\b(?i:region)(?:\s+is\s+|\s*[:=]\s*)(?:the\s+)?(?P<r>{_REGION})(?!\w)"),
+)
+# A region named as a scope, not of the case: "UK/EU", "UK and EU", "outside UK", "not in the EU".
+_REGION_LIST = re.compile(rf"^\s*(?:/|,|&|\band\b|\bor\b)\s*(?:the\s+)?(?:{_REGION})(?![\w])")
+_REGION_LIST_BEFORE = re.compile(rf"(?:{_REGION})\s*(?:/|,|&|\band|\bor)\s*(?:the\s+)?$")
+_REGION_NEGATED = re.compile(r"\b(?:not|outside|unlike|except|but|only|never)\s+(?:\w+\s+)?$", re.IGNORECASE)
+_PERCENT = re.compile(r"(?<![\d.,])(\d{1,3}(?:\.\d+)?)\s?(?:%|per\s?cent\b)", re.IGNORECASE)
 _CLAIMS = re.compile(r"(?<![\d.,-])(\d{1,4})\s+(?:prior\s+|previous\s+|earlier\s+|past\s+)?claims?\b",
                      re.IGNORECASE)
 
@@ -154,6 +185,27 @@ def _claim_misstatements(case: Case, field: str, text: str) -> list[Misstatement
             for m in _CLAIMS.finditer(text) if int(m.group(1)) not in allowed]
 
 
+def _region_misstatements(case: Case, field: str, text: str) -> list[Misstatement]:
+    out, read = [], set()
+    truth = f"the case is in {case.region}"
+    for m in (m for pattern in _REGION_SAID for m in pattern.finditer(text)):
+        if m.start("r") in read:  # "in the UK region": one statement, two patterns
+            continue
+        read.add(m.start("r"))
+        scope = (_REGION_LIST.match(text[m.end("r"):]) or _REGION_LIST_BEFORE.search(text[:m.start("r")])
+                 or _REGION_NEGATED.search(text[max(0, m.start() - 40):m.start()]))
+        if _REGION_OF[m.group("r").lower()] != case.region and not scope:
+            out.append(Misstatement("region", field, m.group(0), truth))
+    return out
+
+
+def _percent_misstatements(field: str, text: str) -> list[Misstatement]:
+    known = ", ".join(f"{p}%" for p in sorted(POLICY_PERCENTAGES))
+    truth = f"the policy's percentages are {known} (the restocking fee, what it leaves, NEAR_LIMIT, all)"
+    return [Misstatement("percent", field, m.group(0), truth)
+            for m in _PERCENT.finditer(text) if float(m.group(1)) not in POLICY_PERCENTAGES]
+
+
 def misstated_facts(case: Case, answer: Mapping[str, str]) -> list[Misstatement]:
     """The facts ``answer``'s text fields (:data:`TEXT_FIELDS`, those present) state about ``case`` that
     the case or the policy contradicts, field by field in text order; [] when none."""
@@ -162,6 +214,7 @@ def misstated_facts(case: Case, answer: Mapping[str, str]) -> list[Misstatement]
         text = answer.get(field)
         if isinstance(text, str) and text:
             found = (_day_misstatements(case, field, text) + _amount_misstatements(case, field, text)
-                     + _claim_misstatements(case, field, text))
+                     + _claim_misstatements(case, field, text) + _region_misstatements(case, field, text)
+                     + _percent_misstatements(field, text))
             out.extend(sorted(found, key=lambda s: text.find(s.quote)))
     return out

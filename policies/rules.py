@@ -41,8 +41,8 @@ SPEC_FLAGS: tuple[str, ...] = ("WINDOW_EDGE", "NEAR_LIMIT", "MODELS_DISAGREE")
 # CHARGEBACK_MENTIONED, INJECTION_SUSPECTED (the message talks to the model rather than about the order:
 # instructions to ignore the policy, fake system prompts or role tags, a ready-made answer; a human
 # reads it). Found in an answer, by the guard (engine.guard), like MODELS_DISAGREE: FACTS_MISSTATED (the
-# customer response or next action states a day count, sum or claim count the case contradicts,
-# policies.facts), so a wrong sum is never sent to a customer unread.
+# customer response or next action states a day count, sum, claim count, region or percentage the
+# case or the policy contradicts, policies.facts), so a wrong sum is never sent to a customer unread.
 EXTRA_FLAGS: tuple[str, ...] = (
     "LEGAL_THREAT", "CHARGEBACK_MENTIONED", "INJECTION_SUSPECTED", "FACTS_MISSTATED",
 )

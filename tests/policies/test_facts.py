@@ -24,6 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CASE = make_case("C-FACTS")
 
 
+def _in_uk(case):
+    data = case.to_json_dict()
+    return parse_case({**data, "region": "UK", "order": {**data["order"], "currency": "GBP"}})
+
+
 def _kinds(text: str, field: str = "reasoning", case=CASE) -> list[str]:
     return [m.kind for m in misstated_facts(case, {field: text})]
 
@@ -65,6 +70,12 @@ def test_a_human_correction_with_the_policys_numbers_passes():
     ("above the EUR 500 limit", "amount"),
     ("a refund of $130.99", "amount"),
     ("the customer has 2 claims in the last 12 months", "claims"),
+    ("change of mind on day 12 in UK", "region"),  # the case is in US
+    ("refunds in the United Kingdom are", "region"),
+    ("within the EU region's rules", "region"),
+    ("it is under the AU AUTO_LIMIT", "region"),
+    ("a 20% restocking fee", "percent"),
+    ("we refund 80 percent of the price", "percent"),
 ])
 def test_each_kind_of_misstated_fact_is_found(text: str, kind: str):
     assert _kinds(text) == [kind]
@@ -76,6 +87,27 @@ def test_a_promise_is_not_a_fact_of_the_case_or_the_policy():
                   "customer_response") == []
     assert _kinds("a 2-day window") == ["days"] == _kinds("a return window of 20 days")
     assert _kinds("the 90 days warranty") == ["days"]
+
+
+def test_a_region_is_checked_when_said_of_the_case_not_as_a_scope():
+    assert _kinds("delivered 12 days ago in US, under the US AUTO_LIMIT of 500.00 USD") == []
+    assert _kinds("in the United States, region: US") == []
+    assert _kinds("the region is UK") == ["region"]
+    assert _kinds("see Region UK and Region EU of the policy") == []  # section titles
+    for scope in ("the 14-day statutory right applies in UK/EU only", "only in UK and EU",
+                  "not a statutory right outside UK/EU (US)", "the right does not apply in the UK",
+                  "unlike in the EU, no statutory right", "applies in UK, EU or AU"):
+        assert _kinds(scope) == [], scope
+    assert _kinds("prices in USD; a refund in AUD") == []  # currencies are not regions
+    assert _kinds("in ca. 3 days") == []  # a code counts in capitals only
+    uk = _in_uk(CASE)
+    assert _kinds("change of mind on day 12 in UK", case=uk) == []
+    assert _kinds("change of mind on day 12 in US", case=uk) == ["region"]
+
+
+def test_a_percentage_must_be_one_of_the_policys():
+    assert _kinds("a 15% restocking fee, so 85% is refunded; NEAR_LIMIT above 90%, 100 percent") == []
+    assert _kinds("a 15 % fee and a 12.5% discount") == ["percent"]
 
 
 def test_a_day_count_is_checked_against_the_case_and_a_case_without_one():
@@ -97,8 +129,7 @@ def test_amounts_match_to_the_cent_or_as_whole_numbers():
 
 def test_the_policy_day_counts_depend_on_the_region():
     assert policy_day_counts(CASE) == {14, 15, 30, 45, 60, 365}
-    uk = parse_case({**CASE.to_json_dict(), "region": "UK", "order": {**CASE.to_json_dict()["order"],
-                                                                      "currency": "GBP"}})
+    uk = _in_uk(CASE)
     assert 730 in policy_day_counts(uk) and 365 not in policy_day_counts(uk)
 
 
