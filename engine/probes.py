@@ -1,6 +1,7 @@
-"""The copy probe: can a model copy the item's name from the case into its customer response, or the
+"""The copy probe: can a model copy the item's name from the case into its customer response, the
 case's day count into its reasoning (``target="days"``: "29 days since delivery", the facts check's
-``days``)?
+``days``), or the case's region into its reasoning (``target="region"``: "in UK", "the UK AUTO_LIMIT",
+the facts check's ``region``)?
 
 Teacher-forced on reference answers (the model reads the prompt and the reference answer, and each
 next token is compared with the model's first choice): the share of the item's tokens inside the
@@ -12,6 +13,7 @@ no grammar: it measures the model, not the decoding.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,16 +72,19 @@ def item_span(response_start: int, response: str, item: str) -> tuple[int, int] 
     return None if at < 0 else (response_start + at, response_start + at + len(item))
 
 
-COPY_TARGETS = ("item", "days")  # what copy_probe follows: the item in the customer response, or the day
-#                                  count in the reasoning
+COPY_TARGETS = ("item", "days", "region")  # what copy_probe follows: the item in the customer response,
+#                                            the day count or the region in the reasoning
 
 
 def _target(case: Case, answer: Answer, target: str) -> tuple[str, tuple[int, int]] | None:
     """(the answer field to score, the span inside it to copy) for ``target``; None when the reference
-    answer does not state it (no item named; a case without a day count)."""
+    answer does not state it (no item named; a case without a day count; no region said of the case)."""
     if target == "item":
         span = item_span(0, answer.customer_response, case.order.item)
         return None if span is None else (answer.customer_response, span)
+    if target == "region":  # "in UK", "the UK AUTO_LIMIT": the region said of the case, not "UK/EU"
+        found = re.search(rf"(?<=\bin ){case.region}\b(?!/)|\b{case.region}(?= AUTO_LIMIT)", answer.reasoning)
+        return None if found is None else (answer.reasoning, found.span())
     days = case.order.days_since_delivery
     at = -1 if days is None else answer.reasoning.find(f"{days} days")  # the digits, not "RET-3"'s 3
     return None if at < 0 else (answer.reasoning, (at, at + len(str(days))))
@@ -89,17 +94,20 @@ def _score(
     model: Any, tokenizer: Any, full: str, region: tuple[int, int], span: tuple[int, int]
 ) -> tuple[list[bool], list[bool]]:
     """Teacher-force ``full``; out: (first choices right on the item's tokens, on the region's other
-    tokens), each a list of booleans. A token belongs to the item when its characters lie inside
-    ``span``, to the region when they lie inside ``region``."""
+    tokens), each a list of booleans. A token belongs to the item when its characters, the spaces around
+    them aside, lie inside ``span`` (" wireless" is the item's first token in "your wireless
+    headphones"; the "." after it is not), to the region when they lie inside ``region``."""
     enc = tokenizer(full, return_offsets_mapping=True, add_special_tokens=False)
     ids = torch.tensor([enc["input_ids"]], device=next(model.parameters()).device)
     with torch.no_grad():
         right = (model(ids).logits[0, :-1].argmax(-1) == ids[0, 1:]).tolist()  # right[i-1]: token i
     in_item, rest = [], []
     for i, (s, e) in enumerate(enc["offset_mapping"]):
+        text = full[s:e]
+        s, e = s + len(text) - len(text.lstrip()), s + len(text.rstrip())  # the characters, not the spaces
         if i == 0 or e <= s or s < region[0] or e > region[1]:
             continue
-        (in_item if s >= span[0] and e <= span[1] + 1 else rest).append(right[i - 1])
+        (in_item if s >= span[0] and e <= span[1] else rest).append(right[i - 1])
     return in_item, rest
 
 
@@ -115,8 +123,8 @@ def copy_probe(model: Any, tokenizer: Any, fmt: PromptFormat, rows: Sequence[tup
                progress: Progress | None = None, target: str = "item") -> CopyProbe:
     """Teacher-force each reference answer after its prompt (built by the one prompt function) and count
     the model's first choices on the ``target``'s tokens (:data:`COPY_TARGETS`: the item in the customer
-    response, or the case's day count in the reasoning) and on the rest of that field (the ``item_*``
-    counts hold the target's). Rows whose reference answer does not state the target are skipped.
+    response, the case's day count or its region in the reasoning) and on the rest of that field (the
+    ``item_*`` counts hold the target's). Rows whose reference answer does not state the target are skipped.
     ValueError for an unknown ``target``."""
     if target not in COPY_TARGETS:
         raise ValueError(f"target: expected one of {', '.join(COPY_TARGETS)}, got {target!r}")

@@ -4,13 +4,15 @@ uv run python scripts/copy_probe.py --model default-ft
 uv run python scripts/copy_probe.py --model runs/gd/ft-facts-false --dataset data/generated/validation.jsonl
 uv run python scripts/copy_probe.py --model runs/copy-base-after --messages   # a base LM: prompt + message
 uv run python scripts/copy_probe.py --model default-ft --target days   # the day count in the reasoning
+uv run python scripts/copy_probe.py --model default-ft --target region # the region in the reasoning
 
 Teacher-forced on the dataset's reference answers (validation_independent by default: a set for
 choosing, never eval or stress): the share of the item's tokens in the customer response the model
 predicts, beside the share of the response's other tokens. ``--messages`` probes a base LM, which
 writes no answers: each case's prompt followed by the customer's message, and the item's tokens in
 the message against its other tokens. ``--target days`` follows the case's day count in the reasoning
-("29 days since delivery") instead of the item (the facts check's ``days``). Prints one JSON line;
+("29 days since delivery") instead of the item (the facts check's ``days``), ``--target region`` the
+case's region ("in UK", "the UK AUTO_LIMIT"; the facts check's ``region``). Prints one JSON line;
 ``--out`` also writes it. A bad dataset line or an unknown model exits with status 1 and ``error: ...``.
 """
 
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-examples", type=bounded_int(1, MAX_ROWS), default=150)
     p.add_argument("--messages", action="store_true", help="a base LM: the item in prompt + message")
     p.add_argument("--target", choices=COPY_TARGETS, default="item",
-                   help="answers: the item in the customer response, or the day count in the reasoning")
+                   help="answers: the item in the customer response, the day count or the region in the "
+                        "reasoning")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     try:

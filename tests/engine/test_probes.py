@@ -12,11 +12,13 @@ import pytest
 import torch
 
 from engine.loading import load_tokenizer
-from engine.probes import copy_probe, message_copy_probe, read_answered_rows
+from engine.probes import _target, copy_probe, message_copy_probe, read_answered_rows
 from engine.sft_data import DatasetError
+from policies import parse_answer
 from policies.prompt import PromptFormat
+from policies.synth_text import reference_answer
 from scripts.copy_probe import main as probe_main
-from tests.conftest import tiny_rows, write_jsonl
+from tests.conftest import make_case, tiny_rows, write_jsonl
 
 
 class Oracle(torch.nn.Module):
@@ -61,6 +63,43 @@ def test_an_oracle_copies_everything_and_a_blind_model_nothing(tiny_base_dir: Pa
     assert blind.other_tokens == right.other_tokens
     assert blind.item_correct == blind.other_correct == blind.item_first_correct == 0
     assert blind.to_dict()["item_first_accuracy"] == 0.0 and right.to_dict()["item_first_accuracy"] == 1.0
+
+
+def test_the_items_tokens_are_the_item_from_its_first_word_to_its_last(tiny_base_dir: Path,
+                                                                     answered: Path) -> None:
+    """A token carries the space before it (" w" in "your wireless"): it is the item's first token. The
+    "." after the item is not the item's."""
+    tokenizer = load_tokenizer(tiny_base_dir)
+    case, answer = read_answered_rows(answered)[0]
+    for response in (f"Your {case.order.item.lower()} is on its way.", answer.customer_response):
+        _check_item_tokens(tokenizer, case, answer.model_copy(update={"customer_response": response}))
+
+
+def _check_item_tokens(tokenizer, case, answer) -> None:
+    response = answer.customer_response
+    at = response.lower().find(case.order.item.lower())
+    enc = tokenizer(response, return_offsets_mapping=True, add_special_tokens=False)
+    pieces = [response[s:e] for s, e in enc["offset_mapping"]
+              if e > at and s < at + len(case.order.item) and response[s:e].strip()]
+    assert "".join(pieces).strip() == case.order.item.lower()  # the tokens overlapping it spell it
+    assert pieces[0][0].isspace() or at == 0 or response[at - 1].isspace()
+    probe = copy_probe(Oracle(len(tokenizer), True), tokenizer, PromptFormat(), [(case, answer)])
+    assert probe.item_tokens == len(pieces) and probe.item_first_correct == 1
+
+
+@pytest.mark.parametrize(("target", "reasoning", "expected"), [
+    ("days", "RET-3: change of mind 12 days after delivery.", "12"),
+    ("days", "RET-3: within the 15-day window.", None),  # not the case's own count
+    ("region", "CAN-2: cancellation of a shipped order in US, where", "US"),
+    ("region", "LIM-1: above the US AUTO_LIMIT of 500.00 USD", "US"),
+    ("region", "no statutory right outside UK/EU (US)", None),  # a scope, not a statement
+    ("region", "the right applies in US/CA", None),
+])
+def test_each_target_is_the_span_the_reference_states(target: str, reasoning: str, expected: str | None):
+    case = make_case("C-PROBE", days_since_delivery=12)  # US
+    answer = parse_answer({**reference_answer(case).model_dump(mode="json"), "reasoning": reasoning})
+    found = _target(case, answer, target)
+    assert (None if found is None else found[0][slice(*found[1])]) == expected
 
 
 def test_a_base_is_probed_on_the_item_in_the_message_after_its_prompt(
