@@ -110,7 +110,9 @@ EOF
         a=${a%/}
         [ -f "$a/adapter_model.safetensors" ] || continue
         python3 scripts/copy_probe.py --model "$a" --out "$a-copy_probe.json" 2>/dev/null
-        python3 scripts/copy_probe.py --model "$a" --target days --out "$a-copy_probe_days.json" 2>/dev/null
+        for target in days region; do
+            python3 scripts/copy_probe.py --model "$a" --target $target --out "$a-copy_probe_$target.json" 2>/dev/null
+        done
     done
     first=$(python3 -c "import json; print(json.load(open('$W/choice.json'))['first'] or '')")
     [ -n "$first" ] || exit 0
