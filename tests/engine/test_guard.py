@@ -90,6 +90,11 @@ def test_a_misstated_sum_to_the_customer_is_flagged_and_never_auto_sent() -> Non
     late = guard(case, _with_text("APPROVE_REFUND", "Your wireless headphones refund is on its way.",
                                   next_action="Refund: delivered 50 days ago, check the window."))
     assert late.flags == ("FACTS_MISSTATED",)
+    for sent in ("Your wireless headphones: refunded under the rules in UK.",  # the case is in US
+                 "Your wireless headphones: refunded less a 20% restocking fee."):
+        assert guard(case, _with_text("APPROVE_REFUND", sent)).flags == ("FACTS_MISSTATED",), sent
+    assert guard(case, _with_text("APPROVE_REFUND", "Your wireless headphones: refunded in US, as the "
+                                  "14-day right of UK/EU does not apply.")).auto_send
     # the reasoning is for reviewers (the consistency check), not sent: no flag
     internal = guard(case, _with_text("APPROVE_REFUND", "Your wireless headphones refund is on its way.",
                                       reasoning="RET-3: defective, 50 days since delivery."))
