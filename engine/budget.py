@@ -10,7 +10,10 @@ had reached (:func:`warmup_end_after_refit`, :func:`continued_warmup`) instead o
 schedule's rate. After the fit the run keeps timing its latest steps (as many as the fit timed): when
 they show it will overrun the budget (a job started beside it, say), it ends earlier again, and the rest of
 its schedule is squeezed into the steps left (:func:`squeezed`), so the rate goes on from where it is and
-still reaches the schedule's end. Pure functions; no clock.
+still reaches the schedule's end. Time spent between steps on other work (an evaluation, a checkpoint)
+is not a step's: it is kept out of the pace, so one evaluation does not read as a slowdown, and the steps
+ahead are planned with the same share of it per step as so far (an evaluation each epoch keeps its time).
+Pure functions; no clock.
 """
 
 from __future__ import annotations
@@ -35,12 +38,16 @@ def paced(step: int, elapsed: float, first: tuple[int, float], planned: int, bud
                                        or elapsed - first_elapsed >= PROBE_SHARE * budget_s)
 
 
-def steps_that_fit(step: int, elapsed: float, first: tuple[int, float], budget_s: float) -> tuple[int, float]:
+def steps_that_fit(step: int, elapsed: float, first: tuple[int, float], budget_s: float,
+                   paused: float = 0.0) -> tuple[int, float]:
     """(the last step that fits in ``budget_s``, seconds a step) for a run at ``step`` after ``elapsed``
-    seconds, which was at ``first`` = (step, elapsed) when its timing began; at least one step more."""
+    seconds of steps, which was at ``first`` = (step, elapsed) when its timing began; at least one step
+    more. ``paused``: the seconds the run spent besides, between steps (evaluations, checkpoints); the
+    steps ahead are planned with as much of it per step as so far."""
     first_step, first_elapsed = first
     pace = (elapsed - first_elapsed) / max(step - first_step, 1)
-    more = int((budget_s - elapsed) * FIT_MARGIN / max(pace, 1e-9))
+    per_step = pace + paused / max(step, 1)
+    more = int((budget_s - paused - elapsed) * FIT_MARGIN / max(per_step, 1e-9))
     return step + max(more, 1), pace
 
 
@@ -68,36 +75,39 @@ class Pace:
     total: int | None = None  # where the run ends, once paced
     latest: deque[tuple[int, float]] = field(default_factory=deque)  # the steps the watch times
 
-    def after_step(self, step: int, elapsed: float) -> Fit | None:
-        """Call after each step with the steps done and the seconds since the run began: a new end when
+    def after_step(self, step: int, elapsed: float, paused: float = 0.0) -> Fit | None:
+        """Call after each step with the steps done, the seconds since the run began and, of those, the
+        seconds spent between steps on other work (``paused``: evaluations, checkpoints): a new end when
         the planned steps will not fit (once, when the pace is known), or when the latest steps show the
         run's end will not; else None."""
+        work = elapsed - paused  # the steps' own time: the pace is timed on it
         if self.seconds_per_step is not None:
-            return self._watch(step, elapsed)
+            return self._watch(step, work, paused)
         if self.first is None:  # the first step holds one-off work (allocation, compiling): not timed
-            self.first = (step, elapsed)
+            self.first = (step, work)
             return None
-        if not paced(step, elapsed, self.first, self.planned, self.budget_s):
+        if not paced(step, work, self.first, self.planned, self.budget_s):
             return None
-        total, self.seconds_per_step = steps_that_fit(step, elapsed, self.first, self.budget_s)
+        total, self.seconds_per_step = steps_that_fit(step, work, self.first, self.budget_s, paused)
         self.total = min(total, self.planned)
-        self.latest = deque([(step, elapsed)], maxlen=step - self.first[0] + 1)
+        self.latest = deque([(step, work)], maxlen=step - self.first[0] + 1)
         return Fit(total, first=True) if total < self.planned else None
 
-    def _watch(self, step: int, elapsed: float) -> Fit | None:
+    def _watch(self, step: int, work: float, paused: float) -> Fit | None:
         """A shrink when the latest steps (as many as the fit timed) put the run's end past the budget;
         planned again on :data:`FIT_MARGIN` of the time left, so a steady pace does not shrink it twice."""
-        self.latest.append((step, elapsed))
+        self.latest.append((step, work))
         if self.total is None or step >= self.total or len(self.latest) < self.latest.maxlen:
             return None
         since, then = self.latest[0]
-        if elapsed + (self.total - step) * (elapsed - then) / (step - since) <= self.budget_s:
+        per_step = (work - then) / (step - since) + paused / step
+        if work + paused + (self.total - step) * per_step <= self.budget_s:
             return None
-        total, _ = steps_that_fit(step, elapsed, (since, then), self.budget_s)
+        total, _ = steps_that_fit(step, work, (since, then), self.budget_s, paused)
         if total >= self.total:
             return None
         self.total = total
-        self.latest = deque([(step, elapsed)], maxlen=self.latest.maxlen)
+        self.latest = deque([(step, work)], maxlen=self.latest.maxlen)
         return Fit(total, first=False)
 
 

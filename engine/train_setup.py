@@ -250,7 +250,10 @@ class TimeBudget(TrainerCallback):
     ends as any run does (the adapter saved, the best epoch's checkpoint loaded when there is one), so a run
     on a lent machine with a deadline keeps what it learnt instead of being killed with nothing. On several
     processes the ranks agree (the largest elapsed time wins, so they time the same pace and fit the same
-    step), so none waits on another that stopped. :meth:`report` is metrics.json's ``time_budget``."""
+    step), so none waits on another that stopped. The time between a step's end and an evaluation's or a
+    checkpoint's (``on_evaluate``, ``on_save``) is not timed as steps: an evaluation each epoch is not
+    read as a slowdown, and the steps ahead are planned with as much of it per step as so far.
+    :meth:`report` is metrics.json's ``time_budget``."""
 
     clock = staticmethod(time.time)  # tests give it a clock of their own
 
@@ -262,6 +265,8 @@ class TimeBudget(TrainerCallback):
         self.max_steps = 0  # as planned
         self.fitted_steps: int | None = None
         self.pace = Pace(minutes * 60, 0)
+        self.paused_s = 0.0  # this rank's seconds between steps spent evaluating and saving checkpoints
+        self._mark: float | None = None  # the clock at the last step's end, or at the last pause's
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.max_steps = state.max_steps
@@ -272,25 +277,41 @@ class TimeBudget(TrainerCallback):
         """The pace the fit measured (None before it did, or with ``fit`` off)."""
         return self.pace.seconds_per_step
 
-    def _elapsed(self) -> float:
-        elapsed = self.clock() - self.began
+    def _elapsed(self, now: float) -> tuple[float, float]:
+        """(seconds since the run began at ``now``, of them spent paused), each the largest of any rank's."""
+        elapsed, paused = now - self.began, self.paused_s
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            shared = torch.tensor([elapsed], dtype=torch.float64)
+            shared = torch.tensor([elapsed, paused], dtype=torch.float64)
             if torch.distributed.get_backend() == "nccl":
                 shared = shared.cuda()
             torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MAX)
-            elapsed = float(shared.item())
-        return elapsed
+            elapsed, paused = (float(x) for x in shared.tolist())
+        return elapsed, paused
+
+    def _pause(self) -> None:
+        """Count the time since the last step ended (or the last pause was counted) as paused. Local to
+        this rank: the ranks share it at the next step's end, the one place they meet."""
+        if self._mark is not None:
+            now = self.clock()
+            self.paused_s += max(now - self._mark, 0.0)
+            self._mark = now
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._pause()
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._pause()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        elapsed = self._elapsed()
+        self._mark = now = self.clock()
+        elapsed, paused = self._elapsed(now)
         if elapsed >= self.minutes * 60 and state.global_step < state.max_steps:
             control.should_training_stop = True
             self.stopped_at = state.global_step
             log.warning("time budget: %.2f of %g minutes used at step %d of %d; training stops here and "
                         "the adapter is saved as it stands", elapsed / 60, self.minutes, state.global_step,
                         state.max_steps)
-        elif self.fit and (fit := self.pace.after_step(state.global_step, elapsed)) is not None:
+        elif self.fit and (fit := self.pace.after_step(state.global_step, elapsed, paused)) is not None:
             self._refit(args, state, fit, kwargs.get("lr_scheduler"))
 
     def _refit(self, args: Any, state: Any, fit: Fit, scheduler: Any) -> None:
@@ -317,7 +338,8 @@ class TimeBudget(TrainerCallback):
     def report(self) -> dict[str, Any]:
         return {"minutes": self.minutes, "schedule": "fit" if self.fit else "cut",
                 "stopped_at_step": self.stopped_at, "max_steps": self.max_steps,
-                "fitted_steps": self.fitted_steps, "seconds_per_step": self.seconds_per_step}
+                "fitted_steps": self.fitted_steps, "seconds_per_step": self.seconds_per_step,
+                "paused_s": round(self.paused_s, 3)}
 
 
 def refit_schedule(scheduler: Any, args: Any, total: int, planned: int | None = None) -> bool:

@@ -40,9 +40,11 @@ class Clock:
 
 def _run(tmp_path: Path, clock: Clock, *, fit: bool, planned: int = 100, minutes: float = 0.5,
          loading_s: float = 2.0, schedule: str = "cosine",
-         seconds: Callable[[int], float] = lambda step: 1.0) -> tuple[TimeBudget, list[float], int]:
+         seconds: Callable[[int], float] = lambda step: 1.0,
+         evaluation: Callable[[int], float] = lambda step: 0.0) -> tuple[TimeBudget, list[float], int]:
     """Step a real optimizer and ``schedule`` as the trainer does (optimizer, scheduler, then the
-    callbacks), ``seconds(step)`` a step (one second unless told), until the budget's decision or
+    callbacks), ``seconds(step)`` a step (one second unless told), ``evaluation(step)`` seconds of
+    evaluation after it (then a checkpoint, a second, when there was one), until the budget's decision or
     transformers' own end-of-run rule (global_step >= state.max_steps) stops it. Out: the budget, the
     learning rate after each step, the last step."""
     args = TrainingArguments(output_dir=str(tmp_path), lr_scheduler_type=schedule, warmup_steps=0.1,
@@ -63,6 +65,11 @@ def _run(tmp_path: Path, clock: Clock, *, fit: bool, planned: int = 100, minutes
         state.global_step += 1
         clock.now += seconds(state.global_step)
         budget.on_step_end(args, state, control, lr_scheduler=scheduler, optimizer=optimizer)
+        if eval_s := evaluation(state.global_step):  # transformers: after on_step_end, then the checkpoint
+            clock.now += eval_s
+            budget.on_evaluate(args, state, control)
+            clock.now += 1.0
+            budget.on_save(args, state, control)
         rates.append(optimizer.param_groups[0]["lr"])
         assert optimizer.param_groups[1]["lr"] == rates[-1]  # every parameter group follows
         if state.global_step >= state.max_steps:  # transformers' DefaultFlowCallback
@@ -86,7 +93,8 @@ def test_a_run_that_will_not_fit_ends_its_schedule_within_the_budget(tmp_path: P
     assert all(a < b for a, b in itertools.pairwise(rates[:5]))  # never a jump up, never a dip
     assert all(a >= b for a, b in itertools.pairwise(rates[4:])) and max(rates) <= PEAK
     assert budget.report() == {"minutes": 0.5, "schedule": "fit", "stopped_at_step": None, "max_steps": 100,
-                               "fitted_steps": 26, "seconds_per_step": pytest.approx(1.0)}
+                               "fitted_steps": 26, "seconds_per_step": pytest.approx(1.0),
+                               "paused_s": 0.0}
 
 
 def test_cut_keeps_the_plan_and_stops_at_a_high_learning_rate(tmp_path: Path, monkeypatch):
@@ -129,6 +137,43 @@ def test_a_run_that_slows_after_its_fit_ends_earlier_and_still_decays_to_zero(tm
     drops = [a - b for a, b in itertools.pairwise(rates[4:])]
     assert max(drops) < 0.2 * PEAK  # nor a cliff down: the schedule goes on from the rate it had
     assert budget.report()["fitted_steps"] == 18
+
+
+def test_evaluations_are_not_timed_as_steps_and_keep_their_share_of_the_budget(tmp_path: Path,
+                                                                            monkeypatch):
+    """An evaluation (3 s) and a checkpoint (1 s) after every 8th step of 1 s: they are counted as paused,
+    not as slow steps, and the steps ahead are planned with as much of them per step as so far, so the
+    run ends inside its budget, its own evaluations included, with its schedule run to the end."""
+    clock = Clock()
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+    every_8th = lambda step: 3.0 if step % 8 == 0 else 0.0  # noqa: E731
+    budget, rates, last = _run(tmp_path, clock, fit=True, evaluation=every_8th)
+    pauses = last // 8 * 4.0
+    assert budget.paused_s == pytest.approx(pauses) and budget.report()["paused_s"] == pytest.approx(pauses)
+    assert budget.seconds_per_step == pytest.approx(1.0)  # fitted at step 3, before the first evaluation
+    assert budget.fitted_steps == last and budget.stopped_at is None
+    # 28 s after loading at 1.5 s a step with its share of the pauses: 18 steps fit, and the run takes them
+    assert last == 18 and 2.0 + last + pauses <= 30
+    assert rates[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_pause_between_steps_is_not_read_as_a_slowdown():
+    """Steps of 1 s and, after every 30th, 10 s of evaluation, in a 100-second budget. Told what was
+    paused, the run ends at step 71 (93 s, evaluations reserved); timing the pauses as steps read the
+    first evaluation as a run four times slower and ended it at step 43, 45 seconds early."""
+    def run(told: bool) -> tuple[int, float]:
+        pace, elapsed, paused = Pace(budget_s=100.0, planned=1000), 2.0, 0.0
+        for step in range(1, 1000):
+            elapsed += 1.0
+            pace.after_step(step, elapsed, paused if told else 0.0)
+            if step >= (pace.total or math.inf):
+                return step, elapsed
+            if step % 30 == 0:
+                elapsed, paused = elapsed + 10.0, paused + 10.0
+        raise AssertionError("never ended")
+
+    assert run(told=True) == (71, 93.0)
+    assert run(told=False) == (43, 55.0)
 
 
 def test_a_steady_run_is_fitted_once():
@@ -258,6 +303,21 @@ def test_a_real_run_fits_its_schedule_to_the_budget(tiny_base_dir: Path, tmp_pat
     assert last_rate < 0.05 * 1e-3 and last_rate < steps[-3]["learning_rate"]
     assert (out / "adapter_model.safetensors").is_file()
     assert "now end at step" in (out / "train.log").read_text()
+
+
+def test_a_real_run_counts_its_evaluations_and_checkpoints_as_paused(tiny_base_dir: Path, tmp_path: Path):
+    """The trainer calls the budget after each epoch's evaluation and checkpoint: their time is recorded
+    as paused (metrics.json's ``time_budget.paused_s``), not as the steps'."""
+    rows = tiny_rows()
+    train_file = write_jsonl(tmp_path / "train.jsonl", rows[:8])
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", rows[8:12])
+    out = tmp_path / "paused"
+    train(RunConfig(model=str(tiny_base_dir), dataset=[str(train_file)], eval_dataset=str(eval_file),
+                    quantization="none", lora_r=4, lora_alpha=8, num_train_epochs=2,
+                    per_device_train_batch_size=4, max_length=512, logging_steps=1, eval_each_epoch=True,
+                    seed=0, num_threads=1, output_dir=str(out), max_train_minutes=30.0))
+    budget = json.loads((out / "metrics.json").read_text())["time_budget"]
+    assert budget["paused_s"] > 0 and budget["stopped_at_step"] is None and budget["fitted_steps"] is None
 
 
 def _fit_rank(rank: int, port: int, out: str) -> None:

@@ -87,7 +87,8 @@ def test_two_processes_stop_together_at_a_time_budget(tiny_base_dir: Path, tmp_p
     assert done.stderr.count(f"at step 1 of {STEPS}; training stops here") == 2  # both ranks, one step
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["time_budget"] == {"minutes": 1e-9, "stopped_at_step": 1, "max_steps": STEPS,
-                                      "schedule": "fit", "fitted_steps": None, "seconds_per_step": None}
+                                      "schedule": "fit", "fitted_steps": None, "seconds_per_step": None,
+                                      "paused_s": 0.0}
     assert (out / "train.log").read_text().count("saved adapter to") == 1
     assert (out / "adapter_model.safetensors").is_file()
 
