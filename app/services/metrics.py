@@ -147,8 +147,18 @@ def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
 # kept in benchmarks/ (``eval_summary.json``, ``stress_summary.json``).
 REPORT_GLOBS = ("benchmarks/*summary.json", "runs/*/summary.json", "runs/*/*/summary.json")
 # The targets met sit beside the headline figures, in view on a laptop; the whole answer's after them.
-REPORT_COLUMNS = ["set", "model", "variant", "n", *METRIC_NAMES, "targets met", *WHOLE_ANSWER_NAMES, "report",
-                  "written"]
+REPORT_COLUMNS = ["set", "model", "variant", "n", *METRIC_NAMES, "targets met", *WHOLE_ANSWER_NAMES,
+                  "facts misstated", "report", "written"]
+
+
+def misstated_kinds(counts: object) -> str:
+    """A summary's ``facts_misstated`` (answers per kind of misstated fact: days, region, ...) as one
+    line, most first ("days 128 · region 21 · claims 6"); "" when none was counted or not recorded."""
+    if not isinstance(counts, dict):
+        return ""
+    ranked = sorted(((k, v) for k, v in counts.items() if isinstance(v, int) and v > 0),
+                    key=lambda kv: (-kv[1], kv[0]))
+    return " · ".join(f"{kind} {n}" for kind, n in ranked)
 
 
 def _report_rows(path: Path) -> list[dict[str, object]]:
@@ -173,6 +183,7 @@ def _report_rows(path: Path) -> list[dict[str, object]]:
             "n": int(figures.get("n", 0)),
             **{name: figures.get(key) for name, key in zip(METRIC_NAMES, _METRIC_KEYS, strict=True)},
             **{name: figures.get(key) for key, name in WHOLE_ANSWER_LABELS.items()},
+            "facts misstated": misstated_kinds(figures.get("facts_misstated")),
             "targets met": f"{sum(bool(c.get('met')) for c in checks)} of {len(checks)}" if checks else "",
             "report": str(path),
             "written": written,

@@ -112,7 +112,9 @@ def test_evaluation_reports_put_stress_beside_eval(tmp_path) -> None:
     gen = "data/generated"
     write("runs/eval-stress/summary.json",
           _summary(f"{gen}/stress.jsonl", {"acc": 0.93, "viol": 0.027, "policy_refs_exact": 0.93,
-                                             "text_check": 0.0, "facts_check": 0.55}, targets=targets), 2_000)
+                                             "text_check": 0.0, "facts_check": 0.55,
+                                             "facts_misstated": {"claims": 11, "days": 115, "region": 21}},
+                   targets=targets), 2_000)
     write("benchmarks/eval_summary.json", _summary(f"{gen}/eval.jsonl", {"acc": 0.957, "viol": 0.007}), 1_000)
     write("runs/eval-new/summary.json",
           _summary(f"{gen}/eval.jsonl", {"acc": 0.91, "viol": 0.047, "text_check": 0.0}), 3_000)
@@ -129,3 +131,6 @@ def test_evaluation_reports_put_stress_beside_eval(tmp_path) -> None:
     # the whole answer beside the decisions; a report written before a figure existed leaves it empty
     assert stress["policy_refs exact"] == 0.93 and stress["facts check"] == 0.55
     assert pd.isna(frame.iloc[1]["text check"]) and frame.iloc[0]["text check"] == 0.0
+    # what the facts check found, by kind, most first; nothing recorded: empty
+    assert stress["facts misstated"] == "days 115 · region 21 · claims 11"
+    assert frame.iloc[0]["facts misstated"] == ""
