@@ -28,6 +28,7 @@ def page():
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.set_default_timeout(TIMEOUT_MS)
+        playwright.expect.set_options(timeout=TIMEOUT_MS)  # expect() keeps its own 5 s otherwise
         yield pg
         browser.close()
 
