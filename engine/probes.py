@@ -13,7 +13,6 @@ no grammar: it measures the model, not the decoding.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 from engine.sft_data import DatasetError, read_rows
 from policies import Answer, Case, InvalidInput, parse_answer, parse_case
+from policies.facts import region_statements
 from policies.prompt import PromptFormat, answer_json, render_prompt
 
 Progress = Callable[[int, int], None]
@@ -82,9 +82,9 @@ def _target(case: Case, answer: Answer, target: str) -> tuple[str, tuple[int, in
     if target == "item":
         span = item_span(0, answer.customer_response, case.order.item)
         return None if span is None else (answer.customer_response, span)
-    if target == "region":  # "in UK", "the UK AUTO_LIMIT": the region said of the case, not "UK/EU"
-        found = re.search(rf"(?<=\bin ){case.region}\b(?!/)|\b{case.region}(?= AUTO_LIMIT)", answer.reasoning)
-        return None if found is None else (answer.reasoning, found.span())
+    if target == "region":  # "in UK", "the UK AUTO_LIMIT": as the facts check reads it, not "UK/EU"
+        spans = [said.span for said in region_statements(answer.reasoning) if said.region == case.region]
+        return (answer.reasoning, spans[0]) if spans else None
     days = case.order.days_since_delivery
     at = -1 if days is None else answer.reasoning.find(f"{days} days")  # the digits, not "RET-3"'s 3
     return None if at < 0 else (answer.reasoning, (at, at + len(str(days))))

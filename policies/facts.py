@@ -185,18 +185,35 @@ def _claim_misstatements(case: Case, field: str, text: str) -> list[Misstatement
             for m in _CLAIMS.finditer(text) if int(m.group(1)) not in allowed]
 
 
-def _region_misstatements(case: Case, field: str, text: str) -> list[Misstatement]:
+@dataclass(frozen=True)
+class RegionStatement:
+    """A region a text says of its case: the ``region`` code, the ``span`` of its name as written, the
+    ``quote`` that says it."""
+
+    region: str
+    span: tuple[int, int]
+    quote: str
+
+
+def region_statements(text: str) -> list[RegionStatement]:
+    """The regions ``text`` says of its case ("in UK", "the UK AUTO_LIMIT", "region: UK"), in text order;
+    a region named as a scope ("UK/EU", "outside UK", "not in the EU") is not one."""
     out, read = [], set()
-    truth = f"the case is in {case.region}"
     for m in (m for pattern in _REGION_SAID for m in pattern.finditer(text)):
         if m.start("r") in read:  # "in the UK region": one statement, two patterns
             continue
         read.add(m.start("r"))
         scope = (_REGION_LIST.match(text[m.end("r"):]) or _REGION_LIST_BEFORE.search(text[:m.start("r")])
                  or _REGION_NEGATED.search(text[max(0, m.start() - 40):m.start()]))
-        if _REGION_OF[m.group("r").lower()] != case.region and not scope:
-            out.append(Misstatement("region", field, m.group(0), truth))
-    return out
+        if not scope:
+            out.append(RegionStatement(_REGION_OF[m.group("r").lower()], m.span("r"), m.group(0)))
+    return sorted(out, key=lambda said: said.span)
+
+
+def _region_misstatements(case: Case, field: str, text: str) -> list[Misstatement]:
+    truth = f"the case is in {case.region}"
+    return [Misstatement("region", field, said.quote, truth)
+            for said in region_statements(text) if said.region != case.region]
 
 
 def _percent_misstatements(field: str, text: str) -> list[Misstatement]:
