@@ -21,12 +21,11 @@ from app.services.batches import resume_stale_batches
 from app.services.demo import DEMO_QUEUE, EVAL_SET, seed_console
 from app.services.jobs import JobError, Runner, RunnerConfig
 from app.services.navigation import BackgroundAnswers
-from app.services.versions import serve_champion
+from app.services.versions import start_serving
 from app.ui.interface import build_app, serve_options
 from db.migrations import MigrationError
 from db.store import DEFAULT_DB_URL, StoreUnavailable, open_store
 from db.users import UserError, ensure_admin
-from db.versions import ensure_bundled_version
 from engine.cli import bounded_int, refusals
 from engine.registry import RegistryError, UnknownModel, resolve_model
 
@@ -120,16 +119,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--model {args.model}: {exc}") from None
     if runner_config.refusal:
         print(f"Retraining is off: {runner_config.refusal}", flush=True)
-    from engine import Engine  # heavy import (torch): after the cheap checks above
+    from engine import BackendError, Engine  # heavy import (torch): after the cheap checks above
 
-    engine = Engine.load(spec)
-    with store.session(immediate=True) as s:  # bundled adapter: ft-v1 on first start; serve the champion
-        adapter = getattr(engine.spec, "adapters", {}).get("finetuned")
-        if adapter:
-            ensure_bundled_version(s, adapter, engine.spec.base)
-        served = serve_champion(engine, s)
-    if served:
-        print(f"Serving champion {served} as finetuned", flush=True)
+    try:
+        engine = Engine.load(spec)
+    except BackendError as exc:  # a served model: the server is down, refuses the key or lacks a model
+        raise SystemExit(f"--model {args.model}: {exc}") from None
+    if line := start_serving(engine, store):
+        print(line, flush=True)
     runner = Runner(store, runner_config)
     name = f"{socket.gethostname()}:{args.port}"  # one address, one live console
     demo = build_app(engine, store, export_dir=args.export_dir, eval_fingerprints=seed.eval_fingerprints,

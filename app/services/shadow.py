@@ -10,6 +10,7 @@ a model run. Reviewers see it in the case view; it never replaces the champion's
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from typing import Any
 
@@ -19,6 +20,7 @@ from db.shadow import SHADOW_VARIANT, latest_challenger, shadow_share
 from db.store import Store
 
 _LOCK = threading.Lock()  # one engine call at a time from shadow routing
+log = logging.getLogger(__name__)
 
 
 def routed(case_id: str, share: float) -> bool:
@@ -29,9 +31,12 @@ def routed(case_id: str, share: float) -> bool:
 def shadow_answer(store: Store, engine: Any, case_pk: int, actor: str) -> ModelRun | None:
     """Answer stored case ``case_pk`` with the newest challenger when shadow routing picks it.
 
-    Out: the stored run, or None (share 0, not routed, no challenger, or an engine that cannot
-    load adapters). PEFT errors for a broken adapter dir propagate.
+    Out: the stored run, or None (share 0, not routed, no challenger, an engine that cannot load
+    adapters, or a challenger it cannot load: its dir gone, PEFT or the model server refusing it, which
+    is logged as one line). A second opinion never fails the case it shadows.
     """
+    from engine.backends.base import AdapterLoadError, BackendError
+
     with store.session() as s:
         share, challenger = shadow_share(s), latest_challenger(s)
         case = case_of(get_case(s, case_pk))
@@ -39,7 +44,11 @@ def shadow_answer(store: Store, engine: Any, case_pk: int, actor: str) -> ModelR
     if challenger is None or swap is None or not routed(case.case_id, share):
         return None
     with _LOCK:
-        swap(SHADOW_VARIANT, challenger.path, version=challenger.name)
+        try:
+            swap(SHADOW_VARIANT, challenger.path, version=challenger.name)
+        except (AdapterLoadError, BackendError, OSError, ValueError) as exc:  # PEFT: OSError, ValueError
+            log.warning("shadow answers: challenger %s cannot be loaded: %s", challenger.name, exc)
+            return None
         answer = engine.decide(case, variant=SHADOW_VARIANT)
     with store.session() as s:
         return save_run(s, case_pk, answer, actor)

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from db.models import AdapterVersion
 from db.store import Store
-from db.versions import VersionError, champion, get_version, set_champion
+from db.versions import VersionError, champion, ensure_bundled_version, get_version, set_champion
 from engine.champion import ACCURACY_MARGIN, gate_refusal, gate_verdicts
 
 
@@ -56,18 +56,54 @@ def rollback(session: Session, actor: str, name: str) -> AdapterVersion:
     return set_champion(session, actor, get_version(session, name), "rollback")
 
 
+class ChampionNotServed(VersionError):
+    """The champion's adapter cannot be served (its dir is gone, or the model server refused to load it);
+    the message names the version and says why."""
+
+
 def serve_champion(engine: Any, session: Session, variant: str = "finetuned") -> str | None:
     """Point ``engine``'s ``variant`` adapter at the champion's weights (base stays loaded).
 
     Out: the champion's name, or None when there is none or the engine cannot swap adapters.
-    Errors from PEFT (a missing or incompatible adapter dir) propagate.
+    Errors: :class:`ChampionNotServed` when a local engine finds no adapter in the champion's dir or a
+    model server will not load it, or PEFT cannot load it on this base (the engine keeps serving what
+    it served).
     """
+    from engine.backends.base import AdapterLoadError, BackendError
+
     current = champion(session)
     swap = getattr(engine, "swap_adapter", None)
-    if current is None or swap is None or not (Path(current.path) / "adapter_config.json").is_file():
+    if current is None or swap is None:
         return None
-    swap(variant, current.path, version=current.name)
+    # A served model's adapter dirs are paths on the server's machine: only the server can say.
+    local = getattr(engine, "backend_name", "local") == "local"
+    if local and not (Path(current.path) / "adapter_config.json").is_file():
+        raise ChampionNotServed(f"champion {current.name}: no adapter at {current.path} "
+                                "(adapter_config.json missing)")
+    try:
+        swap(variant, current.path, version=current.name)
+    except (AdapterLoadError, BackendError, OSError, ValueError) as exc:  # PEFT: OSError, ValueError
+        raise ChampionNotServed(f"champion {current.name}: {exc}") from None
     return current.name
+
+
+def start_serving(engine: Any, store: Store) -> str | None:
+    """What a console does on start: record the model's bundled adapter as ``ft-v1`` on a fresh store,
+    then serve the champion as ``finetuned``. Out: the line to print (None: no champion). A champion
+    that cannot be served does not stop the console (its Models tab is where to roll back): the engine
+    keeps the adapter it loaded, whose version its answers carry, and the line says so."""
+    adapter = (getattr(engine.spec, "adapters", None) or {}).get("finetuned")
+    try:
+        with store.session(immediate=True) as s:  # consoles starting at once record ft-v1 once
+            if adapter:
+                ensure_bundled_version(s, adapter, engine.spec.base)
+            served = serve_champion(engine, s)
+    except ChampionNotServed as exc:
+        instead = (f"serves {engine.model_version('finetuned')} as finetuned instead (answers carry that "
+                   "version)") if "finetuned" in engine.variants else "serves no fine-tuned adapter"
+        return (f"Warning: {exc}. The console {instead}; roll back in the Models tab, or make the "
+                "champion's adapter loadable and restart")
+    return f"Serving champion {served} as finetuned" if served else None
 
 
 def change_champion(
@@ -76,7 +112,8 @@ def change_champion(
     """Promote or roll back to ``name`` and serve it, in one transaction; returns the served name.
 
     When the gate refuses (:class:`PromotionRefused`), the name is unknown (:class:`VersionError`) or
-    the engine cannot load the adapter, nothing is committed and the engine keeps its adapter.
+    the engine cannot serve the adapter (:class:`ChampionNotServed`), nothing is committed and the
+    engine keeps its adapter.
     """
     change = promote if how == "promote" else rollback
 

@@ -99,7 +99,7 @@ class OpenAIBackend:
         try:
             return [m.id for m in self.client.models.list()]
         except Exception as exc:  # noqa: BLE001 - every client failure becomes one clear error
-            raise self._error(exc, "(listing models)") from exc
+            raise self._error(exc, "") from exc
 
     def check(self) -> None:
         """Fail fast: the server answers and serves every variant's model. Raises :class:`BackendError`."""
@@ -166,7 +166,7 @@ class OpenAIBackend:
         """A client exception as a :class:`BackendError` that names the server, the model and the cause."""
         import openai
 
-        where = f"server {self.base_url}, model {model!r}"
+        where = f"server {self.base_url}" + (f", model {model!r}" if model else "")
         status = getattr(exc, "status_code", None)
         detail = _server_message(exc)
         if isinstance(exc, openai.APITimeoutError):
@@ -185,34 +185,38 @@ class OpenAIBackend:
 
     # --- adapters --------------------------------------------------------------------------------
     def add_adapter(self, name: str, path: str, version: str | None = None) -> None:
-        """Ask the server to load the LoRA adapter at ``path`` (a path on the server's machine) as model
-        ``name`` (vLLM: ``POST /v1/load_lora_adapter``, allowed when it runs with
-        ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``; engine.serve: with ``--allow-adapter-loading``).
+        """Serve the LoRA adapter at ``path`` (a path on the server's machine) as variant ``name``.
+
+        The server loads it at run time (vLLM: ``POST /v1/load_lora_adapter``, allowed when it runs with
+        ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``; engine.serve: with ``--allow-adapter-loading``) under
+        the model name :func:`served_adapter_name` gives, unless it already serves that name (another
+        console loaded it, or its command line names it).
 
         Errors: ValueError for ``base`` or a name already served; :class:`AdapterLoadError` saying what
         to restart when the server does not load adapters at run time or refuses this one.
         """
         if name == BASE_VARIANT or name in self.served_models:
             raise ValueError(f"adapter name {name!r} is reserved or already served")
-        self._post_adapter("load_lora_adapter", {"lora_name": name, "lora_path": path})
-        with self.lock:
-            self.served_models[name] = name
-            self.adapter_versions[name] = version or name
+        self._serve(name, path, version or name)
 
     def replace_adapter(self, name: str, path: str, version: str | None = None) -> None:
-        """Serve the adapter at ``path`` as model ``name``: unload the old one, load the new one (requests
-        for ``name`` in between fail). Errors as :meth:`add_adapter`."""
-        if name in self.served_models:
-            if name == BASE_VARIANT:
-                raise ValueError("the base is not an adapter")
-            if self.served_models[name] != name:
-                raise AdapterLoadError(
-                    f"variant {name!r} is served as model {self.served_models[name]!r} from the server's "
-                    f"command line; restart {self.base_url} with --lora-modules {name}={path} instead")
-            self._post_adapter("unload_lora_adapter", {"lora_name": name})
-            with self.lock:
-                del self.served_models[name]
-        self.add_adapter(name, path, version)
+        """Serve the adapter at ``path`` as variant ``name`` instead of the one it serves now.
+
+        The new adapter is loaded under a model name of its own before the variant points at it, so a
+        refusal (:class:`AdapterLoadError`, as :meth:`add_adapter`) leaves the variant answering as
+        before and the server serving what it served. Nothing is unloaded: an earlier version stays
+        on the server for a rollback and for other consoles sharing it."""
+        if name == BASE_VARIANT:
+            raise ValueError("the base is not an adapter")
+        self._serve(name, path, version or name)
+
+    def _serve(self, name: str, path: str, version: str) -> None:
+        model = served_adapter_name(version, path)
+        if model not in self.served_model_ids():
+            self._post_adapter("load_lora_adapter", {"lora_name": model, "lora_path": path})
+        with self.lock:
+            self.served_models[name] = model
+            self.adapter_versions[name] = version
 
     def _post_adapter(self, endpoint: str, body: dict[str, str]) -> None:
         import httpx
@@ -241,6 +245,17 @@ class OpenAIBackend:
         """Stop the request pool and close the client's connections."""
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.client.close()
+
+
+def served_adapter_name(version: str, path: str) -> str:
+    """The model name an adapter loaded at run time is served under: its version and a digest of its
+    path (``ft-v3-1a2b3c4d``), so two stores' ``ft-v3`` from different dirs never share a name, and a
+    console starting again finds the adapter it loaded before."""
+    import hashlib
+    import re
+
+    stem = re.sub(r"[^\w.-]", "_", version)[:80]  # what a model name may hold (engine.serve's pattern)
+    return f"{stem}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
 
 
 def _server_message(exc: Exception) -> str:

@@ -6,10 +6,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -66,3 +68,26 @@ def engine_server(model: str, *args: str, api_key: str | None = None, log: Path 
     command = [sys.executable, "-m", "engine.serve", "--model", model, "--port", str(port), *args]
     with server_process(command, port, env, log, "engine.serve", start_timeout_s) as url:
         yield url
+
+
+@contextmanager
+def thread_server(engine: Any, **config: Any) -> Iterator[tuple[str, Any]]:
+    """``engine.serve``'s app on the in-process ``engine`` (``config``: ServeConfig's fields), served by
+    uvicorn in a thread until the block ends; yields its ``/v1`` URL and the app."""
+    import uvicorn
+
+    from engine.serve import ServeConfig, create_app
+
+    app = create_app(engine, ServeConfig(**config))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/v1", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -4,7 +4,6 @@ a dead server, a wrong key, unknown models, adapters loaded at run time, and the
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +13,11 @@ import pytest
 
 from engine import Engine, GenerationSettings
 from engine.backends.base import AdapterLoadError, BackendError
-from engine.backends.openai import OpenAIBackend
+from engine.backends.openai import OpenAIBackend, served_adapter_name
 from engine.registry import ModelSpec, ServerSpec, saved_prompt_format
-from engine.serve import ServeConfig, create_app
 from policies import Case, parse_case
 from tests.conftest import tiny_cases
-from tests.engine.serving import KEY_ENV, engine_server, free_port
+from tests.engine.serving import KEY_ENV, engine_server, free_port, thread_server
 
 TOKEN = "test-token-0123456789"
 SETTINGS = GenerationSettings(max_new_tokens=128)  # the grammar closes answers within 96 tokens of the end
@@ -122,6 +120,35 @@ def test_adapters_load_and_swap_at_run_time(served: Engine, tiny_ft_dir: Path, t
         served.add_adapter("ft-v4", str(tmp_path / "nothing"))
 
 
+def test_a_refused_swap_leaves_the_variant_serving_as_before(served: Engine, tmp_path: Path,
+                                                              cases: list[Case]) -> None:
+    before = served.decide(cases[0])
+    version = served.model_version("finetuned")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AdapterLoadError, match="adapter_config.json"):
+        served.swap_adapter("finetuned", str(tmp_path / "empty"), version="ft-v9")
+    assert served.model_version("finetuned") == version  # nothing was unloaded first
+    assert served.decide(cases[0]).raw_text == before.raw_text
+
+
+def test_a_swapped_adapter_has_a_model_name_of_its_own_that_other_consoles_reuse(
+        served: Engine, server: str, tiny_ft_dir: Path, tmp_path: Path, cases: list[Case]) -> None:
+    copy = str(shutil.copytree(tiny_ft_dir, tmp_path / "ft-v5"))
+    first = served.decide(cases[0]).raw_text
+    served.swap_adapter("finetuned", copy, version="ft-v5")
+    name = served_adapter_name("ft-v5", copy)
+    assert name.startswith("ft-v5-") and served.backend.served_models["finetuned"] == name
+    assert served.decide(cases[0]).raw_text == first and served.model_version("finetuned").endswith("+ft-v5")
+    listed = httpx.get(f"{server}/models", headers={"Authorization": f"Bearer {TOKEN}"}).json()["data"]
+    assert {"finetuned", name} <= {m["id"] for m in listed}  # the server's own adapter stays for others
+    # A second console on the same server finds it loaded (a second load would be refused: 400).
+    other = Engine.load(served_spec(server, tiny_ft_dir), settings=SETTINGS)
+    other.swap_adapter("finetuned", copy, version="ft-v5")
+    assert other.model_version("finetuned").endswith("+ft-v5")
+    # The same version from another dir (another store's ft-v5) is another model.
+    assert served_adapter_name("ft-v5", str(tiny_ft_dir)) != name
+
+
 def test_http_bounds_answer_in_openai_shape(server: str) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
     chat = {"model": "finetuned", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
@@ -154,19 +181,8 @@ def test_http_bounds_answer_in_openai_shape(server: str) -> None:
 @pytest.fixture
 def in_thread_server(local: Engine) -> Iterator[tuple[str, object]]:
     """create_app on the in-process engine, served by uvicorn in a thread (no adapter loading)."""
-    import uvicorn
-
-    app = create_app(local, ServeConfig(served_model_name="tiny-base"))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1", app
-    server.should_exit = True
-    thread.join(timeout=10)
+    with thread_server(local, served_model_name="tiny-base") as served:
+        yield served
 
 
 def test_server_without_run_time_loading_says_what_to_restart(in_thread_server: tuple[str, object],

@@ -40,3 +40,23 @@ def test_new_cases_get_a_challenger_answer(tmp_path: Path, tiny_base_dir: Path, 
         assert [e.action for e in audit_entries(s, action="set_shadow_share")] == ["set_shadow_share"]
     with store.session() as s, pytest.raises(ValueError):
         set_shadow_share(s, "olga", 1.5)
+
+
+def test_a_challenger_that_cannot_load_does_not_fail_the_case(tmp_path: Path, tiny_base_dir: Path,
+                                                              tiny_ft_dir: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    from engine import Engine
+
+    store = open_store(tmp_path / "s.db")
+    engine = Engine.load(str(tiny_ft_dir))
+    (tmp_path / "ft-v2").mkdir()  # its weights were deleted
+    with store.session() as s:
+        register_version(s, "system", "ft-v2", tmp_path / "ft-v2", str(tiny_base_dir))
+        set_shadow_share(s, "olga", 1.0)
+    with caplog.at_level("WARNING", logger="app.services.shadow"):
+        pk, runs = compare_new_case(store, engine, parse_case(tiny_cases()[0]), "try", "olga")
+    assert set(runs) == {"base", "finetuned"} and runs["finetuned"].model_version
+    with store.session() as s:
+        assert shadow_run(s, pk) is None
+    assert [r.getMessage().split(":")[0:2] for r in caplog.records] == [
+        ["shadow answers", " challenger ft-v2 cannot be loaded"]]
