@@ -16,8 +16,9 @@ finds five kinds of stated fact and checks each:
   region's AUTO_LIMIT (to the cent, or as a whole number rounded either way).
 - ``claims``: a claim count ("4 claims") must be the customer's ``claims_last_12m`` or one of the
   fraud rules' thresholds (3, 5).
-- ``region``: a region said of the case ("in UK", "in the United Kingdom", "the UK AUTO_LIMIT", "the EU
-  region", "region: EU") must be the case's ("Region EU", the policy section's title, is not checked). A
+- ``region``: a region said of the case ("in UK", "in the united kingdom", "the UK AUTO_LIMIT", "the EU
+  region", "region: EU", "under UK law", "Australian Consumer Law", "British customers") must be the
+  case's ("Region EU", the policy section's title, is not checked; a code counts in capitals only). A
   region named as a scope ("the 14-day right of UK/EU", "in UK or EU", "outside UK", "not in the EU",
   "unlike in AU") states nothing of the case, and is not checked.
 - ``percent``: a percentage ("15%", "15 percent") must be one of the policy's: the 15% restocking fee,
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from policies.rules import (
@@ -51,12 +52,14 @@ FRAUD_CLAIM_THRESHOLDS = (3, 5)  # FRD-3 (not-received claims), FRD-2 (any claim
 NEAR_LIMIT_SHARE = 0.9  # policy-spec section 5, NEAR_LIMIT: above 90% of the AUTO_LIMIT
 POLICY_PERCENTAGES: frozenset[int] = frozenset({
     round(RESTOCKING_FEE * 100), round((1 - RESTOCKING_FEE) * 100), round(NEAR_LIMIT_SHARE * 100), 100})
-# How a text names each region: its code and its names.
+# How a text names each region: its code and its names, and the adjective of a name ("British law").
 REGION_NAMES: dict[str, tuple[str, ...]] = {
     "US": ("US", "USA", "U.S.", "United States"), "CA": ("CA", "Canada"),
     "UK": ("UK", "U.K.", "United Kingdom", "Great Britain", "Britain"),
     "EU": ("EU", "European Union", "Europe"), "AU": ("AU", "Australia"),
 }
+REGION_ADJECTIVES: dict[str, str] = {"American": "US", "Canadian": "CA", "British": "UK", "European": "EU",
+                                     "Australian": "AU"}
 
 _NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,9}(?:\.\d+)?"
 # A day count said of the case: since/after delivery, ago/back, delivered N days, day N.
@@ -83,20 +86,36 @@ _AMOUNT = re.compile(
     rf"|\b(?P<code2>{_CODES})\s?(?P<c>{_NUMBER})",
 )
 _SYMBOL_CURRENCIES = {"£": ("GBP",), "€": ("EUR",), "$": ("USD", "CAD", "AUD")}
-_REGION = "|".join(re.escape(name) for names in REGION_NAMES.values()
-                    for name in sorted(names, key=len, reverse=True))
-_REGION_OF = {name.lower(): code for code, names in REGION_NAMES.items() for name in names}
+
+def _alternation(names: Iterable[str]) -> str:
+    return "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
+
+
+# Codes count in capitals only ("in ca. 3 days" is not Canada, "us" is a pronoun); names in any case.
+_CODE = _alternation(n for names in REGION_NAMES.values() for n in names if re.fullmatch(r"[A-Z]{2,3}", n))
+_NAME = _alternation(n for names in REGION_NAMES.values() for n in names
+                     if not re.fullmatch(r"[A-Z]{2,3}", n))
+_REGION = rf"{_CODE}|(?i:{_NAME})"
+_ADJECTIVE = rf"(?i:{_alternation(REGION_ADJECTIVES)})(?!\s+(?i:union)\b)"
+_REGION_OF = {name.lower(): code for code, names in REGION_NAMES.items() for name in names} | {
+    adjective.lower(): code for adjective, code in REGION_ADJECTIVES.items()}
+# What a region or its adjective is said of when it is the case's: "the UK AUTO_LIMIT", "UK consumer law",
+# "Australian Consumer Law", "British customers".
+_OF_THE_CASE = r"(?i:auto[- ]limit|region|(?:consumer\s+)?(?:laws?|rules|regulations)|customers?)\b"
 # A region said of the case: "in UK", "in the United Kingdom", "UK AUTO_LIMIT", "the AUTO_LIMIT in UK",
-# "the EU region", "region: EU", "the region is EU". Codes are matched in capitals only ("in ca." is not
-# Canada). "Region EU" alone is the policy section's title, not a statement of the case.
+# "the EU region", "region: EU", "the region is EU", "under UK law", "Australian Consumer Law". "Region
+# EU" alone is the policy section's title, not a statement of the case.
 _REGION_SAID = (
     re.compile(rf"\b(?i:in|within)\s+(?:the\s+)?(?P<r>{_REGION})(?!\w)"),
-    re.compile(rf"(?<![\w/])(?P<r>{_REGION})(?:'s)?\s+(?:AUTO_LIMIT|(?i:auto[- ]limit|region)\b)"),
+    re.compile(rf"(?<![\w/])(?P<r>{_REGION})(?:'s)?\s+(?:AUTO_LIMIT|{_OF_THE_CASE})"),
     re.compile(rf"\b(?i:region)(?:\s+is\s+|\s*[:=]\s*)(?:the\s+)?(?P<r>{_REGION})(?!\w)"),
+    re.compile(rf"(?<![\w/])(?P<r>{_ADJECTIVE})\s+{_OF_THE_CASE}"),
 )
-# A region named as a scope, not of the case: "UK/EU", "UK and EU", "outside UK", "not in the EU".
-_REGION_LIST = re.compile(rf"^\s*(?:/|,|&|\band\b|\bor\b)\s*(?:the\s+)?(?:{_REGION})(?![\w])")
-_REGION_LIST_BEFORE = re.compile(rf"(?:{_REGION})\s*(?:/|,|&|\band|\bor)\s*(?:the\s+)?$")
+# A region named as a scope, not of the case: "UK/EU", "UK and EU", "outside UK", "not in the EU",
+# "British or European law".
+_ANY_REGION = rf"{_REGION}|{_ADJECTIVE}"
+_REGION_LIST = re.compile(rf"^\s*(?:/|,|&|\band\b|\bor\b)\s*(?:the\s+)?(?:{_ANY_REGION})(?![\w])")
+_REGION_LIST_BEFORE = re.compile(rf"(?:{_ANY_REGION})\s*(?:/|,|&|\band|\bor)\s*(?:the\s+)?$")
 _REGION_NEGATED = re.compile(r"\b(?:not|outside|unlike|except|but|only|never)\s+(?:\w+\s+)?$", re.IGNORECASE)
 _PERCENT = re.compile(r"(?<![\d.,])(\d{1,3}(?:\.\d+)?)\s?(?:%|per\s?cent\b)", re.IGNORECASE)
 _CLAIMS = re.compile(r"(?<![\d.,-])(\d{1,4})\s+(?:prior\s+|previous\s+|earlier\s+|past\s+)?claims?\b",

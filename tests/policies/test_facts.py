@@ -14,7 +14,7 @@ import pytest
 
 from policies import parse_case
 from policies.catalog import TARGETS
-from policies.facts import FACT_KINDS, misstated_facts, policy_day_counts
+from policies.facts import FACT_KINDS, misstated_facts, policy_day_counts, region_statements
 from policies.synth import sample_case
 from policies.synth_text import reference_answer
 from tests.conftest import make_case
@@ -103,6 +103,23 @@ def test_a_region_is_checked_when_said_of_the_case_not_as_a_scope():
     uk = _in_uk(CASE)
     assert _kinds("change of mind on day 12 in UK", case=uk) == []
     assert _kinds("change of mind on day 12 in US", case=uk) == ["region"]
+
+
+def test_a_region_is_read_in_lower_case_names_and_as_an_adjective():
+    uk = _in_uk(CASE)
+    for said in ("delivered in the united kingdom", "under UK consumer law", "under British law",
+                 "as British customers have 14 days", "the uk region", "in Great Britain"):
+        assert _kinds(said, case=uk) == [], said
+    for said in ("delivered in canada", "under Australian Consumer Law", "European rules give 14 days",
+                 "under EU law", "as an American customer", "in the european union"):
+        assert _kinds(said, case=uk) == ["region"], said
+    for scope in ("under British or European law", "unlike Australian law", "UK/EU law"):
+        assert _kinds(scope, case=uk) == [], scope
+    # Codes stay capitals only; an adjective says nothing of the case before other nouns.
+    assert _kinds("let us know in us dollars; in ca. 3 days", case=uk) == []
+    assert _kinds("paid by American Express; a European brand", case=uk) == []
+    said = region_statements("Under australian consumer law, and in the EU region")
+    assert [(s.region, s.quote) for s in said] == [("AU", "australian consumer law"), ("EU", "in the EU")]
 
 
 def test_a_percentage_must_be_one_of_the_policys():
