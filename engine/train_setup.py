@@ -22,7 +22,15 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from engine.budget import Fit, Pace, apply_rates, continued_warmup, squeezed, warmup_end_after_refit
+from engine.budget import (
+    Evaluations,
+    Fit,
+    Pace,
+    apply_rates,
+    continued_warmup,
+    squeezed,
+    warmup_end_after_refit,
+)
 from engine.loading import dtype_name, load_base_model, peft_wrapping, pick_dtype
 from engine.registry import PROMPT_FORMAT_FILE, REPO_ROOT, ModelSpec
 from engine.sft_data import ConfigError, RunConfig
@@ -222,7 +230,8 @@ def build_trainer(trainer_cls: Any, spec: ModelSpec, cfg: RunConfig, args: Any,
             # an adapter dir: continue it
             peft_config=None if spec.adapters else lora_config(cfg, ties_embeddings(model)),
             callbacks=[*callbacks, *([TimeBudget(cfg.max_train_minutes, began or time.time(),
-                                                 fit=cfg.budget_schedule == "fit")]
+                                                 fit=cfg.budget_schedule == "fit",
+                                                 eval_rows=len(eval_examples or []))]
                                      if cfg.max_train_minutes else [])],
             **extra,
         )
@@ -252,66 +261,110 @@ class TimeBudget(TrainerCallback):
     processes the ranks agree (the largest elapsed time wins, so they time the same pace and fit the same
     step), so none waits on another that stopped. The time between a step's end and an evaluation's or a
     checkpoint's (``on_evaluate``, ``on_save``) is not timed as steps: an evaluation each epoch is not
-    read as a slowdown, and the steps ahead are planned with as much of it per step as so far.
+    read as a slowdown, and the steps ahead are planned with as much of it per step as so far. Told of
+    the evaluation set (``eval_rows``) of a run that evaluates at each epoch's end, and so after its last
+    step, the budget keeps the time of the evaluations still ahead whole instead
+    (:class:`engine.budget.Evaluations`: the latest one's time, or an estimate before one was timed), and
+    the safety net stops where the evaluation after the last step still fits.
     :meth:`report` is metrics.json's ``time_budget``."""
 
     clock = staticmethod(time.time)  # tests give it a clock of their own
 
-    def __init__(self, minutes: float, began: float, fit: bool = True):
+    def __init__(self, minutes: float, began: float, fit: bool = True, eval_rows: int = 0):
         self.minutes = minutes
         self.began = began
         self.fit = fit
+        self.eval_rows = eval_rows  # the evaluation set's rows (0: the run does not evaluate)
         self.stopped_at: int | None = None
         self.max_steps = 0  # as planned
         self.fitted_steps: int | None = None
+        self.kept_for_evaluations_s: float | None = None  # at the fit, or at the stop
         self.pace = Pace(minutes * 60, 0)
         self.paused_s = 0.0  # this rank's seconds between steps spent evaluating and saving checkpoints
+        self.evaluating_s = 0.0  # of them, evaluating
+        self.evaluation_s: float | None = None  # the latest evaluation's seconds
         self._mark: float | None = None  # the clock at the last step's end, or at the last pause's
+        self._first: tuple[int, float] | None = None  # (step, seconds of steps) at the first step's end
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.max_steps = state.max_steps
-        self.pace = Pace(self.minutes * 60, state.max_steps)
+        self.pace = Pace(self.minutes * 60, state.max_steps,
+                         evaluations=self._evaluations(args, state, kwargs))
+
+    def _evaluations(self, args: Any, state: Any, kwargs: dict[str, Any]) -> Evaluations | None:
+        """The run's evaluations when it evaluates at each epoch's end (and so after its last step)."""
+        if not self.eval_rows or getattr(args.eval_strategy, "value", args.eval_strategy) != "epoch":
+            return None
+        accumulation = max(int(args.gradient_accumulation_steps), 1)
+        try:
+            batches = len(kwargs["train_dataloader"])
+            steps_per_epoch = batches // accumulation + int(batches % accumulation > 0)
+        except (KeyError, TypeError):  # no dataloader, or one without a length
+            steps_per_epoch = math.ceil(state.max_steps / max(int(state.num_train_epochs or 1), 1))
+        rows = math.ceil(self.eval_rows / max(int(args.world_size), 1))
+        return Evaluations(max(steps_per_epoch, 1), rows / (args.per_device_train_batch_size * accumulation))
 
     @property
     def seconds_per_step(self) -> float | None:
         """The pace the fit measured (None before it did, or with ``fit`` off)."""
         return self.pace.seconds_per_step
 
-    def _elapsed(self, now: float) -> tuple[float, float]:
-        """(seconds since the run began at ``now``, of them spent paused), each the largest of any rank's."""
-        elapsed, paused = now - self.began, self.paused_s
+    def _elapsed(self, now: float) -> tuple[float, float, float, float | None]:
+        """(seconds since the run began at ``now``, of them spent paused, of those evaluating, the latest
+        evaluation's seconds), each the largest of any rank's."""
+        latest = self.evaluation_s
+        shared = [now - self.began, self.paused_s, self.evaluating_s, -1.0 if latest is None else latest]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            shared = torch.tensor([elapsed, paused], dtype=torch.float64)
+            tensor = torch.tensor(shared, dtype=torch.float64)
             if torch.distributed.get_backend() == "nccl":
-                shared = shared.cuda()
-            torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MAX)
-            elapsed, paused = (float(x) for x in shared.tolist())
-        return elapsed, paused
+                tensor = tensor.cuda()
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+            shared = [float(x) for x in tensor.tolist()]
+        elapsed, paused, evaluating, latest_shared = shared
+        return elapsed, paused, evaluating, None if latest_shared < 0 else latest_shared
 
-    def _pause(self) -> None:
-        """Count the time since the last step ended (or the last pause was counted) as paused. Local to
-        this rank: the ranks share it at the next step's end, the one place they meet."""
-        if self._mark is not None:
-            now = self.clock()
-            self.paused_s += max(now - self._mark, 0.0)
-            self._mark = now
+    def _pause(self) -> float:
+        """Count the time since the last step ended (or the last pause was counted) as paused, and return
+        it. Local to this rank: the ranks share it at the next step's end, the one place they meet."""
+        if self._mark is None:
+            return 0.0
+        now = self.clock()
+        spent = max(now - self._mark, 0.0)
+        self.paused_s += spent
+        self._mark = now
+        return spent
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._pause()
+        spent = self._pause()
+        if self._mark is not None:
+            self.evaluating_s += spent
+            self.evaluation_s = spent
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._pause()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._mark = now = self.clock()
-        elapsed, paused = self._elapsed(now)
-        if elapsed >= self.minutes * 60 and state.global_step < state.max_steps:
+        elapsed, paused, evaluating, self.pace.evaluation_s = self._elapsed(now)
+        step, work = state.global_step, elapsed - paused
+        if self._first is None:  # the first step holds one-off work (loading, allocation): not timed
+            self._first = (step, work)
+        # stopping now leaves one evaluation, the one after the last step (0 s for a run without)
+        pace = self.pace.seconds_per_step or (
+            (work - self._first[1]) / (step - self._first[0]) if step > self._first[0] else None)
+        end_evaluation = self.pace.kept_s(step, step, pace)
+        if elapsed + end_evaluation >= self.minutes * 60 and step < state.max_steps:
             control.should_training_stop = True
-            self.stopped_at = state.global_step
-            log.warning("time budget: %.2f of %g minutes used at step %d of %d; training stops here and "
-                        "the adapter is saved as it stands", elapsed / 60, self.minutes, state.global_step,
-                        state.max_steps)
-        elif self.fit and (fit := self.pace.after_step(state.global_step, elapsed, paused)) is not None:
+            self.stopped_at = step
+            if self.pace.evaluations is not None:
+                self.kept_for_evaluations_s = end_evaluation
+            kept = f", {end_evaluation:.0f} s kept for the evaluation after it" if end_evaluation else ""
+            log.warning("time budget: %.2f of %g minutes used at step %d of %d%s; training stops here and "
+                        "the adapter is saved as it stands", elapsed / 60, self.minutes, step,
+                        state.max_steps, kept)
+        elif self.fit and (fit := self.pace.after_step(step, elapsed, paused, evaluating)) is not None:
+            if self.pace.evaluations is not None:
+                self.kept_for_evaluations_s = self.pace.kept_s(step, self.pace.planned)
             self._refit(args, state, fit, kwargs.get("lr_scheduler"))
 
     def _refit(self, args: Any, state: Any, fit: Fit, scheduler: Any) -> None:
@@ -339,7 +392,12 @@ class TimeBudget(TrainerCallback):
         return {"minutes": self.minutes, "schedule": "fit" if self.fit else "cut",
                 "stopped_at_step": self.stopped_at, "max_steps": self.max_steps,
                 "fitted_steps": self.fitted_steps, "seconds_per_step": self.seconds_per_step,
-                "paused_s": round(self.paused_s, 3)}
+                "paused_s": round(self.paused_s, 3), "evaluation_s": _rounded(self.evaluation_s),
+                "kept_for_evaluations_s": _rounded(self.kept_for_evaluations_s)}
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def refit_schedule(scheduler: Any, args: Any, total: int, planned: int | None = None) -> bool:

@@ -97,4 +97,5 @@ def test_a_dpo_run_keeps_its_time_budget(tiny_base_dir: Path, tmp_path: Path) ->
     assert steps.steps == [1] and (tmp_path / "budget" / "adapter_model.safetensors").is_file()
     budget = json.loads((tmp_path / "budget" / "metrics.json").read_text())["time_budget"]
     assert budget == {"minutes": 1e-9, "stopped_at_step": 1, "max_steps": 3, "schedule": "fit",
-                      "fitted_steps": None, "seconds_per_step": None, "paused_s": 0.0}
+                      "fitted_steps": None, "seconds_per_step": None, "paused_s": 0.0,
+                      "evaluation_s": None, "kept_for_evaluations_s": None}

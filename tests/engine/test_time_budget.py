@@ -19,7 +19,7 @@ import pytest
 import torch
 from transformers import TrainingArguments, get_scheduler
 
-from engine.budget import Fit, Pace, squeezed
+from engine.budget import Evaluations, Fit, Pace, squeezed
 from engine.sft_data import ConfigError, RunConfig
 from engine.train_setup import TimeBudget, refit_schedule
 from engine.training import train
@@ -41,21 +41,26 @@ class Clock:
 def _run(tmp_path: Path, clock: Clock, *, fit: bool, planned: int = 100, minutes: float = 0.5,
          loading_s: float = 2.0, schedule: str = "cosine",
          seconds: Callable[[int], float] = lambda step: 1.0,
-         evaluation: Callable[[int], float] = lambda step: 0.0) -> tuple[TimeBudget, list[float], int]:
+         evaluation: Callable[[int], float] = lambda step: 0.0, eval_rows: int = 0, epochs: int = 1,
+         end_evaluation_s: float = 0.0) -> tuple[TimeBudget, list[float], int]:
     """Step a real optimizer and ``schedule`` as the trainer does (optimizer, scheduler, then the
     callbacks), ``seconds(step)`` a step (one second unless told), ``evaluation(step)`` seconds of
     evaluation after it (then a checkpoint, a second, when there was one), until the budget's decision or
-    transformers' own end-of-run rule (global_step >= state.max_steps) stops it. Out: the budget, the
-    learning rate after each step, the last step."""
+    transformers' own end-of-run rule (global_step >= state.max_steps) stops it; then, when the last step
+    had none, ``end_evaluation_s`` of evaluation (and its checkpoint), as the trainer evaluates at the end
+    of the epoch it stopped in. ``eval_rows``: the evaluation set the budget is told of (batches of 8
+    rows a step, ``epochs`` epochs planned). Out: the budget, the learning rate after each step, the last
+    step."""
     args = TrainingArguments(output_dir=str(tmp_path), lr_scheduler_type=schedule, warmup_steps=0.1,
-                             report_to=[])
+                             report_to=[], per_device_train_batch_size=8,
+                             eval_strategy="epoch" if eval_rows else "no")
     params = [torch.nn.Parameter(torch.zeros(2))]
     optimizer = torch.optim.AdamW([{"params": params}, {"params": [torch.nn.Parameter(torch.zeros(1))],
                                                         "weight_decay": 0.0}], lr=PEAK)
     scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=args.get_warmup_steps(planned),
                               num_training_steps=planned)
-    budget = TimeBudget(minutes, began=clock.now - loading_s, fit=fit)
-    state = SimpleNamespace(global_step=0, max_steps=planned)
+    budget = TimeBudget(minutes, began=clock.now - loading_s, fit=fit, eval_rows=eval_rows)
+    state = SimpleNamespace(global_step=0, max_steps=planned, num_train_epochs=epochs)
     control = SimpleNamespace(should_training_stop=False)
     budget.on_train_begin(args, state, control)
     rates = []
@@ -74,6 +79,11 @@ def _run(tmp_path: Path, clock: Clock, *, fit: bool, planned: int = 100, minutes
         assert optimizer.param_groups[1]["lr"] == rates[-1]  # every parameter group follows
         if state.global_step >= state.max_steps:  # transformers' DefaultFlowCallback
             control.should_training_stop = True
+    if end_evaluation_s and not evaluation(state.global_step):
+        clock.now += end_evaluation_s
+        budget.on_evaluate(args, state, control)
+        clock.now += 1.0
+        budget.on_save(args, state, control)
     return budget, rates, state.global_step
 
 
@@ -94,7 +104,7 @@ def test_a_run_that_will_not_fit_ends_its_schedule_within_the_budget(tmp_path: P
     assert all(a >= b for a, b in itertools.pairwise(rates[4:])) and max(rates) <= PEAK
     assert budget.report() == {"minutes": 0.5, "schedule": "fit", "stopped_at_step": None, "max_steps": 100,
                                "fitted_steps": 26, "seconds_per_step": pytest.approx(1.0),
-                               "paused_s": 0.0}
+                               "paused_s": 0.0, "evaluation_s": None, "kept_for_evaluations_s": None}
 
 
 def test_cut_keeps_the_plan_and_stops_at_a_high_learning_rate(tmp_path: Path, monkeypatch):
@@ -155,6 +165,60 @@ def test_evaluations_are_not_timed_as_steps_and_keep_their_share_of_the_budget(t
     # 28 s after loading at 1.5 s a step with its share of the pauses: 18 steps fit, and the run takes them
     assert last == 18 and 2.0 + last + pauses <= 30
     assert rates[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_run_keeps_time_for_the_evaluation_after_its_last_step(tmp_path: Path, monkeypatch):
+    """One epoch of 1-second steps in 30 s, and an evaluation set of 80 rows (10 steps' rows) that the
+    trainer evaluates after the last step, in 4 s (then a 1 s checkpoint). Before it is timed, it is
+    estimated at half of 10 steps' time, 5 s, kept out of the fit: the run ends at step 22 and its
+    evaluation inside the budget. A budget not told of it fits 26 steps and the evaluation ends at 33 s."""
+    clock = Clock()
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+    start = clock.now - 2.0
+    budget, rates, last = _run(tmp_path, clock, fit=True, eval_rows=80, end_evaluation_s=4.0)
+    assert budget.fitted_steps == last == 22 and budget.stopped_at is None
+    assert clock.now - start <= 30 and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    report = budget.report()
+    assert report["kept_for_evaluations_s"] == pytest.approx(5.0)
+    assert report["evaluation_s"] == pytest.approx(4.0)
+
+    clock = Clock()
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+    start = clock.now - 2.0
+    budget, _, last = _run(tmp_path, clock, fit=True, end_evaluation_s=4.0)
+    assert last == 26 and clock.now - start == pytest.approx(33.0)
+    assert budget.report()["kept_for_evaluations_s"] is None
+
+
+def test_evaluations_each_epoch_are_timed_and_the_rest_kept(tmp_path: Path, monkeypatch):
+    """Three epochs of ten 1-second steps in 30 s; an evaluation (5 s, then a 1 s checkpoint) after each
+    epoch and after the last step. Fitted at step 3 on the estimate (0.5 s each, three ahead) to 25 steps;
+    the first evaluation, timed at 5 s, shows the two still ahead will not fit: the run ends at step 16,
+    where one evaluation is left (its epoch's end would have brought a second), and that one ends inside
+    the budget. The evaluations' time is kept whole, not spread over the steps as a checkpoint's is."""
+    clock = Clock()
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+    start = clock.now - 2.0
+    budget, rates, last = _run(tmp_path, clock, fit=True, planned=30, eval_rows=8, epochs=3,
+                               evaluation=lambda step: 5.0 if step % 10 == 0 else 0.0, end_evaluation_s=5.0)
+    assert last == budget.fitted_steps == 16 and budget.stopped_at is None
+    assert clock.now - start <= 30 and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    assert budget.evaluating_s == pytest.approx(10.0) and budget.paused_s == pytest.approx(12.0)
+    assert budget.report()["evaluation_s"] == pytest.approx(5.0)
+
+
+def test_the_safety_net_stops_where_the_last_evaluation_still_fits(tmp_path: Path, monkeypatch):
+    """``cut`` keeps its plan, but its last step is the one after which the evaluation that follows it
+    (timed at 5 s after each 5-step epoch) reaches the budget: step 11, at 25 s, its evaluation ending at
+    30 s and its checkpoint at 31 s. A budget not told of the evaluations stops at step 16, at 36 s, and
+    its last evaluation and checkpoint end at 42 s."""
+    for eval_rows, stop, end in ((8, 11, 31.0), (0, 16, 42.0)):
+        clock = Clock()
+        monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+        start = clock.now - 2.0
+        budget, _, last = _run(tmp_path, clock, fit=False, planned=40, eval_rows=eval_rows, epochs=8,
+                               evaluation=lambda step: 5.0 if step % 5 == 0 else 0.0, end_evaluation_s=5.0)
+        assert budget.stopped_at == last == stop and clock.now - start == pytest.approx(end)
 
 
 def test_a_pause_between_steps_is_not_read_as_a_slowdown():
@@ -312,12 +376,18 @@ def test_a_real_run_counts_its_evaluations_and_checkpoints_as_paused(tiny_base_d
     train_file = write_jsonl(tmp_path / "train.jsonl", rows[:8])
     eval_file = write_jsonl(tmp_path / "eval.jsonl", rows[8:12])
     out = tmp_path / "paused"
-    train(RunConfig(model=str(tiny_base_dir), dataset=[str(train_file)], eval_dataset=str(eval_file),
-                    quantization="none", lora_r=4, lora_alpha=8, num_train_epochs=2,
-                    per_device_train_batch_size=4, max_length=512, logging_steps=1, eval_each_epoch=True,
-                    seed=0, num_threads=1, output_dir=str(out), max_train_minutes=30.0))
+    trainer = train(RunConfig(model=str(tiny_base_dir), dataset=[str(train_file)],
+                              eval_dataset=str(eval_file), quantization="none", lora_r=4, lora_alpha=8,
+                              num_train_epochs=2, per_device_train_batch_size=4, max_length=512,
+                              logging_steps=1, eval_each_epoch=True, seed=0, num_threads=1,
+                              output_dir=str(out), max_train_minutes=30.0))
+    (kept,) = [c for c in trainer.callback_handler.callbacks if isinstance(c, TimeBudget)]
+    # told of the 4 evaluation rows: epochs of 2 steps of 4 rows, so each evaluation reads a step's rows
+    assert kept.pace.evaluations == Evaluations(steps_per_epoch=2, rows_per_step=1.0)
     budget = json.loads((out / "metrics.json").read_text())["time_budget"]
     assert budget["paused_s"] > 0 and budget["stopped_at_step"] is None and budget["fitted_steps"] is None
+    # the evaluations were timed (one per epoch; nothing was fitted, so nothing was kept for them)
+    assert 0 < budget["evaluation_s"] <= budget["paused_s"] and budget["kept_for_evaluations_s"] is None
 
 
 def _fit_rank(rank: int, port: int, out: str) -> None:

@@ -309,7 +309,8 @@ def test_a_time_budget_stops_training_and_keeps_the_adapter(tiny_base_dir: Path,
     metrics = json.loads((short / "metrics.json").read_text())
     assert metrics["time_budget"] == {"minutes": 1e-9, "stopped_at_step": 1, "max_steps": 4,
                                       "schedule": "fit", "fitted_steps": None, "seconds_per_step": None,
-                                      "paused_s": 0.0}
+                                      "paused_s": 0.0, "evaluation_s": None,
+                                      "kept_for_evaluations_s": None}
     assert "time budget: " in (short / "train.log").read_text()
     assert "training stops here" in (short / "train.log").read_text()
 

@@ -88,7 +88,8 @@ def test_two_processes_stop_together_at_a_time_budget(tiny_base_dir: Path, tmp_p
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["time_budget"] == {"minutes": 1e-9, "stopped_at_step": 1, "max_steps": STEPS,
                                       "schedule": "fit", "fitted_steps": None, "seconds_per_step": None,
-                                      "paused_s": 0.0}
+                                      "paused_s": 0.0, "evaluation_s": None,
+                                      "kept_for_evaluations_s": None}
     assert (out / "train.log").read_text().count("saved adapter to") == 1
     assert (out / "adapter_model.safetensors").is_file()
 
