@@ -347,7 +347,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--baseline-runs", type=int, default=3)
     ap.add_argument("--merged", action=argparse.BooleanOptionalAction, default=True,
-                    help="serve the fine-tuned variant from a merged copy of the base (bf16 only)")
+                    help="serve the fine-tuned variant from a merged copy of the base (over NF4: a plain "
+                         "copy in the compute dtype, reported as merged_copy_gib)")
     ap.add_argument("--match", action=argparse.BooleanOptionalAction, default=True,
                     help="count the same answers of 32 cases with and without the fast path (bf16)")
     ap.add_argument("--static-prefix", action=argparse.BooleanOptionalAction, default=False,

@@ -71,7 +71,9 @@ class FastPath:
     static_prefix: bool = False
     # Serve this adapter from a copy of the base with it merged in (one kernel per layer instead of
     # three); the shared base still serves every other variant. Costs one more base in memory, so
-    # it is built only when that much is free, and never from a 4-bit base (NF4 cannot absorb the delta).
+    # it is built only when that much is free. Over a 4-bit base the copy is plain, in the compute
+    # dtype (NF4 cannot absorb the delta): the NF4 weights as the 4-bit kernels use them plus the
+    # delta, at the unquantised model's size, and no bitsandbytes layer is left to hold compiling back.
     merged: str | None = None
 
     BOUNDS: ClassVar[dict[str, tuple[int, int]]] = {"prefix_cache_size": (1, 256),

@@ -280,25 +280,36 @@ class LocalPeftBackend:
 
     def _merged_model(self, variant: str) -> Any:
         """The copy of the base with ``variant``'s adapter merged in (built on first use), or None when it
-        cannot be built: the variant is ``base`` or unknown, the base is 4-bit, or one more base does not
-        fit in free memory (each logged once per adapter version)."""
+        cannot be built: the variant is ``base`` or unknown, one more base does not fit in free memory,
+        or PEFT cannot merge the adapter (each logged once per adapter version). Over a 4-bit base the
+        copy is plain, in the compute dtype (:func:`engine.merge_4bit.merge_dequantized`: the NF4 values the
+        adapter was trained on plus its delta), so it costs the unquantised model's memory."""
+        from engine.merge_4bit import dequantized_bytes, merge_dequantized
+
         version = self.model_version(variant)
         if self._merged is not None and self._merged[:2] == (variant, version):
             return self._merged[2]
         self._merged = None  # drop the previous copy before building the next
+        four_bit = _linear4bit_count(self.model) > 0
+        need = dequantized_bytes(self.model) if four_bit else self.memory_bytes()["total"]
         why = None
         if variant not in self.adapter_names:
             why = "it is not an adapter"
-        elif getattr(self.model, "policyops_quantize", "none") != "none" or _linear4bit_count(self.model):
-            why = "the base is 4-bit"
-        elif (need := self.memory_bytes()["total"]) > _free_bytes(self._device()):
+        elif need > _free_bytes(self._device()):
             why = f"{need / 2**30:.2f} GiB are not free"
-        if why is not None:
+        merged = None
+        if why is None:
+            try:
+                with self._variant(variant):
+                    merged = (merge_dequantized(self.model, variant) if four_bit
+                              else copy.deepcopy(self.model).merge_and_unload(adapter_names=[variant]).eval())
+            except ValueError as exc:
+                why = str(exc)
+        if merged is None:
             log.warning("serving %s unmerged: %s", variant, why)
-            self._merged = (variant, version, None)
-            return None
-        with self._variant(variant):
-            merged = copy.deepcopy(self.model).merge_and_unload(adapter_names=[variant]).eval()
+        elif four_bit:
+            log.info("serving %s from a merged copy of the 4-bit base in %s (%.2f GiB)", variant,
+                     next(merged.parameters()).dtype, _weight_bytes(merged) / 2**30)
         self._merged = (variant, version, merged)
         return merged
 
@@ -453,8 +464,11 @@ def _weight_bytes(model: Any) -> int:
 
 
 def _linear4bit_count(model: Any) -> int:
-    """How many of ``model``'s layers are bitsandbytes 4-bit linears."""
-    return sum(type(m).__name__ == "Linear4bit" for m in model.modules())
+    """How many of ``model``'s layers are bitsandbytes 4-bit linears (not counting PEFT's LoRA wrappers
+    of them, whose class has the same name)."""
+    from engine.merge_4bit import is_4bit
+
+    return sum(is_4bit(m) for m in model.modules())
 
 
 def batch_bucket(n: int) -> int:

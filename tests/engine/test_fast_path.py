@@ -197,6 +197,47 @@ def test_merged_copy_serves_the_adapter_and_base_stays_shared(ft_engine: Engine)
     backend.fast = PLAIN
 
 
+def test_a_4bit_base_gets_a_plain_merged_copy_that_answers_as_nf4_plus_adapter(tmp_path: Path) -> None:
+    """Over an NF4 base (bitsandbytes on the CPU), the merged copy is plain, in the compute dtype: the
+    weights the 4-bit kernels use (read back through them, after they have answered once) plus the
+    adapter's delta. It answers as NF4 + adapter (PEFT's own merge would quantize the delta away) and the
+    4-bit base keeps serving ``base``."""
+    from engine.backends.local import _linear4bit_count
+    from engine.merge_4bit import dequantized_bytes, is_4bit
+    from tests.conftest import build_tiny_base, train_tiny_adapter
+
+    # bitsandbytes' CPU kernels want widths of 64 and up (the session's micro model is narrower)
+    base_dir = build_tiny_base(tmp_path / "base", hidden_size=64, intermediate_size=128)
+    train_tiny_adapter(base_dir, tmp_path / "ft", tmp_path / "data", steps=2, quantization="none")
+    engine = Engine.load(str(tmp_path / "ft"), device="cpu", quantize="nf4")
+    backend = engine.backend
+    with torch.no_grad():  # an adapter that moves the answers (two steps barely leave zero)
+        generator = torch.Generator().manual_seed(0)
+        for name, param in backend.model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+    modules = list(backend.model.get_base_model().modules())
+    assert 0 < _linear4bit_count(backend.model) == sum(map(is_4bit, modules))  # not PEFT's wrappers too
+    linears = sum(isinstance(m, torch.nn.Linear) or is_4bit(m) for m in modules)
+    assert _linear4bit_count(backend.model) < linears  # the head stays unquantised
+    assert backend.figures()["linear4bit_modules"] == _linear4bit_count(backend.model)
+    prompt = [backend.prompt(CASES[0])]
+    backend.fast = PLAIN
+    unmerged, base = backend.logits(prompt, "finetuned"), backend.logits(prompt, "base")
+    plain = _answers(engine, PLAIN, "finetuned", 1, 120)
+    backend.fast = FastPath(overlap_grammar=False, prefix_cache=False, merged="finetuned")
+    assert _answers(engine, backend.fast, "finetuned", 1, 120) == plain
+    merged = backend._merged[2]
+    assert merged is not None and _linear4bit_count(merged) == 0
+    assert not any("lora_" in name for name, _ in merged.named_parameters())
+    assert backend.figures()["merged_copy_bytes"] == dequantized_bytes(backend.model)
+    with torch.inference_mode():
+        got = merged(**backend._encode(prompt)).logits[:, -1, :].float()
+    assert torch.allclose(got, unmerged, atol=1e-2) and not torch.allclose(got, base, atol=1e-1)
+    assert torch.equal(backend.logits(prompt, "base"), base)  # base: the shared 4-bit model, untouched
+    assert _linear4bit_count(backend.model) > 0
+
+
 def test_registry_fast_options_reach_the_backend(tiny_ft_dir: Path) -> None:
     spec = replace(resolve_model(str(tiny_ft_dir)), fast=FastPath(static_cache=True, merged="finetuned"))
     loaded = Engine.load(spec, device="cpu")
