@@ -13,7 +13,8 @@
 #   3. issue 20: accelerate launch, one process, QLoRA (NF4) at Qwen2.5-1.5B's shape on CUDA with
 #      gradient checkpointing: the per-rank device map on a GPU
 #   4. issue 21: scripts/device_check.py --parts compiled (static KV cache, transformers' compiled decoding),
-#      in bf16 and NF4
+#      in bf16 and NF4 (bf16 is written first; since NF4's fine-tuned variant runs from a plain merged copy,
+#      NF4 compiles too, ~80-100 s more: COMPILED_S=360 to be sure of both)
 #   5. issue 20 (only when PARTS names it): FSDP + QLoRA, configs/accelerate/fsdp-qlora.yaml, one process
 #      per GPU at Qwen2.5-1.5B's shape; fsdp_metrics.json's "sharding" says whether FSDP held the weights
 #   6. issue 21 (only when PARTS names it): scripts/device_check.py --parts profile, where a batch of 64
