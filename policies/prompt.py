@@ -10,6 +10,7 @@ with ``answer=``); inference renders the same turns with a generation prompt
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
@@ -103,11 +104,27 @@ def case_fields(case: Case, fmt: PromptFormat = PromptFormat()) -> str:
             **{k: v for k, v in data["order"].items() if k != "id"}}
     if fmt.policy_facts:
         flat = _with_policy_facts(case, flat)
-    lines = [f"{key}={json.dumps(value, ensure_ascii=False).strip(chr(34))}" for key, value in flat.items()]
+    lines = [f"{key}={_field_text(value)}" for key, value in flat.items()]
     message = data["message"] if fmt.max_message_chars is None else data["message"][: fmt.max_message_chars]
     if message:
         lines.append(f"message={message}")
     return "\n".join(lines)
+
+
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
+
+
+def _field_text(value: Any) -> str:
+    """A field's value as a ``key=value`` line writes it: its JSON without the quotes of a string
+    (``json.dumps(value, ensure_ascii=False).strip('"')``, which it equals; the usual strings, numbers and
+    flags without calling the encoder, since every prompt of a training pool is rendered this way)."""
+    if isinstance(value, str) and not _NEEDS_ESCAPE.search(value):
+        return value
+    if value is True or value is False:
+        return "true" if value else "false"
+    if type(value) is int:
+        return str(value)
+    return json.dumps(value, ensure_ascii=False).strip('"')
 
 
 def _with_policy_facts(case: Case, flat: dict[str, Any]) -> dict[str, Any]:

@@ -60,3 +60,21 @@ def test_a_training_run_can_switch_it_on_and_the_registry_guards_it() -> None:
     assert RunConfig().prompt_format(spec) == TINY
     assert "prompt_policy_facts" in PROMPT_KEYS  # a retrain recipe may not change it behind the spec
     assert all(hasattr(RunConfig(), key) for key in PROMPT_KEYS)  # every format field has its option
+
+
+def test_a_field_is_written_as_its_json_without_the_quotes_of_a_string() -> None:
+    """The key=value lines write each field as ``json.dumps(value, ensure_ascii=False).strip('"')``
+    (every trained model read them so); the encoder is skipped for the usual values, never changing a
+    character."""
+    from policies.prompt import _field_text
+
+    values = ["electronics", "Wireless headphones", "", '"', 'a "quoted" item', "back\\slash", "tab\there",
+              "new\nline", "\x00\x1f", "\x7f", "é ✓ 名", "\u2028", 0, 1, -3, 10**20, True, False, None,
+              129.99, 12.5, 1e-7, 1e21, 0.1 + 0.2, 3.0]
+    for value in values:
+        assert _field_text(value) == json.dumps(value, ensure_ascii=False).strip('"'), repr(value)
+    for line in (REPO / "data/generated/stress.jsonl").open():
+        case = parse_case(json.loads(line)["input"])
+        data = case.model_dump(mode="json")
+        for value in (*data["order"].values(), *data["customer"].values(), data["region"], data["reason"]):
+            assert _field_text(value) == json.dumps(value, ensure_ascii=False).strip('"'), repr(value)
