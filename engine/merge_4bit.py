@@ -75,9 +75,11 @@ def merge_dequantized(model: Any, adapter: str) -> Any:
     from peft.utils.other import ModulesToSaveWrapper
 
     memo: dict[int, Any] = {}
+    wrapped: set[int] = set()  # the base layers inside LoRA layers: replaced with them, never copied
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer):
             base = module.get_base_layer()
+            wrapped.add(id(base))
             if not isinstance(base, torch.nn.Linear) and not is_4bit(base):
                 raise ValueError(f"{name}: LoRA over {type(base).__name__}, not a linear layer")
             if module.use_dora.get(adapter) or getattr(module, "lora_bias", {}).get(adapter):
@@ -91,13 +93,12 @@ def merge_dequantized(model: Any, adapter: str) -> Any:
             kept = saved[adapter] if adapter in saved else module.original_module
             memo[id(module)] = copy.deepcopy(kept, memo)
     for module in model.modules():
-        if is_4bit(module) and id(module) not in memo:
-            memo.setdefault(id(module), _linear(dequantized_linear(module), module.bias))
+        if is_4bit(module) and id(module) not in wrapped:
+            memo[id(module)] = _linear(dequantized_linear(module), module.bias)
     plain = copy.deepcopy(model.get_base_model(), memo)
-    for attribute in ("is_loaded_in_4bit", "is_quantized"):
-        if isinstance(getattr(plain, attribute, None), bool):
-            setattr(plain, attribute, False)
-    plain.hf_quantizer = None
+    if isinstance(plain.__dict__.get("is_loaded_in_4bit"), bool):
+        plain.is_loaded_in_4bit = False
+    plain.hf_quantizer = None  # generate() asks it whether the model may be compiled
     if hasattr(plain.config, "quantization_config"):
         del plain.config.quantization_config
     plain.policyops_quantize = "none"
