@@ -35,7 +35,7 @@ def shadow_answer(store: Store, engine: Any, case_pk: int, actor: str) -> ModelR
     adapters, or a challenger it cannot load: its dir gone, PEFT or the model server refusing it, which
     is logged as one line). A second opinion never fails the case it shadows.
     """
-    from engine.backends.base import AdapterLoadError, BackendError
+    from engine.backends.base import ADAPTER_LOAD_ERRORS
 
     with store.session() as s:
         share, challenger = shadow_share(s), latest_challenger(s)
@@ -46,7 +46,7 @@ def shadow_answer(store: Store, engine: Any, case_pk: int, actor: str) -> ModelR
     with _LOCK:
         try:
             swap(SHADOW_VARIANT, challenger.path, version=challenger.name)
-        except (AdapterLoadError, BackendError, OSError, ValueError) as exc:  # PEFT: OSError, ValueError
+        except ADAPTER_LOAD_ERRORS as exc:
             log.warning("shadow answers: challenger %s cannot be loaded: %s", challenger.name, exc)
             return None
         answer = engine.decide(case, variant=SHADOW_VARIANT)

@@ -69,7 +69,7 @@ def serve_champion(engine: Any, session: Session, variant: str = "finetuned") ->
     model server will not load it, or PEFT cannot load it on this base (the engine keeps serving what
     it served).
     """
-    from engine.backends.base import AdapterLoadError, BackendError
+    from engine.backends.base import ADAPTER_LOAD_ERRORS
 
     current = champion(session)
     swap = getattr(engine, "swap_adapter", None)
@@ -82,7 +82,7 @@ def serve_champion(engine: Any, session: Session, variant: str = "finetuned") ->
                                 "(adapter_config.json missing)")
     try:
         swap(variant, current.path, version=current.name)
-    except (AdapterLoadError, BackendError, OSError, ValueError) as exc:  # PEFT: OSError, ValueError
+    except ADAPTER_LOAD_ERRORS as exc:
         raise ChampionNotServed(f"champion {current.name}: {exc}") from None
     return current.name
 

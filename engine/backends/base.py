@@ -42,6 +42,11 @@ class AdapterLoadError(RuntimeError):
     """An adapter could not be loaded or replaced; the message says why and what to do instead."""
 
 
+# What adding or swapping an adapter raises when it cannot be loaded: a model server refusing it or
+# down, PEFT's OSError / ValueError for a missing or incompatible adapter dir.
+ADAPTER_LOAD_ERRORS: tuple[type[Exception], ...] = (AdapterLoadError, BackendError, OSError, ValueError)
+
+
 @dataclass
 class FastPath:
     """Speed options of the local backend; None means "on where it helps": on a GPU, off on the CPU
