@@ -104,6 +104,7 @@ class Pace:
     first: tuple[int, float] | None = None  # (step, elapsed) when the timing began
     seconds_per_step: float | None = None  # as the fit measured it
     total: int | None = None  # where the run ends, once paced
+    kept_at_fit_s: float | None = None  # the evaluations' seconds the latest fit or shrink kept
     latest: deque[tuple[int, float]] = field(default_factory=deque)  # the steps the watch times
 
     def after_step(self, step: int, elapsed: float, paused: float = 0.0,
@@ -128,6 +129,17 @@ class Pace:
         self.total = min(total, self.planned)
         self.latest = deque([(step, work)], maxlen=step - self.first[0] + 1)
         return Fit(total, first=True) if total < self.planned else None
+
+    def timed_pace(self, step: int, work: float) -> float | None:
+        """Seconds a step: the fit's once it measured it, else as timed since the first step, ``work``
+        being the steps' own seconds (the first step holds one-off work, so the timing starts after it,
+        here when :meth:`after_step` has not started it); None at that first step."""
+        if self.seconds_per_step is not None:
+            return self.seconds_per_step
+        if self.first is None:
+            self.first = (step, work)
+        first_step, first_work = self.first
+        return (work - first_work) / (step - first_step) if step > first_step else None
 
     def kept_s(self, step: int, total: int, seconds_per_step: float | None = None) -> float:
         """The seconds kept for the evaluations still ahead of a run at ``step`` that ends at ``total``:
@@ -154,10 +166,14 @@ class Pace:
             usable = self.budget_s - self.kept_s(step, kept_until, pace)
             return steps_that_fit(step, work, first, usable, paused, spread)[0]
 
-        total = fit_within(upto)
+        total, kept_until = fit_within(upto), upto
         if self.evaluations is not None and total < upto:
             spe = max(self.evaluations.steps_per_epoch, 1)
-            total = max(total, min(fit_within(total), -(-total // spe) * spe, upto))
+            later = min(fit_within(total), -(-total // spe) * spe, upto)
+            if later > total:
+                total, kept_until = later, total
+        if self.evaluations is not None:
+            self.kept_at_fit_s = self.kept_s(step, kept_until, pace)
         return total, pace
 
     def _watch(self, step: int, work: float, paused: float, spread: float) -> Fit | None:

@@ -284,7 +284,6 @@ class TimeBudget(TrainerCallback):
         self.evaluating_s = 0.0  # of them, evaluating
         self.evaluation_s: float | None = None  # the latest evaluation's seconds
         self._mark: float | None = None  # the clock at the last step's end, or at the last pause's
-        self._first: tuple[int, float] | None = None  # (step, seconds of steps) at the first step's end
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.max_steps = state.max_steps
@@ -346,13 +345,9 @@ class TimeBudget(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._mark = now = self.clock()
         elapsed, paused, evaluating, self.pace.evaluation_s = self._elapsed(now)
-        step, work = state.global_step, elapsed - paused
-        if self._first is None:  # the first step holds one-off work (loading, allocation): not timed
-            self._first = (step, work)
+        step = state.global_step
         # stopping now leaves one evaluation, the one after the last step (0 s for a run without)
-        pace = self.pace.seconds_per_step or (
-            (work - self._first[1]) / (step - self._first[0]) if step > self._first[0] else None)
-        end_evaluation = self.pace.kept_s(step, step, pace)
+        end_evaluation = self.pace.kept_s(step, step, self.pace.timed_pace(step, elapsed - paused))
         if elapsed + end_evaluation >= self.minutes * 60 and step < state.max_steps:
             control.should_training_stop = True
             self.stopped_at = step
@@ -363,8 +358,7 @@ class TimeBudget(TrainerCallback):
                         "the adapter is saved as it stands", elapsed / 60, self.minutes, step,
                         state.max_steps, kept)
         elif self.fit and (fit := self.pace.after_step(step, elapsed, paused, evaluating)) is not None:
-            if self.pace.evaluations is not None:
-                self.kept_for_evaluations_s = self.pace.kept_s(step, self.pace.planned)
+            self.kept_for_evaluations_s = self.pace.kept_at_fit_s
             self._refit(args, state, fit, kwargs.get("lr_scheduler"))
 
     def _refit(self, args: Any, state: Any, fit: Fit, scheduler: Any) -> None:
