@@ -122,15 +122,50 @@ def cites_rule(text: str, rule: str) -> bool:
     return re.search(rf"(?<![A-Za-z0-9-]){re.escape(rule)}(?![0-9])", text) is not None
 
 
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _word_key(word: str) -> str:
+    """A word as :func:`names_item` compares it: lower case, singular for the usual English plurals
+    ("headphones" -> "headphone", "dresses" -> "dress", "accessories" -> "accessory"; "dress" stays)."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith(("sses", "xes", "zes", "ches", "shes")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us")):
+        return word[:-1]
+    return word
+
+
+def _word_keys(text: str) -> list[str]:
+    return [_word_key(w) for w in _WORD.findall(text.lower())]
+
+
+def _holds_run(words: list[str], run: list[str]) -> bool:
+    n = len(run)
+    return any(words[i:i + n] == run for i in range(len(words) - n + 1))
+
+
 def names_item(case: Case, text: str) -> bool:
-    """Whether ``text`` names the case's item (case aside): "wine case" in "your Wine Case"."""
-    return case.order.item.lower() in text.lower()
+    """Whether ``text`` names the case's item: its words in its order, with case, punctuation and
+    plurals aside ("your wireless headphone" and "WIRELESS-HEADPHONES" name "Wireless headphones";
+    "e-reader" names "E-reader"). A name of three words or more is also named by a run of at least
+    half of its words (two at the least), in its own order, as a person shortens a catalogue title:
+    "your WH-1000XM5 wireless headphones" names "Sony WH-1000XM5 wireless headphones, black"; "your
+    headphones" does not name "Wireless headphones"."""
+    item, words = _word_keys(case.order.item), _word_keys(text)
+    if not item:  # a name without letters or digits: as written
+        return case.order.item.lower() in text.lower()
+    shortest = len(item) if len(item) < 3 else max(2, -(-len(item) // 2))
+    return any(_holds_run(words, item[start:start + size])
+               for size in range(len(item), shortest - 1, -1)
+               for start in range(len(item) - size + 1))
 
 
 def text_problems(case: Case, answer: dict[str, Any]) -> tuple[str, ...]:
     """What the text check finds wrong with a schema-valid ``answer`` to ``case``, in this order:
     ``rule_not_cited`` (the reasoning lacks the deciding rule id), ``item_not_named`` (the customer
-    response lacks the item's name, case aside), ``repeated_fragment`` (the reasoning or the customer
+    response does not name the item: :func:`names_item`), ``repeated_fragment`` (the reasoning or the customer
     response repeats a run of :data:`REPEAT_WORDS` words). () when it passes."""
     problems = []
     if not cites_rule(answer["reasoning"], expected_decision(case).rule):

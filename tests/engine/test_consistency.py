@@ -13,6 +13,7 @@ from engine.consistency import (
     RULE_DECISIONS,
     SENT_TEXT_CODES,
     consistency_issues,
+    names_item,
     sent_text_issues,
 )
 from policies import Case, expected_decision
@@ -42,6 +43,33 @@ def test_every_reference_answer_is_consistent():
         assert consistency_issues(case, reference_answer(case)) == [], (target, reference_answer(case))
         sent = reference_answer(case).model_dump(include={"customer_response", "next_action"})
         assert sent_text_issues(case, sent, reference_answer(case).decision) == [], (target, sent)
+
+
+@pytest.mark.parametrize(("item", "text", "named"), [
+    ("Wireless headphones", "We will refund your Wireless headphones.", True),
+    ("Wireless headphones", "your wireless headphone is on its way", True),  # case and plural aside
+    ("Wireless headphones", "WIRELESS-HEADPHONES: refunded", True),  # punctuation aside
+    ("E-reader", "your e reader", True),
+    ("Cashmere sweater", "the cashmere sweaters you sent back", True),
+    ("Dress", "your dresses", True),
+    ("Watch", "both watches", True),
+    ("Accessories", "the accessory", True),
+    ("Wireless headphones", "We will refund your headphones.", False),  # two words: both are needed
+    ("Wireless headphones", "your headphones are wireless", False),  # in its own order
+    ("Wine case", "Your case needs a colleague's review.", False),
+    ("Mattress", "your mattresses", True),
+    ("Mattress", "your matt", False),
+    ("Smartwatch", "your smart watch", False),  # a word split in two is another name
+    ("Sony WH-1000XM5 wireless headphones, black", "your WH-1000XM5 wireless headphones", True),  # 4 of 6
+    ("Sony WH-1000XM5 wireless headphones, black", "your wireless headphones", False),  # 2 of 6
+    ("Sony WH-1000XM5 wireless headphones, black", "your Sony headphones", False),  # not a run
+    ("Olive oil tin", "the olive oil", True),  # 2 of 3
+    ("Olive oil tin", "the tin", False),
+    ("★★★", "your ★★★ is refunded", True),  # no letters or digits: as written
+    ("★★★", "your ★★ is refunded", False),
+])
+def test_names_item_reads_the_name_as_a_person_writes_it(item, text, named):
+    assert names_item(make_case("C-NAME", item=item), text) is named
 
 
 def test_a_human_correction_in_its_own_words_is_consistent():
