@@ -122,7 +122,7 @@ def cites_rule(text: str, rule: str) -> bool:
     return re.search(rf"(?<![A-Za-z0-9-]){re.escape(rule)}(?![0-9])", text) is not None
 
 
-_WORD = re.compile(r"[^\W_]+")
+_NAME_WORD = re.compile(r"[^\W_]+")  # a name's words: letters and digits in any script ("e-reader" is two)
 
 
 def _word_key(word: str) -> str:
@@ -138,7 +138,7 @@ def _word_key(word: str) -> str:
 
 
 def _word_keys(text: str) -> list[str]:
-    return [_word_key(w) for w in _WORD.findall(text.lower())]
+    return [_word_key(w) for w in _NAME_WORD.findall(text.lower())]
 
 
 def _holds_run(words: list[str], run: list[str]) -> bool:
