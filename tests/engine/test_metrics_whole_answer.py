@@ -100,6 +100,8 @@ def test_text_helpers() -> None:
     assert cites_rule("per RET-1, LIM-1 applies", "RET-1") and not cites_rule("XRET-1", "RET-1")
     assert repeated_fragment("The laptop stand is here; the laptop stand is here.") == "the laptop stand is"
     assert repeated_fragment("The laptop. The laptop, sadly.") is None  # two words, under four
+    # an apostrophe keeps a word whole: "it's" is not "it s"
+    assert repeated_fragment("It's your order's day; it s your order s day.") is None
     [case] = _cases("eval.jsonl", 1)
     good = reference_answer(case).model_dump(mode="json")
     assert text_problems(case, good) == ()
