@@ -291,12 +291,13 @@ class LocalPeftBackend:
             return self._merged[2]
         self._merged = None  # drop the previous copy before building the next
         four_bit = _linear4bit_count(self.model) > 0
-        need = dequantized_bytes(self.model) if four_bit else self.memory_bytes()["total"]
         why = None
         if variant not in self.adapter_names:
             why = "it is not an adapter"
-        elif need > _free_bytes(self._device()):
-            why = f"{need / 2**30:.2f} GiB are not free"
+        else:  # an adapter: does one more copy of the base fit?
+            need = dequantized_bytes(self.model) if four_bit else self.memory_bytes()["total"]
+            if need > _free_bytes(self._device()):
+                why = f"{need / 2**30:.2f} GiB are not free"
         merged = None
         if why is None:
             try:
