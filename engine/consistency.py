@@ -104,10 +104,16 @@ REPEAT_WORDS = 4  # a run of this many words seen twice in one field is a repeat
 _WORD = re.compile(r"[a-z0-9']+")
 
 
-def repeated_fragment(text: str, n: int = REPEAT_WORDS) -> str | None:
+def repeated_fragment(text: str, n: int = REPEAT_WORDS, name: str = "") -> str | None:
     """The first run of ``n`` words that occurs twice in ``text`` (case and punctuation aside), or
-    None. The reference answers never repeat even three words; a looping model repeats many."""
+    None. The reference answers never repeat even three words; a looping model repeats many.
+
+    ``name`` (the case's item) counts as one word wherever ``text`` writes it whole: a response may
+    name "Sony WH-1000XM5 wireless headphones" twice without repeating itself, and "your Wine case is
+    approved" written twice still repeats "your wine case is approved"."""
     words = _WORD.findall(text.lower())
+    if len(named := _WORD.findall(name.lower())) > 1:
+        words = _as_one_word(words, named)
     seen: set[tuple[str, ...]] = set()
     for i in range(len(words) - n + 1):
         gram = tuple(words[i:i + n])
@@ -115,6 +121,19 @@ def repeated_fragment(text: str, n: int = REPEAT_WORDS) -> str | None:
             return " ".join(gram)
         seen.add(gram)
     return None
+
+
+def _as_one_word(words: list[str], run: list[str]) -> list[str]:
+    """``words`` with each occurrence of ``run`` replaced by the run's words joined into one."""
+    out, i, k = [], 0, len(run)
+    while i < len(words):
+        if words[i:i + k] == run:
+            out.append(" ".join(run))
+            i += k
+        else:
+            out.append(words[i])
+            i += 1
+    return out
 
 
 def cites_rule(text: str, rule: str) -> bool:
@@ -172,7 +191,8 @@ def text_problems(case: Case, answer: dict[str, Any]) -> tuple[str, ...]:
         problems.append("rule_not_cited")
     if not names_item(case, answer["customer_response"]):
         problems.append("item_not_named")
-    if any(repeated_fragment(answer[key]) for key in ("reasoning", "customer_response")):
+    if any(repeated_fragment(answer[key], name=case.order.item)
+           for key in ("reasoning", "customer_response")):
         problems.append("repeated_fragment")
     return tuple(problems)
 
@@ -267,8 +287,9 @@ def _item_issue(case: Case, response: str) -> ConsistencyIssue | None:
                             f"The customer response does not name the item ({case.order.item}).")
 
 
-def _repeat_issue(texts: Mapping[str, str]) -> ConsistencyIssue | None:
-    found = [(k, frag) for k, text in texts.items() if (frag := repeated_fragment(text))]
+def _repeat_issue(case: Case, texts: Mapping[str, str]) -> ConsistencyIssue | None:
+    found = [(k, frag) for k, text in texts.items()
+             if (frag := repeated_fragment(text, name=case.order.item))]
     if not found:
         return None
     where = "; ".join(f"{k} repeats {frag!r}" for k, frag in found)
@@ -289,7 +310,7 @@ def _text_issues(case: Case, answer: Answer) -> list[ConsistencyIssue]:
         out.append(ConsistencyIssue("rule_not_cited", f"The reasoning does not cite "
                                                       f"{expected_decision(case).rule}, the deciding rule."))
     out.append(_item_issue(case, answer.customer_response))
-    out.append(_repeat_issue({k: body[k] for k in ("reasoning", "customer_response")}))
+    out.append(_repeat_issue(case, {k: body[k] for k in ("reasoning", "customer_response")}))
     if misstated := misstated_facts(case, body):
         out.append(ConsistencyIssue("facts_misstated", f"Misstated facts: {'; '.join(map(str, misstated))}."))
     out.append(_garbled_issue({k: body[k] for k in PROSE_FIELDS}))
@@ -307,7 +328,7 @@ def sent_text_issues(case: Case, sent: Mapping[str, str],
     facts are its flag FACTS_MISSTATED, not an issue here."""
     response, action = sent.get("customer_response"), sent.get("next_action")
     found = [] if response is None else [_item_issue(case, response),
-                                         _repeat_issue({"customer_response": response})]
+                                         _repeat_issue(case, {"customer_response": response})]
     if action is not None and decision is not None:
         found.append(_next_action_issue(case, decision, action))
     found.append(_garbled_issue({k: sent[k] for k in PROSE_FIELDS if k in sent}))

@@ -72,6 +72,21 @@ def test_names_item_reads_the_name_as_a_person_writes_it(item, text, named):
     assert names_item(make_case("C-NAME", item=item), text) is named
 
 
+def test_a_catalogue_title_named_twice_or_shortened_is_fit_to_send():
+    case = make_case("C-LONG", item="Sony WH-1000XM5 wireless headphones, black")
+    twice = {"customer_response": "Thanks for returning your Sony WH-1000XM5 wireless headphones, black. "
+                                  "Once the Sony WH-1000XM5 wireless headphones, black reach us, we refund "
+                                  "them less a 15% restocking fee.",
+             "next_action": "Email a return label; refund minus the fee on receipt."}
+    assert sent_text_issues(case, twice, "APPROVE_REFUND_WITH_FEE") == []
+    shortened = {**twice, "customer_response": "Thanks for returning your WH-1000XM5 wireless headphones; we "
+                                                 "refund them less a 15% restocking fee once they reach us."}
+    assert sent_text_issues(case, shortened, "APPROVE_REFUND_WITH_FEE") == []
+    vague = {**twice, "customer_response": "Thanks for returning your headphones; we refund them less a 15% "
+                                             "restocking fee once they reach us."}
+    assert [i.code for i in sent_text_issues(case, vague, "APPROVE_REFUND_WITH_FEE")] == ["item_not_named"]
+
+
 def test_a_human_correction_in_its_own_words_is_consistent():
     answer = {"decision": "APPROVE_REFUND_WITH_FEE",
               "reasoning": "RET-11 applies: opened electronics returned on day 12 (window 15 days).",

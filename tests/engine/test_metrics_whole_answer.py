@@ -102,6 +102,14 @@ def test_text_helpers() -> None:
     assert repeated_fragment("The laptop. The laptop, sadly.") is None  # two words, under four
     # an apostrophe keeps a word whole: "it's" is not "it s"
     assert repeated_fragment("It's your order's day; it s your order s day.") is None
+    # the item's name counts as one word: naming it twice is not a loop, looping around it still is
+    long_name = "Sony WH-1000XM5 wireless headphones"
+    twice = ("We have your Sony WH-1000XM5 wireless headphones. "
+             "Once the Sony WH-1000XM5 wireless headphones arrive")
+    assert repeated_fragment(twice) == "sony wh 1000xm5 wireless"
+    assert repeated_fragment(twice, name=long_name) is None
+    looping = "Your Wine case is approved. Your Wine case is approved."
+    assert repeated_fragment(looping, name="Wine case") == "your wine case is approved"
     [case] = _cases("eval.jsonl", 1)
     good = reference_answer(case).model_dump(mode="json")
     assert text_problems(case, good) == ()
