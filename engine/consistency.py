@@ -95,7 +95,8 @@ SPEC_NEXT_ACTIONS: dict[str, tuple[str, re.Pattern[str]]] = {
 # field ("reasoning warranty delivered."), and a word fused to a rule number ("not-3:").
 _JSON_LEAK = re.compile(r"[{}]|\"\s*:|\b(customer_response|next_action|policy_refs)\b")
 _FIELD_OPENER = re.compile(rf"^({'|'.join(ANSWER_FIELDS)})\b(?!\s*:)")
-_RULE_LIKE = re.compile(r"(?<![\w-])([A-Za-z]+-\d+)\s*:")
+# A rule id's shape: letters, a hyphen, one or two digits ("RET-12"); an order number ("O-5512") is not one.
+_RULE_LIKE = re.compile(r"(?<![\w-])([A-Za-z]+-\d{1,2})(?!\d)\s*:")
 _LIST_MARKER = re.compile(r"(^|\s)(\d{1,2}|[a-z])\)")  # "1) ..." or "a) ..." is a list, not a stray bracket
 
 
@@ -263,8 +264,9 @@ def _next_action_issue(case: Case, decision: str, text: str) -> ConsistencyIssue
     return ConsistencyIssue("next_action_mismatch", f"next_action {text[:60]!r} {why}.")
 
 
-def _garbled(field: str, text: str) -> str | None:
-    """Why ``text`` (the answer's ``field``) is not prose, or None."""
+def _garbled(field: str, text: str, ids: frozenset[str] = frozenset()) -> str | None:
+    """Why ``text`` (the answer's ``field``) is not prose, or None. ``ids``: the case's own identifiers
+    (case, order, customer), which a text may write before a colon ("Order O-12:")."""
     bare = text.strip().strip(".:;,!? ").casefold()
     if bare in ANSWER_FIELDS or bare.upper() in DECISIONS or bare.upper() in RULE_IDS:
         return f"is just {text.strip()!r}"
@@ -272,7 +274,8 @@ def _garbled(field: str, text: str) -> str | None:
         return f"holds answer JSON ({leak.group(0)!r})"
     if field != "reasoning" and (opener := _FIELD_OPENER.match(text.strip())) is not None:
         return f"opens with the field name {opener.group(1)!r}"
-    if (fused := next((m.group(1) for m in _RULE_LIKE.finditer(text) if m.group(1) not in RULE_IDS), None)):
+    if (fused := next((m.group(1) for m in _RULE_LIKE.finditer(text)
+                       if m.group(1) not in RULE_IDS and m.group(1) not in ids), None)):
         return f"holds {fused!r}, not a rule id"
     prose = _LIST_MARKER.sub(" ", text)
     if prose.count("(") != prose.count(")") or prose.count("[") != prose.count("]"):
@@ -296,8 +299,9 @@ def _repeat_issue(case: Case, texts: Mapping[str, str]) -> ConsistencyIssue | No
     return ConsistencyIssue("repeated_fragment", f"Repeated text: {where}.")
 
 
-def _garbled_issue(texts: Mapping[str, str]) -> ConsistencyIssue | None:
-    garbled = [f"{k} {why}" for k, text in texts.items() if (why := _garbled(k, text))]
+def _garbled_issue(case: Case, texts: Mapping[str, str]) -> ConsistencyIssue | None:
+    ids = frozenset({case.case_id, case.order.id, case.customer.id})
+    garbled = [f"{k} {why}" for k, text in texts.items() if (why := _garbled(k, text, ids))]
     if not garbled:
         return None
     return ConsistencyIssue("garbled_text", f"Garbled text: {'; '.join(garbled)}.")
@@ -313,7 +317,7 @@ def _text_issues(case: Case, answer: Answer) -> list[ConsistencyIssue]:
     out.append(_repeat_issue(case, {k: body[k] for k in ("reasoning", "customer_response")}))
     if misstated := misstated_facts(case, body):
         out.append(ConsistencyIssue("facts_misstated", f"Misstated facts: {'; '.join(map(str, misstated))}."))
-    out.append(_garbled_issue({k: body[k] for k in PROSE_FIELDS}))
+    out.append(_garbled_issue(case, {k: body[k] for k in PROSE_FIELDS}))
     return [issue for issue in out if issue is not None]
 
 
@@ -331,7 +335,7 @@ def sent_text_issues(case: Case, sent: Mapping[str, str],
                                          _repeat_issue(case, {"customer_response": response})]
     if action is not None and decision is not None:
         found.append(_next_action_issue(case, decision, action))
-    found.append(_garbled_issue({k: sent[k] for k in PROSE_FIELDS if k in sent}))
+    found.append(_garbled_issue(case, {k: sent[k] for k in PROSE_FIELDS if k in sent}))
     return sorted((i for i in found if i is not None), key=lambda issue: CONSISTENCY_CODES.index(issue.code))
 
 

@@ -201,6 +201,18 @@ def test_garbled_text(field_text: dict[str, str]):
     assert "garbled_text" in _codes({**_good(), **field_text})
 
 
+@pytest.mark.parametrize("response", [
+    "Order O-5512: your Wireless headphones are approved for a refund, less a 15% restocking fee.",
+    "Customer U-88: your Wireless headphones are approved for a refund, less a 15% restocking fee.",
+    "Re C-CONSIST: your Wireless headphones are approved for a refund, less a 15% restocking fee.",
+    "Ticket SR-20931: your Wireless headphones are approved for a refund, less a 15% restocking fee.",
+])
+def test_an_identifier_before_a_colon_is_not_a_mangled_rule_id(response: str):
+    # the case's own ids, and any id with more digits than a rule number, are prose a real model writes
+    assert "garbled_text" not in _codes({**_good(), "customer_response": response})
+    assert "garbled_text" in _codes({**_good(), "customer_response": response.replace(":", ", not-3:", 1)})
+
+
 def test_a_garbled_answer_of_the_model_is_caught():
     """The fine-tuned model's answer that reached training data before issue 18 (stress set)."""
     case = make_case("C-ST-00026", price=1299.0)
