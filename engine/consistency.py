@@ -61,17 +61,20 @@ PROSE_FIELDS: tuple[str, ...] = ("reasoning", "customer_response", "next_action"
 
 # next_action: (the step, words one of which names it) per decision, case aside. DENY has none: a
 # denial's next step varies (explain, share tracking, close, offer to cancel).
+# (Words a real model uses too: "reimburse", "money back", "void the order", "ask for photos".)
+_REFUND = re.compile(r"\b(refund|reimburs|money back)", re.IGNORECASE)
 NEXT_ACTION_NEEDS: dict[str, tuple[str, re.Pattern[str]]] = {
-    "APPROVE_REFUND": ("a refund", re.compile(r"\brefund", re.IGNORECASE)),
-    "APPROVE_REFUND_WITH_FEE": ("a refund", re.compile(r"\brefund", re.IGNORECASE)),
+    "APPROVE_REFUND": ("a refund", _REFUND),
+    "APPROVE_REFUND_WITH_FEE": ("a refund", _REFUND),
     "APPROVE_EXCHANGE": ("an exchange", re.compile(r"\b(exchange|replace|replacement|swap|ship|send)",
                                                    re.IGNORECASE)),
     "APPROVE_REPLACEMENT": ("a replacement", re.compile(r"\b(replace|replacement|ship|send)", re.IGNORECASE)),
-    "APPROVE_CANCELLATION": ("a cancellation", re.compile(r"\bcancel", re.IGNORECASE)),
+    "APPROVE_CANCELLATION": ("a cancellation", re.compile(r"\b(cancel|void)", re.IGNORECASE)),
     "ESCALATE": ("a hand-over", re.compile(r"\b(hand|escalat|supervisor|specialist|fraud|investigat|agent|"
                                            r"review|team|colleague|manager|refer|forward)", re.IGNORECASE)),
     "REQUEST_INFO": ("asking for information", re.compile(
-        r"\b(ask|request|confirm|find out|obtain|collect|date|details|information)", re.IGNORECASE)),
+        r"\b(ask|request|confirm|find out|obtain|collect|date|details|information|photo|proof|evidence|"
+        r"clarif)", re.IGNORECASE)),
 }
 # ... and a next step the decision rules out: an approval that closes or denies the request; a denial
 # or a request for information that pays out or ships.

@@ -180,6 +180,17 @@ def test_next_action_against_the_decision(decision: str, next_action: str):
     assert "next_action_mismatch" in _codes(answer)
 
 
+@pytest.mark.parametrize(("decision", "next_action"), [
+    ("APPROVE_REFUND_WITH_FEE", "Email a prepaid label; reimburse the customer less the fee on receipt."),
+    ("APPROVE_REFUND", "Send a return label and give the customer their money back once it arrives."),
+    ("APPROVE_CANCELLATION", "Void the order before it ships."),
+    ("REQUEST_INFO", "Email the customer for photos of the damage."),
+    ("REQUEST_INFO", "Wait for proof of purchase."),
+])
+def test_a_next_action_in_other_words_takes_the_decisions_step(decision: str, next_action: str):
+    assert sent_text_issues(CASE, {"next_action": next_action}, decision) == []
+
+
 def test_the_specs_next_action_for_not_delivered_is_tracking():
     case = make_case("C-NRC1", status="shipped", days_since_delivery=None)
     case = case.model_copy(update={"request_type": "not_received", "reason": "not_received"})
