@@ -1,0 +1,98 @@
+"""Item names the bundled catalogue does not have: a retailer's catalogue is not ours.
+
+A case's item name decides nothing (no rule reads it; the category does), yet a model trained on the
+58 names of :data:`policies.catalog.ITEMS`, each always in its own category, can read the category
+from the name. On a name it has never seen it then has only the category field, which it may not have
+learnt to read. :func:`open_item_name` composes names from an open vocabulary (an optional modifier and
+a product noun) drawn without regard to the case's category, and :func:`renamed_row` puts one into a
+generator row: the item, the customer message's mentions of it, and the rule engine's answer, which
+names it. Only the name changes, so the decision and every deciding field stay the same.
+
+The nouns are split three ways, so no name of a measurement set was ever trained on:
+``train`` (training pools), ``validation`` (renamed copies of the validation sets, for choosing) and
+``test`` (the renamed stress set, for reporting).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any, Literal
+
+from policies.catalog import ITEMS
+from policies.schema import parse_case
+from policies.synth_text import reference_answer
+
+NameSplit = Literal["train", "validation", "test"]
+NAME_SPLITS: tuple[NameSplit, ...] = ("train", "validation", "test")
+
+# Product nouns, none a catalogue name. Of every four, the second goes to validation, the fourth to
+# test and the other two to train (_SPLIT_NOUNS).
+OPEN_NOUNS: tuple[str, ...] = (
+    "backpack", "projector", "kettle", "bookshelf", "scarf", "trimmer", "syrup", "storage plan",
+    "dashcam", "toaster", "gloves", "lotion", "honey", "audiobook", "soundbar", "bed frame", "trousers",
+    "palette", "pasta", "font licence", "headset", "curtains", "swimsuit", "curling iron", "truffle oil",
+    "streaming pass", "tracker", "ceiling fan", "sneakers", "sunscreen", "cheese board", "map pack",
+    "router", "dining table", "linen shirt", "nail kit", "granola", "recipe app", "microphone",
+    "pressure cooker", "trench coat", "bath salts", "jam set", "photo album", "webcam", "towel set",
+    "raincoat", "shaving kit", "nut butter", "language course", "printer", "desk lamp", "beanie",
+    "face mask", "rice cooker", "puzzle game", "graphics card", "wardrobe", "cardigan", "hair oil",
+    "olive tapenade", "e-ticket", "power bank", "bar stool", "overalls", "eye cream", "cereal box",
+    "design template", "turntable", "shoe rack", "windbreaker", "foot spa", "smoked salmon",
+    "cloud backup", "drawing tablet", "pillow set", "tracksuit", "massage gun", "coffee pods",
+    "video editor", "smart plug", "garden hose", "polo shirt", "beard oil", "pickles", "sheet music",
+    "thermostat", "wall clock", "sandals", "bath robe", "seaweed snacks", "ringtone pack", "modem",
+    "tool kit", "leggings", "body scrub", "hot sauce", "wallpaper pack",
+)
+MODIFIERS: tuple[str, ...] = (
+    "compact", "deluxe", "travel", "classic", "premium", "mini", "pro", "eco", "vintage", "smart",
+    "organic", "portable", "family", "studio", "outdoor", "kids'", "limited edition", "black", "blue",
+    "oak", "steel", "bamboo", "cotton", "ceramic",
+)
+P_MODIFIER = 0.6
+_SPLIT_NOUNS: dict[str, tuple[str, ...]] = {
+    "train": tuple(noun for i, noun in enumerate(OPEN_NOUNS) if i % 2 == 0),
+    "validation": OPEN_NOUNS[1::4],
+    "test": OPEN_NOUNS[3::4],
+}
+
+
+def open_item_name(rng: random.Random, split: NameSplit = "train") -> str:
+    """A name from the open vocabulary of ``split``: "Compact soundbar", "Backpack"."""
+    noun = rng.choice(_SPLIT_NOUNS[split])
+    name = f"{rng.choice(MODIFIERS)} {noun}" if rng.random() < P_MODIFIER else noun
+    return name[0].upper() + name[1:]
+
+
+def renamed_row(row: dict[str, Any], name: str) -> dict[str, Any]:
+    """Generator row ``row`` (``{"id", "instruction", "input", "output"}``) with its item called
+    ``name``: in the case, in the customer message (each mention of the old name, any case, becomes
+    ``name`` in lower case) and in the rule engine's answer, made again for the renamed case."""
+    fields = {**row["input"], "order": {**row["input"]["order"], "item": name}}
+    old = row["input"]["order"]["item"]
+    fields["message"] = re.sub(re.escape(old), name.lower(), row["input"].get("message") or "",
+                               flags=re.IGNORECASE)
+    case = parse_case(fields)
+    return {**row, "input": case.to_json_dict(), "output": reference_answer(case).model_dump(mode="json")}
+
+
+def rename_rows(rows: list[dict[str, Any]], seed: int, share: float = 1.0,
+                split: NameSplit = "train") -> list[dict[str, Any]]:
+    """``rows`` with a ``share`` of them (a seeded coin per row) renamed by :func:`open_item_name` from
+    ``split``'s nouns; the others as they were. Deterministic in (rows, seed, share, split)."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1], got {share}")
+    if split not in NAME_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(NAME_SPLITS)}, got {split!r}")
+    rng = random.Random(f"policyops-item-names:{seed}:{split}")
+    out = []
+    for row in rows:
+        take = rng.random() < share
+        name = open_item_name(rng, split)
+        out.append(renamed_row(row, name) if take else row)
+    return out
+
+
+def catalogue_names() -> frozenset[str]:
+    """The catalogue's names, lower case (none of the open vocabulary's nouns is one of them)."""
+    return frozenset(name.lower() for items in ITEMS.values() for name, _, _ in items)
