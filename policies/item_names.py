@@ -59,8 +59,11 @@ _SPLIT_NOUNS: dict[str, tuple[str, ...]] = {
 
 def open_item_name(rng: random.Random, split: NameSplit = "train") -> str:
     """A name from the open vocabulary of ``split``: "Compact soundbar", "Backpack"."""
-    noun = rng.choice(_SPLIT_NOUNS[split])
-    name = f"{rng.choice(MODIFIERS)} {noun}" if rng.random() < P_MODIFIER else noun
+    name = noun = rng.choice(_SPLIT_NOUNS[split])
+    if rng.random() < P_MODIFIER:
+        modifier = rng.choice(MODIFIERS)
+        if modifier.split()[0] not in noun.split():  # not "Smart smart plug"
+            name = f"{modifier} {noun}"
     return name[0].upper() + name[1:]
 
 

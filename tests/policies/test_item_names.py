@@ -1,0 +1,139 @@
+"""policies.item_names and scripts/rename_items.py: names our catalogue does not have, split so that no
+measurement set's name was trained on; only the name moves; the committed renamed sets reproduce."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from policies import expected_decision, parse_case
+from policies.item_names import (
+    MODIFIERS,
+    NAME_SPLITS,
+    OPEN_NOUNS,
+    catalogue_names,
+    open_item_name,
+    rename_rows,
+    renamed_row,
+)
+from policies.leakage import fields_key
+
+REPO = Path(__file__).resolve().parents[2]
+GENERATED = REPO / "data" / "generated"
+
+
+def _rows(name: str, n: int | None = None) -> list[dict]:
+    rows = [json.loads(line) for line in (GENERATED / name).open(encoding="utf-8")]
+    return rows[:n] if n else rows
+
+
+def _noun_of(name: str) -> str:
+    lower = name.lower()
+    if lower in OPEN_NOUNS:
+        return lower
+    for modifier in sorted(MODIFIERS, key=len, reverse=True):
+        if lower.startswith(modifier + " "):
+            return lower[len(modifier) + 1:]
+    return lower
+
+
+def test_the_open_vocabulary_is_not_the_catalogue_and_its_splits_share_no_noun():
+    assert len(set(OPEN_NOUNS)) == len(OPEN_NOUNS)
+    assert not set(OPEN_NOUNS) & catalogue_names()
+    nouns = {}
+    for split in NAME_SPLITS:
+        rng = random.Random(split)
+        nouns[split] = {_noun_of(open_item_name(rng, split)) for _ in range(3000)}
+        assert nouns[split] <= set(OPEN_NOUNS)
+    assert len(nouns["train"]) > len(nouns["validation"]) >= 20
+    for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
+        assert not nouns[a] & nouns[b], (a, b)
+
+
+def test_a_renamed_row_moves_the_name_only():
+    for row in _rows("stress.jsonl", 60):
+        new = renamed_row(row, "Compact soundbar")
+        case, old_case = parse_case(new["input"]), parse_case(row["input"])
+        assert case.order.item == "Compact soundbar"
+        assert case.model_copy(update={"order": case.order.model_copy(update={"item": old_case.order.item}),
+                                       "message": old_case.message}) == old_case
+        assert expected_decision(case) == expected_decision(old_case)
+        assert new["output"]["decision"] == row["output"]["decision"]
+        assert new["output"]["policy_refs"] == row["output"]["policy_refs"]
+        assert "Compact soundbar".lower() in new["output"]["customer_response"].lower()
+        assert old_case.order.item.lower() not in case.message.lower()
+        assert new["id"] == row["id"] and case.case_id == old_case.case_id
+
+
+def test_rename_rows_takes_its_share_deterministically():
+    rows = _rows("validation.jsonl", 200)
+    assert rename_rows(rows, seed=1, share=0.0) == rows
+    every = rename_rows(rows, seed=1, share=1.0, split="validation")
+    assert all(r["input"]["order"]["item"] != s["input"]["order"]["item"]
+               for r, s in zip(every, rows, strict=True))
+    half = rename_rows(rows, seed=1, share=0.5)
+    changed = sum(r is not s for r, s in zip(half, rows, strict=True))
+    assert 70 <= changed <= 130
+    assert half == rename_rows(rows, seed=1, share=0.5)
+    assert half != rename_rows(rows, seed=2, share=0.5)
+    # the name is drawn without regard to the category: one noun lands in several categories
+    categories: dict[str, set[str]] = {}
+    for row in rename_rows(_rows("validation.jsonl"), seed=3, share=1.0, split="train"):
+        order = row["input"]["order"]
+        categories.setdefault(_noun_of(order["item"]), set()).add(order["category"])
+    assert max(len(c) for c in categories.values()) >= 4
+    with pytest.raises(ValueError, match="share"):
+        rename_rows(rows, seed=1, share=1.5)
+    with pytest.raises(ValueError, match="split"):
+        rename_rows(rows, seed=1, split="eval")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("source", "renamed", "names", "seed"), [
+    ("validation.jsonl", "validation_renamed.jsonl", "validation", 1),
+    ("validation_independent.jsonl", "validation_independent_renamed.jsonl", "validation", 2),
+    ("stress.jsonl", "stress_renamed.jsonl", "test", 3),
+    ("eval.jsonl", "eval_renamed.jsonl", "test", 4),
+])
+def test_the_committed_renamed_sets_reproduce(source, renamed, names, seed, tmp_path: Path):
+    from scripts.rename_items import main
+
+    out = tmp_path / renamed
+    assert main([str(GENERATED / source), str(out), "--names", names, "--seed", str(seed)]) == 0
+    assert out.read_bytes() == (GENERATED / renamed).read_bytes()
+    rows = _rows(renamed)
+    assert all(_noun_of(r["input"]["order"]["item"]) in OPEN_NOUNS for r in rows)
+    # only the names moved: the deciding fields differ from the source's by the item alone
+    for row, src in zip(rows, _rows(source), strict=True):
+        back = {**row["input"], "order": {**row["input"]["order"], "item": src["input"]["order"]["item"]}}
+        assert fields_key(back) == fields_key(src["input"])
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--names", "train", "--share", "2"], "argument --share: 2"),
+    (["--names", "eval"], "argument --names: invalid choice: 'eval'"),
+    (["--names", "train", "--seed", "-1"], "argument --seed: -1 is out of range"),
+])
+def test_rename_items_refuses_with_one_line(args, said, tmp_path: Path, capsys):
+    from scripts.rename_items import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(GENERATED / "validation.jsonl"), str(tmp_path / "out.jsonl"), *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_rename_items_will_not_write_over_its_input(tmp_path: Path, capsys):
+    from scripts.rename_items import main
+
+    src = tmp_path / "rows.jsonl"
+    src.write_text((GENERATED / "validation.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    before = src.read_bytes()
+    with pytest.raises(SystemExit):
+        main([str(src), str(src), "--names", "train"])
+    assert "is the input file" in capsys.readouterr().err
+    assert src.read_bytes() == before
