@@ -40,7 +40,8 @@ ind-s76/pool-gen1"}
 WEIGHTS=${WEIGHTS:-"[1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0]"}
 W=${WORK:-runs/gd}
 HELD="data/generated/validation.jsonl data/generated/validation_independent.jsonl data/generated/eval.jsonl \
-data/generated/stress.jsonl"
+data/generated/stress.jsonl data/generated/validation_renamed.jsonl data/generated/validation_independent_renamed.jsonl \
+data/generated/eval_renamed.jsonl data/generated/stress_renamed.jsonl"
 evaluate_on() {  # adapter dir, set name: evaluate.py as the rule says (fp32 on the CPU, 512 new tokens)
     python3 scripts/evaluate.py --model "$1" --variant finetuned --dataset "data/generated/$2.jsonl" \
         --batch-size 32 --max-new-tokens 512 --out "$1-$2" ${EVAL_ARGS:-} > "$1-$2.log" 2>&1
@@ -62,6 +63,14 @@ pools)  # the seeded pools POOLS names: three capped independent pools (the last
         python3 scripts/generate_sft_dataset.py --out "runs/data/rec-s$seed" --seed "$seed" --mode recipe \
             --train 12000 --validation 0 --eval 0 --against $frozen || exit 1
     done
+    # half of every pool's rows get an item name our catalogue does not have (stage 17's finding: a
+    # model trained on the catalogue's names alone reads the category from the name)
+    i=0
+    for p in $POOLS; do
+        i=$((i + 1))
+        python3 scripts/rename_items.py "runs/data/$p.jsonl" "runs/data/$p.open.jsonl" --share 0.5 \
+            --names train --seed "$((1700 + i))" && mv "runs/data/$p.open.jsonl" "runs/data/$p.jsonl" || exit 1
+    done
     exit 0 ;;
 pack)
     mkdir -p .gpu_data
@@ -77,12 +86,15 @@ choose)
     for a in "$W"/ft-*/; do
         a=${a%/}
         [ -f "$a/adapter_model.safetensors" ] || continue
-        for set in validation validation_independent; do evaluate_on "$a" "$set"; done
+        for set in validation validation_independent validation_renamed validation_independent_renamed; do
+            evaluate_on "$a" "$set"
+        done
     done
     python3 - "$W" "${MIN_REFS:-0.8}" "${MIN_JSON:-1.0}" <<'EOF' || exit 1
 # The rule of benchmarks/issue15_targets.md, "Stage 14": on both validation sets together (600 cases),
-# eligible with JSON validity 100% and policy_refs exact >= 80%; then accuracy, fewer hard violations,
-# text check. (MIN_REFS / MIN_JSON are lowered only in a dry run.)
+# eligible with JSON validity 100% and policy_refs exact >= 80% and (amended with stage 17) at most 12
+# fewer right on their renamed copies than on them; then accuracy, fewer hard violations, text check.
+# (MIN_REFS / MIN_JSON are lowered only in a dry run.)
 import glob, json, sys
 work, min_refs, min_json = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 rows = []
@@ -92,13 +104,18 @@ for adapter in sorted(glob.glob(f"{work}/ft-*/adapter_model.safetensors")):
              for s in ("validation", "validation_independent")]
     n = sum(p["n"] for p in parts)
     avg = lambda k: sum(p[k] * p["n"] for p in parts) / n
+    renamed = [json.load(open(f"{a}-{s}/summary.json"))["variants"]["finetuned"]
+               for s in ("validation_renamed", "validation_independent_renamed")]
+    right_renamed = round(sum(p["decision_accuracy"] * p["n"] for p in renamed))
     rows.append({"adapter": a, "n": n, "accuracy": avg("decision_accuracy"),
                  "hard_violations": round(avg("violation_rate") * n), "json_validity": avg("json_validity"),
                  "refs_exact": avg("policy_refs_exact"), "next_action": avg("next_action_match"),
                  "text_check": avg("text_check"), "mean_output_tokens": avg("mean_output_tokens"),
+                 "right": round(avg("decision_accuracy") * n), "right_renamed": right_renamed,
                  # where its time budget stopped it (None: it trained to its end)
                  "time_budget": json.load(open(f"{a}/metrics.json")).get("time_budget")})
-eligible = [r for r in rows if r["json_validity"] >= min_json and r["refs_exact"] >= min_refs]
+eligible = [r for r in rows if r["json_validity"] >= min_json and r["refs_exact"] >= min_refs
+            and r["right_renamed"] >= r["right"] - 12]
 eligible.sort(key=lambda r: (-r["accuracy"], r["hard_violations"], -r["text_check"]))
 choice = {"candidates": rows, "first": eligible[0]["adapter"] if eligible else None}
 json.dump(choice, open(f"{work}/choice.json", "w"), indent=2)
@@ -185,7 +202,7 @@ model: $W/base-facts-$facts
 dataset: [${datasets%, }]
 mix_weights: $WEIGHTS
 eval_dataset: none
-frozen_sets: [data/generated/eval.jsonl, data/generated/stress.jsonl, data/generated/validation_independent.jsonl, data/generated/validation.jsonl]
+frozen_sets: [$(echo $HELD | sed 's/ /, /g')]
 output_dir: $W/$name
 lora_r: 16
 lora_alpha: 32
