@@ -133,7 +133,7 @@ EOF
     done
     first=$(python3 -c "import json; print(json.load(open('$W/choice.json'))['first'] or '')")
     [ -n "$first" ] || exit 0
-    for set in eval stress; do evaluate_on "$first" "$set"; done  # reporting only: after the choice
+    for set in eval stress eval_renamed stress_renamed; do evaluate_on "$first" "$set"; done  # reporting only
     exit 0 ;;
 train|calibrate) ;;
 *) echo "usage: $0 [pools | pack | train | calibrate | unpack DIR | choose]" >&2; exit 2 ;;
