@@ -24,6 +24,8 @@ from policies.schema import parse_case
 from policies.synth_text import reference_answer
 
 NameSplit = Literal["train", "validation", "test"]
+NameStyle = Literal["plain", "title", "mixed"]
+NAME_STYLES: tuple[NameStyle, ...] = ("plain", "title", "mixed")
 NAME_SPLITS: tuple[NameSplit, ...] = ("train", "validation", "test")
 
 # Product nouns, none a catalogue name. Of every four, the second goes to validation, the fourth to
@@ -50,6 +52,21 @@ MODIFIERS: tuple[str, ...] = (
     "oak", "steel", "bamboo", "cotton", "ceramic",
 )
 P_MODIFIER = 0.6
+# A catalogue title as a retailer writes one: brand, model code, the noun, then colour and variant, with
+# digits that are neither a price nor a day count ("Brightline Z9407 desk – navy, 500 ml").
+BRANDS: tuple[str, ...] = (
+    "Acme", "Nordhaus", "Kirin", "Zephyr", "Lumo", "Brightline", "Oakridge", "Velora", "Tamsin", "Korvo",
+    "Halcyon", "Brisa", "Quill & Co", "Maison Ly", "Fjelda", "Sunward", "Ironbark", "Pellucid", "Café Royale",
+    "Tessel", "Umbra", "Greyfield", "Nimbus", "Orla",
+)
+COLOURS: tuple[str, ...] = ("black", "ivory", "navy", "sage green", "graphite", "rose gold", "white", "oak")
+VARIANTS: tuple[str, ...] = ("size M", "2-pack", "500 ml", "EU plug", "128 GB", "queen", "1 kg", "10 pack",
+                             "XL", "12 months", "UK size 9", "3 m", "1.5 l", "set of 4")
+_SPLIT_BRANDS: dict[str, tuple[str, ...]] = {
+    "train": tuple(brand for i, brand in enumerate(BRANDS) if i % 2 == 0),
+    "validation": BRANDS[1::4],
+    "test": BRANDS[3::4],
+}
 _SPLIT_NOUNS: dict[str, tuple[str, ...]] = {
     "train": tuple(noun for i, noun in enumerate(OPEN_NOUNS) if i % 2 == 0),
     "validation": OPEN_NOUNS[1::4],
@@ -67,6 +84,30 @@ def open_item_name(rng: random.Random, split: NameSplit = "train") -> str:
     return name[0].upper() + name[1:]
 
 
+def item_title(rng: random.Random, split: NameSplit = "train") -> str:
+    """A catalogue title from ``split``'s brands and nouns: "Brightline Z9407 desk – navy, 500 ml",
+    "Orla compact kettle (2-pack)", "Nimbus backpack"; the colour, variant and code each by a coin."""
+    name = rng.choice(_SPLIT_BRANDS[split])
+    if rng.random() < 0.6:
+        name += f" {rng.choice(('X', 'K', 'Z', 'S', 'M', 'Pro '))}{rng.randint(1, 9999)}"
+    name += " " + open_item_name(rng, split).lower()
+    colour, variant = rng.random() < 0.5, rng.random() < 0.5
+    if colour and variant:
+        name += f" {rng.choice(('–', '-', ','))} {rng.choice(COLOURS)}, {rng.choice(VARIANTS)}"
+    elif colour or variant:
+        extra = rng.choice(COLOURS) if colour else rng.choice(VARIANTS)
+        name += f" ({extra})" if rng.random() < 0.5 else f" {rng.choice(('–', '-', ','))} {extra}"
+    return name
+
+
+def draw_name(rng: random.Random, split: NameSplit = "train", style: NameStyle = "plain") -> str:
+    """A name in ``style``: ``plain`` (:func:`open_item_name`), ``title`` (:func:`item_title`) or
+    ``mixed`` (either, by a coin)."""
+    if style == "mixed":
+        style = "title" if rng.random() < 0.5 else "plain"
+    return item_title(rng, split) if style == "title" else open_item_name(rng, split)
+
+
 def renamed_row(row: dict[str, Any], name: str) -> dict[str, Any]:
     """Generator row ``row`` (``{"id", "instruction", "input", "output"}``) with its item called
     ``name``: in the case, in the customer message (each mention of the old name, any case, becomes
@@ -80,18 +121,21 @@ def renamed_row(row: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def rename_rows(rows: list[dict[str, Any]], seed: int, share: float = 1.0,
-                split: NameSplit = "train") -> list[dict[str, Any]]:
-    """``rows`` with a ``share`` of them (a seeded coin per row) renamed by :func:`open_item_name` from
-    ``split``'s nouns; the others as they were. Deterministic in (rows, seed, share, split)."""
+                split: NameSplit = "train", style: NameStyle = "plain") -> list[dict[str, Any]]:
+    """``rows`` with a ``share`` of them (a seeded coin per row) renamed by :func:`draw_name` from
+    ``split``'s words in ``style``; the others as they were. Deterministic in (rows, seed, share,
+    split, style); ``plain`` draws as before titles existed, so its files reproduce."""
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"share must be in [0, 1], got {share}")
     if split not in NAME_SPLITS:
         raise ValueError(f"split must be one of {', '.join(NAME_SPLITS)}, got {split!r}")
-    rng = random.Random(f"policyops-item-names:{seed}:{split}")
+    if style not in NAME_STYLES:
+        raise ValueError(f"style must be one of {', '.join(NAME_STYLES)}, got {style!r}")
+    rng = random.Random(f"policyops-item-names:{seed}:{split}" + ("" if style == "plain" else f":{style}"))
     out = []
     for row in rows:
         take = rng.random() < share
-        name = open_item_name(rng, split)
+        name = draw_name(rng, split, style)
         out.append(renamed_row(row, name) if take else row)
     return out
 

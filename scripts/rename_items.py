@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.cli import bounded_float, bounded_int, existing_file  # noqa: E402
-from policies.item_names import NAME_SPLITS, rename_rows  # noqa: E402
+from policies.item_names import NAME_SPLITS, NAME_STYLES, rename_rows  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,20 +33,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--share", type=bounded_float(0.0, 1.0), default=1.0, help="share of rows renamed")
     p.add_argument("--names", choices=NAME_SPLITS, required=True,
                    help="whose nouns: train for training pools, validation / test for measurement sets")
+    p.add_argument("--style", choices=NAME_STYLES, default="plain",
+                   help="plain names ('Compact soundbar'), catalogue titles ('Brightline Z9407 desk – navy, "
+                        "500 ml') or mixed (either, by a coin)")
     p.add_argument("--seed", type=bounded_int(0, 2**32 - 1), default=0)
     a = p.parse_args(argv)
     if Path(a.out).resolve() == Path(a.src).resolve():
         p.error(f"argument out: {a.out} is the input file; write the renamed rows elsewhere")
     try:
         rows = [json.loads(line) for line in Path(a.src).open(encoding="utf-8") if line.strip()]
-        out = rename_rows(rows, a.seed, a.share, a.names)
+        out = rename_rows(rows, a.seed, a.share, a.names, a.style)
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         print(f"error: {a.src}: {exc}", file=sys.stderr)
         return 2
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out), encoding="utf-8")
     renamed = sum(r is not s for r, s in zip(out, rows, strict=True))
-    print(f"wrote {len(out)} rows to {a.out}; {renamed} renamed from the {a.names} nouns")
+    print(f"wrote {len(out)} rows to {a.out}; {renamed} renamed from the {a.names} words ({a.style})")
     return 0
 
 
