@@ -11,10 +11,12 @@ import pytest
 
 from policies import expected_decision, parse_case
 from policies.item_names import (
+    BRANDS,
     MODIFIERS,
     NAME_SPLITS,
     OPEN_NOUNS,
     catalogue_names,
+    item_title,
     open_item_name,
     rename_rows,
     renamed_row,
@@ -91,20 +93,61 @@ def test_rename_rows_takes_its_share_deterministically():
         rename_rows(rows, seed=1, split="eval")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("source", "renamed", "names", "seed"), [
-    ("validation.jsonl", "validation_renamed.jsonl", "validation", 1),
-    ("validation_independent.jsonl", "validation_independent_renamed.jsonl", "validation", 2),
-    ("stress.jsonl", "stress_renamed.jsonl", "test", 3),
-    ("eval.jsonl", "eval_renamed.jsonl", "test", 4),
+def _brand_of(title: str) -> str:
+    return next(b for b in sorted(BRANDS, key=len, reverse=True) if title.startswith(b + " "))
+
+
+def test_catalogue_titles_carry_digits_and_keep_the_splits_apart():
+    brands: dict[str, set[str]] = {}
+    for split in NAME_SPLITS:
+        rng = random.Random(split)
+        titles = [item_title(rng, split) for _ in range(2000)]
+        brands[split] = {_brand_of(t) for t in titles}
+        assert sum(any(c.isdigit() for c in t) for t in titles) > 600  # model codes, "500 ml", "128 GB"
+        assert sum(("–" in t or "(" in t or "," in t) for t in titles) > 600
+        for title in titles:  # the noun is one of the split's, after the brand and code
+            assert any(f" {noun}" in title.lower() for noun in OPEN_NOUNS)
+    for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
+        assert not brands[a] & brands[b], (a, b)
+    title = "Brightline Z9407 desk – navy, 500 ml"
+    case = parse_case(renamed_row(_rows("stress.jsonl", 1)[0], title)["input"])
+    assert case.order.item == title  # the schema takes a real title
+
+
+def test_styles_draw_plain_names_as_before():
+    rows = _rows("validation.jsonl", 100)
+    plain = rename_rows(rows, seed=1, split="validation")
+    assert plain == rename_rows(rows, seed=1, split="validation", style="plain")
+    titled = rename_rows(rows, seed=1, split="validation", style="title")
+    assert all(r["input"]["order"]["item"].split()[0] in {b.split()[0] for b in BRANDS} for r in titled)
+    mixed = [r["input"]["order"]["item"]
+             for r in rename_rows(rows, seed=1, split="validation", style="mixed")]
+    with_brand = sum(name.split()[0] in {b.split()[0] for b in BRANDS} for name in mixed)
+    assert 25 <= with_brand <= 75
+    with pytest.raises(ValueError, match="style"):
+        rename_rows(rows, seed=1, style="fancy")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("source", "renamed", "names", "seed", "style"), [
+    ("validation.jsonl", "validation_renamed.jsonl", "validation", 1, "plain"),
+    ("validation_independent.jsonl", "validation_independent_renamed.jsonl", "validation", 2, "plain"),
+    ("stress.jsonl", "stress_renamed.jsonl", "test", 3, "plain"),
+    ("eval.jsonl", "eval_renamed.jsonl", "test", 4, "plain"),
+    ("validation.jsonl", "validation_titled.jsonl", "validation", 11, "title"),
+    ("validation_independent.jsonl", "validation_independent_titled.jsonl", "validation", 12, "title"),
+    ("stress.jsonl", "stress_titled.jsonl", "test", 13, "title"),
+    ("eval.jsonl", "eval_titled.jsonl", "test", 14, "title"),
 ])
-def test_the_committed_renamed_sets_reproduce(source, renamed, names, seed, tmp_path: Path):
+def test_the_committed_renamed_sets_reproduce(source, renamed, names, seed, style, tmp_path: Path):
     from scripts.rename_items import main
 
     out = tmp_path / renamed
-    assert main([str(GENERATED / source), str(out), "--names", names, "--seed", str(seed)]) == 0
+    args = [str(GENERATED / source), str(out), "--names", names, "--seed", str(seed), "--style", style]
+    assert main(args) == 0
     assert out.read_bytes() == (GENERATED / renamed).read_bytes()
     rows = _rows(renamed)
-    assert all(_noun_of(r["input"]["order"]["item"]) in OPEN_NOUNS for r in rows)
+    if style == "plain":
+        assert all(_noun_of(r["input"]["order"]["item"]) in OPEN_NOUNS for r in rows)
     # only the names moved: the deciding fields differ from the source's by the item alone
     for row, src in zip(rows, _rows(source), strict=True):
         back = {**row["input"], "order": {**row["input"]["order"], "item": src["input"]["order"]["item"]}}
@@ -114,6 +157,7 @@ def test_the_committed_renamed_sets_reproduce(source, renamed, names, seed, tmp_
 @pytest.mark.parametrize(("args", "said"), [
     (["--names", "train", "--share", "2"], "argument --share: 2"),
     (["--names", "eval"], "argument --names: invalid choice: 'eval'"),
+    (["--names", "train", "--style", "fancy"], "argument --style: invalid choice: 'fancy'"),
     (["--names", "train", "--seed", "-1"], "argument --seed: -1 is out of range"),
 ])
 def test_rename_items_refuses_with_one_line(args, said, tmp_path: Path, capsys):
