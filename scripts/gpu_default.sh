@@ -41,7 +41,8 @@ WEIGHTS=${WEIGHTS:-"[1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0,
 W=${WORK:-runs/gd}
 HELD="data/generated/validation.jsonl data/generated/validation_independent.jsonl data/generated/eval.jsonl \
 data/generated/stress.jsonl data/generated/validation_renamed.jsonl data/generated/validation_independent_renamed.jsonl \
-data/generated/eval_renamed.jsonl data/generated/stress_renamed.jsonl"
+data/generated/eval_renamed.jsonl data/generated/stress_renamed.jsonl data/generated/validation_titled.jsonl \
+data/generated/validation_independent_titled.jsonl data/generated/eval_titled.jsonl data/generated/stress_titled.jsonl"
 evaluate_on() {  # adapter dir, set name: evaluate.py as the rule says (fp32 on the CPU, 512 new tokens)
     python3 scripts/evaluate.py --model "$1" --variant finetuned --dataset "data/generated/$2.jsonl" \
         --batch-size 32 --max-new-tokens 512 --out "$1-$2" ${EVAL_ARGS:-} > "$1-$2.log" 2>&1
@@ -63,13 +64,13 @@ pools)  # the seeded pools POOLS names: three capped independent pools (the last
         python3 scripts/generate_sft_dataset.py --out "runs/data/rec-s$seed" --seed "$seed" --mode recipe \
             --train 12000 --validation 0 --eval 0 --against $frozen || exit 1
     done
-    # half of every pool's rows get an item name our catalogue does not have (stage 17's finding: a
-    # model trained on the catalogue's names alone reads the category from the name)
+    # 60% of every pool's rows get an item name our catalogue does not have, half of them as a retailer's
+    # title (stages 17-18: a model trained on the catalogue's names alone reads the category from the name)
     i=0
     for p in $POOLS; do
         i=$((i + 1))
-        python3 scripts/rename_items.py "runs/data/$p.jsonl" "runs/data/$p.open.jsonl" --share 0.5 \
-            --names train --seed "$((1700 + i))" && mv "runs/data/$p.open.jsonl" "runs/data/$p.jsonl" || exit 1
+        python3 scripts/rename_items.py "runs/data/$p.jsonl" "runs/data/$p.open.jsonl" --share 0.6 \
+            --style mixed --names train --seed "$((1700 + i))" && mv "runs/data/$p.open.jsonl" "runs/data/$p.jsonl" || exit 1
     done
     exit 0 ;;
 pack)
@@ -86,7 +87,8 @@ choose)
     for a in "$W"/ft-*/; do
         a=${a%/}
         [ -f "$a/adapter_model.safetensors" ] || continue
-        for set in validation validation_independent validation_renamed validation_independent_renamed; do
+        for set in validation validation_independent validation_renamed validation_independent_renamed \
+                validation_titled validation_independent_titled; do  # the titled ones: reported, not ruled
             evaluate_on "$a" "$set"
         done
     done
@@ -107,11 +109,14 @@ for adapter in sorted(glob.glob(f"{work}/ft-*/adapter_model.safetensors")):
     renamed = [json.load(open(f"{a}-{s}/summary.json"))["variants"]["finetuned"]
                for s in ("validation_renamed", "validation_independent_renamed")]
     right_renamed = round(sum(p["decision_accuracy"] * p["n"] for p in renamed))
+    titled = [json.load(open(f"{a}-{s}/summary.json"))["variants"]["finetuned"]
+              for s in ("validation_titled", "validation_independent_titled")]  # reported, not ruled
     rows.append({"adapter": a, "n": n, "accuracy": avg("decision_accuracy"),
                  "hard_violations": round(avg("violation_rate") * n), "json_validity": avg("json_validity"),
                  "refs_exact": avg("policy_refs_exact"), "next_action": avg("next_action_match"),
                  "text_check": avg("text_check"), "mean_output_tokens": avg("mean_output_tokens"),
                  "right": round(avg("decision_accuracy") * n), "right_renamed": right_renamed,
+                 "right_titled": round(sum(p["decision_accuracy"] * p["n"] for p in titled)),
                  # where its time budget stopped it (None: it trained to its end)
                  "time_budget": json.load(open(f"{a}/metrics.json")).get("time_budget")})
 eligible = [r for r in rows if r["json_validity"] >= min_json and r["refs_exact"] >= min_refs
