@@ -179,10 +179,9 @@ def names_item(case: Case, text: str) -> bool:
     item, words = _word_keys(case.order.item), _word_keys(text)
     if not item:  # a name without letters or digits: as written
         return case.order.item.lower() in text.lower()
-    shortest = len(item) if len(item) < 3 else max(2, -(-len(item) // 2))
-    return any(_holds_run(words, item[start:start + size])
-               for size in range(len(item), shortest - 1, -1)
-               for start in range(len(item) - size + 1))
+    # a longer run of the name holds one of this length, so runs of this length are the ones to look for
+    size = len(item) if len(item) < 3 else max(2, -(-len(item) // 2))
+    return any(_holds_run(words, item[start:start + size]) for start in range(len(item) - size + 1))
 
 
 def text_problems(case: Case, answer: dict[str, Any]) -> tuple[str, ...]:

@@ -80,4 +80,3 @@ def mismatch_report(mismatches: Sequence[Mismatch], n: int) -> dict[str, Any]:
     return {"cases": n, "mismatches": len(mismatches),
             "decision_changes": sum(m.adapter_decision != m.merged_decision for m in mismatches),
             "details": [asdict(m) for m in mismatches]}
-
