@@ -23,6 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.cli import bounded_float, bounded_int, existing_file  # noqa: E402
+from engine.sft_data import read_rows  # noqa: E402
+from engine.types import DatasetError  # noqa: E402
 from policies.item_names import NAME_SPLITS, NAME_STYLES, rename_rows  # noqa: E402
 
 
@@ -41,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     if Path(a.out).resolve() == Path(a.src).resolve():
         p.error(f"argument out: {a.out} is the input file; write the renamed rows elsewhere")
     try:
-        rows = [json.loads(line) for line in Path(a.src).open(encoding="utf-8") if line.strip()]
+        rows = read_rows(a.src, lambda row, _path, _line: row, "the file has no rows")  # names a bad line
         out = rename_rows(rows, a.seed, a.share, a.names, a.style)
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        print(f"error: {a.src}: {exc}", file=sys.stderr)
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        where = "" if isinstance(exc, DatasetError) else f"{a.src}: "  # a DatasetError names path:line
+        print(f"error: {where}{exc}", file=sys.stderr)
         return 2
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out), encoding="utf-8")

@@ -181,3 +181,14 @@ def test_rename_items_will_not_write_over_its_input(tmp_path: Path, capsys):
         main([str(src), str(src), "--names", "train"])
     assert "is the input file" in capsys.readouterr().err
     assert src.read_bytes() == before
+
+
+def test_rename_items_names_a_bad_line_and_writes_nothing(tmp_path: Path, capsys):
+    from scripts.rename_items import main
+
+    src = tmp_path / "rows.jsonl"
+    first = (GENERATED / "validation.jsonl").read_text(encoding="utf-8").splitlines()[0]
+    src.write_text(first + "\nnot json\n", encoding="utf-8")
+    assert main([str(src), str(tmp_path / "out.jsonl"), "--names", "train"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {src}:2: not valid JSON (Expecting value)"
+    assert not (tmp_path / "out.jsonl").exists()
