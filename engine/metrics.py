@@ -250,6 +250,20 @@ def targets_for(dataset: str | Path) -> str | None:
     return name if name in TARGETS else None
 
 
+# The copies of the frozen sets whose items carry names our catalogue does not have
+# (scripts/rename_items.py): "eval_renamed.jsonl", "stress_titled.jsonl". Reported beside their set,
+# held to no target of their own.
+NAME_COPIES = ("renamed", "titled")
+
+
+def reported_set(dataset: str | Path) -> str | None:
+    """The reporting set a dataset is, by its file name: a frozen set ("eval", "stress") or a copy of
+    one with other item names ("eval_renamed", "stress_titled"); None for any other file."""
+    name = Path(dataset).stem
+    frozen, _, copy = name.partition("_")
+    return name if frozen in TARGETS and copy in ("", *NAME_COPIES) else None
+
+
 def check_targets(figures: dict[str, Any], which: str) -> list[dict[str, Any]]:
     """Each target of ``TARGETS[which]`` against one variant's summary: ``{"figure", "target" (e.g.
     ">= 97.0%"), "value", "met"}``. KeyError for an unknown ``which``."""

@@ -7,7 +7,8 @@
 - :func:`reviewer_agreement`: share of approved/corrected cases whose final decision equals each model's.
 - :func:`corrections_per_rule`: corrected cases by the rule id that decides them.
 - :func:`evaluation_reports`: the frozen sets' figures (eval, and the out-of-distribution stress set)
-  as ``scripts/evaluate.py`` wrote them (its ``summary.json``), so the tab shows stress beside eval.
+  as ``scripts/evaluate.py`` wrote them (its ``summary.json``), so the tab shows stress beside eval;
+  their copies with item names our catalogue does not have ("eval_renamed", "stress_titled") too.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from engine.metrics import (
     WHOLE_ANSWER_LABELS,
     EvalRecord,
     make_record,
+    reported_set,
     summarize_variant,
-    targets_for,
 )
 from engine.types import ModelAnswer
 from policies import Case, expected_decision, parse_case
@@ -165,7 +166,7 @@ def _report_rows(path: Path) -> list[dict[str, object]]:
     """One row per variant of the summary at ``path`` when it is an evaluation of a frozen set."""
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
-        which = targets_for(summary["dataset"])
+        which = reported_set(summary["dataset"])
         variants = summary["variants"]
     except (OSError, ValueError, KeyError, TypeError):  # not an evaluate.py summary: not a report
         return []
@@ -202,8 +203,9 @@ def report_figures(reports: pd.DataFrame, model_version: str, dataset: str = "ev
 
 def evaluation_reports(root: str | Path = ".", globs: Iterable[str] = REPORT_GLOBS) -> pd.DataFrame:
     """The frozen sets' figures from ``scripts/evaluate.py`` summaries under ``root``: one row per
-    report and variant, eval first then stress, newest report first within a set. Columns
-    :data:`REPORT_COLUMNS`: set ("eval" / "stress", from the summary's dataset file name), model
+    report and variant, eval first then stress, each followed by its renamed and titled copies
+    (:func:`engine.metrics.reported_set`), newest report first within a set. Columns
+    :data:`REPORT_COLUMNS`: set ("eval", "eval_renamed", ..., from the summary's dataset file name), model
     (the version string the summary recorded), variant, n, the three figures and the four whole-answer
     figures (0..1; None where an older report lacks one), targets met
     (issue 15's, for the fine-tuned variant), report (the file read) and written (its modification
@@ -216,5 +218,5 @@ def evaluation_reports(root: str | Path = ".", globs: Iterable[str] = REPORT_GLO
         return pd.DataFrame(columns=REPORT_COLUMNS)
     frame = pd.DataFrame(rows)
     frame["_newest"] = -frame.pop("_mtime")
-    frame = frame.sort_values(["set", "_newest", "variant"])  # "eval" sorts before "stress"
+    frame = frame.sort_values(["set", "_newest", "variant"])  # eval, eval_renamed, eval_titled, stress, ...
     return frame[REPORT_COLUMNS].reset_index(drop=True)

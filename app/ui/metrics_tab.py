@@ -1,7 +1,8 @@
 """Metrics tab: the frozen sets (eval and the out-of-distribution stress set) side by side as
-scripts/evaluate.py measured them; decision accuracy, violation rate and JSON validity per model
-version on the console's own stored runs; reviewer agreement with each model; corrections per rule
-id. Plots and tables; the aggregation lives in app.services.metrics. Loads when the tab is opened."""
+scripts/evaluate.py measured them, each beside its copies with item names our catalogue does not have;
+decision accuracy, violation rate and JSON validity per model version on the console's own stored
+runs; reviewer agreement with each model; corrections per rule id. Plots and tables; the aggregation
+lives in app.services.metrics. Loads when the tab is opened."""
 
 from __future__ import annotations
 
@@ -30,9 +31,12 @@ from app.services.metrics import (  # noqa: E402
 from app.ui.render import readable_figures  # noqa: E402
 from app.ui.review_tab import AGREEMENT_COLUMNS, agreement_frame  # noqa: E402
 from app.ui.state import Console, TabLoad, require  # noqa: E402
+from engine.metrics import NAME_COPIES  # noqa: E402
 
 MODEL_COLUMNS = ["model_version", "variant", "n", *METRIC_NAMES]
 SET_COLORS = {"eval": ["#1f4e99", "#6f9fd8"], "stress": ["#c2410c", "#f59e6b"]}
+# A frozen set, its renamed copy and its titled copy: the set's colour, then lighter shades of it.
+COPY_SHADES = {"eval": ["#1f4e99", "#6f9fd8", "#b9d0ee"], "stress": ["#c2410c", "#f59e6b", "#fbcfad"]}
 REPORTS_ROOT = Path(".")  # scripts/evaluate.py's --out folders (runs/) and benchmarks/ lie under it
 
 
@@ -50,11 +54,12 @@ def _empty(fig: Figure, text: str) -> Figure:
 
 
 def grouped_bars(
-    groups: dict[str, list[float]], labels: tuple[str, ...], title: str, colors: list[str] | None = None
+    groups: dict[str, list[float]], labels: tuple[str, ...], title: str, colors: list[str] | None = None,
+    legend_cols: int = 2,
 ) -> Figure:
     """Bars of shares (0..1), one group per label, one bar per key of ``groups`` (in ``colors`` when
     given); each bar labelled with its percentage (one decimal); the legend under the plot, clear of
-    the bars."""
+    the bars, in ``legend_cols`` columns."""
     fig = Figure(figsize=(9, 3.8), layout="constrained")
     if not groups:
         return _empty(fig, "no figures yet")
@@ -67,7 +72,7 @@ def grouped_bars(
     ax.set_xticks([j + width * (len(groups) - 1) / 2 for j in range(len(labels))], labels)
     _percent_axis(ax)
     ax.set_title(title, loc="left", fontsize=11)
-    fig.legend(loc="outside lower center", ncols=min(len(groups), 2), fontsize=8, frameon=False)
+    fig.legend(loc="outside lower center", ncols=min(len(groups), legend_cols), fontsize=8, frameon=False)
     return fig
 
 
@@ -85,13 +90,42 @@ def model_figure(frame: pd.DataFrame) -> Figure:
 
 def sets_figure(reports: pd.DataFrame) -> Figure:
     """Eval beside stress: the newest report of each set and variant, one bar per (set, variant)."""
-    newest = reports.drop_duplicates(["set", "variant"]).to_dict("records")  # newest first within a set
+    frozen = reports[reports["set"].isin(list(SET_COLORS))]
+    newest = frozen.drop_duplicates(["set", "variant"]).to_dict("records")  # newest first within a set
     groups = {f"{r['set']} · {r['variant']} (n={r['n']})": [float(r[m] or 0) for m in METRIC_NAMES]
               for r in newest}
     palette = {name: cycle(shades) for name, shades in SET_COLORS.items()}
     colors = [next(palette[r["set"]]) for r in newest]  # eval in blues, stress in oranges
     title = "Frozen sets: eval (in distribution) beside stress (out of it), newest report of each"
     return grouped_bars(groups, METRIC_NAMES, title, colors)
+
+
+def names_figure(reports: pd.DataFrame) -> Figure:
+    """The fine-tuned model on each frozen set beside its copies with item names our catalogue does not
+    have (renamed, titled): the model version of the set's newest report, and that version's newest
+    report on each copy; one bar per set and copy, the copies in lighter shades of their set's colour.
+    No copy measured for it: a figure that says so."""
+    tuned = reports[reports["variant"] == "finetuned"]  # newest first within a set
+    groups, colors, copies = {}, [], 0
+    for frozen in SET_COLORS:
+        newest = tuned[tuned["set"] == frozen]
+        if newest.empty:
+            continue
+        model = newest.iloc[0]["model"]
+        for shade, copy in zip(COPY_SHADES[frozen], ("", *NAME_COPIES), strict=True):
+            name = f"{frozen}_{copy}" if copy else frozen
+            rows = tuned[(tuned["set"] == name) & (tuned["model"] == model)]
+            if not rows.empty:
+                row = rows.iloc[0]
+                groups[f"{frozen} · {copy or 'catalogue names'} (n={row['n']})"] = [
+                    float(row[m] or 0) for m in METRIC_NAMES]
+                colors.append(shade)
+                copies += bool(copy)
+    if not copies:
+        return _empty(Figure(figsize=(9, 3.8), layout="constrained"),
+                      "no renamed or titled copy measured for the newest model yet")
+    title = "Item names our catalogue lacks: fine-tuned, each set beside its renamed and titled copies"
+    return grouped_bars(groups, METRIC_NAMES, title, colors, legend_cols=3)
 
 
 def bar_figure(frame: pd.DataFrame, x: str, y: str, title: str, percent: bool = False) -> Figure:
@@ -136,6 +170,14 @@ def create_metrics_tab(console: Console, reports_root: Path = REPORTS_ROOT) -> T
     )
     sets_note = gr.Markdown(elem_id="metrics-sets-note")
     sets_plot = gr.Plot(show_label=False)
+    gr.Markdown(
+        "**Item names our catalogue does not have.** No rule reads an item's name, yet a model can learn "
+        "our catalogue's names instead of the rules. The renamed copies (`*_renamed.jsonl`) give every "
+        "item a plain name from words never trained on; the titled copies (`*_titled.jsonl`) a "
+        "retailer-style title (brand, model code, colour, a variant with digits). Same cases, same "
+        "expected decisions."
+    )
+    names_plot = gr.Plot(show_label=False, elem_id="metrics-names-plot")
     sets_table = gr.Dataframe(
         pd.DataFrame(columns=REPORT_COLUMNS),
         interactive=False,
@@ -174,6 +216,7 @@ def create_metrics_tab(console: Console, reports_root: Path = REPORTS_ROOT) -> T
                 "`data/generated/stress.jsonl` (README, *Measured quality*).",
             ),
             sets_plot: sets_figure(reports),
+            names_plot: names_figure(reports),
             sets_table: readable_figures(reports, percent=METRIC_NAMES + WHOLE_ANSWER_NAMES),
             models_note: _sentence(
                 versions, "model versions answered here",
@@ -187,7 +230,7 @@ def create_metrics_tab(console: Console, reports_root: Path = REPORTS_ROOT) -> T
             agreement_table: agreement_frame(console),
         }
 
-    outputs = [sets_note, sets_plot, sets_table, models_note, models_plot, table, agreement_plot, rules_plot,
-               agreement_table]
+    outputs = [sets_note, sets_plot, names_plot, sets_table, models_note, models_plot, table, agreement_plot,
+               rules_plot, agreement_table]
     refresh.click(show, None, outputs, api_visibility="private")
     return TabLoad(show=show, outputs=outputs, need="compare")

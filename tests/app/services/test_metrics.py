@@ -134,3 +134,41 @@ def test_evaluation_reports_put_stress_beside_eval(tmp_path) -> None:
     # what the facts check found, by kind, most first; nothing recorded: empty
     assert stress["facts misstated"] == "days 115 · region 21 · claims 11"
     assert frame.iloc[0]["facts misstated"] == ""
+
+
+def test_the_renamed_and_titled_copies_are_reported_beside_their_set(tmp_path) -> None:
+    """The copies of eval and stress with item names our catalogue does not have are reports too,
+    each after its set; a renamed validation set (for choosing) and look-alike names are not."""
+    import json
+
+    from app.services.metrics import evaluation_reports
+    from app.ui.metrics_tab import names_figure, sets_figure
+    from engine.metrics import reported_set
+
+    assert [reported_set(f"data/generated/{n}.jsonl") for n in (
+        "eval", "stress_titled", "eval_renamed", "validation_renamed", "stress_sorted", "evaluation", "titled")
+    ] == ["eval", "stress_titled", "eval_renamed", None, None, None, None]
+    for name, acc in (("stress", 0.97), ("stress_titled", 0.66), ("eval_renamed", 0.95), ("eval", 0.94),
+                      ("validation_titled", 0.9), ("stress_sorted", 0.5)):
+        path = tmp_path / "runs" / name / "summary.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(_summary(f"data/generated/{name}.jsonl", {"acc": acc, "viol": 0.01})))
+    frame = evaluation_reports(tmp_path)
+    assert list(frame["set"]) == ["eval", "eval_renamed", "stress", "stress_titled"]
+    assert list(frame["decision accuracy"]) == [0.94, 0.95, 0.97, 0.66]
+    # the eval/stress plot keeps to the two frozen sets; the names plot has one bar per set and copy
+    assert len(sets_figure(frame).axes[0].patches) == 2 * len(METRIC_NAMES)
+    names = names_figure(frame).axes[0]
+    assert len(names.patches) == 4 * len(METRIC_NAMES)
+    assert [t.get_text() for t in names.figure.legends[0].get_texts()] == [
+        "eval · catalogue names (n=300)", "eval · renamed (n=300)", "stress · catalogue names (n=300)",
+        "stress · titled (n=300)"]
+    # no copy measured: the plot says so instead of repeating the frozen sets
+    only_frozen = frame[frame["set"].isin(["eval", "stress"])]
+    assert not names_figure(only_frozen).axes[0].patches
+    # a copy is shown only for the model version of its set's newest report: never one model's eval
+    # beside another's copy
+    newer = frame.iloc[[0]].assign(model="ft@3", **{"decision accuracy": 0.99})
+    names = names_figure(pd.concat([newer, frame], ignore_index=True)).axes[0]
+    assert [t.get_text() for t in names.figure.legends[0].get_texts()] == [
+        "eval · catalogue names (n=300)", "stress · catalogue names (n=300)", "stress · titled (n=300)"]
