@@ -68,7 +68,8 @@ def grouped_bars(
     for i, (name, values) in enumerate(groups.items()):
         color = colors[i] if colors else None
         bars = ax.bar([j + i * width for j in range(len(labels))], values, width, label=name, color=color)
-        ax.bar_label(bars, labels=[f"{v:.1%}" for v in values], fontsize=7, padding=1)
+        ax.bar_label(bars, labels=[f"{v:.1%}" for v in values], fontsize=7 if len(groups) <= 4 else 5.5,
+                     padding=1)  # six bars a group: smaller, so "100.0%" labels stay apart
     ax.set_xticks([j + width * (len(groups) - 1) / 2 for j in range(len(labels))], labels)
     _percent_axis(ax)
     ax.set_title(title, loc="left", fontsize=11)
