@@ -34,9 +34,9 @@ from app.ui.state import Console, TabLoad, require  # noqa: E402
 from engine.metrics import NAME_COPIES  # noqa: E402
 
 MODEL_COLUMNS = ["model_version", "variant", "n", *METRIC_NAMES]
-SET_COLORS = {"eval": ["#1f4e99", "#6f9fd8"], "stress": ["#c2410c", "#f59e6b"]}
 # A frozen set, its renamed copy and its titled copy: the set's colour, then lighter shades of it.
 COPY_SHADES = {"eval": ["#1f4e99", "#6f9fd8", "#b9d0ee"], "stress": ["#c2410c", "#f59e6b", "#fbcfad"]}
+SET_COLORS = {name: shades[:2] for name, shades in COPY_SHADES.items()}  # eval/stress plot: one per variant
 REPORTS_ROOT = Path(".")  # scripts/evaluate.py's --out folders (runs/) and benchmarks/ lie under it
 
 

@@ -145,9 +145,10 @@ def test_the_renamed_and_titled_copies_are_reported_beside_their_set(tmp_path) -
     from app.ui.metrics_tab import names_figure, sets_figure
     from engine.metrics import reported_set
 
-    assert [reported_set(f"data/generated/{n}.jsonl") for n in (
-        "eval", "stress_titled", "eval_renamed", "validation_renamed", "stress_sorted", "evaluation", "titled")
-    ] == ["eval", "stress_titled", "eval_renamed", None, None, None, None]
+    files = ("eval", "stress_titled", "eval_renamed", "validation_renamed", "stress_sorted", "evaluation",
+             "titled")
+    assert [reported_set(f"data/generated/{n}.jsonl") for n in files] == [
+        "eval", "stress_titled", "eval_renamed", None, None, None, None]
     for name, acc in (("stress", 0.97), ("stress_titled", 0.66), ("eval_renamed", 0.95), ("eval", 0.94),
                       ("validation_titled", 0.9), ("stress_sorted", 0.5)):
         path = tmp_path / "runs" / name / "summary.json"
