@@ -112,12 +112,14 @@ def repeated_fragment(text: str, n: int = REPEAT_WORDS, name: str = "") -> str |
     """The first run of ``n`` words that occurs twice in ``text`` (case and punctuation aside), or
     None. The reference answers never repeat even three words; a looping model repeats many.
 
-    ``name`` (the case's item) counts as one word wherever ``text`` writes it whole: a response may
-    name "Sony WH-1000XM5 wireless headphones" twice without repeating itself, and "your Wine case is
-    approved" written twice still repeats "your wine case is approved"."""
+    ``name`` (the case's item) counts as one word wherever ``text`` writes it whole, or shortened as
+    :func:`names_item` accepts (a run of at least half of a name of three words or more, two at the
+    least): a response may name "Sony WH-1000XM5 wireless headphones" twice, or "your WH-1000XM5
+    wireless headphones" twice, without repeating itself, and "your Wine case is approved" written
+    twice still repeats "your wine case is approved"."""
     words = _WORD.findall(text.lower())
     if len(named := _WORD.findall(name.lower())) > 1:
-        words = _as_one_word(words, named)
+        words = _as_one_word(words, named, _shortest_naming_run(len(named)))
     seen: set[tuple[str, ...]] = set()
     for i in range(len(words) - n + 1):
         gram = tuple(words[i:i + n])
@@ -127,17 +129,34 @@ def repeated_fragment(text: str, n: int = REPEAT_WORDS, name: str = "") -> str |
     return None
 
 
-def _as_one_word(words: list[str], run: list[str]) -> list[str]:
-    """``words`` with each occurrence of ``run`` replaced by the run's words joined into one."""
-    out, i, k = [], 0, len(run)
+def _shortest_naming_run(n: int) -> int:
+    """The fewest of a name's ``n`` words that, in the name's order, still name it (:func:`names_item`):
+    all of a name of one or two words; of a longer one, half (rounded up), two at the least."""
+    return n if n < 3 else max(2, -(-n // 2))
+
+
+def _as_one_word(words: list[str], run: list[str], shortest: int) -> list[str]:
+    """``words`` with each occurrence of ``run``, or of a piece of it at least ``shortest`` words long,
+    replaced by its words joined into one; the longest piece wins."""
+    out, i = [], 0
     while i < len(words):
-        if words[i:i + k] == run:
-            out.append(" ".join(run))
-            i += k
-        else:
-            out.append(words[i])
-            i += 1
+        k = _longest_piece_at(words, i, run, shortest)
+        out.append(" ".join(words[i:i + k]) if k else words[i])
+        i += k or 1
     return out
+
+
+def _longest_piece_at(words: list[str], i: int, run: list[str], shortest: int) -> int:
+    """The length of the longest piece of ``run`` (at least ``shortest`` words) that ``words`` hold
+    from ``i`` on, or 0."""
+    best = 0
+    for start in range(len(run) - shortest + 1):
+        k = 0
+        while start + k < len(run) and i + k < len(words) and words[i + k] == run[start + k]:
+            k += 1
+        if k >= shortest:
+            best = max(best, k)
+    return best
 
 
 def cites_rule(text: str, rule: str) -> bool:
@@ -180,7 +199,7 @@ def names_item(case: Case, text: str) -> bool:
     if not item:  # a name without letters or digits: as written
         return case.order.item.lower() in text.lower()
     # a longer run of the name holds one of this length, so runs of this length are the ones to look for
-    size = len(item) if len(item) < 3 else max(2, -(-len(item) // 2))
+    size = _shortest_naming_run(len(item))
     return any(_holds_run(words, item[start:start + size]) for start in range(len(item) - size + 1))
 
 

@@ -108,6 +108,14 @@ def test_text_helpers() -> None:
              "Once the Sony WH-1000XM5 wireless headphones arrive")
     assert repeated_fragment(twice) == "sony wh 1000xm5 wireless"
     assert repeated_fragment(twice, name=long_name) is None
+    # ... and so does a name shortened as names_item accepts it (half its words, in its order)
+    short_twice = ("We have your WH-1000XM5 wireless headphones. Once your WH-1000XM5 wireless headphones "
+                   "arrive, your wireless headphones get a refund.")
+    assert repeated_fragment(short_twice) == "your wh 1000xm5 wireless"
+    assert repeated_fragment(short_twice, name=long_name) is None
+    # a piece under half of the name is a word like any other: "your headphones arrive" twice loops
+    assert repeated_fragment("So your headphones arrive today. So your headphones arrive today.",
+                             name=long_name) == "so your headphones arrive"
     looping = "Your Wine case is approved. Your Wine case is approved."
     assert repeated_fragment(looping, name="Wine case") == "your wine case is approved"
     [case] = _cases("eval.jsonl", 1)
